@@ -1,0 +1,51 @@
+# regcred — see README.md. `make help` lists the targets.
+SHELL := /usr/bin/env bash
+GO ?= go
+BIN := $(CURDIR)/bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X regcred.dev/regcred/internal/version.version=$(VERSION)
+# Integration tests fail instead of skipping when `make tools` has run.
+TEST_ENV := REGCRED_REQUIRE_TESTENV=1
+GOTEST_FLAGS ?= -race -count=1 -timeout 30m
+
+.PHONY: help
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## build bin/regcred
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/regcred ./cmd/regcred
+
+.PHONY: tools
+tools: ## install etcd/skopeo (apt) and build the cached kube-apiserver for tests
+	bash hack/tools.sh
+
+.PHONY: fmt
+fmt: ## gofmt the tree
+	gofmt -w $$(git ls-files '*.go')
+
+.PHONY: vet
+vet: ## gofmt check and go vet
+	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+.PHONY: unit
+unit: ## fast tests only: no control plane, no registry
+	$(GO) test -short -count=1 ./...
+
+.PHONY: test
+test: tools vet ## vet + unit + integration tests (real kube-apiserver, etcd, registry), race detector on
+	$(TEST_ENV) $(GO) test $(GOTEST_FLAGS) ./...
+
+.PHONY: demo
+demo: tools ## run regcred against a local control plane and registry until Ctrl-C
+	$(GO) run ./hack/demo
+
+.PHONY: bench
+bench: ## Go benchmarks (figures go in docs/benchmarks.md)
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+.PHONY: clean
+clean: ## remove build output (the kube-apiserver cache stays)
+	rm -rf $(BIN)

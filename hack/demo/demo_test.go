@@ -1,0 +1,95 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"regcred.dev/regcred/internal/testenv"
+)
+
+// TestDemoPrintsWorkingInstructions runs the demo as `make demo` does and
+// executes the kubectl and skopeo commands it prints.
+func TestDemoPrintsWorkingInstructions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	if err := testenv.CheckAssets(); err != nil {
+		if testenv.Required() {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "demo")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build demo: %v\n%s", err, out)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--state-dir", filepath.Join(dir, "state"))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill() }()
+
+	var commands []string
+	scanner := bufio.NewScanner(stdout)
+	ready := false
+	for scanner.Scan() {
+		line := strings.TrimSpace(scanner.Text())
+		if line == "ready" {
+			ready = true
+			break
+		}
+		if strings.HasPrefix(line, "kubectl ") || strings.HasPrefix(line, "skopeo ") || strings.HasPrefix(line, "export ") {
+			commands = append(commands, line)
+		}
+	}
+	if !ready {
+		t.Fatalf("demo exited before printing ready (err %v)", scanner.Err())
+	}
+	go func() {
+		for scanner.Scan() {
+		}
+	}()
+
+	script := strings.Join(commands, "\n")
+	needs := []string{"export KUBECONFIG=", "kubectl get namespaces", "skopeo inspect"}
+	for _, n := range needs {
+		if !strings.Contains(script, n) {
+			t.Fatalf("demo instructions lack %q:\n%s", n, script)
+		}
+	}
+	if _, err := exec.LookPath("skopeo"); err != nil && !testenv.Required() {
+		t.Skip("skopeo not installed: run make tools")
+	}
+	out, err := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script).CombinedOutput()
+	if err != nil {
+		t.Fatalf("running the printed instructions failed: %v\n%s\n---\n%s", err, script, out)
+	}
+	for _, want := range []string{"kube-system", `"Digest": "sha256:`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output of the printed instructions lacks %q:\n%s", want, out)
+		}
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("demo did not exit cleanly on Ctrl-C: %v", err)
+	}
+}

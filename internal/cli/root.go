@@ -1,0 +1,76 @@
+// Package cli holds regcred's cobra commands, one file per command. Commands
+// are thin: parsing, output and exit codes live here, the work lives in the
+// core packages the controller and webhook share.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// Streams are where a command reads and writes; tests pass buffers.
+type Streams struct {
+	In  io.Reader
+	Out io.Writer
+	Err io.Writer
+}
+
+// NewRootCommand builds the regcred command tree.
+func NewRootCommand(s Streams) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "regcred",
+		Short: "Pull credentials for private container registries, wired across a Kubernetes cluster",
+		Long: `regcred makes image pulls from private registries just work across a cluster.
+
+You declare one object per registry credential — a RegistryCredential in a
+namespace, or a ClusterRegistryCredential for many namespaces — and regcred:
+
+  * syncs a kubernetes.io/dockerconfigjson Secret into every selected namespace
+    and keeps it in step when the source rotates,
+  * adds it to the imagePullSecrets of the selected ServiceAccounts,
+  * injects exactly the matching pull secrets into Pods at admission,
+  * refreshes short-lived cloud tokens (ECR, Artifact Registry, ACR),
+  * rewrites images to mirrors for air-gapped clusters, and
+  * explains why a Pod is stuck in ImagePullBackOff.
+
+The same matching rules as the kubelet are used everywhere, so "regcred says it
+matches" means "the kubelet will use it".
+
+Also usable as a kubectl plugin: install the binary as kubectl-regcred and run
+"kubectl regcred ...".`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(s.In)
+	root.SetOut(s.Out)
+	root.SetErr(s.Err)
+	root.AddCommand(newVersionCommand())
+	return root
+}
+
+// Execute runs regcred with args and returns the process exit code. Errors
+// are printed as one line, never as a stack trace.
+func Execute(args []string, in io.Reader, out, errOut io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	root := NewRootCommand(Streams{In: in, Out: out, Err: errOut})
+	root.SetArgs(args)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintf(errOut, "Error: %v\n", err)
+		var ec exitCoder
+		if errors.As(err, &ec) {
+			return ec.ExitCode()
+		}
+		return 1
+	}
+	return 0
+}
+
+// exitCoder is an error that asks for a specific exit code.
+type exitCoder interface{ ExitCode() int }

@@ -1,0 +1,275 @@
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/distribution/distribution/v3/configuration"
+	"github.com/distribution/distribution/v3/registry/handlers"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/crypto/bcrypt"
+
+	// Storage and auth back ends the registry configuration names.
+	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd"
+	_ "github.com/distribution/distribution/v3/registry/auth/token"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
+
+	"regcred.dev/regcred/internal/pki"
+)
+
+// AuthMode is how a test registry authenticates clients.
+type AuthMode string
+
+const (
+	// Basic is htpasswd basic auth: the client sends user:password to the
+	// registry itself.
+	Basic AuthMode = "htpasswd"
+	// Token is bearer token auth: the registry answers 401 with a
+	// WWW-Authenticate: Bearer challenge naming a token realm, the client
+	// gets a signed JWT there with basic auth, then presents it. Docker Hub,
+	// GHCR and Harbor work this way.
+	Token AuthMode = "token"
+)
+
+// User is an account on a test registry.
+type User struct {
+	Name     string
+	Password string
+	// Repositories limits, in Token mode, the repositories (exact names or
+	// "prefix/*") the user's tokens grant; empty grants every repository.
+	// Basic mode cannot scope access: every user may do everything.
+	Repositories []string
+}
+
+// Registry is a CNCF distribution registry serving over TLS on loopback,
+// with in-memory storage.
+type Registry struct {
+	Mode AuthMode
+	// Host is host:port, as it appears in image references.
+	Host string
+	// CA signed the serving certificate; trust it to talk to the registry.
+	CA *pki.KeyPair
+	// CertDir holds ca.crt, in the layout docker, podman and skopeo read
+	// through --cert-dir.
+	CertDir string
+	// CAFile is the PEM file of CA.
+	CAFile string
+	// User may pull and push everything.
+	User User
+
+	users  map[string]User
+	server *httptest.Server
+	app    *handlers.App
+	dir    string
+}
+
+// RegistryOption configures StartRegistry.
+type RegistryOption func(*registryConfig)
+
+type registryConfig struct{ users []User }
+
+// WithUser adds an account besides the default full-access one.
+func WithUser(u User) RegistryOption {
+	return func(c *registryConfig) { c.users = append(c.users, u) }
+}
+
+// StartRegistry starts a registry with a fresh CA, a full-access user and any
+// users given by options.
+func StartRegistry(mode AuthMode, opts ...RegistryOption) (*Registry, error) {
+	var cfg registryConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	// The registry logs through logrus; test output should stay readable.
+	logrus.SetOutput(io.Discard)
+	logrus.SetLevel(logrus.ErrorLevel)
+
+	dir, err := os.MkdirTemp("", "regcred-registry-")
+	if err != nil {
+		return nil, err
+	}
+	r := &Registry{Mode: mode, dir: dir, users: map[string]User{}}
+	ok := false
+	defer func() {
+		if !ok {
+			r.Close()
+		}
+	}()
+
+	r.User = User{Name: "regcred", Password: randomString(16)}
+	for _, u := range append([]User{r.User}, cfg.users...) {
+		if u.Name == "" || strings.Contains(u.Name, ":") {
+			return nil, fmt.Errorf("invalid user name %q", u.Name)
+		}
+		r.users[u.Name] = u
+	}
+
+	if r.CA, err = pki.NewCA("regcred test registry CA", 24*time.Hour); err != nil {
+		return nil, err
+	}
+	serving, err := r.CA.IssueServing([]string{"127.0.0.1", "localhost", "::1"}, 24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	tlsCert, err := serving.TLSCertificate()
+	if err != nil {
+		return nil, err
+	}
+	r.CertDir = filepath.Join(dir, "certs.d")
+	if err := os.MkdirAll(r.CertDir, 0o755); err != nil {
+		return nil, err
+	}
+	r.CAFile = filepath.Join(r.CertDir, "ca.crt")
+	if err := os.WriteFile(r.CAFile, r.CA.CertPEM, 0o644); err != nil {
+		return nil, err
+	}
+
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	r.Host = listener.Addr().String()
+
+	conf := &configuration.Configuration{
+		Storage: configuration.Storage{
+			"inmemory":    configuration.Parameters{},
+			"maintenance": configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}},
+			"delete":      configuration.Parameters{"enabled": true},
+		},
+	}
+	conf.Log.Level = "error"
+	conf.HTTP.Secret = randomString(32)
+	conf.HTTP.Headers = http.Header{"X-Content-Type-Options": []string{"nosniff"}}
+
+	mux := http.NewServeMux()
+	switch mode {
+	case Basic:
+		htpasswd := filepath.Join(dir, "htpasswd")
+		if err := r.writeHtpasswd(htpasswd); err != nil {
+			return nil, err
+		}
+		conf.Auth = configuration.Auth{"htpasswd": configuration.Parameters{
+			"realm": "regcred-test",
+			"path":  htpasswd,
+		}}
+	case Token:
+		issuer, err := newTokenIssuer(r, "https://"+r.Host+"/token", dir)
+		if err != nil {
+			return nil, err
+		}
+		conf.Auth = configuration.Auth{"token": configuration.Parameters{
+			"realm":   issuer.realm,
+			"service": issuer.service,
+			"issuer":  issuer.issuer,
+			"jwks":    issuer.jwksFile,
+		}}
+		mux.Handle("/token", issuer)
+	default:
+		return nil, fmt.Errorf("unknown auth mode %q", mode)
+	}
+
+	r.app = handlers.NewApp(context.Background(), conf)
+	mux.Handle("/", r.app)
+	r.server = httptest.NewUnstartedServer(mux)
+	_ = r.server.Listener.Close()
+	r.server.Listener = listener
+	r.server.TLS = &tls.Config{Certificates: []tls.Certificate{tlsCert}, MinVersion: tls.VersionTLS12}
+	r.server.Config.ErrorLog = nil
+	r.server.StartTLS()
+	ok = true
+	return r, nil
+}
+
+func (r *Registry) writeHtpasswd(path string) error {
+	var b strings.Builder
+	for _, u := range r.users {
+		// MinCost keeps per-request bcrypt checks cheap in tests.
+		hash, err := bcrypt.GenerateFromPassword([]byte(u.Password), bcrypt.MinCost)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "%s:%s\n", u.Name, hash)
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o600)
+}
+
+// Close stops the registry and removes its files.
+func (r *Registry) Close() {
+	if r.server != nil {
+		r.server.Close()
+	}
+	if r.app != nil {
+		_ = r.app.Shutdown()
+	}
+	_ = os.RemoveAll(r.dir)
+}
+
+// URL is the registry's base URL.
+func (r *Registry) URL() string { return "https://" + r.Host }
+
+// Transport is an HTTP transport that trusts the registry's CA.
+func (r *Registry) Transport() *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: r.CA.CertPool(), MinVersion: tls.VersionTLS12}
+	return tr
+}
+
+// Auth authenticates as the full-access user.
+func (r *Registry) Auth() authn.Authenticator {
+	return &authn.Basic{Username: r.User.Name, Password: r.User.Password}
+}
+
+// WrongPasswordAuth is the full-access user with a wrong password.
+func (r *Registry) WrongPasswordAuth() authn.Authenticator {
+	return &authn.Basic{Username: r.User.Name, Password: r.User.Password + "-wrong"}
+}
+
+// Ref is the full reference of repoAndTag on this registry.
+func (r *Registry) Ref(repoAndTag string) string { return r.Host + "/" + repoAndTag }
+
+// PushRandomImage pushes a small random single-platform image to repoAndTag
+// (for example "team/app:v1") and returns its digest.
+func (r *Registry) PushRandomImage(ctx context.Context, repoAndTag string) (v1.Hash, error) {
+	ref, err := name.ParseReference(r.Ref(repoAndTag))
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	img, err := random.Image(512, 2)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	if err := remote.Write(ref, img, r.RemoteOptions(ctx, r.Auth())...); err != nil {
+		return v1.Hash{}, fmt.Errorf("push %s: %w", ref, err)
+	}
+	return img.Digest()
+}
+
+// RemoteOptions are go-containerregistry options that reach this registry
+// with the given credentials.
+func (r *Registry) RemoteOptions(ctx context.Context, auth authn.Authenticator) []remote.Option {
+	return []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth), remote.WithTransport(r.Transport())}
+}
+
+func randomString(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}
