@@ -35,8 +35,15 @@ unit: ## fast tests only: no control plane, no registry
 	$(GO) test -short -count=1 ./...
 
 .PHONY: test
-test: tools vet ## vet + unit + integration tests (real kube-apiserver, etcd, registry), race detector on
+test: tools vet parity ## vet + unit + integration tests (real kube-apiserver, etcd, registry), race detector on
 	$(TEST_ENV) $(GO) test $(GOTEST_FLAGS) ./...
+
+# The kubelet's own credential code, in a module of its own (hack/kubelet-parity).
+PARITY_FUZZTIME ?= 20s
+.PHONY: parity
+parity: ## differential test and fuzz of regcred's matching against the kubelet's pkg/credentialprovider
+	cd hack/kubelet-parity && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd hack/kubelet-parity && $(GO) test -run '^$$' -fuzz FuzzParity -fuzztime $(PARITY_FUZZTIME) .
 
 .PHONY: demo
 demo: tools ## run regcred against a local control plane and registry until Ctrl-C
