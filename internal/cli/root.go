@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -50,7 +51,8 @@ Also usable as a kubectl plugin: install the binary as kubectl-regcred and run
 	root.SetIn(s.In)
 	root.SetOut(s.Out)
 	root.SetErr(s.Err)
-	root.AddCommand(newVersionCommand())
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	root.AddCommand(newVersionCommand(), newResolveCommand(), newCheckCommand(), newSecretCommand(s))
 	return root
 }
 
@@ -62,14 +64,23 @@ func Execute(args []string, in io.Reader, out, errOut io.Writer) int {
 	root := NewRootCommand(Streams{In: in, Out: out, Err: errOut})
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintf(errOut, "Error: %v\n", err)
+		var silent *silentError
+		if errors.As(err, &silent) {
+			return silent.code
+		}
+		fmt.Fprintf(errOut, "Error: %s\n", oneLine(err.Error()))
 		var ec exitCoder
 		if errors.As(err, &ec) {
 			return ec.ExitCode()
 		}
-		return 1
+		return exitFailure
 	}
 	return 0
+}
+
+// oneLine keeps an error message on one line.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
 }
 
 // exitCoder is an error that asks for a specific exit code.

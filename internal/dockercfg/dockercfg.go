@@ -252,7 +252,7 @@ func DecodeAuth(field string) (username, password string, err *Error) {
 		decoded, derr = base64.RawStdEncoding.DecodeString(field)
 	}
 	if derr != nil {
-		return "", "", &Error{Field: "auth", Problem: "not valid base64 (the kubelet fails every pull that uses this Secret)"}
+		return "", "", &Error{Field: "auth", Problem: "not valid base64"}
 	}
 	user, pass, ok := strings.Cut(string(decoded), ":")
 	if !ok {

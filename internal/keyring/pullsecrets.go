@@ -55,8 +55,14 @@ func FromPullSecrets(secrets []PullSecret) (*Keyring, []IgnoredSecret, error) {
 		switch {
 		case s.Type == dockercfg.SecretTypeDockerConfigJSON && len(s.Data[dockercfg.DockerConfigJSONKey]) > 0:
 			cfg, err = dockercfg.ParseDockerConfigJSON(s.Data[dockercfg.DockerConfigJSONKey])
+			if err != nil {
+				err = fmt.Errorf("%s: %w", dockercfg.DockerConfigJSONKey, err)
+			}
 		case s.Type == dockercfg.SecretTypeDockercfg && len(s.Data[dockercfg.DockercfgKey]) > 0:
 			cfg, err = dockercfg.ParseDockercfg(s.Data[dockercfg.DockercfgKey])
+			if err != nil {
+				err = fmt.Errorf("%s: %w", dockercfg.DockercfgKey, err)
+			}
 		case s.Type == dockercfg.SecretTypeDockerConfigJSON:
 			ignored = append(ignored, IgnoredSecret{s.Ref(), "has no " + dockercfg.DockerConfigJSONKey + " data"})
 			continue

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -190,7 +191,8 @@ func StartRegistry(mode AuthMode, opts ...RegistryOption) (*Registry, error) {
 	_ = r.server.Listener.Close()
 	r.server.Listener = listener
 	r.server.TLS = &tls.Config{Certificates: []tls.Certificate{tlsCert}, MinVersion: tls.VersionTLS12}
-	r.server.Config.ErrorLog = nil
+	// TLS handshake failures are expected in tests of untrusted CAs.
+	r.server.Config.ErrorLog = log.New(io.Discard, "", 0)
 	r.server.StartTLS()
 	ok = true
 	return r, nil

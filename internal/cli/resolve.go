@@ -1,0 +1,124 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"regcred.dev/regcred/internal/keyring"
+)
+
+// resolveOutput is the stable JSON/YAML shape of `regcred resolve`. Scripts
+// rely on it: never add a secret to it.
+type resolveOutput struct {
+	Image      string              `json:"image"`
+	Candidates []resolvedCandidate `json:"candidates"`
+}
+
+type resolvedCandidate struct {
+	Key      string `json:"key"`
+	Username string `json:"username"`
+	Source   string `json:"source"`
+}
+
+func newResolveCommand() *cobra.Command {
+	var (
+		flags  credFlags
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "resolve IMAGE",
+		Short: "List the credentials the kubelet would try for an image, in order",
+		Long: `List the credentials the kubelet would try when pulling IMAGE, in the order
+it tries them, using the kubelet's own matching rules: registry keys with
+"*" globs per host label, exact ports, path prefixes, schemes and /v1/ /v2/
+ignored, Docker Hub names normalized, and the index.docker.io fallback.
+
+The kubelet puts all of a Pod's pull Secrets into one keyring and tries
+every matching credential in reverse lexicographic order of the registry
+key (not "most specific first"), then the node's own credentials.
+
+Credentials come from any mix of:
+  --pod NAMESPACE/NAME     the Pod's imagePullSecrets (reports Secrets that
+                           are missing, of a type the kubelet ignores, or
+                           malformed, and whether they came from the
+                           Pod's ServiceAccount)
+  --secret NAMESPACE/NAME  a pull Secret, as if listed in imagePullSecrets
+  --docker-config FILE     a docker config file, as the node's own
+
+Output never contains a password or token.`,
+		Example: `  # Which credential will the kubelet use for this Pod's image?
+  regcred resolve ghcr.io/acme/api:1.4 --pod prod/api-7d9c
+
+  # Check a pull secret before you ship it.
+  regcred resolve nginx --secret default/dockerhub -o json
+
+  # Use a local docker config.
+  regcred resolve registry.example.com/team/app --docker-config ~/.docker/config.json`,
+		Args: exactArgs(1, "IMAGE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := flags.validate(); err != nil {
+				return err
+			}
+			if err := validateOutput(output, "table", "json", "yaml"); err != nil {
+				return err
+			}
+			image, err := keyring.NormalizeImage(args[0])
+			if err != nil {
+				return &usageError{err}
+			}
+			repo, _ := keyring.ParseImage(args[0])
+			set, err := flags.load(cmd.Context())
+			if err != nil {
+				return err
+			}
+			printWarnings(cmd.ErrOrStderr(), set)
+			if set.malformed != nil {
+				return fmt.Errorf("%v: the kubelet fails every pull of a Pod that lists it", set.malformed)
+			}
+			out := resolveOutput{Image: image, Candidates: []resolvedCandidate{}}
+			for _, c := range set.candidates(repo.Name()) {
+				out.Candidates = append(out.Candidates, resolvedCandidate{Key: c.Key, Username: c.Username, Source: c.Source})
+			}
+			if output != "table" {
+				return printObject(cmd.OutOrStdout(), output, out)
+			}
+			return printResolveTable(cmd.OutOrStdout(), out, set)
+		},
+	}
+	flags.addFlags(cmd.Flags())
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or yaml")
+	return cmd
+}
+
+func printResolveTable(w io.Writer, out resolveOutput, set *credentialSet) error {
+	fmt.Fprintf(w, "Image: %s\n", out.Image)
+	if set.pod != nil {
+		origin := "set on the Pod"
+		if set.pod.FromServiceAccount {
+			origin = "copied from ServiceAccount " + set.pod.ServiceAccount
+		}
+		if len(set.pod.Pod.Spec.ImagePullSecrets) == 0 {
+			origin = "none"
+		}
+		fmt.Fprintf(w, "Pod imagePullSecrets: %s\n", origin)
+	}
+	if len(out.Candidates) == 0 {
+		fmt.Fprintln(w, "No credential matches: the kubelet pulls anonymously.")
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "#\tKEY\tUSERNAME\tSOURCE")
+	for i, c := range out.Candidates {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", i+1, c.Key, c.Username, c.Source)
+	}
+	return tw.Flush()
+}
+
+func printWarnings(w io.Writer, set *credentialSet) {
+	for _, warn := range set.warnings {
+		fmt.Fprintf(w, "Warning: %s\n", warn)
+	}
+}

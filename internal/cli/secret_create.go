@@ -1,0 +1,268 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	dockerconfig "github.com/docker/cli/cli/config"
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	corev1apply "k8s.io/client-go/applyconfigurations/core/v1"
+
+	"regcred.dev/regcred/internal/dockercfg"
+	"regcred.dev/regcred/internal/keyring"
+)
+
+const fieldManager = "regcred"
+
+type secretCreateOptions struct {
+	server        string
+	username      string
+	email         string
+	passwordStdin bool
+	passwordFile  string
+	fromConfig    string
+	registries    []string
+	output        string
+	apply         bool
+	kube          kubeFlags
+}
+
+func newSecretCreateCommand(s Streams) *cobra.Command {
+	var o secretCreateOptions
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Make a kubernetes.io/dockerconfigjson pull Secret",
+		Long: `Make a kubernetes.io/dockerconfigjson pull Secret, printed as a manifest
+(YAML by default) or, with --apply, created or updated in the cluster.
+
+Either from flags, for one registry:
+  --server HOST --username USER (--password-stdin | --password-file FILE)
+
+or from an existing docker config file, whose credential helpers
+(docker-credential-*, "credsStore", "credHelpers") are run to get the
+actual credentials:
+  --from-docker-config FILE [--registry HOST ...]
+
+The rendered config is the one "kubectl create secret docker-registry"
+writes (username, password and auth), which Docker, containerd, CRI-O,
+podman and skopeo all read. There is no --password flag: a password on the
+command line ends up in shell history and process listings.`,
+		Example: `  # A Harbor robot account, password from a file, printed as YAML.
+  regcred secret create harbor-robot --server harbor.example.com \
+    --username 'robot$ci' --password-file robot.token -n regcred-system
+
+  # Pipe a token in and apply it to the cluster.
+  echo "$GHCR_TOKEN" | regcred secret create ghcr --server ghcr.io \
+    --username acme-bot --password-stdin --apply -n team-a
+
+  # Convert your docker login (credential helpers included) for two registries.
+  regcred secret create mine --from-docker-config ~/.docker/config.json \
+    --registry ghcr.io --registry docker.io -o json`,
+		Args: exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.run(cmd, s, args[0])
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.server, "server", "", "registry key the credential is for: a host (registry.example.com), host:port, or host/path prefix; \"docker.io\" means Docker Hub")
+	f.StringVar(&o.username, "username", "", "user name (robot account, token name, ...)")
+	f.StringVar(&o.email, "email", "", "email address, kept for old clients (optional)")
+	f.BoolVar(&o.passwordStdin, "password-stdin", false, "read the password or token from standard input")
+	f.StringVar(&o.passwordFile, "password-file", "", "read the password or token from this file")
+	f.StringVar(&o.fromConfig, "from-docker-config", "", "take the credentials from this docker config file (config.json)")
+	f.StringArrayVar(&o.registries, "registry", nil, "with --from-docker-config: only this registry (repeatable; default: every registry in the file)")
+	f.StringVarP(&o.output, "output", "o", "yaml", "manifest format: yaml or json")
+	f.BoolVar(&o.apply, "apply", false, "create or update the Secret in the cluster (server-side apply) instead of printing it")
+	o.kube.addFlags(f, true)
+	return cmd
+}
+
+func (o *secretCreateOptions) run(cmd *cobra.Command, s Streams, name string) error {
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return usageErrorf("invalid Secret name %q: %s", name, strings.Join(errs, "; "))
+	}
+	if err := validateOutput(o.output, "yaml", "json"); err != nil {
+		return err
+	}
+	var (
+		cfg *dockercfg.Config
+		err error
+	)
+	if o.fromConfig != "" {
+		if o.server != "" || o.username != "" || o.passwordStdin || o.passwordFile != "" || o.email != "" {
+			return usageErrorf("--from-docker-config cannot be combined with --server, --username, --email, --password-stdin or --password-file")
+		}
+		cfg, err = configFromDockerFile(o.fromConfig, o.registries)
+	} else {
+		if len(o.registries) > 0 {
+			return usageErrorf("--registry only applies with --from-docker-config; use --server")
+		}
+		cfg, err = o.configFromFlags(s.In)
+	}
+	if err != nil {
+		return err
+	}
+	data, err := cfg.MarshalDockerConfigJSON()
+	if err != nil {
+		return &usageError{err}
+	}
+
+	namespace := o.kube.namespace
+	if o.apply {
+		namespace = o.kube.resolvedNamespace()
+		return o.applySecret(cmd, name, namespace, data)
+	}
+	secret := &corev1.Secret{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: data},
+	}
+	return printObject(cmd.OutOrStdout(), o.output, secretManifest(secret))
+}
+
+// secretManifest drops the empty creationTimestamp a typed object marshals.
+func secretManifest(s *corev1.Secret) map[string]any {
+	meta := map[string]any{"name": s.Name}
+	if s.Namespace != "" {
+		meta["namespace"] = s.Namespace
+	}
+	return map[string]any{
+		"apiVersion": "v1",
+		"kind":       "Secret",
+		"metadata":   meta,
+		"type":       string(s.Type),
+		"data":       s.Data,
+	}
+}
+
+func (o *secretCreateOptions) configFromFlags(stdin io.Reader) (*dockercfg.Config, error) {
+	if o.server == "" {
+		return nil, usageErrorf("--server is required (or use --from-docker-config)")
+	}
+	if _, err := keyring.NormalizeKey(o.server); err != nil {
+		return nil, usageErrorf("--server: %v", err)
+	}
+	if o.username == "" {
+		return nil, usageErrorf("--username is required")
+	}
+	if o.passwordStdin == (o.passwordFile != "") {
+		return nil, usageErrorf("give exactly one of --password-stdin or --password-file")
+	}
+	var raw []byte
+	var err error
+	if o.passwordStdin {
+		raw, err = io.ReadAll(bufio.NewReader(io.LimitReader(stdin, 1<<20)))
+		if err != nil {
+			return nil, fmt.Errorf("read password from stdin: %w", err)
+		}
+	} else {
+		raw, err = os.ReadFile(o.passwordFile)
+		if err != nil {
+			return nil, usageErrorf("read --password-file: %v", err)
+		}
+	}
+	// Like `docker login --password-stdin`: one trailing newline is not
+	// part of the password.
+	password := strings.TrimSuffix(strings.TrimSuffix(string(raw), "\n"), "\r")
+	if password == "" {
+		return nil, usageErrorf("the password is empty")
+	}
+	server := o.server
+	if server == "docker.io" || server == "index.docker.io" {
+		// The key Docker itself writes for Docker Hub.
+		server = "https://index.docker.io/v1/"
+	}
+	cfg := &dockercfg.Config{Auths: map[string]dockercfg.Entry{
+		server: {Username: o.username, Password: password, Email: o.email},
+	}}
+	if err := cfg.Validate(); err != nil {
+		return nil, &usageError{err}
+	}
+	return cfg, nil
+}
+
+// configFromDockerFile loads a docker config with docker's own loader, the
+// one go-containerregistry's keychain uses, and resolves credential helpers.
+func configFromDockerFile(path string, registries []string) (*dockercfg.Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usageErrorf("read docker config: %v", err)
+	}
+	if !json.Valid(raw) {
+		return nil, usageErrorf("%s is not valid JSON", path)
+	}
+	cf, err := dockerconfig.LoadFromReader(bytes.NewReader(raw))
+	if err != nil {
+		return nil, usageErrorf("%s: %v", path, err)
+	}
+	cfg := &dockercfg.Config{Auths: map[string]dockercfg.Entry{}}
+	add := func(key string, user, pass, token string) {
+		if user == "" && pass == "" && token == "" {
+			return
+		}
+		cfg.Auths[key] = dockercfg.Entry{Username: user, Password: pass, IdentityToken: token}
+	}
+	if len(registries) == 0 {
+		all, err := cf.GetAllCredentials()
+		if err != nil {
+			return nil, fmt.Errorf("%s: credential helper: %v", path, err)
+		}
+		keys := make([]string, 0, len(all))
+		for k := range all {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			a := all[k]
+			add(k, a.Username, a.Password, a.IdentityToken)
+		}
+	} else {
+		for _, r := range registries {
+			a, err := cf.GetAuthConfig(r)
+			if err != nil {
+				return nil, fmt.Errorf("%s: credentials for %s: credential helper: %v", path, r, err)
+			}
+			key := r
+			if r == "docker.io" || r == "index.docker.io" {
+				key = "https://index.docker.io/v1/"
+			}
+			if a.Username == "" && a.Password == "" && a.IdentityToken == "" {
+				return nil, usageErrorf("%s has no credentials for %s", path, r)
+			}
+			add(key, a.Username, a.Password, a.IdentityToken)
+		}
+	}
+	if len(cfg.Auths) == 0 {
+		return nil, usageErrorf("%s holds no credentials", path)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, &usageError{err}
+	}
+	return cfg, nil
+}
+
+func (o *secretCreateOptions) applySecret(cmd *cobra.Command, name, namespace string, data []byte) error {
+	cs, err := o.kube.clientset()
+	if err != nil {
+		return err
+	}
+	ac := corev1apply.Secret(name, namespace).
+		WithType(corev1.SecretTypeDockerConfigJson).
+		WithData(map[string][]byte{corev1.DockerConfigJsonKey: data})
+	got, err := cs.CoreV1().Secrets(namespace).Apply(cmd.Context(), ac, metav1.ApplyOptions{FieldManager: fieldManager, Force: true})
+	if err != nil {
+		return fmt.Errorf("apply secret %s/%s: %w", namespace, name, err)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "secret/%s applied in namespace %s\n", got.Name, got.Namespace)
+	return nil
+}
