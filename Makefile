@@ -56,3 +56,10 @@ bench: ## Go benchmarks (figures go in docs/benchmarks.md)
 .PHONY: clean
 clean: ## remove build output (the kube-apiserver cache stays)
 	rm -rf $(BIN)
+
+.PHONY: generate
+generate: ## regenerate deepcopy code, CRDs and RBAC with the pinned controller-gen
+	cd hack/tools && $(GO) tool controller-gen object paths=../../api/... \
+		crd paths=../../api/... output:crd:artifacts:config=../../config/crd/bases
+	cd hack/tools && $(GO) tool controller-gen rbac:roleName=regcred-manager paths=../../internal/... \
+		output:rbac:artifacts:config=../../config/rbac

@@ -22,6 +22,15 @@ type Suite struct {
 
 	mu         sync.Mutex
 	registries map[AuthMode]*Registry
+	onStop     []func()
+}
+
+// OnStop registers f to run after the tests and before the parts stop
+// (say, to stop a manager that talks to the control plane).
+func (s *Suite) OnStop(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onStop = append(s.onStop, f)
 }
 
 // NewSuite returns a Suite whose control plane starts with opts.
@@ -81,6 +90,13 @@ func (s *Suite) Registry(t testing.TB, mode AuthMode) *Registry {
 
 func (s *Suite) stop() error {
 	var firstErr error
+	s.mu.Lock()
+	onStop := s.onStop
+	s.onStop = nil
+	s.mu.Unlock()
+	for i := len(onStop) - 1; i >= 0; i-- {
+		onStop[i]()
+	}
 	s.mu.Lock()
 	for _, r := range s.registries {
 		r.Close()

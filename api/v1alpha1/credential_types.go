@@ -1,0 +1,246 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// CredentialSpec is what both credential kinds have in common.
+type CredentialSpec struct {
+	// Registries are the registry keys this credential is for, matched
+	// against images exactly as the kubelet does: a host
+	// ("harbor.example.com"), host:port, or host/path prefix, with "*" globs
+	// allowed per host label ("*.mirror.example.com:5000/team"). Docker Hub
+	// is "docker.io" or "index.docker.io".
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.all(r, r.matches('^(https?://)?(\\\\[[0-9a-fA-F:]+\\\\]|[a-zA-Z0-9*]([a-zA-Z0-9*-]*[a-zA-Z0-9*])?(\\\\.[a-zA-Z0-9*]([a-zA-Z0-9*-]*[a-zA-Z0-9*])?)*)(:[0-9]{1,5})?(/[a-zA-Z0-9._/-]*)?$'))",message="each registry must be a host, host:port or host/path prefix, optionally with * globs in host labels, like harbor.example.com, *.mirror.example.com:5000/team or docker.io"
+	// +listType=set
+	Registries []string `json:"registries"`
+
+	// Source is where the credential comes from. Exactly one source must be
+	// set.
+	Source CredentialSource `json:"source"`
+
+	// SecretName is the name of the kubernetes.io/dockerconfigjson Secret
+	// regcred maintains in each selected namespace. Default: "regcred-"
+	// followed by the credential's name.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="secretName must be a valid Secret name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
+	SecretName string `json:"secretName,omitempty"`
+
+	// ServiceAccounts selects the ServiceAccounts whose imagePullSecrets get
+	// the Secret. Default: every ServiceAccount of the namespace.
+	// +optional
+	// +kubebuilder:default={mode: All}
+	ServiceAccounts ServiceAccountSelection `json:"serviceAccounts,omitempty"`
+
+	// PodInjection controls whether the admission webhook adds the Secret
+	// to Pods whose images match Registries.
+	// +optional
+	// +kubebuilder:default={enabled: true}
+	PodInjection PodInjection `json:"podInjection,omitempty"`
+}
+
+// CredentialSource says where a credential comes from.
+// +kubebuilder:validation:XValidation:rule="(has(self.secretRef) ? 1 : 0) == 1",message="exactly one source must be set (secretRef)"
+type CredentialSource struct {
+	// SecretRef names a Secret of type kubernetes.io/dockerconfigjson,
+	// kubernetes.io/dockercfg or kubernetes.io/basic-auth. For a
+	// ClusterRegistryCredential it lives in regcred's own namespace, for a
+	// RegistryCredential in the credential's namespace. A change to it
+	// rotates every copy.
+	// +optional
+	SecretRef *SecretReference `json:"secretRef,omitempty"`
+}
+
+// SecretReference names a Secret in a namespace implied by context.
+type SecretReference struct {
+	// Name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// ServiceAccountMode says which ServiceAccounts get the pull Secret.
+// +kubebuilder:validation:Enum=All;Default;Selector;None
+type ServiceAccountMode string
+
+const (
+	// ServiceAccountsAll patches every ServiceAccount of the namespace.
+	ServiceAccountsAll ServiceAccountMode = "All"
+	// ServiceAccountsDefault patches only the ServiceAccount named "default".
+	ServiceAccountsDefault ServiceAccountMode = "Default"
+	// ServiceAccountsSelector patches the ServiceAccounts matching Selector.
+	ServiceAccountsSelector ServiceAccountMode = "Selector"
+	// ServiceAccountsNone patches no ServiceAccount.
+	ServiceAccountsNone ServiceAccountMode = "None"
+)
+
+// ServiceAccountSelection selects ServiceAccounts.
+// +kubebuilder:validation:XValidation:rule="self.mode == 'Selector' ? has(self.selector) : !has(self.selector)",message="selector is required when mode is Selector, and allowed only then"
+type ServiceAccountSelection struct {
+	// Mode is All, Default, Selector or None.
+	// +kubebuilder:default=All
+	// +optional
+	Mode ServiceAccountMode `json:"mode,omitempty"`
+	// Selector picks ServiceAccounts by label when Mode is Selector.
+	// +optional
+	Selector *metav1.LabelSelector `json:"selector,omitempty"`
+}
+
+// PodInjection configures the admission webhook for a credential.
+type PodInjection struct {
+	// Enabled lets the webhook add the Secret to matching Pods. Default:
+	// true.
+	// +kubebuilder:default=true
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+}
+
+// CredentialStatus is the observed state of a credential.
+type CredentialStatus struct {
+	// ObservedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Conditions: Ready says whether the Secret is in place and current in
+	// every selected namespace.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// Namespaces counts the selected namespaces and how they fare.
+	// +optional
+	Namespaces NamespaceCounts `json:"namespaces,omitempty"`
+	// Failures lists namespaces where the Secret could not be synced (at
+	// most 10; Namespaces.Failed has the full count).
+	// +optional
+	// +kubebuilder:validation:MaxItems=10
+	Failures []NamespaceFailure `json:"failures,omitempty"`
+	// SecretName is the name of the managed Secret.
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+	// SourceVersion is the resourceVersion of the source the synced copies
+	// were rendered from.
+	// +optional
+	SourceVersion string `json:"sourceVersion,omitempty"`
+}
+
+// NamespaceCounts counts namespaces.
+type NamespaceCounts struct {
+	// Desired is the number of namespaces the credential selects.
+	// +optional
+	Desired int32 `json:"desired,omitempty"`
+	// Synced is the number of namespaces with a current Secret.
+	// +optional
+	Synced int32 `json:"synced,omitempty"`
+	// Failed is the number of namespaces where syncing failed.
+	// +optional
+	Failed int32 `json:"failed,omitempty"`
+	// Summary is Synced/Desired, for kubectl get.
+	// +optional
+	Summary string `json:"summary,omitempty"`
+}
+
+// NamespaceFailure says why a namespace is not synced.
+type NamespaceFailure struct {
+	Namespace string `json:"namespace"`
+	Message   string `json:"message"`
+}
+
+// Condition types and reasons.
+const (
+	ConditionReady = "Ready"
+
+	ReasonSynced          = "Synced"
+	ReasonProgressing     = "Progressing"
+	ReasonSyncFailed      = "SyncFailed"
+	ReasonSourceNotFound  = "SourceNotFound"
+	ReasonSourceInvalid   = "SourceInvalid"
+	ReasonNoNamespaces    = "NoNamespaces"
+	ReasonDeleting        = "Deleting"
+	ReasonSecretNameInUse = "SecretNameInUse"
+)
+
+// ClusterRegistryCredentialSpec adds namespace selection to CredentialSpec.
+type ClusterRegistryCredentialSpec struct {
+	CredentialSpec `json:",inline"`
+
+	// NamespaceSelector picks the namespaces to sync to. Default: every
+	// namespace.
+	// +optional
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+
+	// ExcludeNamespaces are never synced to. kube-system, kube-public,
+	// kube-node-lease and regcred's own namespace are always excluded.
+	// +optional
+	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MaxLength=63
+	// +listType=set
+	ExcludeNamespaces []string `json:"excludeNamespaces,omitempty"`
+}
+
+// ClusterRegistryCredential is a registry credential fanned out to the
+// namespaces its namespaceSelector picks. Its source Secret lives in
+// regcred's own namespace.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=crc,categories=regcred
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Synced",type=string,JSONPath=`.status.namespaces.summary`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type ClusterRegistryCredential struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   ClusterRegistryCredentialSpec `json:"spec"`
+	Status CredentialStatus              `json:"status,omitempty"`
+}
+
+// ClusterRegistryCredentialList is a list of ClusterRegistryCredentials.
+//
+// +kubebuilder:object:root=true
+type ClusterRegistryCredentialList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ClusterRegistryCredential `json:"items"`
+}
+
+// RegistryCredential is a tenant's registry credential: it acts only in its
+// own namespace and reads its source Secret from there.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=rc,categories=regcred
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Synced",type=string,JSONPath=`.status.namespaces.summary`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type RegistryCredential struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   CredentialSpec   `json:"spec"`
+	Status CredentialStatus `json:"status,omitempty"`
+}
+
+// RegistryCredentialList is a list of RegistryCredentials.
+//
+// +kubebuilder:object:root=true
+type RegistryCredentialList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []RegistryCredential `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&ClusterRegistryCredential{}, &ClusterRegistryCredentialList{}, &RegistryCredential{}, &RegistryCredentialList{})
+}
+
+// InjectionEnabled reports whether the webhook may add the Secret to Pods.
+func (p PodInjection) InjectionEnabled() bool { return p.Enabled == nil || *p.Enabled }

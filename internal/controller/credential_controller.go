@@ -1,0 +1,235 @@
+package controller
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"regcred.dev/regcred/api/v1alpha1"
+)
+
+// maxFailuresInStatus bounds status.failures.
+const maxFailuresInStatus = 10
+
+// CredentialReconciler resolves a credential's source and reports its
+// status; for one kind (ClusterRegistryCredential or RegistryCredential).
+type CredentialReconciler struct {
+	kind             string
+	client           client.Client
+	regcredNamespace string
+	sources          *sources
+	failures         *failures
+	recorder         events.EventRecorder
+}
+
+// Reconcile implements reconcile.Reconciler.
+func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	c, err := r.get(ctx, req)
+	if apierrors.IsNotFound(err) {
+		gone := &credential{Kind: r.kind, Namespace: req.Namespace, Name: req.Name}
+		r.failures.forget(gone.Key())
+		deleteCredentialMetrics(gone)
+		return ctrl.Result{}, nil
+	}
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	log := ctrl.LoggerFrom(ctx).WithValues(logKeyCredential, c.Key())
+	ctx = ctrl.LoggerInto(ctx, log)
+
+	copies, err := r.copies(ctx, c)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+
+	if c.deleting() {
+		// The namespace controller removes the copies and ServiceAccount
+		// entries of a deleted credential; each removal wakes this one up.
+		if len(copies) > 0 {
+			log.V(1).Info("waiting for cleanup", "secrets", len(copies))
+			return ctrl.Result{}, r.updateStatus(ctx, c, func(st *v1alpha1.CredentialStatus) {
+				meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse,
+					Reason: v1alpha1.ReasonDeleting, Message: fmt.Sprintf("removing the Secret from %d namespaces", len(copies)), ObservedGeneration: c.Object.GetGeneration()})
+			})
+		}
+		if controllerutil.ContainsFinalizer(c.Object, Finalizer) {
+			patch := client.MergeFrom(c.Object.DeepCopyObject().(client.Object))
+			controllerutil.RemoveFinalizer(c.Object, Finalizer)
+			if err := r.client.Patch(ctx, c.Object, patch); err != nil && !apierrors.IsNotFound(err) {
+				return ctrl.Result{}, err
+			}
+			syncWrites.WithLabelValues("remove_finalizer").Inc()
+			log.Info("cleanup done")
+		}
+		r.failures.forget(c.Key())
+		deleteCredentialMetrics(c)
+		return ctrl.Result{}, nil
+	}
+
+	if !controllerutil.ContainsFinalizer(c.Object, Finalizer) {
+		patch := client.MergeFrom(c.Object.DeepCopyObject().(client.Object))
+		controllerutil.AddFinalizer(c.Object, Finalizer)
+		if err := r.client.Patch(ctx, c.Object, patch); err != nil {
+			return ctrl.Result{}, err
+		}
+		syncWrites.WithLabelValues("add_finalizer").Inc()
+	}
+
+	desired, err := r.desiredNamespaces(ctx, c)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	src := r.sources.get(ctx, c)
+	var synced int32
+	for _, s := range copies {
+		if !desired[s.Namespace] {
+			continue
+		}
+		if src.Err != nil || bytes.Equal(s.Data[corev1.DockerConfigJsonKey], src.Data) {
+			synced++
+		}
+	}
+	fails := r.failures.get(c.Key(), func(ns string) bool { return desired[ns] })
+
+	cond := metav1.Condition{Type: v1alpha1.ConditionReady, ObservedGeneration: c.Object.GetGeneration()}
+	switch {
+	case src.Err != nil:
+		cond.Status, cond.Reason = metav1.ConditionFalse, string(src.Err.Reason)
+		cond.Message = src.Err.Message + "; existing copies are left as they are"
+	case len(fails) > 0:
+		cond.Status, cond.Reason = metav1.ConditionFalse, v1alpha1.ReasonSyncFailed
+		cond.Message = fmt.Sprintf("%d of %d namespaces failed; %s: %s", len(fails), len(desired), fails[0].Namespace, fails[0].Message)
+	case len(desired) == 0:
+		cond.Status, cond.Reason = metav1.ConditionTrue, v1alpha1.ReasonNoNamespaces
+		cond.Message = "no namespace is selected"
+	case int(synced) < len(desired):
+		cond.Status, cond.Reason = metav1.ConditionFalse, v1alpha1.ReasonProgressing
+		cond.Message = fmt.Sprintf("Secret %s synced to %d of %d namespaces", c.SecretName(), synced, len(desired))
+	default:
+		cond.Status, cond.Reason = metav1.ConditionTrue, v1alpha1.ReasonSynced
+		cond.Message = fmt.Sprintf("Secret %s synced to %d namespaces", c.SecretName(), synced)
+	}
+
+	before := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ConditionReady)
+	if before == nil || before.Status != cond.Status || before.Reason != cond.Reason {
+		eventType := corev1.EventTypeNormal
+		if cond.Status != metav1.ConditionTrue && cond.Reason != v1alpha1.ReasonProgressing {
+			eventType = corev1.EventTypeWarning
+		}
+		if cond.Reason != v1alpha1.ReasonProgressing {
+			r.recorder.Eventf(c.Object, nil, eventType, cond.Reason, "Reconcile", "%s", cond.Message)
+		}
+		log.Info("ready condition changed", "status", cond.Status, logKeyReason, cond.Reason)
+	}
+
+	err = r.updateStatus(ctx, c, func(st *v1alpha1.CredentialStatus) {
+		st.ObservedGeneration = c.Object.GetGeneration()
+		meta.SetStatusCondition(&st.Conditions, cond)
+		st.SecretName = c.SecretName()
+		st.SourceVersion = src.Version
+		st.Namespaces = v1alpha1.NamespaceCounts{
+			Desired: int32(len(desired)), Synced: synced, Failed: int32(len(fails)),
+			Summary: fmt.Sprintf("%d/%d", synced, len(desired)),
+		}
+		st.Failures = nil
+		for i, f := range fails {
+			if i == maxFailuresInStatus {
+				break
+			}
+			st.Failures = append(st.Failures, v1alpha1.NamespaceFailure{Namespace: f.Namespace, Message: f.Message})
+		}
+	})
+
+	ready := 0.0
+	if cond.Status == metav1.ConditionTrue {
+		ready = 1
+	}
+	credentialReady.WithLabelValues(c.Kind, c.Namespace, c.Name).Set(ready)
+	credentialNamespaces.WithLabelValues(c.Kind, c.Namespace, c.Name, "desired").Set(float64(len(desired)))
+	credentialNamespaces.WithLabelValues(c.Kind, c.Namespace, c.Name, "synced").Set(float64(synced))
+	credentialNamespaces.WithLabelValues(c.Kind, c.Namespace, c.Name, "failed").Set(float64(len(fails)))
+	return ctrl.Result{}, err
+}
+
+func (r *CredentialReconciler) get(ctx context.Context, req ctrl.Request) (*credential, error) {
+	if r.kind == KindCluster {
+		var obj v1alpha1.ClusterRegistryCredential
+		if err := r.client.Get(ctx, req.NamespacedName, &obj); err != nil {
+			return nil, err
+		}
+		return fromCluster(&obj), nil
+	}
+	var obj v1alpha1.RegistryCredential
+	if err := r.client.Get(ctx, req.NamespacedName, &obj); err != nil {
+		return nil, err
+	}
+	return fromNamespaced(&obj), nil
+}
+
+// copies are the managed Secrets rendered from the credential.
+func (r *CredentialReconciler) copies(ctx context.Context, c *credential) ([]corev1.Secret, error) {
+	var list corev1.SecretList
+	opts := []client.ListOption{client.MatchingFields{indexOwner: c.Key()}}
+	if c.Kind == KindNamespaced {
+		opts = append(opts, client.InNamespace(c.Namespace))
+	}
+	if err := r.client.List(ctx, &list, opts...); err != nil {
+		return nil, err
+	}
+	return list.Items, nil
+}
+
+func (r *CredentialReconciler) desiredNamespaces(ctx context.Context, c *credential) (map[string]bool, error) {
+	out := map[string]bool{}
+	if c.Kind == KindNamespaced {
+		var ns corev1.Namespace
+		if err := r.client.Get(ctx, client.ObjectKey{Name: c.Namespace}, &ns); err != nil {
+			return nil, client.IgnoreNotFound(err)
+		}
+		if ok, _ := c.appliesTo(&ns, r.regcredNamespace); ok {
+			out[ns.Name] = true
+		}
+		return out, nil
+	}
+	var list corev1.NamespaceList
+	if err := r.client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	for i := range list.Items {
+		ok, err := c.appliesTo(&list.Items[i], r.regcredNamespace)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out[list.Items[i].Name] = true
+		}
+	}
+	return out, nil
+}
+
+// updateStatus writes the status only when it changed.
+func (r *CredentialReconciler) updateStatus(ctx context.Context, c *credential, change func(*v1alpha1.CredentialStatus)) error {
+	orig := c.Object.DeepCopyObject().(client.Object)
+	before := c.Status.DeepCopy()
+	change(c.Status)
+	if equality.Semantic.DeepEqual(before, c.Status) {
+		return nil
+	}
+	// The optimistic lock turns a write based on a stale cache into a
+	// conflict and a retry, instead of a patch that misses fields.
+	if err := r.client.Status().Patch(ctx, c.Object, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	syncWrites.WithLabelValues("update_status").Inc()
+	return nil
+}

@@ -1,0 +1,173 @@
+// Package controller reconciles RegistryCredentials and
+// ClusterRegistryCredentials: one controller per concern.
+//
+//   - The namespace controller (key: a namespace) makes a namespace's
+//     managed Secrets and ServiceAccount entries match the credentials that
+//     apply to it, and removes what no longer applies. It is the only writer
+//     of objects inside namespaces.
+//   - The credential controller (key: a credential) resolves the source,
+//     reports status, conditions, Events and metrics, and holds the
+//     finalizer until the namespace controller has cleaned up.
+//
+// Both are event-driven; there is no timed resync.
+package controller
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"regcred.dev/regcred/api/v1alpha1"
+)
+
+// Labels, annotations and finalizer regcred owns.
+const (
+	// LabelManaged marks the Secrets regcred maintains. The manager's cache
+	// holds only Secrets with this label.
+	LabelManaged = "regcred.dev/managed"
+	// AnnotationCredential on a managed Secret names the credential it was
+	// rendered from: "ClusterRegistryCredential/NAME" or
+	// "RegistryCredential/NAME".
+	AnnotationCredential = "regcred.dev/credential"
+	// AnnotationPullSecrets on a ServiceAccount lists the imagePullSecrets
+	// entries regcred added, so cleanup removes those and nothing else.
+	AnnotationPullSecrets = "regcred.dev/pull-secrets"
+	// Finalizer holds a credential until its Secrets and ServiceAccount
+	// entries are gone.
+	Finalizer = "regcred.dev/cleanup"
+
+	// indexOwner indexes managed Secrets by owning credential key.
+	indexOwner = "regcred.dev/owner"
+	// indexSourceSecret indexes credentials by "namespace/name" of their
+	// source Secret.
+	indexSourceSecret = "regcred.dev/source-secret"
+)
+
+// AlwaysExcluded are namespaces a ClusterRegistryCredential never reaches.
+var AlwaysExcluded = []string{"kube-system", "kube-public", "kube-node-lease"}
+
+// Kinds.
+const (
+	KindCluster    = "ClusterRegistryCredential"
+	KindNamespaced = "RegistryCredential"
+)
+
+// credential is either kind, seen the same way.
+type credential struct {
+	Kind      string
+	Namespace string // empty for ClusterRegistryCredential
+	Name      string
+	Spec      *v1alpha1.CredentialSpec
+	Status    *v1alpha1.CredentialStatus
+	// NamespaceSelector and Exclude apply to ClusterRegistryCredentials.
+	NamespaceSelector *metav1.LabelSelector
+	Exclude           []string
+	Object            client.Object
+}
+
+func fromCluster(c *v1alpha1.ClusterRegistryCredential) *credential {
+	return &credential{Kind: KindCluster, Name: c.Name, Spec: &c.Spec.CredentialSpec, Status: &c.Status,
+		NamespaceSelector: c.Spec.NamespaceSelector, Exclude: c.Spec.ExcludeNamespaces, Object: c}
+}
+
+func fromNamespaced(c *v1alpha1.RegistryCredential) *credential {
+	return &credential{Kind: KindNamespaced, Namespace: c.Namespace, Name: c.Name, Spec: &c.Spec, Status: &c.Status, Object: c}
+}
+
+// Key identifies the credential across kinds: "ClusterRegistryCredential/NAME"
+// or "RegistryCredential/NAMESPACE/NAME".
+func (c *credential) Key() string { return credentialKey(c.Kind, c.Namespace, c.Name) }
+
+func credentialKey(kind, namespace, name string) string {
+	if namespace == "" {
+		return kind + "/" + name
+	}
+	return kind + "/" + namespace + "/" + name
+}
+
+// annotation is the value of AnnotationCredential on its Secrets; the
+// namespace of a RegistryCredential is the Secret's own.
+func (c *credential) annotation() string { return c.Kind + "/" + c.Name }
+
+// ownerKey turns a managed Secret's annotation back into a credential key.
+func ownerKey(secret *corev1.Secret) string {
+	v := secret.Annotations[AnnotationCredential]
+	kind, name, ok := strings.Cut(v, "/")
+	if !ok || name == "" {
+		return ""
+	}
+	switch kind {
+	case KindCluster:
+		return credentialKey(kind, "", name)
+	case KindNamespaced:
+		return credentialKey(kind, secret.Namespace, name)
+	}
+	return ""
+}
+
+// SecretName is the managed Secret's name.
+func (c *credential) SecretName() string {
+	if c.Spec.SecretName != "" {
+		return c.Spec.SecretName
+	}
+	return "regcred-" + c.Name
+}
+
+func (c *credential) deleting() bool { return !c.Object.GetDeletionTimestamp().IsZero() }
+
+// sourceNamespace is where the source Secret lives.
+func (c *credential) sourceNamespace(regcredNamespace string) string {
+	if c.Kind == KindCluster {
+		return regcredNamespace
+	}
+	return c.Namespace
+}
+
+// appliesTo reports whether the credential should have its Secret in ns.
+func (c *credential) appliesTo(ns *corev1.Namespace, regcredNamespace string) (bool, error) {
+	if c.deleting() || ns.Status.Phase == corev1.NamespaceTerminating || !ns.DeletionTimestamp.IsZero() {
+		return false, nil
+	}
+	if c.Kind == KindNamespaced {
+		return ns.Name == c.Namespace, nil
+	}
+	if ns.Name == regcredNamespace || slices.Contains(AlwaysExcluded, ns.Name) || slices.Contains(c.Exclude, ns.Name) {
+		return false, nil
+	}
+	if c.NamespaceSelector == nil {
+		return true, nil
+	}
+	sel, err := metav1.LabelSelectorAsSelector(c.NamespaceSelector)
+	if err != nil {
+		return false, fmt.Errorf("namespaceSelector: %w", err)
+	}
+	return sel.Matches(labels.Set(ns.Labels)), nil
+}
+
+// selectsServiceAccount reports whether sa should list the Secret.
+func (c *credential) selectsServiceAccount(sa *corev1.ServiceAccount) (bool, error) {
+	switch c.Spec.ServiceAccounts.Mode {
+	case v1alpha1.ServiceAccountsAll, "":
+		return true, nil
+	case v1alpha1.ServiceAccountsDefault:
+		return sa.Name == "default", nil
+	case v1alpha1.ServiceAccountsNone:
+		return false, nil
+	case v1alpha1.ServiceAccountsSelector:
+		if c.Spec.ServiceAccounts.Selector == nil {
+			return false, nil
+		}
+		sel, err := metav1.LabelSelectorAsSelector(c.Spec.ServiceAccounts.Selector)
+		if err != nil {
+			return false, fmt.Errorf("serviceAccounts.selector: %w", err)
+		}
+		return sel.Matches(labels.Set(sa.Labels)), nil
+	default:
+		return false, fmt.Errorf("unknown serviceAccounts.mode %q", c.Spec.ServiceAccounts.Mode)
+	}
+}

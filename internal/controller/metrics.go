@@ -1,0 +1,42 @@
+package controller
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// Metrics are registered on controller-runtime's registry, served on the
+// manager's metrics endpoint. Reconcile duration per controller is
+// controller-runtime's own controller_runtime_reconcile_time_seconds.
+var (
+	credentialReady = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "regcred_credential_ready",
+		Help: "1 when the credential's Ready condition is True, else 0.",
+	}, []string{"kind", "namespace", "name"})
+
+	credentialNamespaces = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "regcred_credential_namespaces",
+		Help: "Namespaces of a credential by state: desired, synced, failed.",
+	}, []string{"kind", "namespace", "name", "state"})
+
+	syncErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "regcred_sync_errors_total",
+		Help: "Failed writes while syncing Secrets and ServiceAccounts, by operation.",
+	}, []string{"operation"})
+
+	syncWrites = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "regcred_sync_writes_total",
+		Help: "Writes made while syncing, by operation: a resync with nothing to do makes none.",
+	}, []string{"operation"})
+)
+
+func init() {
+	metrics.Registry.MustRegister(credentialReady, credentialNamespaces, syncErrors, syncWrites)
+}
+
+func deleteCredentialMetrics(c *credential) {
+	credentialReady.DeleteLabelValues(c.Kind, c.Namespace, c.Name)
+	for _, s := range []string{"desired", "synced", "failed"} {
+		credentialNamespaces.DeleteLabelValues(c.Kind, c.Namespace, c.Name, s)
+	}
+}

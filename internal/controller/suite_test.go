@@ -1,0 +1,103 @@
+package controller_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"go.uber.org/zap/zapcore"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/manager"
+	"regcred.dev/regcred/internal/testenv"
+)
+
+const regcredNamespace = "regcred-system"
+
+var (
+	suite   = testenv.NewSuite(testenv.WithSchemeAdder(v1alpha1.AddToScheme))
+	mgrOnce sync.Once
+	mgrErr  error
+	logs    = &lockedBuffer{}
+)
+
+func TestMain(m *testing.M) { os.Exit(suite.Run(m)) }
+
+// lockedBuffer collects the manager's log output for the leak test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startManager returns a client of the control plane on which one regcred
+// manager runs for the whole package.
+func startManager(t *testing.T) client.Client {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	cp := suite.ControlPlane(t)
+	mgrOnce.Do(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: regcredNamespace}}
+		if mgrErr = cp.Client.Create(ctx, ns); mgrErr != nil {
+			cancel()
+			return
+		}
+		ctrl.SetLogger(zap.New(zap.WriteTo(logs), zap.UseDevMode(true), zap.Level(zapcore.Level(-2))))
+		mgr, err := manager.New(ctx, manager.Options{RestConfig: cp.Config, Namespace: regcredNamespace, MetricsAddr: "0", ProbeAddr: "0", QPS: 200, Burst: 400})
+		if err != nil {
+			mgrErr = err
+			cancel()
+			return
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := mgr.Start(ctx); err != nil {
+				logs.Write([]byte("manager stopped: " + err.Error() + "\n"))
+			}
+		}()
+		suite.OnStop(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+			}
+		})
+	})
+	if mgrErr != nil {
+		t.Fatalf("start manager: %v", mgrErr)
+	}
+	start := len(logs.String())
+	t.Cleanup(func() {
+		if t.Failed() {
+			out := logs.String()[start:]
+			if len(out) > 20000 {
+				out = out[len(out)-20000:]
+			}
+			t.Logf("manager log during the test:\n%s", out)
+		}
+	})
+	return cp.Client
+}

@@ -1,0 +1,58 @@
+// Package source turns a credential's source into a docker config. Each
+// source kind (a Secret today; ECR, Artifact Registry and ACR tokens later)
+// implements Provider. Providers read from the API server or a cloud API but
+// never write, and their errors never carry a secret value.
+package source
+
+import (
+	"context"
+	"time"
+
+	"regcred.dev/regcred/internal/dockercfg"
+)
+
+// Request asks a provider for the credential of one credential object.
+type Request struct {
+	// Namespace is where a namespaced source (a Secret) lives.
+	Namespace string
+	// Registries are the credential's registry keys; sources that carry no
+	// registry of their own (basic-auth, cloud tokens) key their entries by
+	// them.
+	Registries []string
+}
+
+// Result is a resolved credential.
+type Result struct {
+	Config *dockercfg.Config
+	// Version changes whenever the source changes (a resourceVersion, a
+	// token's issue time).
+	Version string
+	// ExpiresAt is when a short-lived token stops working; zero for
+	// credentials without an expiry.
+	ExpiresAt time.Time
+}
+
+// Reason classifies a source failure for status conditions.
+type Reason string
+
+const (
+	// NotFound: the source does not exist (yet).
+	NotFound Reason = "SourceNotFound"
+	// Invalid: the source exists but cannot be used as it is.
+	Invalid Reason = "SourceInvalid"
+	// Unavailable: the source could not be read right now; retry.
+	Unavailable Reason = "SourceUnavailable"
+)
+
+// Error is a source failure.
+type Error struct {
+	Reason  Reason
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Provider resolves one kind of source.
+type Provider interface {
+	Resolve(ctx context.Context, req Request) (*Result, error)
+}

@@ -1,0 +1,27 @@
+package testenv
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// Eventually polls check until it returns nil, failing the test with the
+// last error when timeout passes. The timeout is a deadline for a hung
+// test, not a performance assertion: latency is measured by benchmarks.
+func Eventually(t testing.TB, timeout time.Duration, check func(ctx context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var last error
+	for {
+		if last = check(ctx); last == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("condition not met within %s: %v", timeout, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
