@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -67,7 +68,7 @@ func TestDemoPrintsWorkingInstructions(t *testing.T) {
 	}()
 
 	script := strings.Join(commands, "\n")
-	needs := []string{"export KUBECONFIG=", "kubectl get namespaces", "skopeo inspect"}
+	needs := []string{"export KUBECONFIG=", "kubectl get clusterregistrycredentials", "kubectl create namespace team-c", "skopeo inspect"}
 	for _, n := range needs {
 		if !strings.Contains(script, n) {
 			t.Fatalf("demo instructions lack %q:\n%s", n, script)
@@ -76,11 +77,21 @@ func TestDemoPrintsWorkingInstructions(t *testing.T) {
 	if _, err := exec.LookPath("skopeo"); err != nil && !testenv.Required() {
 		t.Skip("skopeo not installed: run make tools")
 	}
+	// The namespace created by the instructions is reconciled in the
+	// background: give the ServiceAccount read a moment, as a person would.
+	script = strings.Replace(script, "kubectl get serviceaccount builder -n team-c", "sleep 2; kubectl get serviceaccount builder -n team-c", 1)
 	out, err := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script).CombinedOutput()
 	if err != nil {
 		t.Fatalf("running the printed instructions failed: %v\n%s\n---\n%s", err, script, out)
 	}
-	for _, want := range []string{"kube-system", `"Digest": "sha256:`} {
+	if !regexp.MustCompile(`demo-registry\s+True\s+3/3`).MatchString(string(out)) {
+		t.Errorf("kubectl get clusterregistrycredentials does not show Ready and 3/3 (default, team-a, team-b):\n%s", out)
+	}
+	for _, want := range []string{
+		"kubernetes.io/dockerconfigjson",     // the synced Secret in team-a
+		`[{"name":"regcred-demo-registry"}]`, // team-b's default ServiceAccount
+		`"Digest": "sha256:`,                 // skopeo through the registry
+	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output of the printed instructions lacks %q:\n%s", want, out)
 		}

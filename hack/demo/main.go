@@ -80,12 +80,29 @@ func run() error {
 		return err
 	}
 
+	fmt.Fprintln(os.Stderr, "starting the regcred manager ...")
+	logFile := filepath.Join(*stateDir, "manager.log")
+	if err := startManager(ctx, cp, logFile); err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "applying a ClusterRegistryCredential for the registry ...")
+	if err := applySample(ctx, cp, reg); err != nil {
+		return err
+	}
+
 	fmt.Printf(`
 regcred demo is running. Press Ctrl-C to stop it and remove everything.
 
-Control plane (kube-apiserver %s + etcd):
+Control plane (kube-apiserver %s + etcd), with the regcred manager running
+(log: %s):
   export KUBECONFIG=%s
-  kubectl get namespaces
+  kubectl get clusterregistrycredentials
+  kubectl get secret regcred-demo-registry -n team-a
+  kubectl get serviceaccount default -n team-b -o jsonpath='{.imagePullSecrets}{"\n"}'
+
+  A namespace created now gets the pull Secret and patched ServiceAccounts:
+    kubectl create namespace team-c && kubectl create serviceaccount builder -n team-c
+    kubectl get serviceaccount builder -n team-c -o jsonpath='{.imagePullSecrets}{"\n"}'
 
 Private registry (distribution, bearer-token auth, TLS with a throwaway CA):
   host:     %s
@@ -93,7 +110,7 @@ Private registry (distribution, bearer-token auth, TLS with a throwaway CA):
   image:    %s
   skopeo inspect --authfile %s --cert-dir %s docker://%s
 
-`, testenv.KubeVersion, kubeconfig, reg.Host, reg.User.Name, reg.Ref("demo/hello:v1"),
+`, testenv.KubeVersion, logFile, kubeconfig, reg.Host, reg.User.Name, reg.Ref("demo/hello:v1"),
 		authFile, certDir, reg.Ref("demo/hello:v1"))
 	fmt.Println("ready")
 

@@ -1,0 +1,116 @@
+package cli
+
+import (
+	"io"
+
+	"github.com/go-logr/logr"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap/zapcore"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"regcred.dev/regcred/internal/manager"
+)
+
+type managerOptions struct {
+	kube                    kubeFlags
+	namespace               string
+	metricsAddr             string
+	probeAddr               string
+	leaderElect             bool
+	qps                     float32
+	burst                   int
+	maxConcurrentReconciles int
+	logLevel                string
+	logFormat               string
+}
+
+func newManagerCommand() *cobra.Command {
+	var o managerOptions
+	cmd := &cobra.Command{
+		Use:   "manager",
+		Short: "Run the controller (and, later, the admission webhook)",
+		Long: `Run regcred's controllers against the cluster of the current kubeconfig
+context (or the in-cluster configuration when run as a Pod).
+
+For every RegistryCredential and ClusterRegistryCredential the manager keeps
+a kubernetes.io/dockerconfigjson Secret in each selected namespace, adds it
+to the selected ServiceAccounts' imagePullSecrets, follows rotations of the
+source, repairs drift, and removes what it added when a credential or a
+namespace selection goes away. It reacts to events only; there is no timed
+resync.
+
+Its cache holds full objects only for the Secrets it manages (labelled
+regcred.dev/managed=true), so unrelated Secrets cost it no memory.`,
+		Example: `  # Against your current context, with regcred's namespace created beforehand.
+  regcred manager --namespace regcred-system
+
+  # In a Deployment with two replicas.
+  regcred manager --leader-elect --metrics-bind-address :8080 --health-probe-bind-address :8081`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := newLogger(o.logLevel, o.logFormat, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			ctrl.SetLogger(logger)
+			cfg, err := o.kube.restConfig()
+			if err != nil {
+				return err
+			}
+			mgr, err := manager.New(cmd.Context(), manager.Options{
+				RestConfig:              cfg,
+				Namespace:               o.namespace,
+				MetricsAddr:             o.metricsAddr,
+				ProbeAddr:               o.probeAddr,
+				LeaderElect:             o.leaderElect,
+				QPS:                     o.qps,
+				Burst:                   o.burst,
+				MaxConcurrentReconciles: o.maxConcurrentReconciles,
+			})
+			if err != nil {
+				return err
+			}
+			logger.Info("starting manager", "namespace", o.namespace, "leaderElect", o.leaderElect, "qps", o.qps, "burst", o.burst)
+			return mgr.Start(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	o.kube.addFlags(f, false)
+	f.StringVar(&o.namespace, "namespace", "regcred-system", "regcred's own namespace: holds ClusterRegistryCredential sources and the leader-election lease, and is never synced to")
+	f.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", `address of the Prometheus metrics endpoint ("0" disables it)`)
+	f.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", `address of /healthz and /readyz ("0" disables them)`)
+	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader so that only one replica reconciles")
+	f.Float32Var(&o.qps, "kube-api-qps", 100, "queries per second to the API server")
+	f.IntVar(&o.burst, "kube-api-burst", 200, "burst of queries to the API server")
+	f.IntVar(&o.maxConcurrentReconciles, "concurrency", 4, "namespaces reconciled at once")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info or error")
+	f.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
+	return cmd
+}
+
+func newLogger(level, format string, w io.Writer) (logr.Logger, error) {
+	var lvl zapcore.Level
+	switch level {
+	case "debug":
+		lvl = zapcore.Level(-2)
+	case "info":
+		lvl = zapcore.InfoLevel
+	case "error":
+		lvl = zapcore.ErrorLevel
+	default:
+		return logr.Logger{}, usageErrorf("--log-level %q: use debug, info or error", level)
+	}
+	opts := []zap.Opts{zap.WriteTo(w), zap.Level(lvl), zap.StacktraceLevel(zapcore.PanicLevel)}
+	switch format {
+	case "json":
+		opts = append(opts, zap.JSONEncoder(func(c *zapcore.EncoderConfig) { c.EncodeTime = zapcore.TimeEncoderOfLayout(time.RFC3339) }))
+	case "console":
+		opts = append(opts, zap.ConsoleEncoder())
+	default:
+		return logr.Logger{}, usageErrorf("--log-format %q: use json or console", format)
+	}
+	return zap.New(opts...), nil
+}
