@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"testing"
 
 	"sigs.k8s.io/yaml"
@@ -38,3 +39,5 @@ func compactJSON(t *testing.T, s string) string {
 	}
 	return b.String()
 }
+
+func osMkdirTemp() (string, error) { return os.MkdirTemp("", "regcred-cli-test-") }

@@ -133,8 +133,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		b := ctrl.NewControllerManagedBy(mgr).
 			Named(name).
 			For(forObj, builder.WithPredicates(specOrLifecycleChanged())).
-			Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(w.ownerOf(kind))).
-			Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(w.credentialsSelecting(kind)), builder.WithPredicates(namespaceChanged())).
+			Watches(&corev1.Secret{}, delayed(w.ownerOf(kind))).
+			Watches(&corev1.Namespace{}, delayed(w.credentialsSelecting(kind)), builder.WithPredicates(namespaceChanged())).
 			WatchesRawSource(&notifySource{f: fails, toRequest: requestForKey(kind)}).
 			WithOptions(controller.Options{MaxConcurrentReconciles: 2, RateLimiter: RateLimiter()})
 		for _, src := range watches.sources(w.credentialsOfSourceSecret(kind)) {
@@ -145,6 +145,35 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		}
 	}
 	return nil
+}
+
+// statusDelay batches the status updates of a credential while its copies
+// are being written: a thousand Secret events within it make one status
+// write, not a thousand.
+const statusDelay = 500 * time.Millisecond
+
+// delayed enqueues the mapped requests after statusDelay; the queue keeps
+// one entry per request however many events arrive meanwhile.
+func delayed(mapFn handler.MapFunc) handler.EventHandler {
+	add := func(ctx context.Context, o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		for _, req := range mapFn(ctx, o) {
+			q.AddAfter(req, statusDelay)
+		}
+	}
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(ctx, e.Object, q)
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(ctx, e.ObjectNew, q)
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(ctx, e.Object, q)
+		},
+		GenericFunc: func(ctx context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(ctx, e.Object, q)
+		},
+	}
 }
 
 // wiring maps events to requests.

@@ -1,0 +1,423 @@
+// Command converge measures the controller on the local control plane:
+// N namespaces × 2 ClusterRegistryCredentials, time to converge, API writes,
+// writes made by a resync with nothing changed, latency from a namespace's
+// creation to its Secret and patched ServiceAccount, and the manager's RSS
+// with and without thousands of unrelated Secrets in the cluster.
+//
+//	go run ./bench/converge -namespaces 1000 -unrelated 10000
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/dockercfg"
+	"regcred.dev/regcred/internal/testenv"
+)
+
+var (
+	namespaces  = flag.Int("namespaces", 1000, "namespaces to fan out to")
+	unrelated   = flag.Int("unrelated", 10000, "unrelated 4 KiB Opaque Secrets for the memory comparison (0 skips it)")
+	latencyN    = flag.Int("latency-samples", 100, "namespaces created one by one to measure creation-to-ready latency")
+	qps         = flag.Int("qps", 100, "manager --kube-api-qps")
+	burst       = flag.Int("burst", 200, "manager --kube-api-burst")
+	concurrency = flag.Int("concurrency", 4, "manager --concurrency")
+)
+
+const regcredNS = "regcred-system"
+
+func main() {
+	flag.Parse()
+	if err := run(); err != nil {
+		fmt.Fprintf(os.Stderr, "converge: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "regcred-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "regcred")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/regcred").CombinedOutput(); err != nil {
+		return fmt.Errorf("build regcred (run from the repository root): %v\n%s", err, out)
+	}
+
+	cp, err := testenv.StartControlPlane(testenv.WithSchemeAdder(v1alpha1.AddToScheme),
+		testenv.WithAPIServerArg("max-requests-inflight", "1000"), testenv.WithAPIServerArg("max-mutating-requests-inflight", "500"))
+	if err != nil {
+		return err
+	}
+	defer cp.Stop()
+	c := cp.Client
+
+	fmt.Printf("# controller benchmark: %d namespaces x 2 ClusterRegistryCredentials, QPS %d burst %d, concurrency %d\n\n", *namespaces, *qps, *burst, *concurrency)
+	start := time.Now()
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: regcredNS}}); err != nil {
+		return err
+	}
+	names := make([]string, *namespaces)
+	for i := range names {
+		names[i] = fmt.Sprintf("bench-%04d", i)
+	}
+	if err := parallel(16, names, func(ns string) error {
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"bench": "yes"}}}); err != nil {
+			return err
+		}
+		return c.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default"}})
+	}); err != nil {
+		return err
+	}
+	fmt.Printf("setup: %d namespaces with a default ServiceAccount in %s\n", *namespaces, time.Since(start).Round(time.Millisecond))
+
+	for i, host := range []string{"harbor.example.com", "ghcr.io"} {
+		data, _ := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{host: {Username: fmt.Sprintf("robot-%d", i), Password: "bench-password"}}}).MarshalDockerConfigJSON()
+		if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: regcredNS, Name: fmt.Sprintf("source-%d", i)},
+			Type: corev1.SecretTypeDockerConfigJson, Data: map[string][]byte{corev1.DockerConfigJsonKey: data}}); err != nil {
+			return err
+		}
+	}
+
+	// Run 1: manager running, credentials applied.
+	m, err := startManager(bin, cp.Kubeconfig, dir)
+	if err != nil {
+		return err
+	}
+	if err := m.waitReady(); err != nil {
+		return err
+	}
+	idleRSS := m.rss()
+	t0 := time.Now()
+	for i, host := range []string{"harbor.example.com", "ghcr.io"} {
+		cred := &v1alpha1.ClusterRegistryCredential{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cred-%d", i)}}
+		cred.Spec.Registries = []string{host}
+		cred.Spec.Source.SecretRef = &v1alpha1.SecretReference{Name: fmt.Sprintf("source-%d", i)}
+		cred.Spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"bench": "yes"}}
+		if err := c.Create(ctx, cred); err != nil {
+			return err
+		}
+	}
+	if err := waitConverged(ctx, c, *namespaces); err != nil {
+		return err
+	}
+	converge := time.Since(t0)
+	writes, err := m.writes()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\n## converge\n")
+	fmt.Printf("time from applying both credentials to every Secret and ServiceAccount in place and both Ready %d/%d: %s\n", *namespaces, *namespaces, converge.Round(time.Millisecond))
+	fmt.Printf("API writes by the manager: %s (ideal: %d Secrets created + %d ServiceAccount patches + a few status writes)\n", writes, 2**namespaces, *namespaces)
+	settle(m)
+	fmt.Printf("manager RSS: %s idle before the credentials, %s after converging (peak %s)\n", mib(idleRSS), mib(m.rss()), mib(m.hwm()))
+
+	// Latency of a new namespace.
+	lat, err := measureLatency(ctx, c, *latencyN)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\n## new namespace -> Secret and patched ServiceAccount (%d samples, one at a time)\n", len(lat))
+	fmt.Printf("p50 %s  p90 %s  p99 %s  max %s\n", pct(lat, 50), pct(lat, 90), pct(lat, 99), pct(lat, 100))
+	if err := m.stop(); err != nil {
+		return err
+	}
+
+	// Run 2: restart = full resync with nothing changed.
+	m, err = startManager(bin, cp.Kubeconfig, dir)
+	if err != nil {
+		return err
+	}
+	if err := m.waitReady(); err != nil {
+		return err
+	}
+	settle(m)
+	writes, err = m.writes()
+	if err != nil {
+		return err
+	}
+	baseRSS := m.rss()
+	fmt.Printf("\n## resync with nothing changed (manager restarted, every namespace reconciled again)\n")
+	fmt.Printf("API writes: %s\n", writes)
+	if err := m.stop(); err != nil {
+		return err
+	}
+
+	if *unrelated == 0 {
+		return nil
+	}
+	// Run 3: the same, with many unrelated Secrets in the cluster.
+	payload := strings.Repeat("x", 4096)
+	idx := make([]string, *unrelated)
+	for i := range idx {
+		idx[i] = strconv.Itoa(i)
+	}
+	t1 := time.Now()
+	if err := parallel(16, idx, func(s string) error {
+		i, _ := strconv.Atoi(s)
+		return c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: names[i%len(names)], Name: "unrelated-" + s},
+			Data: map[string][]byte{"payload": []byte(payload)}})
+	}); err != nil {
+		return err
+	}
+	fmt.Printf("\n## memory with %d unrelated 4 KiB Secrets (created in %s)\n", *unrelated, time.Since(t1).Round(time.Millisecond))
+	m, err = startManager(bin, cp.Kubeconfig, dir)
+	if err != nil {
+		return err
+	}
+	if err := m.waitReady(); err != nil {
+		return err
+	}
+	settle(m)
+	withRSS := m.rss()
+	writes, _ = m.writes()
+	fmt.Printf("manager RSS after a resync: %s without them, %s with them (peak %s); writes %s\n", mib(baseRSS), mib(withRSS), mib(m.hwm()), writes)
+	return m.stop()
+}
+
+type managerProc struct {
+	cmd         *exec.Cmd
+	metricsAddr string
+	probeAddr   string
+	log         *os.File
+}
+
+func startManager(bin, kubeconfig, dir string) (*managerProc, error) {
+	m := &managerProc{metricsAddr: freeAddr(), probeAddr: freeAddr()}
+	var err error
+	m.log, err = os.CreateTemp(dir, "manager-*.log")
+	if err != nil {
+		return nil, err
+	}
+	m.cmd = exec.Command(bin, "manager", "--kubeconfig", kubeconfig, "--namespace", regcredNS,
+		"--metrics-bind-address", m.metricsAddr, "--health-probe-bind-address", m.probeAddr,
+		"--kube-api-qps", strconv.Itoa(*qps), "--kube-api-burst", strconv.Itoa(*burst), "--concurrency", strconv.Itoa(*concurrency),
+		"--log-level", "error")
+	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
+	return m, m.cmd.Start()
+}
+
+func (m *managerProc) waitReady() error {
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + m.probeAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("manager not ready; log in %s", m.log.Name())
+}
+
+func (m *managerProc) stop() error {
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	return m.cmd.Wait()
+}
+
+// writes sums regcred_sync_writes_total by operation.
+func (m *managerProc) writes() (string, error) {
+	resp, err := http.Get("http://" + m.metricsAddr + "/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	total := 0.0
+	var parts []string
+	s := bufio.NewScanner(resp.Body)
+	for s.Scan() {
+		line := s.Text()
+		if !strings.HasPrefix(line, "regcred_sync_writes_total{") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+		total += v
+		op := strings.TrimSuffix(strings.TrimPrefix(f[0], `regcred_sync_writes_total{operation="`), `"}`)
+		parts = append(parts, fmt.Sprintf("%s %.0f", op, v))
+	}
+	sort.Strings(parts)
+	if len(parts) == 0 {
+		return "0", nil
+	}
+	return fmt.Sprintf("%.0f (%s)", total, strings.Join(parts, ", ")), nil
+}
+
+func (m *managerProc) procStatus(key string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, key+":") {
+			f := strings.Fields(line)
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+func (m *managerProc) rss() int64 { return m.procStatus("VmRSS") }
+func (m *managerProc) hwm() int64 { return m.procStatus("VmHWM") }
+
+// settle waits until the manager has made no write for two seconds.
+func settle(m *managerProc) {
+	last := ""
+	stable := time.Now()
+	for time.Since(stable) < 2*time.Second {
+		time.Sleep(200 * time.Millisecond)
+		w, _ := m.writes()
+		if w != last {
+			last, stable = w, time.Now()
+		}
+	}
+}
+
+func waitConverged(ctx context.Context, c client.Client, n int) error {
+	deadline := time.Now().Add(10 * time.Minute)
+	for time.Now().Before(deadline) {
+		ready := 0
+		for i := range 2 {
+			var cred v1alpha1.ClusterRegistryCredential
+			if err := c.Get(ctx, client.ObjectKey{Name: fmt.Sprintf("cred-%d", i)}, &cred); err != nil {
+				return err
+			}
+			if meta.IsStatusConditionTrue(cred.Status.Conditions, v1alpha1.ConditionReady) && cred.Status.Namespaces.Synced == int32(n) {
+				ready++
+			}
+		}
+		if ready == 2 {
+			var sas corev1.ServiceAccountList
+			if err := c.List(ctx, &sas, client.MatchingLabels{}); err != nil {
+				return err
+			}
+			patched := 0
+			for _, sa := range sas.Items {
+				if len(sa.ImagePullSecrets) == 2 {
+					patched++
+				}
+			}
+			if patched >= n {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("did not converge")
+}
+
+func measureLatency(ctx context.Context, c client.Client, n int) ([]time.Duration, error) {
+	var out []time.Duration
+	for i := range n {
+		ns := fmt.Sprintf("late-%04d", i)
+		t0 := time.Now()
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"bench": "yes"}}}); err != nil {
+			return nil, err
+		}
+		if err := c.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default"}}); err != nil {
+			return nil, err
+		}
+		for {
+			var sa corev1.ServiceAccount
+			if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "default"}, &sa); err != nil {
+				return nil, err
+			}
+			if len(sa.ImagePullSecrets) == 2 {
+				var s corev1.Secret
+				if c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "regcred-cred-0"}, &s) == nil &&
+					c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "regcred-cred-1"}, &s) == nil {
+					break
+				}
+			}
+			if time.Since(t0) > time.Minute {
+				return nil, fmt.Errorf("namespace %s not ready after a minute", ns)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		out = append(out, time.Since(t0))
+	}
+	return out, nil
+}
+
+func pct(d []time.Duration, p int) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := (len(s)*p + 99) / 100
+	if i < 1 {
+		i = 1
+	}
+	if i > len(s) {
+		i = len(s)
+	}
+	return s[i-1].Round(time.Millisecond)
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func parallel(workers int, items []string, f func(string) error) error {
+	ch := make(chan string)
+	errCh := make(chan error, workers)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for it := range ch {
+				if err := f(it); err != nil {
+					select {
+					case errCh <- err:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	for _, it := range items {
+		ch <- it
+	}
+	close(ch)
+	wg.Wait()
+	select {
+	case err := <-errCh:
+		return err
+	default:
+		return nil
+	}
+}
+
+var _ = io.Discard
