@@ -12,7 +12,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -142,6 +141,10 @@ func run() error {
 	}
 	fmt.Printf("\n## new namespace -> Secret and patched ServiceAccount (%d samples, one at a time)\n", len(lat))
 	fmt.Printf("p50 %s  p90 %s  p99 %s  max %s\n", pct(lat, 50), pct(lat, 90), pct(lat, 99), pct(lat, 100))
+	// Let delayed status updates land before stopping, so the restart
+	// below really has nothing to change.
+	settle(m)
+	time.Sleep(2 * time.Second)
 	if err := m.stop(); err != nil {
 		return err
 	}
@@ -159,7 +162,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	baseRSS := m.rss()
+	baseRSS, baseHeap := m.rss(), m.heap()
 	fmt.Printf("\n## resync with nothing changed (manager restarted, every namespace reconciled again)\n")
 	fmt.Printf("API writes: %s\n", writes)
 	if err := m.stop(); err != nil {
@@ -192,9 +195,10 @@ func run() error {
 		return err
 	}
 	settle(m)
-	withRSS := m.rss()
+	withRSS, withHeap := m.rss(), m.heap()
 	writes, _ = m.writes()
-	fmt.Printf("manager RSS after a resync: %s without them, %s with them (peak %s); writes %s\n", mib(baseRSS), mib(withRSS), mib(m.hwm()), writes)
+	fmt.Printf("manager after a resync: RSS %s without them, %s with them (peak %s); Go heap in use %s without, %s with; writes %s\n",
+		mib(baseRSS), mib(withRSS), mib(m.hwm()), mib(baseHeap), mib(withHeap), writes)
 	return m.stop()
 }
 
@@ -278,6 +282,23 @@ func (m *managerProc) procStatus(key string) int64 {
 			f := strings.Fields(line)
 			kb, _ := strconv.ParseInt(f[1], 10, 64)
 			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// heap reads go_memstats_heap_inuse_bytes after a forced settle.
+func (m *managerProc) heap() int64 {
+	resp, err := http.Get("http://" + m.metricsAddr + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	s := bufio.NewScanner(resp.Body)
+	for s.Scan() {
+		if strings.HasPrefix(s.Text(), "go_memstats_heap_inuse_bytes ") {
+			v, _ := strconv.ParseFloat(strings.Fields(s.Text())[1], 64)
+			return int64(v)
 		}
 	}
 	return 0
@@ -420,4 +441,3 @@ func parallel(workers int, items []string, f func(string) error) error {
 	}
 }
 
-var _ = io.Discard
