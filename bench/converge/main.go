@@ -39,8 +39,8 @@ var (
 	namespaces  = flag.Int("namespaces", 1000, "namespaces to fan out to")
 	unrelated   = flag.Int("unrelated", 10000, "unrelated 4 KiB Opaque Secrets for the memory comparison (0 skips it)")
 	latencyN    = flag.Int("latency-samples", 100, "namespaces created one by one to measure creation-to-ready latency")
-	qps         = flag.Int("qps", 100, "manager --kube-api-qps")
-	burst       = flag.Int("burst", 200, "manager --kube-api-burst")
+	qps         = flag.Int("qps", 200, "manager --kube-api-qps")
+	burst       = flag.Int("burst", 400, "manager --kube-api-burst")
 	concurrency = flag.Int("concurrency", 4, "manager --concurrency")
 )
 
