@@ -2,6 +2,8 @@ package cli
 
 import (
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/go-logr/logr"
 	"time"
@@ -25,6 +27,16 @@ type managerOptions struct {
 	maxConcurrentReconciles int
 	logLevel                string
 	logFormat               string
+
+	webhook               bool
+	webhookHost           string
+	webhookPort           int
+	webhookServiceName    string
+	webhookCertDir        string
+	webhookCerts          string
+	webhookRegister       bool
+	webhookFailurePolicy  string
+	webhookTimeoutSeconds int32
 }
 
 func newManagerCommand() *cobra.Command {
@@ -60,7 +72,29 @@ regcred.dev/managed=true), so unrelated Secrets cost it no memory.`,
 			if err != nil {
 				return err
 			}
+			var wh *manager.WebhookOptions
+			if o.webhook {
+				switch o.webhookCerts {
+				case "self", "external":
+				default:
+					return usageErrorf("--webhook-certs %q: use self or external", o.webhookCerts)
+				}
+				switch o.webhookFailurePolicy {
+				case "Ignore", "Fail":
+				default:
+					return usageErrorf("--webhook-failure-policy %q: use Ignore or Fail", o.webhookFailurePolicy)
+				}
+				if o.webhookTimeoutSeconds < 1 || o.webhookTimeoutSeconds > 30 {
+					return usageErrorf("--webhook-timeout-seconds must be between 1 and 30")
+				}
+				wh = &manager.WebhookOptions{
+					Host: o.webhookHost, Port: o.webhookPort, ServiceName: o.webhookServiceName, CertDir: o.webhookCertDir,
+					ManageCertificates: o.webhookCerts == "self", Register: o.webhookRegister,
+					FailurePolicy: o.webhookFailurePolicy, TimeoutSeconds: o.webhookTimeoutSeconds,
+				}
+			}
 			mgr, err := manager.New(cmd.Context(), manager.Options{
+				Webhook:                 wh,
 				RestConfig:              cfg,
 				Namespace:               o.namespace,
 				MetricsAddr:             o.metricsAddr,
@@ -88,6 +122,15 @@ regcred.dev/managed=true), so unrelated Secrets cost it no memory.`,
 	f.IntVar(&o.maxConcurrentReconciles, "concurrency", 4, "namespaces reconciled at once")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info or error")
 	f.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
+	f.BoolVar(&o.webhook, "webhook", true, "serve the Pod admission webhook (every replica serves it)")
+	f.StringVar(&o.webhookHost, "webhook-host", "", "address to serve the webhook on; when set (127.0.0.1 for a local control plane) the webhook is registered by URL, otherwise by Service")
+	f.IntVar(&o.webhookPort, "webhook-port", 9443, "webhook port")
+	f.StringVar(&o.webhookServiceName, "webhook-service-name", "regcred-webhook", "Service in front of the webhook, in --namespace")
+	f.StringVar(&o.webhookCertDir, "webhook-cert-dir", filepath.Join(os.TempDir(), "regcred-webhook-certs"), "directory of the webhook's tls.crt and tls.key")
+	f.StringVar(&o.webhookCerts, "webhook-certs", "self", `"self": regcred keeps a CA and serving certificate in the Secret regcred-webhook-tls, rotates them and keeps the caBundle current; "external": cert-manager (or another tool) writes --webhook-cert-dir and the caBundle`)
+	f.BoolVar(&o.webhookRegister, "webhook-register", true, "create and update the MutatingWebhookConfiguration \"regcred\"")
+	f.StringVar(&o.webhookFailurePolicy, "webhook-failure-policy", "Ignore", "Ignore (a webhook outage never blocks Pods; the ServiceAccount patch is the backstop) or Fail")
+	f.Int32Var(&o.webhookTimeoutSeconds, "webhook-timeout-seconds", 5, "how long the API server waits for the webhook (1-30)")
 	return cmd
 }
 

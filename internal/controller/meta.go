@@ -130,23 +130,75 @@ func (c *credential) sourceNamespace(regcredNamespace string) string {
 
 // appliesTo reports whether the credential should have its Secret in ns.
 func (c *credential) appliesTo(ns *corev1.Namespace, regcredNamespace string) (bool, error) {
-	if c.deleting() || ns.Status.Phase == corev1.NamespaceTerminating || !ns.DeletionTimestamp.IsZero() {
-		return false, nil
-	}
-	if c.Kind == KindNamespaced {
-		return ns.Name == c.Namespace, nil
-	}
-	if ns.Name == regcredNamespace || slices.Contains(AlwaysExcluded, ns.Name) || slices.Contains(c.Exclude, ns.Name) {
-		return false, nil
-	}
-	if c.NamespaceSelector == nil {
-		return true, nil
-	}
-	sel, err := metav1.LabelSelectorAsSelector(c.NamespaceSelector)
+	scope, err := c.scope(regcredNamespace)
 	if err != nil {
-		return false, fmt.Errorf("namespaceSelector: %w", err)
+		return false, err
 	}
-	return sel.Matches(labels.Set(ns.Labels)), nil
+	return scope.Applies(ns), nil
+}
+
+func (c *credential) scope(regcredNamespace string) (*Scope, error) {
+	s := &Scope{kind: c.Kind, namespace: c.Namespace, regcredNamespace: regcredNamespace, deleting: c.deleting()}
+	if c.Kind == KindCluster {
+		s.exclude = c.Exclude
+		if c.NamespaceSelector != nil {
+			sel, err := metav1.LabelSelectorAsSelector(c.NamespaceSelector)
+			if err != nil {
+				return nil, fmt.Errorf("namespaceSelector: %w", err)
+			}
+			s.selector = sel
+		}
+	}
+	return s, nil
+}
+
+// Scope is where a credential acts, with its selector parsed once. The
+// controller and the admission webhook both decide with it.
+type Scope struct {
+	kind             string
+	namespace        string
+	regcredNamespace string
+	selector         labels.Selector
+	exclude          []string
+	deleting         bool
+}
+
+// ScopeOf compiles the scope of a ClusterRegistryCredential or
+// RegistryCredential.
+func ScopeOf(obj client.Object, regcredNamespace string) (*Scope, error) {
+	switch o := obj.(type) {
+	case *v1alpha1.ClusterRegistryCredential:
+		return fromCluster(o).scope(regcredNamespace)
+	case *v1alpha1.RegistryCredential:
+		return fromNamespaced(o).scope(regcredNamespace)
+	default:
+		return nil, fmt.Errorf("%T is not a credential", obj)
+	}
+}
+
+// Applies reports whether the credential acts in ns.
+func (s *Scope) Applies(ns *corev1.Namespace) bool {
+	if s.deleting || ns.Status.Phase == corev1.NamespaceTerminating || !ns.DeletionTimestamp.IsZero() {
+		return false
+	}
+	if s.kind == KindNamespaced {
+		return ns.Name == s.namespace
+	}
+	if ns.Name == s.regcredNamespace || slices.Contains(AlwaysExcluded, ns.Name) || slices.Contains(s.exclude, ns.Name) {
+		return false
+	}
+	return s.selector == nil || s.selector.Matches(labels.Set(ns.Labels))
+}
+
+// SecretNameOf is the managed Secret's name of a credential.
+func SecretNameOf(obj client.Object) string {
+	switch o := obj.(type) {
+	case *v1alpha1.ClusterRegistryCredential:
+		return fromCluster(o).SecretName()
+	case *v1alpha1.RegistryCredential:
+		return fromNamespaced(o).SecretName()
+	}
+	return ""
 }
 
 // selectsServiceAccount reports whether sa should list the Secret.

@@ -419,3 +419,63 @@ func apiReason(err error) string {
 	}
 	return err.Error()
 }
+
+// ErrNotApplicable means the credential does not act in the namespace.
+var ErrNotApplicable = errors.New("credential does not apply to the namespace")
+
+// EnsureSecret makes sure the managed Secret of a credential exists in
+// namespace, creating it when missing. The admission webhook calls it
+// before admitting a Pod that needs the Secret, so that the first Pod of a
+// brand-new namespace never races the namespace controller. In the steady
+// state the Secret is in the cache and no API call is made.
+func (r *NamespaceReconciler) EnsureSecret(ctx context.Context, kind, credNamespace, credName, namespace string) error {
+	var c *credential
+	switch kind {
+	case KindCluster:
+		var obj v1alpha1.ClusterRegistryCredential
+		if err := r.client.Get(ctx, client.ObjectKey{Name: credName}, &obj); err != nil {
+			return err
+		}
+		c = fromCluster(&obj)
+	case KindNamespaced:
+		var obj v1alpha1.RegistryCredential
+		if err := r.client.Get(ctx, client.ObjectKey{Namespace: credNamespace, Name: credName}, &obj); err != nil {
+			return err
+		}
+		c = fromNamespaced(&obj)
+	default:
+		return fmt.Errorf("unknown credential kind %q", kind)
+	}
+	name := c.SecretName()
+	var cur corev1.Secret
+	err := r.client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &cur)
+	if err == nil && ownerKey(&cur) == c.Key() {
+		return nil
+	}
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	var ns corev1.Namespace
+	if err := r.client.Get(ctx, client.ObjectKey{Name: namespace}, &ns); err != nil {
+		return err
+	}
+	if ok, err := c.appliesTo(&ns, r.regcredNamespace); err != nil || !ok {
+		return ErrNotApplicable
+	}
+	src := r.sources.get(ctx, c)
+	if src.Err != nil {
+		return src.Err
+	}
+	var existing *corev1.Secret
+	if err == nil {
+		existing = &cur
+	}
+	ok, _, err := r.ensureSecret(ctx, c, &ns, name, src.Data, existing)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("Secret %s/%s is not regcred's", namespace, name)
+	}
+	return nil
+}

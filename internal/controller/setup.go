@@ -61,10 +61,24 @@ func RateLimiter() workqueue.TypedRateLimiter[reconcile.Request] {
 	return workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](50*time.Millisecond, 5*time.Minute)
 }
 
-// Setup registers the indexes, caches and controllers with mgr.
-func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
+// SecretEnsurer creates a credential's managed Secret on demand.
+type SecretEnsurer interface {
+	EnsureSecret(ctx context.Context, kind, credNamespace, credName, namespace string) error
+}
+
+// Setup registers the indexes, caches and controllers with mgr, and returns
+// what the admission webhook uses to make sure a Secret exists.
+func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (SecretEnsurer, error) {
+	ensurer, err := setup(ctx, mgr, opts)
+	if err != nil {
+		return nil, err
+	}
+	return ensurer, nil
+}
+
+func setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*NamespaceReconciler, error) {
 	if opts.Namespace == "" {
-		return fmt.Errorf("the regcred namespace must be set")
+		return nil, fmt.Errorf("the regcred namespace must be set")
 	}
 	if opts.MaxConcurrentReconciles <= 0 {
 		opts.MaxConcurrentReconciles = 4
@@ -76,7 +90,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		}
 		return nil
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	if err := idx.IndexField(ctx, &v1alpha1.ClusterRegistryCredential{}, indexSourceSecret, func(o client.Object) []string {
 		if ref := o.(*v1alpha1.ClusterRegistryCredential).Spec.Source.SecretRef; ref != nil {
@@ -84,7 +98,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		}
 		return nil
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	if err := idx.IndexField(ctx, &v1alpha1.RegistryCredential{}, indexSourceSecret, func(o client.Object) []string {
 		c := o.(*v1alpha1.RegistryCredential)
@@ -93,7 +107,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		}
 		return nil
 	}); err != nil {
-		return err
+		return nil, err
 	}
 
 	srcs := newSources(mgr.GetAPIReader(), opts.Namespace)
@@ -101,7 +115,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	recorder := mgr.GetEventRecorder("regcred")
 	watches, err := newSourceWatches(mgr)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	w := &wiring{client: mgr.GetClient(), regcredNamespace: opts.Namespace, sources: srcs}
 
@@ -119,7 +133,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		nsBuilder = nsBuilder.WatchesRawSource(src)
 	}
 	if err := nsBuilder.Complete(nsr); err != nil {
-		return err
+		return nil, err
 	}
 
 	for _, kind := range []string{KindCluster, KindNamespaced} {
@@ -141,10 +155,10 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 			b = b.WatchesRawSource(src)
 		}
 		if err := b.Complete(cr); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return nsr, nil
 }
 
 // statusDelay batches the status updates of a credential while its copies

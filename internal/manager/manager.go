@@ -6,7 +6,14 @@ package manager
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
+	"strconv"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/utils/ptr"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -17,6 +24,7 @@ import (
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/controller"
+	"regcred.dev/regcred/internal/webhook"
 )
 
 // Options configure the manager.
@@ -35,6 +43,32 @@ type Options struct {
 	Burst int
 	// MaxConcurrentReconciles of the namespace controller.
 	MaxConcurrentReconciles int
+	// Webhook configures the Pod admission webhook; nil disables it.
+	Webhook *WebhookOptions
+}
+
+// WebhookOptions configure the admission webhook.
+type WebhookOptions struct {
+	// Host to listen on. When set (say 127.0.0.1 for a local control
+	// plane) the webhook is registered by URL https://Host:Port; when
+	// empty it listens everywhere and is registered by Service.
+	Host string
+	Port int
+	// ServiceName is the Service in front of the webhook (in-cluster).
+	ServiceName string
+	// CertDir holds tls.crt and tls.key.
+	CertDir string
+	// ManageCertificates: regcred's own CA and rotation; false when
+	// cert-manager (or another tool) writes CertDir and the caBundle.
+	ManageCertificates bool
+	// Register the MutatingWebhookConfiguration.
+	Register bool
+	// ConfigurationName of the MutatingWebhookConfiguration.
+	ConfigurationName string
+	// FailurePolicy: Ignore (default) or Fail.
+	FailurePolicy string
+	// TimeoutSeconds of the API server's call (1-30, default 5).
+	TimeoutSeconds int32
 }
 
 // Scheme holds the built-in types and regcred's.
@@ -66,7 +100,12 @@ func New(ctx context.Context, opts Options) (ctrl.Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	var webhookServer crwebhook.Server
+	if w := opts.Webhook; w != nil {
+		webhookServer = crwebhook.NewServer(crwebhook.Options{Host: w.Host, Port: w.Port, CertDir: w.CertDir})
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		WebhookServer:                 webhookServer,
 		Scheme:                        scheme,
 		Cache:                         controller.CacheOptions(),
 		Metrics:                       metricsserver.Options{BindAddress: opts.MetricsAddr},
@@ -79,11 +118,22 @@ func New(ctx context.Context, opts Options) (ctrl.Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create manager: %w", err)
 	}
-	if err := controller.Setup(ctx, mgr, controller.Options{Namespace: opts.Namespace, MaxConcurrentReconciles: opts.MaxConcurrentReconciles}); err != nil {
+	ensurer, err := controller.Setup(ctx, mgr, controller.Options{Namespace: opts.Namespace, MaxConcurrentReconciles: opts.MaxConcurrentReconciles})
+	if err != nil {
 		return nil, fmt.Errorf("set up controllers: %w", err)
+	}
+	if opts.Webhook != nil {
+		if err := setupWebhook(ctx, mgr, opts, ensurer); err != nil {
+			return nil, fmt.Errorf("set up the webhook: %w", err)
+		}
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return nil, err
+	}
+	if opts.Webhook != nil {
+		if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+			return nil, err
+		}
 	}
 	if err := mgr.AddReadyzCheck("cache", func(req *http.Request) error {
 		if !mgr.GetCache().WaitForCacheSync(req.Context()) {
@@ -94,4 +144,64 @@ func New(ctx context.Context, opts Options) (ctrl.Manager, error) {
 		return nil, err
 	}
 	return mgr, nil
+}
+
+func setupWebhook(ctx context.Context, mgr ctrl.Manager, opts Options, ensurer controller.SecretEnsurer) error {
+	w := opts.Webhook
+	if w.Port == 0 {
+		w.Port = 9443
+	}
+	if w.ConfigurationName == "" {
+		w.ConfigurationName = "regcred"
+	}
+	if w.ServiceName == "" {
+		w.ServiceName = "regcred-webhook"
+	}
+	cfg := webhook.Config{
+		Namespace:          opts.Namespace,
+		SecretName:         "regcred-webhook-tls",
+		CertDir:            w.CertDir,
+		ConfigurationName:  w.ConfigurationName,
+		FailurePolicy:      admissionregistrationv1.FailurePolicyType(w.FailurePolicy),
+		TimeoutSeconds:     w.TimeoutSeconds,
+		ManageCertificates: w.ManageCertificates,
+		Register:           w.Register,
+	}
+	switch cfg.FailurePolicy {
+	case "", admissionregistrationv1.Ignore, admissionregistrationv1.Fail:
+	default:
+		return fmt.Errorf("failure policy %q: use Ignore or Fail", w.FailurePolicy)
+	}
+	if w.TimeoutSeconds < 0 || w.TimeoutSeconds > 30 {
+		return fmt.Errorf("webhook timeout %ds: must be between 1 and 30", w.TimeoutSeconds)
+	}
+	if w.Host != "" {
+		url := fmt.Sprintf("https://%s%s", net.JoinHostPort(w.Host, strconv.Itoa(w.Port)), webhook.Path)
+		cfg.ClientConfig.URL = &url
+		cfg.Hosts = []string{w.Host}
+	} else {
+		path := webhook.Path
+		port := int32(443)
+		cfg.ClientConfig.Service = &admissionregistrationv1.ServiceReference{Namespace: opts.Namespace, Name: w.ServiceName, Path: &path, Port: &port}
+		svc := w.ServiceName + "." + opts.Namespace + ".svc"
+		cfg.Hosts = []string{svc, svc + ".cluster.local"}
+	}
+
+	tls := &webhook.TLS{Config: cfg, Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Log: ctrl.Log.WithName("webhook-tls")}
+	if w.ManageCertificates || w.Register {
+		// The server reads its certificate when it starts: have one first.
+		if _, err := tls.Ensure(ctx); err != nil {
+			return err
+		}
+		if err := mgr.Add(tls); err != nil {
+			return err
+		}
+	}
+	h := &webhook.Handler{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Secrets: ensurer,
+		RegcredNamespace: opts.Namespace, Log: ctrl.Log.WithName("webhook")}
+	if err := h.WatchForChanges(ctx, mgr.GetCache()); err != nil {
+		return err
+	}
+	mgr.GetWebhookServer().Register(webhook.Path, &admission.Webhook{Handler: h, RecoverPanic: ptr.To(true)})
+	return nil
 }

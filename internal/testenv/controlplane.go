@@ -86,6 +86,15 @@ func WithAPIServerArg(name string, values ...string) ControlPlaneOption {
 	}
 }
 
+// WithServiceAccountAdmission turns on the ServiceAccount admission
+// plugin, which envtest disables: Pods then need their ServiceAccount to
+// exist and get its imagePullSecrets copied in when they list none.
+func WithServiceAccountAdmission() ControlPlaneOption {
+	return func(e *envtest.Environment) {
+		e.ControlPlane.GetAPIServer().Configure().Disable("disable-admission-plugins")
+	}
+}
+
 // WithSchemeAdder registers more types with the client's scheme.
 func WithSchemeAdder(add func(*runtime.Scheme) error) ControlPlaneOption {
 	return func(e *envtest.Environment) {

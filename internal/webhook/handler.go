@@ -1,0 +1,199 @@
+// Package webhook is regcred's Pod admission webhook: it rewrites images by
+// ClusterImageMirror rules, adds exactly the pull Secrets whose registries
+// match the Pod's images, and makes sure those Secrets exist before the Pod
+// is admitted. It manages its own TLS and webhook configuration.
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/go-logr/logr"
+	"gomodules.xyz/jsonpatch/v2"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/controller"
+)
+
+// Path is where the Pod mutator is served.
+const Path = "/mutate-v1-pod"
+
+// Handler is the Pod mutator.
+type Handler struct {
+	// Reader reads from the informer caches.
+	Reader client.Reader
+	// APIReader reads from the API server, for objects the cache has not
+	// seen yet (a namespace created a moment ago).
+	APIReader client.Reader
+	// Secrets creates missing managed Secrets.
+	Secrets          controller.SecretEnsurer
+	RegcredNamespace string
+	Log              logr.Logger
+
+	snap    atomic.Pointer[Snapshot]
+	dirty   atomic.Bool
+	rebuild sync.Mutex
+}
+
+var _ admission.Handler = (*Handler)(nil)
+
+// WatchForChanges marks the snapshot stale whenever a credential or mirror
+// changes in the cache.
+func (h *Handler) WatchForChanges(ctx context.Context, c cache.Cache) error {
+	h.dirty.Store(true)
+	mark := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { h.dirty.Store(true) },
+		UpdateFunc: func(any, any) { h.dirty.Store(true) },
+		DeleteFunc: func(any) { h.dirty.Store(true) },
+	}
+	for _, obj := range []client.Object{&v1alpha1.ClusterRegistryCredential{}, &v1alpha1.RegistryCredential{}, &v1alpha1.ClusterImageMirror{}} {
+		inf, err := c.GetInformer(ctx, obj)
+		if err != nil {
+			return err
+		}
+		if _, err := inf.AddEventHandler(mark); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// snapshot returns the compiled view, rebuilding it from the cache after a
+// change.
+func (h *Handler) snapshot(ctx context.Context) (*Snapshot, error) {
+	if s := h.snap.Load(); s != nil && !h.dirty.Load() {
+		return s, nil
+	}
+	h.rebuild.Lock()
+	defer h.rebuild.Unlock()
+	if s := h.snap.Load(); s != nil && !h.dirty.Load() {
+		return s, nil
+	}
+	h.dirty.Store(false)
+	var cluster v1alpha1.ClusterRegistryCredentialList
+	var namespaced v1alpha1.RegistryCredentialList
+	var mirrors v1alpha1.ClusterImageMirrorList
+	for _, l := range []client.ObjectList{&cluster, &namespaced, &mirrors} {
+		if err := h.Reader.List(ctx, l); err != nil {
+			h.dirty.Store(true)
+			return nil, err
+		}
+	}
+	s := NewSnapshot(h.RegcredNamespace, cluster.Items, namespaced.Items, mirrors.Items)
+	for _, p := range s.Problems {
+		h.Log.Info("skipping an object the webhook cannot use", "problem", p)
+	}
+	h.snap.Store(s)
+	return s, nil
+}
+
+// Handle implements admission.Handler. It never panics and never blocks a
+// Pod for its own failures: those are answered with an error, which the
+// webhook's failurePolicy (Ignore by default) turns into admission.
+func (h *Handler) Handle(ctx context.Context, req admission.Request) (resp admission.Response) {
+	defer func() {
+		if r := recover(); r != nil {
+			h.Log.Error(fmt.Errorf("%v", r), "panic in the Pod mutator", "uid", req.UID)
+			resp = admission.Errored(http.StatusInternalServerError, fmt.Errorf("internal error"))
+		}
+	}()
+	if req.Operation != admissionv1.Create || req.Kind.Kind != "Pod" || req.Kind.Group != "" {
+		return admission.Allowed("regcred acts on Pod creation only")
+	}
+	if len(req.Object.Raw) == 0 {
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("no object in the request"))
+	}
+	pod := &corev1.Pod{}
+	if err := json.Unmarshal(req.Object.Raw, pod); err != nil {
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode Pod: %w", err))
+	}
+	namespace := req.Namespace
+	if namespace == "" {
+		namespace = pod.Namespace
+	}
+	if namespace == "" {
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("the request names no namespace"))
+	}
+	ns := &corev1.Namespace{}
+	if err := h.Reader.Get(ctx, client.ObjectKey{Name: namespace}, ns); err != nil {
+		if !apierrors.IsNotFound(err) || h.APIReader == nil {
+			return admission.Errored(http.StatusInternalServerError, fmt.Errorf("read namespace %s: %w", namespace, err))
+		}
+		// The namespace is newer than the cache.
+		if err := h.APIReader.Get(ctx, client.ObjectKey{Name: namespace}, ns); err != nil {
+			return admission.Errored(http.StatusInternalServerError, fmt.Errorf("read namespace %s: %w", namespace, err))
+		}
+	}
+	if ns.Labels[LabelInject] == "false" {
+		return admission.Allowed("namespace opted out")
+	}
+	snap, err := h.snapshot(ctx)
+	if err != nil {
+		return admission.Errored(http.StatusInternalServerError, err)
+	}
+
+	mutated := pod.DeepCopy()
+	d := mutate(mutated, ns, snap)
+	var warnings []string
+	for _, e := range d.Errors {
+		warnings = append(warnings, "regcred: "+e)
+	}
+	dryRun := req.DryRun != nil && *req.DryRun
+	if !dryRun {
+		for _, c := range append([]*credRule(nil), d.Injected...) {
+			if err := h.Secrets.EnsureSecret(ctx, c.Kind, c.Namespace, c.Name, namespace); err != nil {
+				d.drop(mutated, c)
+				warnings = append(warnings, fmt.Sprintf("regcred: pull Secret %s of %s not added: %v", c.SecretName, c.display(), err))
+				h.Log.Info("pull Secret not added", "namespace", namespace, "credential", c.display(), "reason", err.Error())
+			}
+		}
+		// Record only what stayed.
+		mutated.Annotations = pod.DeepCopy().Annotations
+		annotate(mutated, d)
+	}
+	if !d.Changed() {
+		return admission.Allowed("nothing to change").WithWarnings(warnings...)
+	}
+	out, err := json.Marshal(mutated)
+	if err != nil {
+		return admission.Errored(http.StatusInternalServerError, err)
+	}
+	resp = admission.PatchResponseFromRaw(req.Object.Raw, out)
+	sortPatch(resp.Patches)
+	return resp.WithWarnings(warnings...)
+}
+
+// sortPatch orders the operations by path, array indexes numerically, so
+// that the same Pod always gets the same patch. The mutator only adds and
+// replaces, so adds at rising indexes stay valid in this order.
+func sortPatch(ops []jsonpatch.JsonPatchOperation) {
+	sort.SliceStable(ops, func(i, j int) bool {
+		a, b := strings.Split(ops[i].Path, "/"), strings.Split(ops[j].Path, "/")
+		for k := 0; k < len(a) && k < len(b); k++ {
+			if a[k] == b[k] {
+				continue
+			}
+			na, errA := strconv.Atoi(a[k])
+			nb, errB := strconv.Atoi(b[k])
+			if errA == nil && errB == nil {
+				return na < nb
+			}
+			return a[k] < b[k]
+		}
+		return len(a) < len(b)
+	})
+}

@@ -1,0 +1,189 @@
+package webhook
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"regcred.dev/regcred/internal/keyring"
+	"regcred.dev/regcred/internal/mirror"
+)
+
+// Annotations the webhook writes on the Pods it changes, so a person can
+// see why.
+const (
+	// AnnotationInjected lists the credentials whose pull Secrets the
+	// webhook added: cluster credential names, and namespace/name for
+	// RegistryCredentials.
+	AnnotationInjected = "regcred.dev/injected"
+	// AnnotationRewritten maps container names to their images before the
+	// mirror rules rewrote them, as JSON.
+	AnnotationRewritten = "regcred.dev/rewritten"
+	// LabelInject set to "false" on a namespace or a Pod opts it out.
+	LabelInject = "regcred.dev/inject"
+)
+
+// Decision is what the mutator decided for one Pod.
+type Decision struct {
+	// Rewritten maps container names to original images.
+	Rewritten map[string]string
+	// Injected are the credentials whose Secrets were added.
+	Injected []*credRule
+	// Errors are images that could not be parsed; they are left alone.
+	Errors []string
+}
+
+// Changed reports whether the Pod was modified.
+func (d *Decision) Changed() bool { return len(d.Rewritten) > 0 || len(d.Injected) > 0 }
+
+// mutate rewrites the Pod's images by the mirror rules and adds the pull
+// Secrets of the credentials that match them, in place. It is a pure
+// function of its inputs: no I/O.
+func mutate(pod *corev1.Pod, ns *corev1.Namespace, snap *Snapshot) *Decision {
+	d := &Decision{}
+	if pod.Labels[LabelInject] == "false" {
+		return d
+	}
+	rules := snap.rulesFor(ns)
+	var repos []string
+	visit := func(container, image string, set func(string)) {
+		if rules != nil {
+			rewritten, _, ok, err := rules.Rewrite(image)
+			if err != nil {
+				d.Errors = append(d.Errors, fmt.Sprintf("container %s: %v", container, err))
+				return
+			}
+			if ok {
+				if d.Rewritten == nil {
+					d.Rewritten = map[string]string{}
+				}
+				d.Rewritten[container] = image
+				set(rewritten)
+				image = rewritten
+			}
+		}
+		named, err := keyring.ParseImage(image)
+		if err != nil {
+			d.Errors = append(d.Errors, fmt.Sprintf("container %s: %v", container, err))
+			return
+		}
+		if !slices.Contains(repos, named.Name()) {
+			repos = append(repos, named.Name())
+		}
+	}
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		visit(c.Name, c.Image, func(s string) { c.Image = s })
+	}
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		visit(c.Name, c.Image, func(s string) { c.Image = s })
+	}
+	for i := range pod.Spec.EphemeralContainers {
+		c := &pod.Spec.EphemeralContainers[i]
+		visit(c.Name, c.Image, func(s string) { c.Image = s })
+	}
+
+	present := map[string]bool{}
+	for _, ref := range pod.Spec.ImagePullSecrets {
+		present[ref.Name] = true
+	}
+	for _, c := range snap.credentialsFor(ns) {
+		matched := false
+		for _, repo := range repos {
+			if len(c.keyring.Lookup(repo)) > 0 {
+				matched = true
+				break
+			}
+		}
+		if !matched || present[c.SecretName] {
+			continue
+		}
+		present[c.SecretName] = true
+		pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: c.SecretName})
+		d.Injected = append(d.Injected, c)
+	}
+	annotate(pod, d)
+	return d
+}
+
+// drop takes a credential's Secret back out of the Pod, when it could not
+// be made to exist.
+func (d *Decision) drop(pod *corev1.Pod, c *credRule) {
+	pod.Spec.ImagePullSecrets = slices.DeleteFunc(pod.Spec.ImagePullSecrets, func(r corev1.LocalObjectReference) bool {
+		return r.Name == c.SecretName
+	})
+	d.Injected = slices.DeleteFunc(d.Injected, func(x *credRule) bool { return x == c })
+}
+
+// annotate merges what was done into the Pod's annotations, keeping what an
+// earlier invocation recorded.
+func annotate(pod *corev1.Pod, d *Decision) {
+	if !d.Changed() {
+		return
+	}
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	if len(d.Injected) > 0 {
+		names := map[string]bool{}
+		for _, n := range strings.Split(pod.Annotations[AnnotationInjected], ",") {
+			if n != "" {
+				names[n] = true
+			}
+		}
+		for _, c := range d.Injected {
+			names[c.display()] = true
+		}
+		list := make([]string, 0, len(names))
+		for n := range names {
+			list = append(list, n)
+		}
+		sort.Strings(list)
+		pod.Annotations[AnnotationInjected] = strings.Join(list, ",")
+	}
+	if len(d.Rewritten) > 0 {
+		all := map[string]string{}
+		_ = json.Unmarshal([]byte(pod.Annotations[AnnotationRewritten]), &all)
+		if all == nil {
+			all = map[string]string{}
+		}
+		for k, v := range d.Rewritten {
+			if _, seen := all[k]; !seen {
+				all[k] = v
+			}
+		}
+		b, _ := json.Marshal(all)
+		pod.Annotations[AnnotationRewritten] = string(b)
+	}
+}
+
+// rulesCache remembers compiled merged rule sets.
+type rulesCache struct {
+	mu sync.Mutex
+	m  map[string]*mirror.Rules
+}
+
+func (c *rulesCache) get(key string, rules []mirror.Rule) *mirror.Rules {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r, ok := c.m[key]; ok {
+		return r
+	}
+	compiled, err := mirror.Compile(rules)
+	if err != nil {
+		// Each set compiled alone when the snapshot was built; a merge of
+		// valid sets stays valid.
+		return nil
+	}
+	if c.m == nil {
+		c.m = map[string]*mirror.Rules{}
+	}
+	c.m[key] = compiled
+	return compiled
+}

@@ -1,0 +1,153 @@
+package webhook
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/controller"
+	"regcred.dev/regcred/internal/dockercfg"
+	"regcred.dev/regcred/internal/keyring"
+	"regcred.dev/regcred/internal/mirror"
+)
+
+// Snapshot is everything the mutator needs, compiled from the informer
+// caches when a credential or mirror changes, so that admitting a Pod
+// costs no parsing and no API call.
+type Snapshot struct {
+	cluster    []*credRule
+	namespaced map[string][]*credRule
+	mirrors    []*mirrorSet
+	merged     rulesCache
+	// Problems are objects that could not be compiled; they are skipped.
+	Problems []string
+}
+
+type credRule struct {
+	Kind       string
+	Namespace  string
+	Name       string
+	SecretName string
+	scope      *controller.Scope
+	// keyring holds the credential's registry keys, so matching an image
+	// is the kubelet's own lookup.
+	keyring *keyring.Keyring
+}
+
+// display is how the Pod annotation names the credential.
+func (c *credRule) display() string {
+	if c.Kind == controller.KindNamespaced {
+		return c.Namespace + "/" + c.Name
+	}
+	return c.Name
+}
+
+type mirrorSet struct {
+	name     string
+	selector labels.Selector
+	rules    []mirror.Rule
+}
+
+// NewSnapshot compiles credentials and mirrors. Objects that do not compile
+// are reported in Problems and left out.
+func NewSnapshot(regcredNamespace string, cluster []v1alpha1.ClusterRegistryCredential, namespaced []v1alpha1.RegistryCredential, mirrors []v1alpha1.ClusterImageMirror) *Snapshot {
+	s := &Snapshot{namespaced: map[string][]*credRule{}}
+	add := func(kind, ns, name string, obj interface {
+		GetName() string
+	}, spec *v1alpha1.CredentialSpec, scopeErr error, scope *controller.Scope, secretName string) *credRule {
+		if !spec.PodInjection.InjectionEnabled() {
+			return nil
+		}
+		if scopeErr != nil {
+			s.Problems = append(s.Problems, fmt.Sprintf("%s %s: %v", kind, name, scopeErr))
+			return nil
+		}
+		kr := &keyring.Keyring{}
+		entries := map[string]dockercfg.Entry{}
+		for _, r := range spec.Registries {
+			entries[r] = dockercfg.Entry{}
+		}
+		if bad := kr.Add(name, &dockercfg.Config{Auths: entries}); len(bad) > 0 {
+			s.Problems = append(s.Problems, fmt.Sprintf("%s %s: registry keys %v are not valid", kind, name, bad))
+		}
+		return &credRule{Kind: kind, Namespace: ns, Name: name, SecretName: secretName, scope: scope, keyring: kr}
+	}
+	for i := range cluster {
+		c := &cluster[i]
+		scope, err := controller.ScopeOf(c, regcredNamespace)
+		if r := add(controller.KindCluster, "", c.Name, c, &c.Spec.CredentialSpec, err, scope, controller.SecretNameOf(c)); r != nil {
+			s.cluster = append(s.cluster, r)
+		}
+	}
+	for i := range namespaced {
+		c := &namespaced[i]
+		scope, err := controller.ScopeOf(c, regcredNamespace)
+		if r := add(controller.KindNamespaced, c.Namespace, c.Name, c, &c.Spec, err, scope, controller.SecretNameOf(c)); r != nil {
+			s.namespaced[c.Namespace] = append(s.namespaced[c.Namespace], r)
+		}
+	}
+	sort.Slice(s.cluster, func(i, j int) bool { return s.cluster[i].Name < s.cluster[j].Name })
+	for _, list := range s.namespaced {
+		sort.Slice(list, func(i, j int) bool { return list[i].Name < list[j].Name })
+	}
+	for i := range mirrors {
+		m := &mirrors[i]
+		set := &mirrorSet{name: m.Name}
+		for _, r := range m.Spec.Mirrors {
+			set.rules = append(set.rules, mirror.Rule{Source: r.Source, Mirror: r.Mirror})
+		}
+		if _, err := mirror.Compile(set.rules); err != nil {
+			s.Problems = append(s.Problems, fmt.Sprintf("ClusterImageMirror %s: %v", m.Name, err))
+			continue
+		}
+		if m.Spec.NamespaceSelector != nil {
+			sel, err := metav1.LabelSelectorAsSelector(m.Spec.NamespaceSelector)
+			if err != nil {
+				s.Problems = append(s.Problems, fmt.Sprintf("ClusterImageMirror %s: namespaceSelector: %v", m.Name, err))
+				continue
+			}
+			set.selector = sel
+		}
+		s.mirrors = append(s.mirrors, set)
+	}
+	sort.Slice(s.mirrors, func(i, j int) bool { return s.mirrors[i].name < s.mirrors[j].name })
+	return s
+}
+
+// credentialsFor lists the credentials that act in ns, cluster ones first.
+func (s *Snapshot) credentialsFor(ns *corev1.Namespace) []*credRule {
+	var out []*credRule
+	for _, c := range s.cluster {
+		if c.scope.Applies(ns) {
+			out = append(out, c)
+		}
+	}
+	for _, c := range s.namespaced[ns.Name] {
+		if c.scope.Applies(ns) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// rulesFor returns the mirror rules that apply in ns, merged, compiled once
+// per distinct combination.
+func (s *Snapshot) rulesFor(ns *corev1.Namespace) *mirror.Rules {
+	var names []string
+	var rules []mirror.Rule
+	for _, m := range s.mirrors {
+		if m.selector == nil || m.selector.Matches(labels.Set(ns.Labels)) {
+			names = append(names, m.name)
+			rules = append(rules, m.rules...)
+		}
+	}
+	if len(rules) == 0 {
+		return nil
+	}
+	return s.merged.get(strings.Join(names, ","), rules)
+}
