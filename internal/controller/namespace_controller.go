@@ -32,6 +32,12 @@ const (
 	logKeyReason         = "reason"
 )
 
+// Field managers: who wrote a managed Secret shows in its managedFields.
+const (
+	FieldManagerController = "regcred-controller"
+	FieldManagerWebhook    = "regcred-webhook"
+)
+
 // conflictRetry is how soon a namespace whose Secret name is taken by a
 // Secret regcred does not own is looked at again: that Secret is not
 // watched (only regcred's own are), so its removal sends no event.
@@ -125,7 +131,7 @@ func (r *NamespaceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			}
 			continue
 		}
-		ok, retryAfter, err := r.ensureSecret(ctx, c, &ns, name, src.Data, cur)
+		ok, retryAfter, err := r.ensureSecret(ctx, c, &ns, name, src.Data, cur, FieldManagerController)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -221,12 +227,12 @@ func (r *NamespaceReconciler) desiredSecret(c *credential, namespace, name strin
 
 // ensureSecret creates or repairs the managed Secret. ok says whether the
 // Secret is now in place and regcred's.
-func (r *NamespaceReconciler) ensureSecret(ctx context.Context, c *credential, ns *corev1.Namespace, name string, data []byte, cur *corev1.Secret) (ok bool, retryAfter time.Duration, err error) {
+func (r *NamespaceReconciler) ensureSecret(ctx context.Context, c *credential, ns *corev1.Namespace, name string, data []byte, cur *corev1.Secret, fieldManager string) (ok bool, retryAfter time.Duration, err error) {
 	log := ctrl.LoggerFrom(ctx).WithValues(logKeySecret, name, logKeyCredential, c.Key())
 	want := r.desiredSecret(c, ns.Name, name, data)
 
 	if cur == nil {
-		err := r.client.Create(ctx, want)
+		err := r.client.Create(ctx, want, client.FieldOwner(fieldManager))
 		switch {
 		case err == nil:
 			syncWrites.WithLabelValues("create_secret").Inc()
@@ -259,7 +265,7 @@ func (r *NamespaceReconciler) ensureSecret(ctx context.Context, c *credential, n
 		if err := r.deleteSecret(ctx, cur); err != nil {
 			return false, 0, err
 		}
-		return r.ensureSecret(ctx, c, ns, name, data, nil)
+		return r.ensureSecret(ctx, c, ns, name, data, nil, fieldManager)
 	}
 	if secretUpToDate(cur, want) {
 		r.failures.set(c.Key(), ns.Name, "")
@@ -276,7 +282,7 @@ func (r *NamespaceReconciler) ensureSecret(ctx context.Context, c *credential, n
 	}
 	maps.Copy(updated.Annotations, want.Annotations)
 	updated.OwnerReferences = want.OwnerReferences
-	if err := r.client.Update(ctx, updated); err != nil {
+	if err := r.client.Update(ctx, updated, client.FieldOwner(fieldManager)); err != nil {
 		if apierrors.IsConflict(err) {
 			return false, 0, err // requeued; the next read is fresh
 		}
@@ -470,7 +476,7 @@ func (r *NamespaceReconciler) EnsureSecret(ctx context.Context, kind, credNamesp
 	if err == nil {
 		existing = &cur
 	}
-	ok, _, err := r.ensureSecret(ctx, c, &ns, name, src.Data, existing)
+	ok, _, err := r.ensureSecret(ctx, c, &ns, name, src.Data, existing, FieldManagerWebhook)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,5 @@
+package webhook_test
+
+import "go.uber.org/zap/zapcore"
+
+type zapLevel = zapcore.Level
