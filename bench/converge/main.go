@@ -440,4 +440,3 @@ func parallel(workers int, items []string, f func(string) error) error {
 		return nil
 	}
 }
-

@@ -9,16 +9,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/klog/v2"
 	"k8s.io/kubernetes/pkg/credentialprovider"
 	"k8s.io/kubernetes/pkg/credentialprovider/secrets"
-	"k8s.io/klog/v2"
 	"k8s.io/kubernetes/pkg/util/parsers"
 
 	"regcred.dev/regcred/internal/keyring"

@@ -114,16 +114,43 @@ func (k *Keyring) Len() int {
 	return n
 }
 
+// Target is a repository name parsed once for matching against many
+// keyrings.
+type Target struct {
+	repo   string
+	labels []string
+	port   string
+	path   string
+	valid  bool
+}
+
+// ParseTarget prepares a repository name (as the kubelet passes it, see
+// LookupImage) for lookups.
+func ParseTarget(repo string) Target {
+	t := Target{repo: repo}
+	u, err := parseSchemeless(repo)
+	if err != nil {
+		return t
+	}
+	t.labels, t.port = splitHost(u)
+	t.path = u.Path
+	t.valid = true
+	return t
+}
+
 // Lookup returns the credentials the kubelet tries for repo, a repository
 // name as the kubelet passes it (see LookupImage), in the order it tries
 // them.
 func (k *Keyring) Lookup(repo string) []Credential {
+	return k.LookupTarget(ParseTarget(repo))
+}
+
+// LookupTarget is Lookup for a parsed target.
+func (k *Keyring) LookupTarget(t Target) []Credential {
 	var out []Credential
-	target, err := parseSchemeless(repo)
-	if err == nil {
-		labels, port := splitHost(target)
+	if t.valid {
 		for i := range k.index {
-			if k.index[i].matches(labels, port, target.Path) {
+			if k.index[i].matches(t.labels, t.port, t.path) {
 				out = append(out, k.creds[k.index[i].key]...)
 			}
 		}
@@ -131,12 +158,29 @@ func (k *Keyring) Lookup(repo string) []Credential {
 	if len(out) > 0 {
 		return out
 	}
-	if IsDockerHub(repo) {
+	if IsDockerHub(t.repo) {
 		if creds, ok := k.creds[defaultRegistryHost]; ok {
 			return append([]Credential(nil), creds...)
 		}
 	}
 	return nil
+}
+
+// Matches reports whether the kubelet would try any credential of the
+// keyring for the target, without allocating.
+func (k *Keyring) Matches(t Target) bool {
+	if t.valid {
+		for i := range k.index {
+			if k.index[i].matches(t.labels, t.port, t.path) {
+				return true
+			}
+		}
+	}
+	if IsDockerHub(t.repo) {
+		_, ok := k.creds[defaultRegistryHost]
+		return ok
+	}
+	return false
 }
 
 // LookupImage parses image as the kubelet does and returns the normalized

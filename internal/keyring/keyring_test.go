@@ -47,10 +47,10 @@ func TestMatchHostGlobs(t *testing.T) {
 		{"example.com:443", "example.com/app", false},       // ports compare literally
 		{"registry.io", "REGISTRY.io/app", false},           // globs are case-sensitive
 		{"*.io", "registry.io/app", true},
-		{"reg?stry.io", "registry.io/app", false}, // "?" starts a URL query: the key's host is "reg"
-		{"[a-c].io", "b.io/app", false},           // brackets are for IPv6 hosts: not a valid key
+		{"reg?stry.io", "registry.io/app", false},     // "?" starts a URL query: the key's host is "reg"
+		{"[a-c].io", "b.io/app", false},               // brackets are for IPv6 hosts: not a valid key
 		{"re[g-h]istry.io", "registry.io/app", false}, // url.Parse rejects brackets in a host name
-		{"re[g-.io", "registry.io/app", false}, // a bad glob never matches
+		{"re[g-.io", "registry.io/app", false},        // a bad glob never matches
 	} {
 		if got := Match(tc.key, tc.repo); got != tc.want {
 			t.Errorf("Match(%q, %q) = %t, want %t", tc.key, tc.repo, got, tc.want)

@@ -152,33 +152,48 @@ func (r *Rules) Rewrite(image string) (rewritten string, rule Rule, ok bool, err
 	if err != nil {
 		return image, Rule{}, false, fmt.Errorf("invalid image reference %q: %w", image, err)
 	}
+	out, rule, ok, err := r.RewriteNamed(named)
+	if err != nil || !ok {
+		return image, rule, ok, err
+	}
+	return out.String(), rule, true, nil
+}
+
+// RewriteNamed is Rewrite for an already parsed reference.
+func (r *Rules) RewriteNamed(named reference.Named) (rewritten reference.Named, rule Rule, ok bool, err error) {
+	if r.Len() == 0 {
+		return named, Rule{}, false, nil
+	}
+	image := named.String()
 	name := named.Name()
 	for _, c := range r.rules {
 		rest, matched := strings.CutPrefix(name, c.source)
 		if !matched || (rest != "" && rest[0] != '/') {
 			continue
 		}
-		newName, err := reference.ParseNormalizedNamed(c.mirror + rest)
+		// WithName checks the name alone, cheaper than parsing a full
+		// reference; the mirror and the rest were each validated already.
+		newName, err := reference.WithName(c.mirror + rest)
 		if err != nil {
-			return image, Rule{}, false, fmt.Errorf("mirror %q for %q: %w", c.mirror, image, err)
+			return named, Rule{}, false, fmt.Errorf("mirror %q for %q: %w", c.mirror, image, err)
 		}
 		var out reference.Named = newName
 		tagged, hasTag := named.(reference.Tagged)
 		digested, hasDigest := named.(reference.Digested)
 		if hasTag {
 			if out, err = reference.WithTag(out, tagged.Tag()); err != nil {
-				return image, Rule{}, false, err
+				return named, Rule{}, false, err
 			}
 		}
 		if hasDigest {
 			if out, err = reference.WithDigest(out, digested.Digest()); err != nil {
-				return image, Rule{}, false, err
+				return named, Rule{}, false, err
 			}
 		}
 		if !hasTag && !hasDigest {
 			out = reference.TagNameOnly(out)
 		}
-		return out.String(), c.Rule, true, nil
+		return out, c.Rule, true, nil
 	}
-	return image, Rule{}, false, nil
+	return named, Rule{}, false, nil
 }

@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"strings"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -68,6 +68,9 @@ func FuzzPodObject(f *testing.F) {
 		req := request(t, "apps", pod(), false)
 		req.Object.Raw = raw
 		resp := h.Handle(context.Background(), req)
+		if err := resp.Complete(req); err != nil {
+			t.Fatalf("response does not complete: %v", err)
+		}
 		if resp.Allowed && len(resp.Patches) > 0 && resp.PatchType == nil {
 			t.Fatal("patch without a patch type")
 		}

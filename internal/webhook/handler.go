@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -168,32 +167,55 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) (resp admis
 	if !d.Changed() {
 		return admission.Allowed("nothing to change").WithWarnings(warnings...)
 	}
-	out, err := json.Marshal(mutated)
-	if err != nil {
-		return admission.Errored(http.StatusInternalServerError, err)
-	}
-	resp = admission.PatchResponseFromRaw(req.Object.Raw, out)
-	sortPatch(resp.Patches)
-	return resp.WithWarnings(warnings...)
+	return admission.Patched("", patchFor(pod, mutated)...).WithWarnings(warnings...)
 }
 
-// sortPatch orders the operations by path, array indexes numerically, so
-// that the same Pod always gets the same patch. The mutator only adds and
-// replaces, so adds at rising indexes stay valid in this order.
-func sortPatch(ops []jsonpatch.JsonPatchOperation) {
-	sort.SliceStable(ops, func(i, j int) bool {
-		a, b := strings.Split(ops[i].Path, "/"), strings.Split(ops[j].Path, "/")
-		for k := 0; k < len(a) && k < len(b); k++ {
-			if a[k] == b[k] {
-				continue
+// patchFor writes the JSON patch from original to mutated directly, for
+// the fields the mutator changes (images, imagePullSecrets, annotations):
+// cheaper than diffing two serialized Pods, and always in the same order.
+func patchFor(original, mutated *corev1.Pod) []jsonpatch.JsonPatchOperation {
+	var ops []jsonpatch.JsonPatchOperation
+	if len(original.Annotations) == 0 && len(mutated.Annotations) > 0 {
+		ops = append(ops, jsonpatch.NewOperation("add", "/metadata/annotations", mutated.Annotations))
+	} else {
+		keys := make([]string, 0, len(mutated.Annotations))
+		for k, v := range mutated.Annotations {
+			if old, ok := original.Annotations[k]; !ok || old != v {
+				keys = append(keys, k)
 			}
-			na, errA := strconv.Atoi(a[k])
-			nb, errB := strconv.Atoi(b[k])
-			if errA == nil && errB == nil {
-				return na < nb
-			}
-			return a[k] < b[k]
 		}
-		return len(a) < len(b)
-	})
+		sort.Strings(keys)
+		for _, k := range keys {
+			ops = append(ops, jsonpatch.NewOperation("add", "/metadata/annotations/"+escapePointer(k), mutated.Annotations[k]))
+		}
+	}
+	images := func(section string, before, after []corev1.Container) {
+		for i := range after {
+			if i < len(before) && before[i].Image != after[i].Image {
+				ops = append(ops, jsonpatch.NewOperation("replace", fmt.Sprintf("/spec/%s/%d/image", section, i), after[i].Image))
+			}
+		}
+	}
+	images("initContainers", original.Spec.InitContainers, mutated.Spec.InitContainers)
+	images("containers", original.Spec.Containers, mutated.Spec.Containers)
+	for i := range mutated.Spec.EphemeralContainers {
+		if i < len(original.Spec.EphemeralContainers) && original.Spec.EphemeralContainers[i].Image != mutated.Spec.EphemeralContainers[i].Image {
+			ops = append(ops, jsonpatch.NewOperation("replace", fmt.Sprintf("/spec/ephemeralContainers/%d/image", i), mutated.Spec.EphemeralContainers[i].Image))
+		}
+	}
+	if added := mutated.Spec.ImagePullSecrets[len(original.Spec.ImagePullSecrets):]; len(added) > 0 {
+		if len(original.Spec.ImagePullSecrets) == 0 {
+			ops = append(ops, jsonpatch.NewOperation("add", "/spec/imagePullSecrets", added))
+		} else {
+			for _, ref := range added {
+				ops = append(ops, jsonpatch.NewOperation("add", "/spec/imagePullSecrets/-", ref))
+			}
+		}
+	}
+	return ops
+}
+
+// escapePointer escapes a JSON pointer segment (RFC 6901).
+func escapePointer(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -131,7 +132,7 @@ func TestHandlerGolden(t *testing.T) {
 		{"one-match", "apps", pod("harbor.internal/team/app:1"), false, []string{"ClusterRegistryCredential/harbor@apps"}},
 		{"no-match", "apps", pod("registry.example.com/app:1"), false, nil},
 		{"init-and-ephemeral-containers", "apps", withInit, false, []string{"ClusterRegistryCredential/ecr-prod@apps", "ClusterRegistryCredential/harbor@apps"}},
-		{"mirror-then-mirror-credential", "apps", pod("nginx", "registry.k8s.io/pause:3.10@sha256:" + strings.Repeat("a", 64)), false, []string{"ClusterRegistryCredential/harbor@apps"}},
+		{"mirror-then-mirror-credential", "apps", pod("nginx", "registry.k8s.io/pause:3.10@sha256:"+strings.Repeat("a", 64)), false, []string{"ClusterRegistryCredential/harbor@apps"}},
 		{"already-listed", "apps", already, false, nil},
 		{"pod-opted-out", "apps", optedOut, false, nil},
 		{"namespace-opted-out", "quiet", pod("harbor.internal/team/app:1"), false, nil},
@@ -258,4 +259,40 @@ func applyPatch(t *testing.T, p *corev1.Pod, resp admission.Response) *corev1.Po
 		t.Fatal(err)
 	}
 	return &mutated
+}
+
+// TestPatchEqualsDiff: the hand-written patch, applied to the original
+// Pod, gives exactly the mutated Pod, over many generated Pods.
+func TestPatchEqualsDiff(t *testing.T) {
+	h, _ := newHandler(t, fixtures()...)
+	snap, err := h.snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apps", Labels: map[string]string{"team": "a"}}}
+	images := []string{"nginx", "harbor.internal/x:1", "ghcr.io/acme/a:1", "registry.k8s.io/pause:3", "quay.io/a/b", "example.com/z", "::bad::"}
+	for i := range 500 {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}}
+		if i%3 == 0 {
+			p.Annotations = map[string]string{"a/b~c": "x", AnnotationInjected: "old"}
+		}
+		if i%4 == 0 {
+			p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "mine"}}
+		}
+		for j := range 1 + i%4 {
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: fmt.Sprintf("c%d", j), Image: images[(i+j*3)%len(images)]})
+		}
+		if i%5 == 0 {
+			p.Spec.InitContainers = []corev1.Container{{Name: "init", Image: images[i%len(images)]}}
+			p.Spec.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "dbg", Image: images[(i+1)%len(images)]}}}
+		}
+		mutated := p.DeepCopy()
+		mutate(mutated, ns, snap)
+		want, _ := json.Marshal(mutated)
+		got := applyPatch(t, p, admission.Patched("", patchFor(p, mutated)...))
+		gotJSON, _ := json.Marshal(got)
+		if string(gotJSON) != string(want) {
+			t.Fatalf("pod %d: patch result differs\n got %s\nwant %s", i, gotJSON, want)
+		}
+	}
 }

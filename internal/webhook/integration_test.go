@@ -31,8 +31,8 @@ import (
 const regcredNS = "regcred-system"
 
 var (
-	suite = testenv.NewSuite(testenv.WithSchemeAdder(v1alpha1.AddToScheme), testenv.WithServiceAccountAdmission())
-	once  sync.Once
+	suite    = testenv.NewSuite(testenv.WithSchemeAdder(v1alpha1.AddToScheme), testenv.WithServiceAccountAdmission())
+	once     sync.Once
 	setupErr error
 )
 

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -49,31 +50,23 @@ func mutate(pod *corev1.Pod, ns *corev1.Namespace, snap *Snapshot) *Decision {
 	if pod.Labels[LabelInject] == "false" {
 		return d
 	}
-	rules := snap.rulesFor(ns)
-	var repos []string
+	rulesKey, rules := snap.rulesFor(ns)
+	var targets []*resolvedImage
 	visit := func(container, image string, set func(string)) {
-		if rules != nil {
-			rewritten, _, ok, err := rules.Rewrite(image)
-			if err != nil {
-				d.Errors = append(d.Errors, fmt.Sprintf("container %s: %v", container, err))
-				return
-			}
-			if ok {
-				if d.Rewritten == nil {
-					d.Rewritten = map[string]string{}
-				}
-				d.Rewritten[container] = image
-				set(rewritten)
-				image = rewritten
-			}
-		}
-		named, err := keyring.ParseImage(image)
-		if err != nil {
-			d.Errors = append(d.Errors, fmt.Sprintf("container %s: %v", container, err))
+		r := snap.images.resolve(rulesKey, rules, image)
+		if r.err != "" {
+			d.Errors = append(d.Errors, fmt.Sprintf("container %s: %s", container, r.err))
 			return
 		}
-		if !slices.Contains(repos, named.Name()) {
-			repos = append(repos, named.Name())
+		if r.rewritten != "" {
+			if d.Rewritten == nil {
+				d.Rewritten = map[string]string{}
+			}
+			d.Rewritten[container] = image
+			set(r.rewritten)
+		}
+		if !slices.Contains(targets, r) {
+			targets = append(targets, r)
 		}
 	}
 	for i := range pod.Spec.InitContainers {
@@ -95,8 +88,8 @@ func mutate(pod *corev1.Pod, ns *corev1.Namespace, snap *Snapshot) *Decision {
 	}
 	for _, c := range snap.credentialsFor(ns) {
 		matched := false
-		for _, repo := range repos {
-			if len(c.keyring.Lookup(repo)) > 0 {
+		for _, t := range targets {
+			if c.keyring.Matches(t.target) {
 				matched = true
 				break
 			}
@@ -161,6 +154,55 @@ func annotate(pod *corev1.Pod, d *Decision) {
 		b, _ := json.Marshal(all)
 		pod.Annotations[AnnotationRewritten] = string(b)
 	}
+}
+
+// resolvedImage is an image after the mirror rules, parsed for matching.
+type resolvedImage struct {
+	rewritten string // empty when no rule applied
+	target    keyring.Target
+	err       string
+}
+
+// imageCache remembers resolved images for the life of a snapshot: the
+// Pods of one workload repeat the same images, and parsing a reference is
+// the costliest step of a decision. It stops growing at maxCachedImages.
+type imageCache struct {
+	m    sync.Map // rulesKey + "\x00" + image -> *resolvedImage
+	size atomic.Int64
+}
+
+const maxCachedImages = 10000
+
+func (c *imageCache) resolve(rulesKey string, rules *mirror.Rules, image string) *resolvedImage {
+	key := rulesKey + "\x00" + image
+	if v, ok := c.m.Load(key); ok {
+		return v.(*resolvedImage)
+	}
+	r := &resolvedImage{}
+	named, err := keyring.ParseImage(image)
+	if err != nil {
+		r.err = err.Error()
+	} else {
+		if rules != nil {
+			rewritten, _, ok, err := rules.RewriteNamed(named)
+			switch {
+			case err != nil:
+				r.err = err.Error()
+			case ok:
+				r.rewritten = rewritten.String()
+				named = rewritten
+			}
+		}
+		if r.err == "" {
+			r.target = keyring.ParseTarget(named.Name())
+		}
+	}
+	if c.size.Load() < maxCachedImages {
+		if _, loaded := c.m.LoadOrStore(key, r); !loaded {
+			c.size.Add(1)
+		}
+	}
+	return r
 }
 
 // rulesCache remembers compiled merged rule sets.

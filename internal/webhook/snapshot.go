@@ -24,6 +24,7 @@ type Snapshot struct {
 	namespaced map[string][]*credRule
 	mirrors    []*mirrorSet
 	merged     rulesCache
+	images     imageCache
 	// Problems are objects that could not be compiled; they are skipped.
 	Problems []string
 }
@@ -136,8 +137,8 @@ func (s *Snapshot) credentialsFor(ns *corev1.Namespace) []*credRule {
 }
 
 // rulesFor returns the mirror rules that apply in ns, merged, compiled once
-// per distinct combination.
-func (s *Snapshot) rulesFor(ns *corev1.Namespace) *mirror.Rules {
+// per distinct combination, with a key naming the combination.
+func (s *Snapshot) rulesFor(ns *corev1.Namespace) (string, *mirror.Rules) {
 	var names []string
 	var rules []mirror.Rule
 	for _, m := range s.mirrors {
@@ -147,7 +148,8 @@ func (s *Snapshot) rulesFor(ns *corev1.Namespace) *mirror.Rules {
 		}
 	}
 	if len(rules) == 0 {
-		return nil
+		return "", nil
 	}
-	return s.merged.get(strings.Join(names, ","), rules)
+	key := strings.Join(names, ",")
+	return key, s.merged.get(key, rules)
 }
