@@ -34,11 +34,15 @@ func (k *KeyPair) TLSCertificate() (tls.Certificate, error) {
 
 // NewCA creates a self-signed certificate authority valid for the given duration.
 func NewCA(commonName string, validFor time.Duration) (*KeyPair, error) {
+	return NewCAAt(commonName, time.Now(), validFor)
+}
+
+// NewCAAt is NewCA with the clock given: valid from now.
+func NewCAAt(commonName string, now time.Time, validFor time.Duration) (*KeyPair, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generate CA key: %w", err)
 	}
-	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
 		Subject:               pkix.Name{CommonName: commonName},
@@ -55,6 +59,11 @@ func NewCA(commonName string, validFor time.Duration) (*KeyPair, error) {
 // IssueServing issues a serving certificate for the given DNS names and IP
 // addresses, signed by ca.
 func (ca *KeyPair) IssueServing(hosts []string, validFor time.Duration) (*KeyPair, error) {
+	return ca.IssueServingAt(hosts, time.Now(), validFor)
+}
+
+// IssueServingAt is IssueServing with the clock given.
+func (ca *KeyPair) IssueServingAt(hosts []string, now time.Time, validFor time.Duration) (*KeyPair, error) {
 	if ca == nil || ca.Cert == nil || !ca.Cert.IsCA {
 		return nil, errors.New("issuing certificate is not a CA")
 	}
@@ -65,7 +74,6 @@ func (ca *KeyPair) IssueServing(hosts []string, validFor time.Duration) (*KeyPai
 	if err != nil {
 		return nil, fmt.Errorf("generate serving key: %w", err)
 	}
-	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: hosts[0]},

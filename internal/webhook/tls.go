@@ -224,12 +224,12 @@ func (t *TLS) issue(old map[string][]byte, now time.Time) (map[string][]byte, er
 	}
 	if ca == nil {
 		var err error
-		if ca, err = pki.NewCA("regcred-webhook-ca", caValidity); err != nil {
+		if ca, err = pki.NewCAAt("regcred-webhook-ca", now, caValidity); err != nil {
 			return nil, err
 		}
 		bundle = append(append([]byte(nil), ca.CertPEM...), bundle...)
 	}
-	leaf, err := ca.IssueServing(t.Config.Hosts, servingValidity)
+	leaf, err := ca.IssueServingAt(t.Config.Hosts, now, servingValidity)
 	if err != nil {
 		return nil, err
 	}
