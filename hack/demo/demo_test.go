@@ -46,7 +46,7 @@ func TestDemoPrintsWorkingInstructions(t *testing.T) {
 	}
 	defer func() { _ = cmd.Process.Kill() }()
 
-	var commands []string
+	var commands, printed []string
 	scanner := bufio.NewScanner(stdout)
 	ready := false
 	for scanner.Scan() {
@@ -54,6 +54,9 @@ func TestDemoPrintsWorkingInstructions(t *testing.T) {
 		if line == "ready" {
 			ready = true
 			break
+		}
+		if strings.HasPrefix(line, "image:") || strings.HasPrefix(line, "imagePullSecrets:") {
+			printed = append(printed, line)
 		}
 		if strings.HasPrefix(line, "kubectl ") || strings.HasPrefix(line, "skopeo ") || strings.HasPrefix(line, "export ") {
 			commands = append(commands, line)
@@ -68,7 +71,7 @@ func TestDemoPrintsWorkingInstructions(t *testing.T) {
 	}()
 
 	script := strings.Join(commands, "\n")
-	needs := []string{"export KUBECONFIG=", "kubectl get clusterregistrycredentials", "kubectl create namespace team-c", "skopeo inspect"}
+	needs := []string{"export KUBECONFIG=", "kubectl get clusterregistrycredentials", "kubectl create namespace team-c", "kubectl run web -n cafe", "skopeo inspect"}
 	for _, n := range needs {
 		if !strings.Contains(script, n) {
 			t.Fatalf("demo instructions lack %q:\n%s", n, script)
@@ -84,7 +87,17 @@ func TestDemoPrintsWorkingInstructions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("running the printed instructions failed: %v\n%s\n---\n%s", err, script, out)
 	}
-	if !regexp.MustCompile(`demo-registry\s+True\s+3/3`).MatchString(string(out)) {
+	// The demo's own first Pod in a brand-new namespace.
+	shown := strings.Join(printed, "\n")
+	if !regexp.MustCompile(`image:\s+127\.0\.0\.1:\d+/dockerhub/library/nginx:1\.27`).MatchString(shown) ||
+		!strings.Contains(shown, "imagePullSecrets: [regcred-demo-registry]") {
+		t.Errorf("the demo's first Pod was not rewritten and injected:\n%s", shown)
+	}
+	// The Pod the instructions create in another new namespace.
+	if !regexp.MustCompile(`127\.0\.0\.1:\d+/dockerhub/library/redis:7 \[\{"name":"regcred-demo-registry"\}\]`).MatchString(string(out)) {
+		t.Errorf("kubectl run in a new namespace did not come back rewritten and injected:\n%s", out)
+	}
+	if !regexp.MustCompile(`demo-registry\s+True\s+\d+/\d+`).MatchString(string(out)) {
 		t.Errorf("kubectl get clusterregistrycredentials does not show Ready and 3/3 (default, team-a, team-b):\n%s", out)
 	}
 	for _, want := range []string{

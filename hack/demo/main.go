@@ -82,12 +82,20 @@ func run() error {
 
 	fmt.Fprintln(os.Stderr, "starting the regcred manager ...")
 	logFile := filepath.Join(*stateDir, "manager.log")
-	if err := startManager(ctx, cp, logFile); err != nil {
+	if err := startManager(ctx, cp, logFile, filepath.Join(*stateDir, "webhook-certs")); err != nil {
 		return err
 	}
-	fmt.Fprintln(os.Stderr, "applying a ClusterRegistryCredential for the registry ...")
+	fmt.Fprintln(os.Stderr, "applying a ClusterRegistryCredential and a ClusterImageMirror ...")
 	if err := applySample(ctx, cp, reg); err != nil {
 		return err
+	}
+	pod, err := firstPod(ctx, cp)
+	if err != nil {
+		return err
+	}
+	var pullSecrets []string
+	for _, r := range pod.Spec.ImagePullSecrets {
+		pullSecrets = append(pullSecrets, r.Name)
 	}
 
 	fmt.Printf(`
@@ -104,13 +112,23 @@ Control plane (kube-apiserver %s + etcd), with the regcred manager running
     kubectl create namespace team-c && kubectl create serviceaccount builder -n team-c
     kubectl get serviceaccount builder -n team-c -o jsonpath='{.imagePullSecrets}{"\n"}'
 
+The first Pod of the brand-new namespace "shop", created as image nginx:1.27,
+came back from the API server with:
+  image:            %s
+  imagePullSecrets: %v
+  annotations:      %v
+  kubectl get pod web -n shop -o jsonpath='{.spec.containers[0].image} {.spec.imagePullSecrets}{"\n"}'
+  kubectl create namespace cafe && kubectl run web -n cafe --image=redis:7
+  kubectl get pod web -n cafe -o jsonpath='{.spec.containers[0].image} {.spec.imagePullSecrets}{"\n"}'
+
 Private registry (distribution, bearer-token auth, TLS with a throwaway CA):
   host:     %s
   user:     %s (its password is in the auth file below)
   image:    %s
   skopeo inspect --authfile %s --cert-dir %s docker://%s
 
-`, testenv.KubeVersion, logFile, kubeconfig, reg.Host, reg.User.Name, reg.Ref("demo/hello:v1"),
+`, testenv.KubeVersion, logFile, kubeconfig, pod.Spec.Containers[0].Image, pullSecrets, pod.Annotations,
+		reg.Host, reg.User.Name, reg.Ref("demo/hello:v1"),
 		authFile, certDir, reg.Ref("demo/hello:v1"))
 	fmt.Println("ready")
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"time"
 
@@ -23,7 +24,7 @@ const regcredNamespace = "regcred-system"
 
 // startManager runs the regcred manager in this process, as `regcred
 // manager` would, logging to logFile.
-func startManager(ctx context.Context, cp *testenv.ControlPlane, logFile string) error {
+func startManager(ctx context.Context, cp *testenv.ControlPlane, logFile, certDir string) error {
 	f, err := os.Create(logFile)
 	if err != nil {
 		return err
@@ -33,7 +34,17 @@ func startManager(ctx context.Context, cp *testenv.ControlPlane, logFile string)
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: regcredNamespace}}); err != nil {
 		return err
 	}
-	mgr, err := manager.New(ctx, manager.Options{RestConfig: cp.Config, Namespace: regcredNamespace, MetricsAddr: "127.0.0.1:0", ProbeAddr: "0"})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	mgr, err := manager.New(ctx, manager.Options{
+		RestConfig: cp.Config, Namespace: regcredNamespace, MetricsAddr: "127.0.0.1:0", ProbeAddr: "0",
+		// The local control plane reaches the webhook by URL on loopback.
+		Webhook: &manager.WebhookOptions{Host: "127.0.0.1", Port: port, CertDir: certDir, ManageCertificates: true, Register: true},
+	})
 	if err != nil {
 		return err
 	}
@@ -42,6 +53,13 @@ func startManager(ctx context.Context, cp *testenv.ControlPlane, logFile string)
 			fmt.Fprintf(os.Stderr, "manager: %v\n", err)
 		}
 	}()
+	deadline := time.Now().Add(time.Minute)
+	for mgr.GetWebhookServer().StartedChecker()(nil) != nil {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the webhook server did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	return nil
 }
 
@@ -76,6 +94,12 @@ func applySample(ctx context.Context, cp *testenv.ControlPlane, reg *testenv.Reg
 	}); err != nil {
 		return err
 	}
+	// Air-gap style: Docker Hub images come from the local registry.
+	mirror := &v1alpha1.ClusterImageMirror{ObjectMeta: metav1.ObjectMeta{Name: "dockerhub-via-local"}}
+	mirror.Spec.Mirrors = []v1alpha1.MirrorRule{{Source: "docker.io", Mirror: reg.Host + "/dockerhub"}}
+	if err := c.Create(ctx, mirror); err != nil {
+		return err
+	}
 	cred := &v1alpha1.ClusterRegistryCredential{ObjectMeta: metav1.ObjectMeta{Name: "demo-registry"}}
 	cred.Spec.Registries = []string{reg.Host}
 	cred.Spec.Source.SecretRef = &v1alpha1.SecretReference{Name: "demo-registry-robot"}
@@ -93,4 +117,19 @@ func applySample(ctx context.Context, cp *testenv.ControlPlane, reg *testenv.Reg
 		time.Sleep(100 * time.Millisecond)
 	}
 	return fmt.Errorf("the sample ClusterRegistryCredential did not become Ready: %+v", cred.Status)
+}
+
+// firstPod creates a brand-new namespace and, right away, a Pod in it, and
+// returns the Pod as the API server stored it.
+func firstPod(ctx context.Context, cp *testenv.ControlPlane) (*corev1.Pod, error) {
+	c := cp.Client
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}); err != nil {
+		return nil, err
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "nginx:1.27"}}}}
+	if err := c.Create(ctx, pod); err != nil {
+		return nil, err
+	}
+	return pod, nil
 }
