@@ -367,5 +367,3 @@ func TestTLSAndRegistration(t *testing.T) {
 		t.Error("caBundle differs from the CA in the Secret")
 	}
 }
-
-
