@@ -1,0 +1,235 @@
+// Package manifests transforms multi-document Kubernetes YAML streams
+// offline: add imagePullSecrets to the Pod templates of workloads whose
+// images match a credential, rewrite images by mirror rules, and list
+// images. It is what `regcred manifests` and the Helm post-renderer run.
+//
+// Documents regcred does not change are written back byte for byte;
+// changed ones keep their comments, key order and sequence indentation
+// (sigs.k8s.io/kustomize/kyaml). No document is ever dropped: a stream that
+// does not parse is an error naming the document and the line.
+package manifests
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"sigs.k8s.io/kustomize/kyaml/yaml"
+)
+
+// Document is one YAML document of a stream.
+type Document struct {
+	// Index is the 1-based position in the stream.
+	Index int
+	// Line is the 1-based line of the stream where the document starts.
+	Line int
+	// separator is the "---" line before the document, as written.
+	separator string
+	raw       string
+	node      *yaml.RNode
+	changed   bool
+}
+
+// Raw is the document's text as read.
+func (d *Document) Raw() string { return d.raw }
+
+var separatorLine = regexp.MustCompile(`^---(\s.*)?$`)
+
+// ReadStream splits a stream into documents and parses each. Empty
+// documents (nothing or only comments) are kept as they are.
+func ReadStream(r io.Reader) ([]*Document, error) {
+	br := bufio.NewReader(r)
+	var docs []*Document
+	cur := &Document{Index: 1, Line: 1}
+	var b strings.Builder
+	line := 0
+	flush := func() {
+		cur.raw = b.String()
+		docs = append(docs, cur)
+		b.Reset()
+	}
+	for {
+		text, err := br.ReadString('\n')
+		if text != "" {
+			line++
+			if separatorLine.MatchString(strings.TrimRight(text, "\r\n")) {
+				if line > 1 || b.Len() > 0 {
+					flush()
+					cur = &Document{Index: len(docs) + 1, Line: line + 1, separator: text}
+				} else {
+					cur.separator = text
+					cur.Line = line + 1
+				}
+			} else {
+				b.WriteString(text)
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	flush()
+	for _, d := range docs {
+		if err := d.parse(); err != nil {
+			return nil, err
+		}
+	}
+	return docs, nil
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+)`)
+
+func (d *Document) parse() error {
+	if strings.TrimSpace(stripComments(d.raw)) == "" {
+		return nil
+	}
+	node, err := yaml.Parse(d.raw)
+	if err != nil {
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		line := d.Line
+		if m := yamlLine.FindStringSubmatch(msg); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			line = d.Line + n - 1
+			msg = strings.TrimSpace(yamlLine.ReplaceAllString(msg, ""))
+			msg = strings.TrimPrefix(msg, ": ")
+		}
+		return fmt.Errorf("document %d (line %d of the stream): invalid YAML: %s", d.Index, line, msg)
+	}
+	if node.YNode().Kind != yaml.MappingNode {
+		// Not an object (a bare scalar or list): pass it through.
+		return nil
+	}
+	d.node = node
+	return nil
+}
+
+func stripComments(s string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(s, "\n") {
+		if t := strings.TrimSpace(l); t == "" || strings.HasPrefix(t, "#") || t == "..." {
+			continue
+		}
+		b.WriteString(l)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// WriteStream writes the documents back: unchanged ones exactly as read.
+func WriteStream(w io.Writer, docs []*Document) error {
+	bw := bufio.NewWriter(w)
+	for _, d := range docs {
+		if _, err := bw.WriteString(d.separator); err != nil {
+			return err
+		}
+		text := d.raw
+		if d.changed {
+			out, err := yaml.MarshalWithOptions(d.node.Document(), &yaml.EncoderOptions{
+				SeqIndent: yaml.SequenceIndentStyle(yaml.DeriveSeqIndentStyle(d.raw)),
+			})
+			if err != nil {
+				return fmt.Errorf("document %d: %w", d.Index, err)
+			}
+			text = string(out)
+			// A document whose last line had no newline keeps that.
+			if !strings.HasSuffix(d.raw, "\n") {
+				text = strings.TrimSuffix(text, "\n")
+			}
+		}
+		if text != "" && !strings.HasSuffix(text, "\n") && d != docs[len(docs)-1] {
+			text += "\n"
+		}
+		if _, err := bw.WriteString(text); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
+}
+
+// kindOf reads apiVersion and kind without failing on odd documents.
+func kindOf(rn *yaml.RNode) (group, kind string) {
+	apiVersion := rn.GetApiVersion()
+	if i := strings.LastIndex(apiVersion, "/"); i >= 0 {
+		group = apiVersion[:i]
+	}
+	return group, rn.GetKind()
+}
+
+// podSpecs returns the Pod specs inside a workload, or of each item of a
+// List.
+func podSpecs(rn *yaml.RNode) ([]*yaml.RNode, error) {
+	group, kind := kindOf(rn)
+	var path []string
+	switch {
+	case kind == "List" && group == "":
+		items, err := rn.Pipe(yaml.Lookup("items"))
+		if err != nil || items == nil {
+			return nil, err
+		}
+		elems, err := items.Elements()
+		if err != nil {
+			return nil, err
+		}
+		var out []*yaml.RNode
+		for _, e := range elems {
+			if e.YNode().Kind != yaml.MappingNode {
+				continue
+			}
+			specs, err := podSpecs(e)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, specs...)
+		}
+		return out, nil
+	case kind == "Pod" && group == "":
+		path = []string{"spec"}
+	case kind == "PodTemplate" && group == "":
+		path = []string{"template", "spec"}
+	case kind == "ReplicationController" && group == "":
+		path = []string{"spec", "template", "spec"}
+	case (kind == "Deployment" || kind == "StatefulSet" || kind == "DaemonSet" || kind == "ReplicaSet") && (group == "apps" || group == "extensions"):
+		path = []string{"spec", "template", "spec"}
+	case kind == "Job" && group == "batch":
+		path = []string{"spec", "template", "spec"}
+	case kind == "CronJob" && group == "batch":
+		path = []string{"spec", "jobTemplate", "spec", "template", "spec"}
+	default:
+		return nil, nil
+	}
+	spec, err := rn.Pipe(yaml.Lookup(path...))
+	if err != nil || spec == nil || spec.YNode().Kind != yaml.MappingNode {
+		return nil, err
+	}
+	return []*yaml.RNode{spec}, nil
+}
+
+// imageNodes returns the scalar nodes of every container image of a Pod
+// spec: init containers, containers, ephemeral containers.
+func imageNodes(spec *yaml.RNode) []*yaml.Node {
+	var out []*yaml.Node
+	for _, field := range []string{"initContainers", "containers", "ephemeralContainers"} {
+		list := spec.Field(field)
+		if list == nil || list.Value.YNode().Kind != yaml.SequenceNode {
+			continue
+		}
+		for _, c := range list.Value.YNode().Content {
+			if c.Kind != yaml.MappingNode {
+				continue
+			}
+			for i := 0; i+1 < len(c.Content); i += 2 {
+				if c.Content[i].Value == "image" && c.Content[i+1].Kind == yaml.ScalarNode {
+					out = append(out, c.Content[i+1])
+				}
+			}
+		}
+	}
+	return out
+}
+

@@ -1,0 +1,182 @@
+package manifests
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+
+	"sigs.k8s.io/kustomize/kyaml/yaml"
+
+	"regcred.dev/regcred/internal/dockercfg"
+	"regcred.dev/regcred/internal/keyring"
+	"regcred.dev/regcred/internal/mirror"
+)
+
+// Credential is a pull Secret name and the registry keys it is for.
+type Credential struct {
+	SecretName string
+	Registries []string
+	keyring    *keyring.Keyring
+}
+
+// Options say what to do to a stream.
+type Options struct {
+	// Rules rewrite images first (nil: no rewrite).
+	Rules *mirror.Rules
+	// Credentials are injected where an image (after rewriting) matches.
+	Credentials []Credential
+}
+
+// Stats count what a run did.
+type Stats struct {
+	Documents int
+	Workloads int
+	Rewritten int
+	Injected  int
+	// Warnings are images that could not be parsed (left alone).
+	Warnings []string
+}
+
+// Transform reads a stream, rewrites and injects, and writes it back. It
+// writes nothing when the stream does not parse.
+func Transform(r io.Reader, w io.Writer, opts Options) (*Stats, error) {
+	docs, err := ReadStream(r)
+	if err != nil {
+		return nil, err
+	}
+	stats, err := Apply(docs, opts)
+	if err != nil {
+		return nil, err
+	}
+	return stats, WriteStream(w, docs)
+}
+
+// Apply transforms parsed documents in place.
+func Apply(docs []*Document, opts Options) (*Stats, error) {
+	for i := range opts.Credentials {
+		c := &opts.Credentials[i]
+		if c.keyring == nil {
+			entries := map[string]dockercfg.Entry{}
+			for _, r := range c.Registries {
+				entries[r] = dockercfg.Entry{}
+			}
+			c.keyring = &keyring.Keyring{}
+			if bad := c.keyring.Add(c.SecretName, &dockercfg.Config{Auths: entries}); len(bad) > 0 {
+				return nil, fmt.Errorf("credential %s: invalid registry keys %v", c.SecretName, bad)
+			}
+		}
+	}
+	stats := &Stats{Documents: len(docs)}
+	for _, d := range docs {
+		if d.node == nil {
+			continue
+		}
+		specs, err := podSpecs(d.node)
+		if err != nil {
+			return nil, fmt.Errorf("document %d (line %d): %w", d.Index, d.Line, err)
+		}
+		for _, spec := range specs {
+			stats.Workloads++
+			changed, err := transformPodSpec(spec, opts, stats, d)
+			if err != nil {
+				return nil, err
+			}
+			if changed {
+				d.changed = true
+			}
+		}
+	}
+	return stats, nil
+}
+
+func transformPodSpec(spec *yaml.RNode, opts Options, stats *Stats, d *Document) (bool, error) {
+	changed := false
+	var targets []keyring.Target
+	for _, img := range imageNodes(spec) {
+		named, err := keyring.ParseImage(img.Value)
+		if err != nil {
+			stats.Warnings = append(stats.Warnings, fmt.Sprintf("document %d (line %d): %v", d.Index, img.Line+d.Line-1, err))
+			continue
+		}
+		if opts.Rules != nil {
+			rewritten, _, ok, err := opts.Rules.RewriteNamed(named)
+			if err != nil {
+				return false, fmt.Errorf("document %d (line %d): %w", d.Index, img.Line+d.Line-1, err)
+			}
+			if ok && rewritten.String() != img.Value {
+				img.Value = rewritten.String()
+				named = rewritten
+				stats.Rewritten++
+				changed = true
+			}
+		}
+		targets = append(targets, keyring.ParseTarget(named.Name()))
+	}
+	if len(opts.Credentials) == 0 || len(targets) == 0 {
+		return changed, nil
+	}
+	present := map[string]bool{}
+	var list *yaml.Node
+	if f := spec.Field("imagePullSecrets"); f != nil && f.Value.YNode().Kind == yaml.SequenceNode {
+		list = f.Value.YNode()
+		for _, e := range list.Content {
+			for i := 0; i+1 < len(e.Content); i += 2 {
+				if e.Content[i].Value == "name" {
+					present[e.Content[i+1].Value] = true
+				}
+			}
+		}
+	}
+	for _, c := range opts.Credentials {
+		if present[c.SecretName] || !slices.ContainsFunc(targets, c.keyring.Matches) {
+			continue
+		}
+		if list == nil {
+			field, err := spec.Pipe(yaml.LookupCreate(yaml.SequenceNode, "imagePullSecrets"))
+			if err != nil {
+				return false, err
+			}
+			list = field.YNode()
+			list.Style = 0
+		}
+		entry := yaml.NewMapRNode(&map[string]string{"name": c.SecretName})
+		list.Content = append(list.Content, entry.YNode())
+		present[c.SecretName] = true
+		stats.Injected++
+		changed = true
+	}
+	return changed, nil
+}
+
+// Images lists the unique normalized images of the workloads in docs,
+// sorted.
+func Images(docs []*Document) ([]string, []string, error) {
+	seen := map[string]bool{}
+	var warnings []string
+	for _, d := range docs {
+		if d.node == nil {
+			continue
+		}
+		specs, err := podSpecs(d.node)
+		if err != nil {
+			return nil, nil, fmt.Errorf("document %d (line %d): %w", d.Index, d.Line, err)
+		}
+		for _, spec := range specs {
+			for _, img := range imageNodes(spec) {
+				n, err := keyring.NormalizeImage(img.Value)
+				if err != nil {
+					warnings = append(warnings, fmt.Sprintf("document %d (line %d): %v", d.Index, img.Line+d.Line-1, err))
+					continue
+				}
+				seen[n] = true
+			}
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for n := range seen {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out, warnings, nil
+}
