@@ -232,4 +232,3 @@ func imageNodes(spec *yaml.RNode) []*yaml.Node {
 	}
 	return out
 }
-
