@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests and `make demo` need, idempotently:
-#   - etcd (Debian's etcd-server) and, for later tests, skopeo
-#   - kube-apiserver built from k8s.io/kubernetes (hack/kube-apiserver), cached
-#     per version and go.sum so a second run takes seconds
+#   - etcd (Debian's etcd-server) and skopeo
+#   - kube-apiserver built from k8s.io/kubernetes (hack/kube-apiserver), and
+#     Helm 3 and Helm 4 clients (hack/helm3, hack/helm4), cached per go.sum so
+#     a second run takes seconds
 # and lays them out as envtest's KUBEBUILDER_ASSETS directory.
 set -euo pipefail
 
@@ -36,20 +37,23 @@ install_packages() {
 	fi
 }
 
-build_kube_apiserver() {
-	local sum stamp
-	sum="$(cat "$ROOT/hack/kube-apiserver/go.mod" "$ROOT/hack/kube-apiserver/go.sum" | sha256sum | cut -d' ' -f1)"
-	stamp="$ASSETS/.kube-apiserver.sum"
-	if [ -x "$ASSETS/kube-apiserver" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$sum" ]; then
-		log "kube-apiserver $KUBE_VERSION cached in $ASSETS"
+# build_pinned NAME MODULE_DIR PACKAGE: go build PACKAGE in the pinned module
+# hack/MODULE_DIR into $ASSETS/NAME, unless the binary there was built from
+# the same go.mod and go.sum.
+build_pinned() {
+	local name="$1" dir="$ROOT/hack/$2" pkg="$3" sum stamp
+	sum="$(cat "$dir/go.mod" "$dir/go.sum" | sha256sum | cut -d' ' -f1)"
+	stamp="$ASSETS/.$name.sum"
+	if [ -x "$ASSETS/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$sum" ]; then
+		log "$name cached in $ASSETS"
 		return
 	fi
-	log "building kube-apiserver $KUBE_VERSION (about 5-8 minutes on 2 cores, once)"
+	log "building $name from $pkg (once; kube-apiserver takes 5-8 minutes on 2 cores)"
 	local start=$SECONDS
-	(cd "$ROOT/hack/kube-apiserver" && go build -trimpath -o "$ASSETS/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver)
-	mv "$ASSETS/kube-apiserver.tmp" "$ASSETS/kube-apiserver"
+	(cd "$dir" && go build -trimpath -o "$ASSETS/$name.tmp" "$pkg")
+	mv "$ASSETS/$name.tmp" "$ASSETS/$name"
 	echo "$sum" >"$stamp"
-	log "built kube-apiserver in $((SECONDS - start))s"
+	log "built $name in $((SECONDS - start))s"
 }
 
 link_tool() {
@@ -67,7 +71,9 @@ main() {
 	install_packages
 	link_tool etcd
 	link_tool kubectl || log "kubectl is optional for tests; make demo prints kubectl commands"
-	build_kube_apiserver
+	build_pinned kube-apiserver kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
+	build_pinned helm3 helm3 helm.sh/helm/v3/cmd/helm
+	build_pinned helm4 helm4 helm.sh/helm/v4/cmd/helm
 	(cd "$ROOT" && go mod download)
 	log "test assets ready: KUBEBUILDER_ASSETS=$ASSETS"
 }

@@ -36,6 +36,21 @@ type Document struct {
 // Raw is the document's text as read.
 func (d *Document) Raw() string { return d.raw }
 
+// Node is the parsed object, or nil for an empty or non-object document.
+func (d *Document) Node() *yaml.RNode { return d.node }
+
+// Renumber gives documents read from several files stream positions, and a
+// separator between files.
+func Renumber(docs []*Document) []*Document {
+	for i, d := range docs {
+		d.Index = i + 1
+		if i > 0 && d.separator == "" {
+			d.separator = "---\n"
+		}
+	}
+	return docs
+}
+
 var separatorLine = regexp.MustCompile(`^---(\s.*)?$`)
 
 // ReadStream splits a stream into documents and parses each. Empty

@@ -1,0 +1,208 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	sigsyaml "sigs.k8s.io/yaml"
+
+	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/manager"
+	"regcred.dev/regcred/internal/manifests"
+	"regcred.dev/regcred/internal/mirror"
+)
+
+func newManifestsCommand(s Streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "manifests",
+		Short: "Transform Kubernetes YAML offline: inject imagePullSecrets, rewrite images to mirrors, list images",
+		Long: `Transform a multi-document YAML stream read from files, directories (*.yaml,
+*.yml, recursively) or standard input, and write it to standard output.
+
+Workloads are Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet,
+ReplicationController, Job, CronJob and PodTemplate, also inside a v1 List.
+Other kinds and unknown fields pass through untouched; documents regcred does
+not change are written back byte for byte, changed ones keep their comments
+and key order. A stream that does not parse is an error naming the document
+and line, and nothing is written.
+
+As a Helm 3 post-renderer:
+  helm install shop ./chart --post-renderer regcred \
+    --post-renderer-args manifests --post-renderer-args inject \
+    --post-renderer-args --secret=regcred-harbor=harbor.example.com
+
+As a Helm 4 post-renderer plugin (plugins/regcred in the regcred sources):
+  helm plugin install ./plugins/regcred
+  helm install shop ./chart --post-renderer regcred \
+    --post-renderer-args --secret=regcred-harbor=harbor.example.com
+
+With kustomize, render and pipe:
+  kustomize build overlays/prod | regcred manifests inject --from-cluster | kubectl apply -f -`,
+	}
+	cmd.AddCommand(newManifestsInjectCommand(s), newManifestsRewriteCommand(s), newManifestsImagesCommand(s))
+	return cmd
+}
+
+// mirrorFlags are the rule sources of rewrite (and of inject, which
+// rewrites first like the webhook).
+type mirrorFlags struct {
+	mirrors     []string
+	mirrorFiles []string
+}
+
+func (m *mirrorFlags) addFlags(fs *pflag.FlagSet) {
+	fs.StringArrayVar(&m.mirrors, "mirror", nil, "a mirror rule SOURCE=MIRROR, e.g. docker.io=harbor.internal/dockerhub (repeatable)")
+	fs.StringArrayVar(&m.mirrorFiles, "mirrors", nil, "a YAML file of ClusterImageMirror objects (repeatable)")
+}
+
+func (m *mirrorFlags) rules(ctx context.Context, fromCluster func() (client.Reader, error)) (*mirror.Rules, error) {
+	var rules []mirror.Rule
+	for _, spec := range m.mirrors {
+		src, dst, ok := strings.Cut(spec, "=")
+		if !ok || src == "" || dst == "" {
+			return nil, usageErrorf("--mirror %q: use SOURCE=MIRROR", spec)
+		}
+		rules = append(rules, mirror.Rule{Source: src, Mirror: dst})
+	}
+	var objs []v1alpha1.ClusterImageMirror
+	for _, f := range m.mirrorFiles {
+		docs, err := readStreamFile(f)
+		if err != nil {
+			return nil, err
+		}
+		if err := decodeKind(docs, "ClusterImageMirror", &objs); err != nil {
+			return nil, usageErrorf("%s: %v", f, err)
+		}
+	}
+	if fromCluster != nil {
+		r, err := fromCluster()
+		if err != nil {
+			return nil, err
+		}
+		var list v1alpha1.ClusterImageMirrorList
+		if err := r.List(ctx, &list); err != nil {
+			return nil, fmt.Errorf("list ClusterImageMirrors: %w", err)
+		}
+		objs = append(objs, list.Items...)
+	}
+	for _, o := range objs {
+		for _, r := range o.Spec.Mirrors {
+			rules = append(rules, mirror.Rule{Source: r.Source, Mirror: r.Mirror})
+		}
+	}
+	if len(rules) == 0 {
+		return nil, nil
+	}
+	compiled, err := mirror.Compile(rules)
+	if err != nil {
+		return nil, &usageError{err}
+	}
+	return compiled, nil
+}
+
+// clusterReader connects lazily for --from-cluster.
+func clusterReader(k *kubeFlags) func() (client.Reader, error) {
+	return func() (client.Reader, error) {
+		cfg, err := k.restConfig()
+		if err != nil {
+			return nil, err
+		}
+		scheme, err := manager.Scheme()
+		if err != nil {
+			return nil, err
+		}
+		return client.New(cfg, client.Options{Scheme: scheme})
+	}
+}
+
+// readInputs reads the named files and directories, or stdin when none
+// (or "-") is given, as one stream.
+func readInputs(in io.Reader, args []string) ([]*manifests.Document, error) {
+	if len(args) == 0 || (len(args) == 1 && args[0] == "-") {
+		return manifests.ReadStream(in)
+	}
+	var files []string
+	for _, a := range args {
+		st, err := os.Stat(a)
+		if err != nil {
+			return nil, usageErrorf("%v", err)
+		}
+		if !st.IsDir() {
+			files = append(files, a)
+			continue
+		}
+		var found []string
+		err = filepath.WalkDir(a, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if !d.IsDir() && (strings.HasSuffix(p, ".yaml") || strings.HasSuffix(p, ".yml")) {
+				found = append(found, p)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		sort.Strings(found)
+		files = append(files, found...)
+	}
+	var all []*manifests.Document
+	for _, f := range files {
+		docs, err := readStreamFile(f)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, docs...)
+	}
+	return manifests.Renumber(all), nil
+}
+
+func readStreamFile(path string) ([]*manifests.Document, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usageErrorf("%v", err)
+	}
+	docs, err := manifests.ReadStream(bytes.NewReader(b))
+	if err != nil {
+		return nil, usageErrorf("%s: %v", path, err)
+	}
+	return docs, nil
+}
+
+// decodeKind decodes every document of the given kind in group
+// regcred.dev into out (a pointer to a slice of that type).
+func decodeKind[T any](docs []*manifests.Document, kind string, out *[]T) error {
+	for _, d := range docs {
+		n := d.Node()
+		if n == nil || n.GetKind() != kind || !strings.HasPrefix(n.GetApiVersion(), v1alpha1.GroupVersion.Group+"/") {
+			continue
+		}
+		j, err := n.MarshalJSON()
+		if err != nil {
+			return fmt.Errorf("document %d: %w", d.Index, err)
+		}
+		var obj T
+		if err := sigsyaml.Unmarshal(j, &obj); err != nil {
+			return fmt.Errorf("document %d: %s: %v", d.Index, kind, err)
+		}
+		*out = append(*out, obj)
+	}
+	return nil
+}
+
+func printStats(w io.Writer, stats *manifests.Stats) {
+	for _, warn := range stats.Warnings {
+		fmt.Fprintf(w, "Warning: %s (left as is)\n", warn)
+	}
+}
