@@ -52,7 +52,7 @@ Also usable as a kubectl plugin: install the binary as kubectl-regcred and run
 	root.SetOut(s.Out)
 	root.SetErr(s.Err)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
-	root.AddCommand(newVersionCommand(), newResolveCommand(), newCheckCommand(), newSecretCommand(s), newManagerCommand(), newManifestsCommand(s))
+	root.AddCommand(newVersionCommand(), newResolveCommand(), newCheckCommand(), newSecretCommand(s), newManagerCommand(), newManifestsCommand(s), newMirrorCommand(s))
 	return root
 }
 

@@ -1,0 +1,421 @@
+package cli
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"regcred.dev/regcred/internal/keyring"
+	"regcred.dev/regcred/internal/manifests"
+	"regcred.dev/regcred/internal/mirror"
+	"regcred.dev/regcred/internal/registry"
+)
+
+type mirrorOptions struct {
+	to            string
+	imagesFiles   []string
+	manifestFiles []string
+	dockerConfigs []string
+	secrets       []string
+	toUsername    string
+	toPassword    string
+	toPassStdin   bool
+	caFiles       []string
+	jobs          int
+	kube          kubeFlags
+}
+
+func newMirrorCommand(s Streams) *cobra.Command {
+	var o mirrorOptions
+	cmd := &cobra.Command{
+		Use:   "mirror --to REGISTRY[/PREFIX] [IMAGE...]",
+		Short: "Copy images into a private registry, for air-gapped clusters",
+		Long: `Copy images into a private registry: every platform of a multi-platform
+image, by digest, with the tag kept. Blobs and manifests already there are
+not copied again, so an interrupted run picks up where it stopped.
+
+Images come from arguments, --images-file (one per line, # comments) and
+-f (manifests: files, directories or - for stdin, as "regcred manifests
+images" lists them). Each source registry gets its own path under the
+destination: docker.io/library/nginx:1.27 goes to
+REGISTRY/PREFIX/docker.io/library/nginx:1.27. At the end regcred prints the
+--mirror rules that point manifests (or a ClusterImageMirror) at the copies.
+
+Credentials for both sides come from --docker-config files and --secret
+pull Secrets, chosen per registry as the kubelet would; --to-username with
+--to-password-file or --to-password-stdin set the destination's.
+
+Exit status: 0 when every image is in place, 1 when any failed (each is
+named with the reason), 2 on invalid input.`,
+		Example: `  helm template shop ./chart | regcred mirror --to harbor.internal/mirror -f - \
+    --to-username 'robot$mirror' --to-password-file robot.token
+  regcred mirror --to registry.local:5000 nginx:1.27 ghcr.io/acme/api:2.0 --docker-config ~/.docker/config.json`,
+		RunE: func(cmd *cobra.Command, args []string) error { return o.run(cmd, s, args) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.to, "to", "", "destination registry and optional path prefix (required)")
+	f.StringArrayVar(&o.imagesFiles, "images-file", nil, "a file listing images, one per line (repeatable)")
+	f.StringArrayVarP(&o.manifestFiles, "filename", "f", nil, "manifests to take the images from: file, directory or - (repeatable)")
+	f.StringArrayVar(&o.dockerConfigs, "docker-config", nil, "a docker config file with credentials for source and destination registries (repeatable)")
+	f.StringArrayVar(&o.secrets, "secret", nil, "a pull Secret NAMESPACE/NAME in the cluster with credentials (repeatable)")
+	f.StringVar(&o.toUsername, "to-username", "", "user name for the destination")
+	f.StringVar(&o.toPassword, "to-password-file", "", "file holding the destination password or token")
+	f.BoolVar(&o.toPassStdin, "to-password-stdin", false, "read the destination password or token from stdin")
+	f.StringArrayVar(&o.caFiles, "ca-file", nil, "PEM CA certificates to trust for the registries, added to the system's (repeatable)")
+	f.IntVar(&o.jobs, "jobs", 4, "images copied at once")
+	o.kube.addFlags(f, false)
+	return cmd
+}
+
+type mirrorJob struct {
+	src, dst string
+}
+
+func (o *mirrorOptions) run(cmd *cobra.Command, s Streams, args []string) error {
+	if o.to == "" {
+		return usageErrorf("--to is required")
+	}
+	dest := strings.TrimSuffix(o.to, "/")
+	if _, err := keyring.ParseImage(dest + "/x"); err != nil || !strings.ContainsAny(strings.SplitN(dest, "/", 2)[0], ".:") && !strings.HasPrefix(dest, "localhost") {
+		return usageErrorf("--to %q: give a registry host with an optional path, like harbor.internal/mirror", o.to)
+	}
+	if o.jobs < 1 {
+		return usageErrorf("--jobs must be at least 1")
+	}
+	if o.toPassStdin && o.toPassword != "" {
+		return usageErrorf("give only one of --to-password-file and --to-password-stdin")
+	}
+	if (o.toPassStdin || o.toPassword != "") != (o.toUsername != "") {
+		return usageErrorf("--to-username goes with --to-password-file or --to-password-stdin")
+	}
+	for _, mf := range o.manifestFiles {
+		if mf == "-" && o.toPassStdin {
+			return usageErrorf("stdin cannot carry both manifests (-f -) and the password (--to-password-stdin)")
+		}
+	}
+
+	images, err := o.collectImages(s.In, args)
+	if err != nil {
+		return err
+	}
+	if len(images) == 0 {
+		return usageErrorf("no images: give them as arguments, --images-file or -f")
+	}
+
+	kc := &registry.Keychain{Overrides: map[string]authn.Authenticator{}}
+	for _, p := range o.dockerConfigs {
+		cfg, err := readDockerConfigFile(p)
+		if err != nil {
+			return err
+		}
+		kr := &keyring.Keyring{}
+		kr.Add(p, cfg)
+		kc.Keyrings = append(kc.Keyrings, kr)
+	}
+	if len(o.secrets) > 0 {
+		cf := credFlags{secrets: o.secrets, kube: o.kube}
+		if err := cf.validate(); err != nil {
+			return err
+		}
+		set, err := cf.load(cmd.Context())
+		if err != nil {
+			return err
+		}
+		if set.malformed != nil {
+			return &usageError{set.malformed}
+		}
+		kc.Keyrings = append(kc.Keyrings, set.pullSecrets)
+	}
+	if o.toUsername != "" {
+		pass, err := readSecretInput(s.In, o.toPassStdin, o.toPassword)
+		if err != nil {
+			return err
+		}
+		host := strings.SplitN(dest, "/", 2)[0]
+		kc.Overrides[host] = &authn.Basic{Username: o.toUsername, Password: pass}
+	}
+	tr, err := transportWithCAs(o.caFiles)
+	if err != nil {
+		return err
+	}
+
+	var jobs []mirrorJob
+	rules := map[string]string{}
+	for _, img := range images {
+		named, err := keyring.ParseImage(img)
+		if err != nil {
+			return &usageError{err}
+		}
+		domain := strings.SplitN(named.Name(), "/", 2)[0]
+		prefix := dest + "/" + pathSafe(domain)
+		rules[domain] = prefix
+		rewritten, _, _, err := mirror.MustCompile([]mirror.Rule{{Source: domain, Mirror: prefix}}).Rewrite(img)
+		if err != nil {
+			return &usageError{err}
+		}
+		src, _ := keyring.NormalizeImage(img)
+		jobs = append(jobs, mirrorJob{src: src, dst: rewritten})
+	}
+
+	out := cmd.OutOrStdout()
+	progress := newMirrorProgress(cmd.ErrOrStderr(), len(jobs))
+	defer progress.stop()
+	type failure struct {
+		job mirrorJob
+		res registry.Result
+	}
+	var (
+		mu                      sync.Mutex
+		failures                []failure
+		copied, present, nplats int
+	)
+	sem := make(chan struct{}, o.jobs)
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			updates := progress.track()
+			res, err := registry.Copy(cmd.Context(), j.src, j.dst, registry.CopyOptions{Keychain: kc, Transport: tr, Progress: updates, Jobs: 4})
+			progress.done()
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				r := registry.Classify(cmd.Context(), err)
+				r.Message = err.Error()
+				failures = append(failures, failure{j, r})
+				progress.printf("FAILED   %s: %s: %s\n", j.src, r.Reason, r.Hint)
+			case res.Skipped:
+				present++
+				progress.printf("present  %s = %s\n", j.dst, shortDigest(res.Digest))
+			default:
+				copied++
+				nplats += res.Platforms
+				plat := ""
+				if res.Platforms > 0 {
+					plat = fmt.Sprintf(", %d platforms", res.Platforms)
+				}
+				progress.printf("copied   %s -> %s (%s%s)\n", j.src, j.dst, shortDigest(res.Digest), plat)
+			}
+		}()
+	}
+	wg.Wait()
+	progress.stop()
+
+	fmt.Fprintf(out, "\n%d images: %d copied, %d already present, %d failed\n", len(jobs), copied, present, len(failures))
+	sort.Slice(failures, func(i, k int) bool { return failures[i].job.src < failures[k].job.src })
+	for _, f := range failures {
+		fmt.Fprintf(out, "  failed: %s: %s (%s)\n    %s\n", f.job.src, f.res.Reason, f.res.Hint, f.res.Message)
+	}
+	domains := make([]string, 0, len(rules))
+	for d := range rules {
+		domains = append(domains, d)
+	}
+	sort.Strings(domains)
+	fmt.Fprintln(out, "\nPoint manifests at the copies with:")
+	var flags []string
+	for _, d := range domains {
+		flags = append(flags, fmt.Sprintf("--mirror %s=%s", d, rules[d]))
+	}
+	fmt.Fprintf(out, "  regcred manifests rewrite %s\n", strings.Join(flags, " "))
+	if len(failures) > 0 {
+		return &silentError{code: exitFailure}
+	}
+	return nil
+}
+
+func (o *mirrorOptions) collectImages(in io.Reader, args []string) ([]string, error) {
+	seen := map[string]bool{}
+	var out []string
+	add := func(img string) error {
+		n, err := keyring.NormalizeImage(img)
+		if err != nil {
+			return &usageError{err}
+		}
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, img)
+		}
+		return nil
+	}
+	for _, a := range args {
+		if err := add(a); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range o.imagesFiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, usageErrorf("%v", err)
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			line = strings.TrimSpace(line)
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			if err := add(line); err != nil {
+				return nil, usageErrorf("%s line %d: %v", f, i+1, err)
+			}
+		}
+	}
+	if len(o.manifestFiles) > 0 {
+		docs, err := readInputs(in, o.manifestFiles)
+		if err != nil {
+			return nil, &usageError{err}
+		}
+		images, _, err := manifests.Images(docs)
+		if err != nil {
+			return nil, &usageError{err}
+		}
+		for _, img := range images {
+			if err := add(img); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
+// pathSafe turns a registry host into a repository path component.
+func pathSafe(domain string) string {
+	return strings.NewReplacer(":", "-", "[", "", "]", "").Replace(strings.ToLower(domain))
+}
+
+func shortDigest(d string) string {
+	if len(d) > 19 {
+		return d[:19]
+	}
+	return d
+}
+
+func readSecretInput(in io.Reader, fromStdin bool, file string) (string, error) {
+	var raw []byte
+	var err error
+	if fromStdin {
+		raw, err = io.ReadAll(bufio.NewReader(io.LimitReader(in, 1<<20)))
+	} else {
+		raw, err = os.ReadFile(file)
+	}
+	if err != nil {
+		return "", usageErrorf("read the password: %v", err)
+	}
+	p := strings.TrimSuffix(strings.TrimSuffix(string(raw), "\n"), "\r")
+	if p == "" {
+		return "", usageErrorf("the password is empty")
+	}
+	return p, nil
+}
+
+func transportWithCAs(files []string) (http.RoundTripper, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if len(files) == 0 {
+		return tr, nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	for _, f := range files {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return nil, usageErrorf("read --ca-file: %v", err)
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, usageErrorf("--ca-file %s holds no PEM certificate", f)
+		}
+	}
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return tr, nil
+}
+
+// mirrorProgress shows a progress line on a terminal and plain lines
+// otherwise.
+type mirrorProgress struct {
+	w        io.Writer
+	terminal bool
+	total    int
+	finished atomic.Int64
+	bytes    atomic.Int64
+	mu       sync.Mutex
+	quit     chan struct{}
+	once     sync.Once
+	wg       sync.WaitGroup
+	start    time.Time
+}
+
+func newMirrorProgress(w io.Writer, total int) *mirrorProgress {
+	p := &mirrorProgress{w: w, total: total, quit: make(chan struct{}), start: time.Now()}
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		p.terminal = true
+		p.wg.Add(1)
+		go p.loop()
+	}
+	return p
+}
+
+func (p *mirrorProgress) loop() {
+	defer p.wg.Done()
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.quit:
+			return
+		case <-t.C:
+			p.mu.Lock()
+			fmt.Fprintf(p.w, "\r\033[K[%d/%d] %.1f MiB in %s", p.finished.Load(), p.total, float64(p.bytes.Load())/(1<<20), time.Since(p.start).Round(time.Second))
+			p.mu.Unlock()
+		}
+	}
+}
+
+// track returns a channel for one copy's byte counts.
+func (p *mirrorProgress) track() chan v1.Update {
+	ch := make(chan v1.Update, 16)
+	go func() {
+		var last int64
+		for u := range ch {
+			p.bytes.Add(u.Complete - last)
+			last = u.Complete
+		}
+	}()
+	return ch
+}
+
+func (p *mirrorProgress) done() { p.finished.Add(1) }
+
+func (p *mirrorProgress) printf(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.terminal {
+		fmt.Fprint(p.w, "\r\033[K")
+	}
+	fmt.Fprintf(p.w, format, args...)
+}
+
+func (p *mirrorProgress) stop() {
+	p.once.Do(func() {
+		close(p.quit)
+		p.wg.Wait()
+		if p.terminal {
+			fmt.Fprint(p.w, "\r\033[K")
+		}
+	})
+}

@@ -1,0 +1,161 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"regcred.dev/regcred/internal/keyring"
+)
+
+// Keychain resolves credentials for go-containerregistry from a regcred
+// keyring, choosing as the kubelet would: the first matching credential,
+// anonymous when none matches.
+type Keychain struct {
+	Keyrings []*keyring.Keyring
+	// Overrides take precedence for a registry host (as written in image
+	// references, e.g. "harbor.internal:8443").
+	Overrides map[string]authn.Authenticator
+}
+
+// Resolve implements authn.Keychain.
+func (k *Keychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
+	if a, ok := k.Overrides[r.RegistryStr()]; ok {
+		return a, nil
+	}
+	repo := r.String()
+	if named, err := keyring.ParseImage(repo); err == nil {
+		repo = named.Name()
+	}
+	t := keyring.ParseTarget(repo)
+	for _, kr := range k.Keyrings {
+		if creds := kr.LookupTarget(t); len(creds) > 0 {
+			c := creds[0]
+			if c.IdentityToken != "" {
+				return authn.FromConfig(authn.AuthConfig{Username: c.Username, IdentityToken: c.IdentityToken}), nil
+			}
+			return &authn.Basic{Username: c.Username, Password: c.Password}, nil
+		}
+	}
+	return authn.Anonymous, nil
+}
+
+// CopyResult says what Copy did.
+type CopyResult struct {
+	Digest string
+	// Skipped is true when the destination already had the manifest, and
+	// the tag pointed at it.
+	Skipped bool
+	// Platforms is the number of platform images of an index (0 for a
+	// single image).
+	Platforms int
+}
+
+// CopyOptions configure Copy.
+type CopyOptions struct {
+	Keychain  authn.Keychain
+	Transport http.RoundTripper
+	// Progress receives byte counts of the upload, if set; Copy closes it
+	// when it returns.
+	Progress chan<- v1.Update
+	// Jobs is the number of blobs uploaded at once.
+	Jobs int
+}
+
+// Copy copies src to dst by digest, with every platform of an index. Blobs
+// and manifests the destination already has are not uploaded again, so an
+// interrupted copy resumes where it stopped.
+func Copy(ctx context.Context, src, dst string, o CopyOptions) (_ *CopyResult, rerr error) {
+	handedOver := false // go-containerregistry closes the channel after a write
+	defer func() {
+		if o.Progress != nil && !handedOver {
+			close(o.Progress)
+		}
+	}()
+	srcRef, err := name.ParseReference(src)
+	if err != nil {
+		return nil, fmt.Errorf("source %q: %w", src, err)
+	}
+	dstRef, err := name.ParseReference(dst)
+	if err != nil {
+		return nil, fmt.Errorf("destination %q: %w", dst, err)
+	}
+	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(o.Keychain)}
+	if o.Transport != nil {
+		opts = append(opts, remote.WithTransport(o.Transport))
+	}
+	if o.Jobs > 0 {
+		opts = append(opts, remote.WithJobs(o.Jobs))
+	}
+	desc, err := remote.Get(srcRef, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", src, err)
+	}
+	res := &CopyResult{Digest: desc.Digest.String()}
+
+	// Already there: the destination has this digest under this name.
+	if existing, err := remote.Head(dstRef, opts...); err == nil && existing.Digest == desc.Digest {
+		res.Skipped = true
+		if desc.MediaType.IsIndex() {
+			if idx, err := desc.ImageIndex(); err == nil {
+				if m, err := idx.IndexManifest(); err == nil {
+					res.Platforms = len(m.Manifests)
+				}
+			}
+		}
+		return res, nil
+	}
+
+	writeOpts := opts
+	if o.Progress != nil {
+		writeOpts = append(append([]remote.Option(nil), opts...), remote.WithProgress(o.Progress))
+	}
+	if desc.MediaType.IsIndex() {
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			return nil, err
+		}
+		m, err := idx.IndexManifest()
+		if err != nil {
+			return nil, err
+		}
+		res.Platforms = len(m.Manifests)
+		handedOver = true
+		if err := remote.WriteIndex(dstRef, idx, writeOpts...); err != nil {
+			return nil, fmt.Errorf("write %s: %w", dst, err)
+		}
+		return res, nil
+	}
+	img, err := desc.Image()
+	if err != nil {
+		return nil, err
+	}
+	handedOver = true
+	if err := remote.Write(dstRef, img, writeOpts...); err != nil {
+		return nil, fmt.Errorf("write %s: %w", dst, err)
+	}
+	return res, nil
+}
+
+// Classify names the reason of a registry operation's error with the same
+// closed set Check uses.
+func Classify(ctx context.Context, err error) Result {
+	res := classify(ctx, err, false)
+	if res.Hint == "" {
+		res.Hint = res.Reason.Hint()
+	}
+	return res
+}
+
+// IsNotFound reports a manifest or repository the registry does not have.
+func IsNotFound(err error) bool {
+	var terr *transport.Error
+	return errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound
+}
