@@ -129,7 +129,7 @@ func clusterReader(k *kubeFlags) func() (client.Reader, error) {
 // (or "-") is given, as one stream.
 func readInputs(in io.Reader, args []string) ([]*manifests.Document, error) {
 	if len(args) == 0 || (len(args) == 1 && args[0] == "-") {
-		return manifests.ReadStream(in)
+		return manifests.SplitStream(in)
 	}
 	var files []string
 	for _, a := range args {
@@ -157,25 +157,29 @@ func readInputs(in io.Reader, args []string) ([]*manifests.Document, error) {
 		sort.Strings(found)
 		files = append(files, found...)
 	}
-	var all []*manifests.Document
+	byFile := map[string][]*manifests.Document{}
 	for _, f := range files {
 		docs, err := readStreamFile(f)
 		if err != nil {
 			return nil, err
 		}
-		all = append(all, docs...)
+		byFile[f] = docs
 	}
-	return manifests.Renumber(all), nil
+	return manifests.Concat(byFile, files), nil
 }
 
+// readStreamFile splits a file into documents, parsed later one at a time.
 func readStreamFile(path string) ([]*manifests.Document, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, usageErrorf("%v", err)
 	}
-	docs, err := manifests.ReadStream(bytes.NewReader(b))
+	docs, err := manifests.SplitStream(bytes.NewReader(b))
 	if err != nil {
 		return nil, usageErrorf("%s: %v", path, err)
+	}
+	for _, d := range docs {
+		d.Source = path
 	}
 	return docs, nil
 }
@@ -184,7 +188,10 @@ func readStreamFile(path string) ([]*manifests.Document, error) {
 // regcred.dev into out (a pointer to a slice of that type).
 func decodeKind[T any](docs []*manifests.Document, kind string, out *[]T) error {
 	for _, d := range docs {
-		n := d.Node()
+		n, err := d.Parse()
+		if err != nil {
+			return err
+		}
 		if n == nil || n.GetKind() != kind || !strings.HasPrefix(n.GetApiVersion(), v1alpha1.GroupVersion.Group+"/") {
 			continue
 		}

@@ -104,14 +104,14 @@ matched (as the admission webhook does).`,
 			if err != nil {
 				return &usageError{err}
 			}
-			stats, err := manifests.Apply(docs, manifests.Options{Rules: rules, Credentials: creds})
+			stats, err := manifests.TransformDocuments(docs, cmd.OutOrStdout(), manifests.Options{Rules: rules, Credentials: creds})
 			if err != nil {
 				return &usageError{err}
 			}
 			if !quiet {
 				printStats(cmd.ErrOrStderr(), stats)
 			}
-			return manifests.WriteStream(cmd.OutOrStdout(), docs)
+			return nil
 		},
 	}
 	f := cmd.Flags()

@@ -42,14 +42,14 @@ objects) or --from-cluster.`,
 			if err != nil {
 				return &usageError{err}
 			}
-			stats, err := manifests.Apply(docs, manifests.Options{Rules: rules})
+			stats, err := manifests.TransformDocuments(docs, cmd.OutOrStdout(), manifests.Options{Rules: rules})
 			if err != nil {
 				return &usageError{err}
 			}
 			if !quiet {
 				printStats(cmd.ErrOrStderr(), stats)
 			}
-			return manifests.WriteStream(cmd.OutOrStdout(), docs)
+			return nil
 		},
 	}
 	f := cmd.Flags()

@@ -81,7 +81,7 @@ func TestManifestsBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"manifests", "inject", "--secret", "x=harbor.internal", bad}, "bad.yaml: document 2 (line 14 of the stream): invalid YAML"},
+		{[]string{"manifests", "inject", "--secret", "x=harbor.internal", bad}, "bad.yaml: document 2 (line 14): invalid YAML"},
 		{[]string{"manifests", "inject", bad}, "no credentials"},
 		{[]string{"manifests", "inject", "--secret", "noequals"}, "use NAME=REGISTRY"},
 		{[]string{"manifests", "rewrite", "--mirror", "docker.io"}, "use SOURCE=MIRROR"},

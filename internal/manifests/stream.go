@@ -26,29 +26,75 @@ type Document struct {
 	Index int
 	// Line is the 1-based line of the stream where the document starts.
 	Line int
+	// Source names the file the document came from, for messages.
+	Source string
 	// separator is the "---" line before the document, as written.
 	separator string
 	raw       string
 	node      *yaml.RNode
+	parsed    bool
 	changed   bool
 }
 
 // Raw is the document's text as read.
 func (d *Document) Raw() string { return d.raw }
 
-// Node is the parsed object, or nil for an empty or non-object document.
-func (d *Document) Node() *yaml.RNode { return d.node }
+// Node is the parsed object, or nil for an empty or non-object document
+// (or one that does not parse: see Parse).
+func (d *Document) Node() *yaml.RNode {
+	_ = d.ensureParsed()
+	return d.node
+}
 
-// Renumber gives documents read from several files stream positions, and a
-// separator between files.
-func Renumber(docs []*Document) []*Document {
-	for i, d := range docs {
-		d.Index = i + 1
-		if i > 0 && d.separator == "" {
-			d.separator = "---\n"
+// Parse parses the document if it was not yet, and returns its object.
+func (d *Document) Parse() (*yaml.RNode, error) {
+	if err := d.ensureParsed(); err != nil {
+		return nil, err
+	}
+	return d.node, nil
+}
+
+func (d *Document) ensureParsed() error {
+	if d.parsed {
+		return nil
+	}
+	if err := d.parse(); err != nil {
+		return err
+	}
+	d.parsed = true
+	return nil
+}
+
+// release drops the parsed form of an unchanged document, to bound memory.
+func (d *Document) release() {
+	if !d.changed {
+		d.node, d.parsed = nil, false
+	}
+}
+
+// where names a line of the document for messages.
+func (d *Document) where(line int) string {
+	if d.Source != "" {
+		return fmt.Sprintf("%s: document %d (line %d)", d.Source, d.Index, line)
+	}
+	return fmt.Sprintf("document %d (line %d of the stream)", d.Index, line)
+}
+
+// Concat joins the documents of several files into one stream, with a
+// separator between files; each document keeps its file and position for
+// messages.
+func Concat(files map[string][]*Document, order []string) []*Document {
+	var out []*Document
+	for _, f := range order {
+		for _, d := range files[f] {
+			d.Source = f
+			if len(out) > 0 && d.separator == "" {
+				d.separator = "---\n"
+			}
+			out = append(out, d)
 		}
 	}
-	return docs
+	return out
 }
 
 var separatorLine = regexp.MustCompile(`^---(\s.*)?$`)
@@ -56,6 +102,22 @@ var separatorLine = regexp.MustCompile(`^---(\s.*)?$`)
 // ReadStream splits a stream into documents and parses each. Empty
 // documents (nothing or only comments) are kept as they are.
 func ReadStream(r io.Reader) ([]*Document, error) {
+	docs, err := SplitStream(r)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range docs {
+		if err := d.ensureParsed(); err != nil {
+			return nil, err
+		}
+	}
+	return docs, nil
+}
+
+// SplitStream splits a stream into documents without parsing them; they
+// are parsed one at a time as they are processed, so that a large stream
+// never has all its documents parsed in memory at once.
+func SplitStream(r io.Reader) ([]*Document, error) {
 	br := bufio.NewReader(r)
 	var docs []*Document
 	cur := &Document{Index: 1, Line: 1}
@@ -90,11 +152,6 @@ func ReadStream(r io.Reader) ([]*Document, error) {
 		}
 	}
 	flush()
-	for _, d := range docs {
-		if err := d.parse(); err != nil {
-			return nil, err
-		}
-	}
 	return docs, nil
 }
 
@@ -114,7 +171,7 @@ func (d *Document) parse() error {
 			msg = strings.TrimSpace(yamlLine.ReplaceAllString(msg, ""))
 			msg = strings.TrimPrefix(msg, ": ")
 		}
-		return fmt.Errorf("document %d (line %d of the stream): invalid YAML: %s", d.Index, line, msg)
+		return fmt.Errorf("%s: invalid YAML: %s", d.where(line), msg)
 	}
 	if node.YNode().Kind != yaml.MappingNode {
 		// Not an object (a bare scalar or list): pass it through.
@@ -139,7 +196,16 @@ func stripComments(s string) string {
 // WriteStream writes the documents back: unchanged ones exactly as read.
 func WriteStream(w io.Writer, docs []*Document) error {
 	bw := bufio.NewWriter(w)
-	for _, d := range docs {
+	for i, d := range docs {
+		if err := writeDocument(bw, d, i == len(docs)-1); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
+}
+
+func writeDocument(bw *bufio.Writer, d *Document, last bool) error {
+	{
 		if _, err := bw.WriteString(d.separator); err != nil {
 			return err
 		}
@@ -157,14 +223,14 @@ func WriteStream(w io.Writer, docs []*Document) error {
 				text = strings.TrimSuffix(text, "\n")
 			}
 		}
-		if text != "" && !strings.HasSuffix(text, "\n") && d != docs[len(docs)-1] {
+		if text != "" && !strings.HasSuffix(text, "\n") && !last {
 			text += "\n"
 		}
 		if _, err := bw.WriteString(text); err != nil {
 			return err
 		}
 	}
-	return bw.Flush()
+	return nil
 }
 
 // kindOf reads apiVersion and kind without failing on odd documents.

@@ -1,6 +1,8 @@
 package manifests
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"slices"
@@ -41,19 +43,40 @@ type Stats struct {
 // Transform reads a stream, rewrites and injects, and writes it back. It
 // writes nothing when the stream does not parse.
 func Transform(r io.Reader, w io.Writer, opts Options) (*Stats, error) {
-	docs, err := ReadStream(r)
+	docs, err := SplitStream(r)
 	if err != nil {
 		return nil, err
 	}
-	stats, err := Apply(docs, opts)
-	if err != nil {
-		return nil, err
-	}
-	return stats, WriteStream(w, docs)
+	return TransformDocuments(docs, w, opts)
 }
 
-// Apply transforms parsed documents in place.
-func Apply(docs []*Document, opts Options) (*Stats, error) {
+// TransformDocuments processes documents one at a time, parsing,
+// transforming and rendering each before the next, into a buffer written
+// to w only when every document succeeded.
+func TransformDocuments(docs []*Document, w io.Writer, opts Options) (*Stats, error) {
+	if err := opts.compile(); err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	bw := bufio.NewWriter(&buf)
+	stats := &Stats{Documents: len(docs)}
+	for i, d := range docs {
+		if err := applyOne(d, opts, stats); err != nil {
+			return nil, err
+		}
+		if err := writeDocument(bw, d, i == len(docs)-1); err != nil {
+			return nil, err
+		}
+		d.node, d.parsed = nil, false
+	}
+	if err := bw.Flush(); err != nil {
+		return nil, err
+	}
+	_, err := w.Write(buf.Bytes())
+	return stats, err
+}
+
+func (opts Options) compile() error {
 	for i := range opts.Credentials {
 		c := &opts.Credentials[i]
 		if c.keyring == nil {
@@ -63,29 +86,49 @@ func Apply(docs []*Document, opts Options) (*Stats, error) {
 			}
 			c.keyring = &keyring.Keyring{}
 			if bad := c.keyring.Add(c.SecretName, &dockercfg.Config{Auths: entries}); len(bad) > 0 {
-				return nil, fmt.Errorf("credential %s: invalid registry keys %v", c.SecretName, bad)
+				return fmt.Errorf("credential %s: invalid registry keys %v", c.SecretName, bad)
 			}
 		}
 	}
+	return nil
+}
+
+func applyOne(d *Document, opts Options, stats *Stats) error {
+	if err := d.ensureParsed(); err != nil {
+		return err
+	}
+	if d.node == nil {
+		return nil
+	}
+	specs, err := podSpecs(d.node)
+	if err != nil {
+		return fmt.Errorf("%s: %w", d.where(d.Line), err)
+	}
+	for _, spec := range specs {
+		stats.Workloads++
+		changed, err := transformPodSpec(spec, opts, stats, d)
+		if err != nil {
+			return err
+		}
+		if changed {
+			d.changed = true
+		}
+	}
+	return nil
+}
+
+// Apply transforms documents in place, keeping the changed ones parsed for
+// WriteStream.
+func Apply(docs []*Document, opts Options) (*Stats, error) {
+	if err := opts.compile(); err != nil {
+		return nil, err
+	}
 	stats := &Stats{Documents: len(docs)}
 	for _, d := range docs {
-		if d.node == nil {
-			continue
+		if err := applyOne(d, opts, stats); err != nil {
+			return nil, err
 		}
-		specs, err := podSpecs(d.node)
-		if err != nil {
-			return nil, fmt.Errorf("document %d (line %d): %w", d.Index, d.Line, err)
-		}
-		for _, spec := range specs {
-			stats.Workloads++
-			changed, err := transformPodSpec(spec, opts, stats, d)
-			if err != nil {
-				return nil, err
-			}
-			if changed {
-				d.changed = true
-			}
-		}
+		d.release()
 	}
 	return stats, nil
 }
@@ -96,13 +139,13 @@ func transformPodSpec(spec *yaml.RNode, opts Options, stats *Stats, d *Document)
 	for _, img := range imageNodes(spec) {
 		named, err := keyring.ParseImage(img.Value)
 		if err != nil {
-			stats.Warnings = append(stats.Warnings, fmt.Sprintf("document %d (line %d): %v", d.Index, img.Line+d.Line-1, err))
+			stats.Warnings = append(stats.Warnings, fmt.Sprintf("%s: %v", d.where(img.Line+d.Line-1), err))
 			continue
 		}
 		if opts.Rules != nil {
 			rewritten, _, ok, err := opts.Rules.RewriteNamed(named)
 			if err != nil {
-				return false, fmt.Errorf("document %d (line %d): %w", d.Index, img.Line+d.Line-1, err)
+				return false, fmt.Errorf("%s: %w", d.where(img.Line+d.Line-1), err)
 			}
 			if ok && rewritten.String() != img.Value {
 				img.Value = rewritten.String()
@@ -155,23 +198,28 @@ func Images(docs []*Document) ([]string, []string, error) {
 	seen := map[string]bool{}
 	var warnings []string
 	for _, d := range docs {
-		if d.node == nil {
+		node, err := d.Parse()
+		if err != nil {
+			return nil, nil, err
+		}
+		if node == nil {
 			continue
 		}
-		specs, err := podSpecs(d.node)
+		specs, err := podSpecs(node)
 		if err != nil {
-			return nil, nil, fmt.Errorf("document %d (line %d): %w", d.Index, d.Line, err)
+			return nil, nil, fmt.Errorf("%s: %w", d.where(d.Line), err)
 		}
 		for _, spec := range specs {
 			for _, img := range imageNodes(spec) {
 				n, err := keyring.NormalizeImage(img.Value)
 				if err != nil {
-					warnings = append(warnings, fmt.Sprintf("document %d (line %d): %v", d.Index, img.Line+d.Line-1, err))
+					warnings = append(warnings, fmt.Sprintf("%s: %v", d.where(img.Line+d.Line-1), err))
 					continue
 				}
 				seen[n] = true
 			}
 		}
+		d.release()
 	}
 	out := make([]string, 0, len(seen))
 	for n := range seen {
