@@ -17,7 +17,7 @@ build: ## build bin/regcred
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/regcred ./cmd/regcred
 
 .PHONY: tools
-tools: ## install etcd/skopeo (apt) and build the cached kube-apiserver for tests
+tools: ## install etcd/skopeo (apt), build the cached kube-apiserver and Helm 3/4 clients for tests
 	bash hack/tools.sh
 
 .PHONY: fmt
@@ -46,7 +46,8 @@ parity: ## differential test and fuzz of regcred's matching against the kubelet'
 	cd hack/kubelet-parity && $(GO) test -run '^$$' -fuzz FuzzParity -fuzztime $(PARITY_FUZZTIME) .
 
 .PHONY: demo
-demo: tools ## run regcred against a local control plane and registry until Ctrl-C
+demo: ## run regcred against a local control plane and registry until Ctrl-C
+	bash hack/tools.sh --no-helm
 	$(GO) run ./hack/demo
 
 .PHONY: bench

@@ -67,13 +67,25 @@ link_tool() {
 }
 
 main() {
+	local helm=1
+	for arg in "$@"; do
+		case "$arg" in
+		--no-helm) helm=0 ;;
+		*)
+			log "unknown argument $arg (use --no-helm)"
+			exit 2
+			;;
+		esac
+	done
 	mkdir -p "$ASSETS"
 	install_packages
 	link_tool etcd
 	link_tool kubectl || log "kubectl is optional for tests; make demo prints kubectl commands"
 	build_pinned kube-apiserver kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
-	build_pinned helm3 helm3 helm.sh/helm/v3/cmd/helm
-	build_pinned helm4 helm4 helm.sh/helm/v4/cmd/helm
+	if [ "$helm" = 1 ]; then
+		build_pinned helm3 helm3 helm.sh/helm/v3/cmd/helm
+		build_pinned helm4 helm4 helm.sh/helm/v4/cmd/helm
+	fi
 	(cd "$ROOT" && go mod download)
 	log "test assets ready: KUBEBUILDER_ASSETS=$ASSETS"
 }
