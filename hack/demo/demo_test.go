@@ -82,7 +82,12 @@ func TestDemoPrintsWorkingInstructions(t *testing.T) {
 	}
 	// The namespace created by the instructions is reconciled in the
 	// background: give the ServiceAccount read a moment, as a person would.
-	script = strings.Replace(script, "kubectl get serviceaccount builder -n team-c", "sleep 2; kubectl get serviceaccount builder -n team-c", 1)
+	getBuilder := `kubectl get serviceaccount builder -n team-c -o jsonpath='{.imagePullSecrets}{"\n"}'`
+	if !strings.Contains(script, getBuilder) {
+		t.Fatalf("demo instructions lack %q", getBuilder)
+	}
+	script = strings.Replace(script, getBuilder,
+		`for i in $(seq 1 120); do out=$(`+getBuilder+`); [ -n "$(echo $out)" ] && break; sleep 0.25; done; echo "$out"`, 1)
 	out, err := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script).CombinedOutput()
 	if err != nil {
 		t.Fatalf("running the printed instructions failed: %v\n%s\n---\n%s", err, script, out)
