@@ -12,12 +12,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/bench/internal/stats"
 	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/testenv"
 )
@@ -386,28 +385,16 @@ func measureLatency(ctx context.Context, c client.Client, n int) ([]time.Duratio
 	return out, nil
 }
 
-func pct(d []time.Duration, p int) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := (len(s)*p + 99) / 100
-	if i < 1 {
-		i = 1
-	}
-	if i > len(s) {
-		i = len(s)
-	}
-	return s[i-1].Round(time.Millisecond)
-}
+func pct(d []time.Duration, p int) time.Duration { return stats.Percentile(d, p, time.Millisecond) }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := stats.FreeAddr()
 	if err != nil {
 		panic(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 func parallel(workers int, items []string, f func(string) error) error {

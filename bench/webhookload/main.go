@@ -17,7 +17,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +34,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/bench/internal/stats"
 	"regcred.dev/regcred/internal/pki"
 	"regcred.dev/regcred/internal/webhook"
 )
@@ -80,12 +80,12 @@ func run() error {
 	if err := os.WriteFile(dir+"/tls.key", leaf.KeyPEM, 0o600); err != nil {
 		return err
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := stats.FreeAddr()
 	if err != nil {
 		return err
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
+	_, portStr, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(portStr)
 
 	h, err := handler()
 	if err != nil {
@@ -147,21 +147,7 @@ type result struct {
 	errors   int
 }
 
-func (r *result) pct(p int) time.Duration {
-	if len(r.lat) == 0 {
-		return 0
-	}
-	s := slices.Clone(r.lat)
-	slices.Sort(s)
-	i := (len(s)*p + 99) / 100
-	if i < 1 {
-		i = 1
-	}
-	if i > len(s) {
-		i = len(s)
-	}
-	return s[i-1].Round(10 * time.Microsecond)
-}
+func (r *result) pct(p int) time.Duration { return stats.Percentile(r.lat, p, 10*time.Microsecond) }
 
 // load holds a fixed request rate (open loop: requests start on schedule,
 // not when the previous one ends) for d.

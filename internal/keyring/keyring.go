@@ -57,25 +57,15 @@ type Keyring struct {
 	creds map[string][]Credential
 }
 
-// globKey is a normalized key, parsed once when added.
+// globKey is a normalized key, parsed once when added: the same parse as
+// a target, its host labels read as globs.
 type globKey struct {
-	key    string
-	labels []string
-	port   string
-	path   string
-	valid  bool
+	key string
+	Target
 }
 
 func newGlobKey(norm string) globKey {
-	g := globKey{key: norm}
-	u, err := parseSchemeless(norm)
-	if err != nil {
-		return g
-	}
-	g.labels, g.port = splitHost(u)
-	g.path = u.Path
-	g.valid = true
-	return g
+	return globKey{key: norm, Target: ParseTarget(norm)}
 }
 
 // Add adds every entry of cfg, attributed to source. Entries whose key the
