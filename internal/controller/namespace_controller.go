@@ -144,16 +144,12 @@ func (r *NamespaceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		}
 	}
 
-	// Remove managed Secrets no applicable credential claims.
+	// Remove managed Secrets no applicable credential claims. A claimed
+	// name is kept whoever owns it now: ensureSecret took it over or
+	// reported why it could not.
 	for name, s := range existing {
-		if c, ok := claim[name]; ok && ownerKey(s) == c.Key() {
-			continue
-		}
-		if c, ok := claim[name]; ok && ready[name] == c {
-			continue // just taken over
-		}
 		if _, claimed := claim[name]; claimed {
-			continue // claimed, but not ours to remove: ensureSecret reported it
+			continue
 		}
 		if err := r.removeFromServiceAccounts(ctx, ns.Name, name); err != nil {
 			errs = append(errs, err)
