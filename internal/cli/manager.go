@@ -43,7 +43,7 @@ func newManagerCommand() *cobra.Command {
 	var o managerOptions
 	cmd := &cobra.Command{
 		Use:   "manager",
-		Short: "Run the controller (and, later, the admission webhook)",
+		Short: "Run the controller and the Pod admission webhook",
 		Long: `Run regcred's controllers against the cluster of the current kubeconfig
 context (or the in-cluster configuration when run as a Pod).
 
@@ -55,9 +55,20 @@ namespace selection goes away. It reacts to events only; there is no timed
 resync.
 
 Its cache holds full objects only for the Secrets it manages (labelled
-regcred.dev/managed=true), so unrelated Secrets cost it no memory.`,
-		Example: `  # Against your current context, with regcred's namespace created beforehand.
-  regcred manager --namespace regcred-system
+regcred.dev/managed=true), so unrelated Secrets cost it no memory.
+
+Every replica also serves the Pod admission webhook: it rewrites images by
+ClusterImageMirror rules and adds exactly the pull Secrets whose registries
+match the Pod's images, creating a missing Secret first. It manages its own
+CA and serving certificate (--webhook-certs=self) and registers the
+MutatingWebhookConfiguration "regcred" (by URL with --webhook-host, by
+Service otherwise). See docs/webhook.md.`,
+		Example: `  # Against your current context, with regcred's namespace created beforehand;
+  # the API server must reach the webhook on 127.0.0.1 (a local control plane).
+  regcred manager --namespace regcred-system --webhook-host 127.0.0.1
+
+  # Controller only.
+  regcred manager --webhook=false
 
   # In a Deployment with two replicas.
   regcred manager --leader-elect --metrics-bind-address :8080 --health-probe-bind-address :8081`,
