@@ -201,16 +201,17 @@ func (r *CredentialReconciler) desiredNamespaces(ctx context.Context, c *credent
 		}
 		return out, nil
 	}
+	// The selector is parsed once, not once per namespace.
+	scope, err := c.scope(r.regcredNamespace)
+	if err != nil {
+		return nil, err
+	}
 	var list corev1.NamespaceList
 	if err := r.client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	for i := range list.Items {
-		ok, err := c.appliesTo(&list.Items[i], r.regcredNamespace)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
+		if scope.Applies(&list.Items[i]) {
 			out[list.Items[i].Name] = true
 		}
 	}

@@ -96,7 +96,14 @@ func (r *Rules) Len() int {
 // NormalizeSource turns a rule source into the form repository names take
 // after Docker normalization: "docker.io", "index.docker.io" and
 // "registry-1.docker.io" are all "docker.io"; a trailing slash is dropped.
-func NormalizeSource(s string) (string, error) {
+func NormalizeSource(s string) (string, error) { return normalizeLocation(s, true) }
+
+func normalizeMirror(s string) (string, error) { return normalizeLocation(s, false) }
+
+// normalizeLocation checks a registry host with an optional repository
+// path, as rule sources and mirrors are written, and trims it. Sources also
+// fold Docker Hub's aliases into docker.io; a mirror is used as written.
+func normalizeLocation(s string, foldDockerHub bool) (string, error) {
 	s = strings.TrimSuffix(strings.TrimSpace(s), "/")
 	if s == "" {
 		return "", errors.New("empty")
@@ -105,40 +112,24 @@ func NormalizeSource(s string) (string, error) {
 		return "", fmt.Errorf("%q: give a registry host and optional path, without a scheme", s)
 	}
 	domain, path, _ := strings.Cut(s, "/")
-	switch domain {
-	case "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com":
-		domain = "docker.io"
+	if foldDockerHub {
+		switch domain {
+		case "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com":
+			domain = "docker.io"
+		}
 	}
-	if domain != "docker.io" && !strings.ContainsAny(domain, ".:") && domain != "localhost" {
+	if !strings.ContainsAny(domain, ".:") && domain != "localhost" {
 		return "", fmt.Errorf("%q: the first part must be a registry host (with a dot or a port, or localhost)", s)
 	}
 	full := domain
 	if path != "" {
 		full += "/" + path
 	}
-	// A valid source is a valid repository name prefix.
+	// A valid location is a valid repository name prefix.
 	if _, err := reference.ParseNormalizedNamed(full + "/x"); err != nil {
 		return "", fmt.Errorf("%q is not a registry host with an optional repository path", s)
 	}
 	return full, nil
-}
-
-func normalizeMirror(s string) (string, error) {
-	s = strings.TrimSuffix(strings.TrimSpace(s), "/")
-	if s == "" {
-		return "", errors.New("empty")
-	}
-	if strings.Contains(s, "://") {
-		return "", fmt.Errorf("%q: give a registry host and optional path, without a scheme", s)
-	}
-	domain, _, _ := strings.Cut(s, "/")
-	if !strings.ContainsAny(domain, ".:") && domain != "localhost" {
-		return "", fmt.Errorf("%q: the first part must be a registry host (with a dot or a port, or localhost)", s)
-	}
-	if _, err := reference.ParseNormalizedNamed(s + "/x"); err != nil {
-		return "", fmt.Errorf("%q is not a registry host with an optional repository path", s)
-	}
-	return s, nil
 }
 
 // Rewrite returns the image as pulled through the most specific matching
