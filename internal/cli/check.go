@@ -1,10 +1,8 @@
 package cli
 
 import (
-	"crypto/x509"
 	"fmt"
 	"io"
-	"os"
 	"text/tabwriter"
 	"time"
 
@@ -82,7 +80,7 @@ invalid input.`,
 			named, _ := keyring.ParseImage(args[0])
 			opts := []registry.Option{registry.WithTimeout(timeout), registry.WithInsecure(insecure)}
 			if caFile != "" {
-				pool, err := loadCAPool(caFile)
+				pool, err := caPool([]string{caFile})
 				if err != nil {
 					return err
 				}
@@ -167,19 +165,4 @@ func printCheckTable(w io.Writer, out checkOutput) {
 	} else {
 		fmt.Fprintln(w, "Pull would fail: every attempt was refused.")
 	}
-}
-
-func loadCAPool(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return nil, usageErrorf("read --ca-file: %v", err)
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, usageErrorf("--ca-file %s holds no PEM certificate", path)
-	}
-	return pool, nil
 }

@@ -1,9 +1,7 @@
 package cli
 
 import (
-	"bufio"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"net/http"
@@ -141,16 +139,20 @@ func (o *mirrorOptions) run(cmd *cobra.Command, s Streams, args []string) error 
 		kc.Keyrings = append(kc.Keyrings, set.pullSecrets)
 	}
 	if o.toUsername != "" {
-		pass, err := readSecretInput(s.In, o.toPassStdin, o.toPassword)
+		pass, err := readPassword(s.In, o.toPassStdin, o.toPassword, "--to-password-file")
 		if err != nil {
 			return err
 		}
 		host := strings.SplitN(dest, "/", 2)[0]
 		kc.Overrides[host] = &authn.Basic{Username: o.toUsername, Password: pass}
 	}
-	tr, err := transportWithCAs(o.caFiles)
-	if err != nil {
-		return err
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if len(o.caFiles) > 0 {
+		pool, err := caPool(o.caFiles)
+		if err != nil {
+			return err
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 
 	var jobs []mirrorJob
@@ -303,46 +305,6 @@ func shortDigest(d string) string {
 		return d[:19]
 	}
 	return d
-}
-
-func readSecretInput(in io.Reader, fromStdin bool, file string) (string, error) {
-	var raw []byte
-	var err error
-	if fromStdin {
-		raw, err = io.ReadAll(bufio.NewReader(io.LimitReader(in, 1<<20)))
-	} else {
-		raw, err = os.ReadFile(file)
-	}
-	if err != nil {
-		return "", usageErrorf("read the password: %v", err)
-	}
-	p := strings.TrimSuffix(strings.TrimSuffix(string(raw), "\n"), "\r")
-	if p == "" {
-		return "", usageErrorf("the password is empty")
-	}
-	return p, nil
-}
-
-func transportWithCAs(files []string) (http.RoundTripper, error) {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if len(files) == 0 {
-		return tr, nil
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	for _, f := range files {
-		pem, err := os.ReadFile(f)
-		if err != nil {
-			return nil, usageErrorf("read --ca-file: %v", err)
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, usageErrorf("--ca-file %s holds no PEM certificate", f)
-		}
-	}
-	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	return tr, nil
 }
 
 // mirrorProgress shows a progress line on a terminal and plain lines

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -158,24 +157,9 @@ func (o *secretCreateOptions) configFromFlags(stdin io.Reader) (*dockercfg.Confi
 	if o.passwordStdin == (o.passwordFile != "") {
 		return nil, usageErrorf("give exactly one of --password-stdin or --password-file")
 	}
-	var raw []byte
-	var err error
-	if o.passwordStdin {
-		raw, err = io.ReadAll(bufio.NewReader(io.LimitReader(stdin, 1<<20)))
-		if err != nil {
-			return nil, fmt.Errorf("read password from stdin: %w", err)
-		}
-	} else {
-		raw, err = os.ReadFile(o.passwordFile)
-		if err != nil {
-			return nil, usageErrorf("read --password-file: %v", err)
-		}
-	}
-	// Like `docker login --password-stdin`: one trailing newline is not
-	// part of the password.
-	password := strings.TrimSuffix(strings.TrimSuffix(string(raw), "\n"), "\r")
-	if password == "" {
-		return nil, usageErrorf("the password is empty")
+	password, err := readPassword(stdin, o.passwordStdin, o.passwordFile, "--password-file")
+	if err != nil {
+		return nil, err
 	}
 	server := o.server
 	if server == "docker.io" || server == "index.docker.io" {

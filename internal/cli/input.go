@@ -1,0 +1,53 @@
+package cli
+
+import (
+	"bufio"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// readPassword reads a password or token from stdin or from the file named
+// by fileFlag. Like `docker login --password-stdin`, one trailing newline
+// is not part of it; an empty one is an error.
+func readPassword(stdin io.Reader, fromStdin bool, file, fileFlag string) (string, error) {
+	var raw []byte
+	var err error
+	if fromStdin {
+		raw, err = io.ReadAll(bufio.NewReader(io.LimitReader(stdin, 1<<20)))
+		if err != nil {
+			return "", fmt.Errorf("read password from stdin: %w", err)
+		}
+	} else {
+		raw, err = os.ReadFile(file)
+		if err != nil {
+			return "", usageErrorf("read %s: %v", fileFlag, err)
+		}
+	}
+	password := strings.TrimSuffix(strings.TrimSuffix(string(raw), "\n"), "\r")
+	if password == "" {
+		return "", usageErrorf("the password is empty")
+	}
+	return password, nil
+}
+
+// caPool is the system's CA pool plus the certificates of the --ca-file
+// files.
+func caPool(files []string) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	for _, f := range files {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return nil, usageErrorf("read --ca-file: %v", err)
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, usageErrorf("--ca-file %s holds no PEM certificate", f)
+		}
+	}
+	return pool, nil
+}
