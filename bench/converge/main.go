@@ -105,9 +105,6 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if err := m.waitReady(); err != nil {
-		return err
-	}
 	idleRSS := m.rss()
 	t0 := time.Now()
 	for i, host := range []string{"harbor.example.com", "ghcr.io"} {
@@ -153,9 +150,6 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if err := m.waitReady(); err != nil {
-		return err
-	}
 	settle(m)
 	writes, err = m.writes()
 	if err != nil {
@@ -190,9 +184,6 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if err := m.waitReady(); err != nil {
-		return err
-	}
 	settle(m)
 	withRSS, withHeap := m.rss(), m.heap()
 	writes, _ = m.writes()
@@ -208,6 +199,7 @@ type managerProc struct {
 	log         *os.File
 }
 
+// startManager runs `regcred manager` and waits until it is ready.
 func startManager(bin, kubeconfig, dir string) (*managerProc, error) {
 	m := &managerProc{metricsAddr: freeAddr(), probeAddr: freeAddr()}
 	var err error
@@ -220,7 +212,10 @@ func startManager(bin, kubeconfig, dir string) (*managerProc, error) {
 		"--kube-api-qps", strconv.Itoa(*qps), "--kube-api-burst", strconv.Itoa(*burst), "--concurrency", strconv.Itoa(*concurrency),
 		"--log-level", "error")
 	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
-	return m, m.cmd.Start()
+	if err := m.cmd.Start(); err != nil {
+		return nil, err
+	}
+	return m, m.waitReady()
 }
 
 func (m *managerProc) waitReady() error {
