@@ -160,10 +160,8 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) (resp admis
 				h.Log.Info("pull Secret not added", "namespace", namespace, "credential", c.display(), "reason", err.Error())
 			}
 		}
-		// Record only what stayed.
-		mutated.Annotations = pod.DeepCopy().Annotations
-		annotate(mutated, d)
 	}
+	annotate(mutated, d)
 	if !d.Changed() {
 		return admission.Allowed("nothing to change").WithWarnings(warnings...)
 	}

@@ -287,7 +287,7 @@ func TestPatchEqualsDiff(t *testing.T) {
 			p.Spec.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "dbg", Image: images[(i+1)%len(images)]}}}
 		}
 		mutated := p.DeepCopy()
-		mutate(mutated, ns, snap)
+		annotate(mutated, mutate(mutated, ns, snap))
 		want, _ := json.Marshal(mutated)
 		got := applyPatch(t, p, admission.Patched("", patchFor(p, mutated)...))
 		gotJSON, _ := json.Marshal(got)

@@ -44,7 +44,8 @@ func (d *Decision) Changed() bool { return len(d.Rewritten) > 0 || len(d.Injecte
 
 // mutate rewrites the Pod's images by the mirror rules and adds the pull
 // Secrets of the credentials that match them, in place. It is a pure
-// function of its inputs: no I/O.
+// function of its inputs: no I/O. The caller records the decision with
+// annotate once it is final (Secrets that cannot be made are dropped).
 func mutate(pod *corev1.Pod, ns *corev1.Namespace, snap *Snapshot) *Decision {
 	d := &Decision{}
 	if pod.Labels[LabelInject] == "false" {
@@ -101,7 +102,6 @@ func mutate(pod *corev1.Pod, ns *corev1.Namespace, snap *Snapshot) *Decision {
 		pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: c.SecretName})
 		d.Injected = append(d.Injected, c)
 	}
-	annotate(pod, d)
 	return d
 }
 
