@@ -162,18 +162,7 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 }
 
 func (r *CredentialReconciler) get(ctx context.Context, req ctrl.Request) (*credential, error) {
-	if r.kind == KindCluster {
-		var obj v1alpha1.ClusterRegistryCredential
-		if err := r.client.Get(ctx, req.NamespacedName, &obj); err != nil {
-			return nil, err
-		}
-		return fromCluster(&obj), nil
-	}
-	var obj v1alpha1.RegistryCredential
-	if err := r.client.Get(ctx, req.NamespacedName, &obj); err != nil {
-		return nil, err
-	}
-	return fromNamespaced(&obj), nil
+	return getCredential(ctx, r.client, r.kind, req.Namespace, req.Name)
 }
 
 // copies are the managed Secrets rendered from the credential.

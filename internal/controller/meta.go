@@ -13,6 +13,7 @@
 package controller
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -77,6 +78,26 @@ func fromCluster(c *v1alpha1.ClusterRegistryCredential) *credential {
 
 func fromNamespaced(c *v1alpha1.RegistryCredential) *credential {
 	return &credential{Kind: KindNamespaced, Namespace: c.Namespace, Name: c.Name, Spec: &c.Spec, Status: &c.Status, Object: c}
+}
+
+// getCredential reads a credential of either kind.
+func getCredential(ctx context.Context, r client.Reader, kind, namespace, name string) (*credential, error) {
+	switch kind {
+	case KindCluster:
+		var obj v1alpha1.ClusterRegistryCredential
+		if err := r.Get(ctx, client.ObjectKey{Name: name}, &obj); err != nil {
+			return nil, err
+		}
+		return fromCluster(&obj), nil
+	case KindNamespaced:
+		var obj v1alpha1.RegistryCredential
+		if err := r.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &obj); err != nil {
+			return nil, err
+		}
+		return fromNamespaced(&obj), nil
+	default:
+		return nil, fmt.Errorf("unknown credential kind %q", kind)
+	}
 }
 
 // Key identifies the credential across kinds: "ClusterRegistryCredential/NAME"

@@ -431,26 +431,13 @@ var ErrNotApplicable = errors.New("credential does not apply to the namespace")
 // brand-new namespace never races the namespace controller. In the steady
 // state the Secret is in the cache and no API call is made.
 func (r *NamespaceReconciler) EnsureSecret(ctx context.Context, kind, credNamespace, credName, namespace string) error {
-	var c *credential
-	switch kind {
-	case KindCluster:
-		var obj v1alpha1.ClusterRegistryCredential
-		if err := r.client.Get(ctx, client.ObjectKey{Name: credName}, &obj); err != nil {
-			return err
-		}
-		c = fromCluster(&obj)
-	case KindNamespaced:
-		var obj v1alpha1.RegistryCredential
-		if err := r.client.Get(ctx, client.ObjectKey{Namespace: credNamespace, Name: credName}, &obj); err != nil {
-			return err
-		}
-		c = fromNamespaced(&obj)
-	default:
-		return fmt.Errorf("unknown credential kind %q", kind)
+	c, err := getCredential(ctx, r.client, kind, credNamespace, credName)
+	if err != nil {
+		return err
 	}
 	name := c.SecretName()
 	var cur corev1.Secret
-	err := r.client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &cur)
+	err = r.client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &cur)
 	if err == nil && ownerKey(&cur) == c.Key() {
 		return nil
 	}
