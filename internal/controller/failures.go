@@ -11,18 +11,24 @@ import (
 )
 
 // failures remembers, per credential, the namespaces where the namespace
-// controller could not sync, and wakes the credential controller when that
-// changes. It lives in memory: after a restart every namespace is
-// reconciled again and refills it.
+// controller could not sync, and wakes the credential controller of that
+// credential's kind when that changes. It lives in memory: after a restart
+// every namespace is reconciled again and refills it.
+//
+// Each kind has its own credential controller, started in no fixed order,
+// so the wake-up function and the changes that arrive before it is
+// registered are kept per kind: one controller's start never replaces the
+// other's function nor takes its pending keys.
 type failures struct {
 	mu      sync.Mutex
-	byCred  map[string]map[string]string // credential key -> namespace -> message
-	notify  func(credKey string)
-	pending map[string]struct{}
+	byCred  map[string]map[string]string    // credential key -> namespace -> message
+	notify  map[string]func(credKey string) // kind -> wake-up
+	pending map[string]map[string]struct{}  // kind -> credential keys
 }
 
 func newFailures() *failures {
-	return &failures{byCred: map[string]map[string]string{}, pending: map[string]struct{}{}}
+	return &failures{byCred: map[string]map[string]string{}, notify: map[string]func(string){},
+		pending: map[string]map[string]struct{}{}}
 }
 
 // set records (message != "") or clears (message == "") a failure. It
@@ -47,9 +53,13 @@ func (f *failures) set(credKey, namespace, message string) bool {
 		m[namespace] = message
 		changed = true
 	}
-	notify := f.notify
+	kind, _, _ := cutKind(credKey)
+	notify := f.notify[kind]
 	if changed && notify == nil {
-		f.pending[credKey] = struct{}{}
+		if f.pending[kind] == nil {
+			f.pending[kind] = map[string]struct{}{}
+		}
+		f.pending[kind][credKey] = struct{}{}
 	}
 	f.mu.Unlock()
 	if changed && notify != nil {
@@ -71,6 +81,18 @@ func (f *failures) clearNamespace(namespace string) {
 	for _, c := range creds {
 		f.set(c, namespace, "")
 	}
+}
+
+// inNamespace reports whether any credential failed in namespace.
+func (f *failures) inNamespace(namespace string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, m := range f.byCred {
+		if _, ok := m[namespace]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // forget drops a credential.
@@ -98,22 +120,23 @@ func (f *failures) get(credKey string, inScope func(string) bool) []failure {
 type failure struct{ Namespace, Message string }
 
 // notifySource is a controller-runtime source that enqueues the credentials
-// whose failures changed.
+// of one kind whose failures changed.
 type notifySource struct {
-	f         *failures
-	toRequest func(credKey string) (reconcile.Request, bool)
+	f    *failures
+	kind string
 }
 
 func (s *notifySource) Start(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+	toRequest := requestForKey(s.kind)
 	add := func(key string) {
-		if req, ok := s.toRequest(key); ok {
+		if req, ok := toRequest(key); ok {
 			q.Add(req)
 		}
 	}
 	s.f.mu.Lock()
-	s.f.notify = add
-	pending := s.f.pending
-	s.f.pending = map[string]struct{}{}
+	s.f.notify[s.kind] = add
+	pending := s.f.pending[s.kind]
+	delete(s.f.pending, s.kind)
 	s.f.mu.Unlock()
 	for k := range pending {
 		add(k)

@@ -105,23 +105,24 @@ func TestCredentialAppliesTo(t *testing.T) {
 func TestFailuresNotify(t *testing.T) {
 	f := newFailures()
 	var notified []string
-	if !f.set("k", "ns1", "boom") {
+	k := credentialKey(KindCluster, "", "k")
+	if !f.set(k, "ns1", "boom") {
 		t.Error("new failure not reported as new")
 	}
-	f.notify = func(k string) { notified = append(notified, k) }
-	if f.set("k", "ns1", "boom") {
+	f.notify[KindCluster] = func(k string) { notified = append(notified, k) }
+	if f.set(k, "ns1", "boom") {
 		t.Error("same failure reported as new")
 	}
-	f.set("k", "ns2", "other")
+	f.set(k, "ns2", "other")
 	f.clearNamespace("ns1")
-	got := f.get("k", func(string) bool { return true })
+	got := f.get(k, func(string) bool { return true })
 	if len(got) != 1 || got[0].Namespace != "ns2" {
 		t.Errorf("failures %v", got)
 	}
-	if !slices.Equal(notified, []string{"k", "k"}) {
+	if !slices.Equal(notified, []string{k, k}) {
 		t.Errorf("notified %v", notified)
 	}
-	if len(f.pending) != 1 {
+	if len(f.pending[KindCluster]) != 1 {
 		t.Errorf("pending before the source started: %v", f.pending)
 	}
 }

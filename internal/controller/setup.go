@@ -117,7 +117,7 @@ func setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*NamespaceRecon
 	if err != nil {
 		return nil, err
 	}
-	w := &wiring{client: mgr.GetClient(), regcredNamespace: opts.Namespace, sources: srcs}
+	w := &wiring{client: mgr.GetClient(), regcredNamespace: opts.Namespace, sources: srcs, failures: fails}
 
 	nsr := &NamespaceReconciler{client: mgr.GetClient(), apiReader: mgr.GetAPIReader(), regcredNamespace: opts.Namespace,
 		sources: srcs, failures: fails, recorder: recorder}
@@ -149,7 +149,7 @@ func setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*NamespaceRecon
 			For(forObj, builder.WithPredicates(specOrLifecycleChanged())).
 			Watches(&corev1.Secret{}, delayed(w.ownerOf(kind))).
 			Watches(&corev1.Namespace{}, delayed(w.credentialsSelecting(kind)), builder.WithPredicates(namespaceChanged())).
-			WatchesRawSource(&notifySource{f: fails, toRequest: requestForKey(kind)}).
+			WatchesRawSource(&notifySource{f: fails, kind: kind}).
 			WithOptions(controller.Options{MaxConcurrentReconciles: 2, RateLimiter: RateLimiter()})
 		for _, src := range watches.sources(w.credentialsOfSourceSecret(kind)) {
 			b = b.WatchesRawSource(src)
@@ -195,6 +195,7 @@ type wiring struct {
 	client           client.Client
 	regcredNamespace string
 	sources          *sources
+	failures         *failures
 }
 
 func namespaceOf(_ context.Context, o client.Object) []reconcile.Request {
@@ -279,7 +280,10 @@ func (w *wiring) credentialsOfSourceSecret(kind string) handler.TypedMapFunc[*me
 }
 
 // namespacesOfSourceSecret maps a source change to the namespaces holding
-// copies of the credentials reading it.
+// copies of the credentials reading it. A registry Secret regcred does not
+// manage may also be what blocks a sync in its namespace (it holds the
+// managed Secret's name): a change to it retries that namespace at once
+// rather than after conflictRetry.
 func (w *wiring) namespacesOfSourceSecret(ctx context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
 	w.sources.invalidateSecret(o.Namespace, o.Name)
 	key := o.Namespace + "/" + o.Name
@@ -288,7 +292,8 @@ func (w *wiring) namespacesOfSourceSecret(ctx context.Context, o *metav1.Partial
 		return w.allNamespaces(ctx, o)
 	}
 	var namespaced v1alpha1.RegistryCredentialList
-	if err := w.client.List(ctx, &namespaced, client.InNamespace(o.Namespace), client.MatchingFields{indexSourceSecret: key}); err == nil && len(namespaced.Items) > 0 {
+	if err := w.client.List(ctx, &namespaced, client.InNamespace(o.Namespace), client.MatchingFields{indexSourceSecret: key}); err == nil && len(namespaced.Items) > 0 ||
+		w.failures.inNamespace(o.Namespace) {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.Namespace}}}
 	}
 	return nil

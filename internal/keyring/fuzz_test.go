@@ -25,6 +25,12 @@ func FuzzLookup(f *testing.F) {
 		if !reflect.DeepEqual(got, k2.Lookup(repo)) {
 			t.Fatal("Lookup is not deterministic")
 		}
+		// The webhook decides with Matches; the kubelet's path is Lookup.
+		// They must agree on every target, or the webhook would inject a
+		// Secret the kubelet never uses, or miss one it would.
+		if target := ParseTarget(repo); k1.Matches(target) != (len(k1.LookupTarget(target)) > 0) {
+			t.Fatalf("Matches(%q) = %v but Lookup returned %d credentials", repo, k1.Matches(target), len(got))
+		}
 		// Every returned credential either matches by key, or came from the
 		// Docker Hub fallback, which only runs when nothing matched.
 		matched := 0

@@ -110,6 +110,12 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) (resp admis
 			resp = admission.Errored(http.StatusInternalServerError, fmt.Errorf("internal error"))
 		}
 	}()
+	return h.handle(ctx, req)
+}
+
+// handle is Handle without the recovery, so that tests and fuzzers see a
+// panic as the bug it is.
+func (h *Handler) handle(ctx context.Context, req admission.Request) admission.Response {
 	if req.Operation != admissionv1.Create || req.Kind.Kind != "Pod" || req.Kind.Group != "" {
 		return admission.Allowed("regcred acts on Pod creation only")
 	}
