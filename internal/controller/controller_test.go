@@ -474,20 +474,42 @@ func TestExcludedNamespaces(t *testing.T) {
 	deleteAndWait(t, c, cred)
 }
 
-// TestUnrelatedSecretsAreNotCached: the manager's cache holds regcred's
-// own Secrets only, so thousands of others cost it no memory.
+// TestUnrelatedSecretsAreNotCached: the running manager's cache holds
+// regcred's own Secrets only, without managedFields, so thousands of
+// others cost it no memory.
 func TestUnrelatedSecretsAreNotCached(t *testing.T) {
 	c := startManager(t)
-	ns := newNamespace(t, c, "unrelated", nil)
-	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app-config"}, Data: map[string][]byte{"k": []byte("v")}}
-	if err := c.Create(bg, s); err != nil {
+	sel := map[string]string{"regcred-test": "unrelated"}
+	ns := newNamespace(t, c, "unrelated", sel)
+	opaque := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app-config"}, Data: map[string][]byte{"k": []byte("v")}}
+	if err := c.Create(bg, opaque); err != nil {
 		t.Fatal(err)
 	}
-	// A cache with the same options as the manager's.
-	cp := suite.ControlPlane(t)
-	cache := newManagerCache(t, cp)
+	// A registry Secret that is no source of any credential.
+	createSource(t, c, ns, "someone-elses", dockerConfig(t, "registry.example.com", "u", "p"))
+	createSource(t, c, regcredNamespace, "unrelated-source", dockerConfig(t, "registry.example.com", "robot", "p"))
+	cred := clusterCred("unrelated", "unrelated-source", sel, "registry.example.com")
+	if err := c.Create(bg, cred); err != nil {
+		t.Fatal(err)
+	}
+	cache := running.GetCache()
+	// The managed Secret reaches the cache; the others, created before it,
+	// never do.
+	testenv.Eventually(t, wait, func(ctx context.Context) error {
+		return cache.Get(ctx, client.ObjectKey{Namespace: ns, Name: "regcred-unrelated"}, &corev1.Secret{})
+	})
 	var list corev1.SecretList
-	if err := cache.List(context.Background(), &list); err != nil {
+	if err := cache.List(bg, &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != 1 || list.Items[0].Name != "regcred-unrelated" {
+		var names []string
+		for _, s := range list.Items {
+			names = append(names, s.Name)
+		}
+		t.Errorf("cached Secrets in %s: %v, want only regcred-unrelated", ns, names)
+	}
+	if err := cache.List(bg, &list); err != nil {
 		t.Fatal(err)
 	}
 	for _, item := range list.Items {
@@ -498,4 +520,5 @@ func TestUnrelatedSecretsAreNotCached(t *testing.T) {
 			t.Errorf("cache keeps managedFields of %s/%s", item.Namespace, item.Name)
 		}
 	}
+	deleteAndWait(t, c, cred)
 }

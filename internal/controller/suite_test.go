@@ -26,6 +26,8 @@ var (
 	suite   = testenv.NewSuite(testenv.WithSchemeAdder(v1alpha1.AddToScheme))
 	mgrOnce sync.Once
 	mgrErr  error
+	// running is the package's manager, for tests that look at its cache.
+	running ctrl.Manager
 	logs    = &lockedBuffer{}
 )
 
@@ -71,6 +73,7 @@ func startManager(t *testing.T) client.Client {
 			cancel()
 			return
 		}
+		running = mgr
 		done := make(chan struct{})
 		go func() {
 			defer close(done)

@@ -16,6 +16,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -107,7 +108,11 @@ func setup(cp *testenv.ControlPlane) error {
 	ctrl.SetLogger(zap.New(zap.WriteTo(io.Discard)))
 	mgr, err := manager.New(ctx, manager.Options{
 		RestConfig: cp.Config, Namespace: regcredNS, MetricsAddr: "0", ProbeAddr: "0",
-		Webhook: &manager.WebhookOptions{Host: "127.0.0.1", Port: port, CertDir: certDir, ManageCertificates: true, Register: true},
+		// Fail, not the default Ignore: a Pod that the webhook did not
+		// answer is rejected, so a case expecting no change cannot pass
+		// because the webhook was never called.
+		Webhook: &manager.WebhookOptions{Host: "127.0.0.1", Port: port, CertDir: certDir, ManageCertificates: true, Register: true,
+			FailurePolicy: string(admissionregistrationv1.Fail)},
 	})
 	if err != nil {
 		cancel()
@@ -239,35 +244,65 @@ func TestFirstPodInNewNamespace(t *testing.T) {
 	}
 }
 
-// TestDryRunCreatesNothing: a dry-run Pod gets the same answer but the
-// webhook writes nothing; the Secret, when it appears, is the controller's.
+// TestDryRunCreatesNothing: on a dry run the webhook answers as it would
+// but writes nothing. A ResourceQuota forbids Secrets in the namespace, so
+// every write fails, and a Secret the webhook cannot write is dropped from
+// its answer: a dry-run Pod comes back with the Secret (no write was
+// tried), a real Pod without it (the write was tried and failed).
 func TestDryRunCreatesNothing(t *testing.T) {
 	c := env(t)
-	ns := namespace(t, c, nil)
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "dry", Namespace: ns},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "ghcr.io/acme/api:1"}}}}
-	if err := c.Create(context.Background(), p, client.DryRunAll); err != nil {
+	ctx := context.Background()
+	// Out of the suite credentials' reach, so nothing writes a Secret here
+	// before the quota is in place.
+	ns := namespace(t, c, map[string]string{"backstop": "quota"})
+	quota := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "no-secrets"},
+		Spec: corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{"count/secrets": resource.MustParse("0")}}}
+	if err := c.Create(ctx, quota); err != nil {
 		t.Fatal(err)
 	}
-	if got := secrets(p); !slices.Equal(got, []string{"regcred-ghcr"}) {
-		t.Errorf("dry-run answer imagePullSecrets %v", got)
+	// No kube-controller-manager computes the usage here: write it, so the
+	// quota is enforced as "0 of 0" rather than as "status unknown".
+	quota.Status = corev1.ResourceQuotaStatus{Hard: quota.Spec.Hard, Used: corev1.ResourceList{"count/secrets": resource.MustParse("0")}}
+	if err := c.Status().Update(ctx, quota); err != nil {
+		t.Fatal(err)
 	}
+	cred := &v1alpha1.ClusterRegistryCredential{ObjectMeta: metav1.ObjectMeta{Name: "dry"}}
+	cred.Spec.Registries = []string{"dry.example.com"}
+	cred.Spec.Source.SecretRef = &v1alpha1.SecretReference{Name: "harbor-robot"}
+	cred.Spec.ServiceAccounts.Mode = v1alpha1.ServiceAccountsNone
+	cred.Spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"backstop": "quota"}}
+	if err := c.Create(ctx, cred); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Delete(ctx, cred) }()
+
+	dryPod := func() *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "dry", Namespace: ns},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "dry.example.com/app:1"}}}}
+	}
+	// Until the webhook has seen the new credential it adds nothing; once
+	// it has, a dry run must carry the Secret.
+	testenv.Eventually(t, 30*time.Second, func(ctx context.Context) error {
+		p := dryPod()
+		if err := c.Create(ctx, p, client.DryRunAll); err != nil {
+			return err
+		}
+		if got := secrets(p); !slices.Equal(got, []string{"regcred-dry"}) {
+			return fmt.Errorf("dry-run answer imagePullSecrets %v, want [regcred-dry]", got)
+		}
+		return nil
+	})
 	var stored corev1.Pod
-	if err := c.Get(context.Background(), client.ObjectKeyFromObject(p), &stored); !apierrors.IsNotFound(err) {
+	if err := c.Get(ctx, client.ObjectKeyFromObject(dryPod()), &stored); !apierrors.IsNotFound(err) {
 		t.Errorf("dry-run stored a Pod: %v", err)
 	}
-	testenv.Eventually(t, 30*time.Second, func(ctx context.Context) error {
-		var s corev1.Secret
-		return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "regcred-ghcr"}, &s)
-	})
-	var s corev1.Secret
-	if err := c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "regcred-ghcr"}, &s); err != nil {
-		t.Fatal(err)
+	real := createPod(t, c, ns, nil, "dry.example.com/app:1")
+	if got := secrets(real); len(got) != 0 {
+		t.Errorf("a Secret that cannot be written was added to a real Pod: %v", got)
 	}
-	for _, mf := range s.ManagedFields {
-		if mf.Manager == controller.FieldManagerWebhook {
-			t.Errorf("the webhook wrote the Secret during a dry run: %+v", s.ManagedFields)
-		}
+	var s corev1.Secret
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "regcred-dry"}, &s); !apierrors.IsNotFound(err) {
+		t.Errorf("Secret regcred-dry in a namespace that allows none: %v", err)
 	}
 }
 
@@ -301,6 +336,9 @@ func TestWebhookDownIgnoredAndBackstop(t *testing.T) {
 	dead := "https://127.0.0.1:1" + webhook.Path
 	cfg := webhook.Config{Namespace: regcredNS, ConfigurationName: "regcred-dead", ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: &dead}}
 	mwc := cfg.Configuration(nil)
+	if *mwc.Webhooks[0].FailurePolicy != admissionregistrationv1.Ignore {
+		t.Fatalf("default failurePolicy %s, want Ignore", *mwc.Webhooks[0].FailurePolicy)
+	}
 	mwc.Webhooks[0].NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"backstop": "yes"}}
 	mwc.Webhooks[0].ObjectSelector = nil
 	if err := c.Create(ctx, mwc); err != nil {
@@ -345,7 +383,7 @@ func TestTLSAndRegistration(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := mwc.Webhooks[0]
-	if *w.FailurePolicy != admissionregistrationv1.Ignore || *w.ReinvocationPolicy != admissionregistrationv1.IfNeededReinvocationPolicy ||
+	if *w.FailurePolicy != admissionregistrationv1.Fail || *w.ReinvocationPolicy != admissionregistrationv1.IfNeededReinvocationPolicy ||
 		*w.SideEffects != admissionregistrationv1.SideEffectClassNoneOnDryRun || *w.TimeoutSeconds != 5 ||
 		w.ClientConfig.URL == nil || !strings.HasPrefix(*w.ClientConfig.URL, "https://127.0.0.1:") {
 		t.Errorf("webhook: %+v", w)
