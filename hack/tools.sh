@@ -1,29 +1,42 @@
 #!/usr/bin/env bash
 # Installs what the tests and `make demo` need, idempotently:
-#   - etcd (Debian's etcd-server) and skopeo
-#   - kube-apiserver built from k8s.io/kubernetes (hack/kube-apiserver), and
-#     Helm 3 and Helm 4 clients (hack/helm3, hack/helm4), cached per go.sum so
-#     a second run takes seconds
+#   - etcd (Debian's etcd-server) and skopeo; for the real cluster,
+#     containerd, runc, the CNI plugins, conntrack and iptables
+#   - kube-apiserver, kubectl and the real cluster's kubelet,
+#     kube-controller-manager, kube-scheduler and kube-proxy, built from
+#     k8s.io/kubernetes (hack/kubernetes), and Helm 3 and Helm 4 clients
+#     (hack/helm3, hack/helm4), cached per go.sum so a second run takes
+#     seconds
 # and lays them out as envtest's KUBEBUILDER_ASSETS directory.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-KUBE_VERSION="$(sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\)$/\1/p' "$ROOT/hack/kube-apiserver/go.mod")"
+KUBE_VERSION="$(sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\)$/\1/p' "$ROOT/hack/kubernetes/go.mod")"
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/regcred"
 ASSETS="${KUBEBUILDER_ASSETS:-$CACHE/envtest/$KUBE_VERSION}"
-APT_PACKAGES=(etcd-server skopeo)
+# command -> Debian package
+declare -A APT_PACKAGES=(
+	[etcd]=etcd-server [skopeo]=skopeo
+	[containerd]=containerd [runc]=runc [conntrack]=conntrack [iptables]=iptables
+	[/usr/lib/cni/bridge]=containernetworking-plugins
+)
+# Without them the binaries report v0.0.0-master, which kubectl cannot parse.
+KUBE_MAJOR="$(echo "${KUBE_VERSION#v}" | cut -d. -f1)"
+KUBE_MINOR="$(echo "$KUBE_VERSION" | cut -d. -f2)"
+KUBE_LDFLAGS="-X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=$KUBE_MAJOR -X k8s.io/component-base/version.gitMinor=$KUBE_MINOR"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
 install_packages() {
-	local missing=()
-	command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
-	command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+	local missing=() cmd
+	for cmd in "${!APT_PACKAGES[@]}"; do
+		command -v "$cmd" >/dev/null 2>&1 || [ -x "$cmd" ] || missing+=("${APT_PACKAGES[$cmd]}")
+	done
 	if [ "${#missing[@]}" -eq 0 ]; then
 		return
 	fi
 	if ! command -v apt-get >/dev/null 2>&1; then
-		log "missing ${missing[*]} and no apt-get: install ${APT_PACKAGES[*]} by hand"
+		log "missing ${missing[*]} and no apt-get: install them by hand"
 		exit 1
 	fi
 	local sudo=""
@@ -31,26 +44,30 @@ install_packages() {
 	log "apt-get install ${missing[*]}"
 	$sudo apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-	# The package starts an etcd service where systemd runs; tests start their own.
-	if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
-		$sudo systemctl disable --now etcd >/dev/null 2>&1 || true
-	fi
+	# The packages start etcd and containerd services where systemd runs;
+	# tests start their own.
+	local svc
+	for svc in etcd containerd; do
+		if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+			$sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
+		fi
+	done
 }
 
-# build_pinned NAME MODULE_DIR PACKAGE: go build PACKAGE in the pinned module
-# hack/MODULE_DIR into $ASSETS/NAME, unless the binary there was built from
-# the same go.mod and go.sum.
+# build_pinned NAME MODULE_DIR PACKAGE [LDFLAGS]: go build PACKAGE in the
+# pinned module hack/MODULE_DIR into $ASSETS/NAME, unless the binary there
+# was built from the same go.mod, go.sum and flags.
 build_pinned() {
-	local name="$1" dir="$ROOT/hack/$2" pkg="$3" sum stamp
-	sum="$(cat "$dir/go.mod" "$dir/go.sum" | sha256sum | cut -d' ' -f1)"
+	local name="$1" dir="$ROOT/hack/$2" pkg="$3" ldflags="${4:-}" sum stamp
+	sum="$( (cat "$dir/go.mod" "$dir/go.sum"; echo "$ldflags") | sha256sum | cut -d' ' -f1)"
 	stamp="$ASSETS/.$name.sum"
 	if [ -x "$ASSETS/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$sum" ]; then
 		log "$name cached in $ASSETS"
 		return
 	fi
-	log "building $name from $pkg (once; kube-apiserver takes 5-8 minutes on 2 cores)"
+	log "building $name from $pkg (once; kube-apiserver and kubelet take 5-8 minutes each on 2 cores)"
 	local start=$SECONDS
-	(cd "$dir" && go build -trimpath -o "$ASSETS/$name.tmp" "$pkg")
+	(cd "$dir" && go build -trimpath -ldflags "$ldflags" -o "$ASSETS/$name.tmp" "$pkg")
 	mv "$ASSETS/$name.tmp" "$ASSETS/$name"
 	echo "$sum" >"$stamp"
 	log "built $name in $((SECONDS - start))s"
@@ -80,8 +97,10 @@ main() {
 	mkdir -p "$ASSETS"
 	install_packages
 	link_tool etcd
-	link_tool kubectl || log "kubectl is optional for tests; make demo prints kubectl commands"
-	build_pinned kube-apiserver kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
+	local cmd
+	for cmd in kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet kube-proxy; do
+		build_pinned "$cmd" kubernetes "k8s.io/kubernetes/cmd/$cmd" "$KUBE_LDFLAGS"
+	done
 	if [ "$helm" = 1 ]; then
 		build_pinned helm3 helm3 helm.sh/helm/v3/cmd/helm
 		build_pinned helm4 helm4 helm.sh/helm/v4/cmd/helm

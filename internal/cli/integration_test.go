@@ -88,13 +88,7 @@ func TestSecretCreateApply(t *testing.T) {
 // renders is accepted unmodified by a real client as its auth file.
 func TestRenderedConfigWorksWithSkopeo(t *testing.T) {
 	integration(t)
-	skopeo, err := exec.LookPath("skopeo")
-	if err != nil {
-		if testenv.Required() {
-			t.Fatal("skopeo not installed: run make tools")
-		}
-		t.Skip("skopeo not installed")
-	}
+	skopeo := testenv.Tool(t, "skopeo")
 	for _, mode := range []testenv.AuthMode{testenv.Basic, testenv.Token} {
 		t.Run(string(mode), func(t *testing.T) {
 			reg := suite.Registry(t, mode)

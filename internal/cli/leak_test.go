@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/testenv"
 )
@@ -57,6 +58,12 @@ func TestNoCommandPrintsThePassword(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	rc := &v1alpha1.RegistryCredential{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "good"}}
+	rc.Spec.Registries = []string{reg.Host}
+	rc.Spec.Source.SecretRef = &v1alpha1.SecretReference{Name: "good"}
+	if err := cp.Client.Create(ctx, rc); err != nil {
+		t.Fatal(err)
+	}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "p"}, Spec: corev1.PodSpec{
 		ImagePullSecrets: []corev1.LocalObjectReference{{Name: "bad"}, {Name: "good"}},
 		Containers:       []corev1.Container{{Name: "c", Image: reg.Ref("leak/app:v1")}},
@@ -65,9 +72,19 @@ func TestNoCommandPrintsThePassword(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfgFile := writeFile(t, dir, "config.json", string(bad))
+	goodCfgFile := writeFile(t, dir, "good.json", string(good))
 	pwFile := writeFile(t, dir, "pw", canary)
+	realPwFile := writeFile(t, dir, "real-pw", reg.User.Password)
 	kc := []string{"--kubeconfig", cp.Kubeconfig}
 	image := reg.Ref("leak/app:v1")
+	manifest := writeFile(t, dir, "deploy.yaml", strings.Replace(deployment, "nginx", image, 1))
+	credsFile := writeFile(t, dir, "creds.yaml", `apiVersion: regcred.dev/v1alpha1
+kind: RegistryCredential
+metadata: {name: good, namespace: `+ns+`}
+spec:
+  registries: [`+reg.Host+`]
+  source: {secretRef: {name: good}}
+`)
 
 	commands := [][]string{
 		{"--help"},
@@ -86,13 +103,38 @@ func TestNoCommandPrintsThePassword(t *testing.T) {
 		append([]string{"check", image, "--secret", ns + "/bad", "--ca-file", reg.CAFile, "-o", "yaml"}, kc...),
 		append([]string{"check", image, "--secret", ns + "/good"}, kc...), // TLS failure path
 		{"check", image, "--docker-config", cfgFile, "--ca-file", reg.CAFile},
+		// mirror: rejected source credentials, a rejected destination
+		// password, and a copy that works with the real one.
+		{"mirror", image, "--to", reg.Host + "/copies", "--docker-config", cfgFile, "--ca-file", reg.CAFile},
+		append([]string{"mirror", image, "--to", reg.Host + "/copies", "--secret", ns + "/good", "--to-username", user, "--to-password-file", pwFile, "--ca-file", reg.CAFile}, kc...),
+		append([]string{"mirror", image, "--to", reg.Host + "/copies", "--secret", ns + "/good", "--to-username", user, "--to-password-stdin", "--ca-file", reg.CAFile}, kc...),
+		{"mirror", image, "--to", reg.Host + "/copies", "--docker-config", goodCfgFile, "--to-username", user, "--to-password-file", realPwFile, "--ca-file", reg.CAFile},
+		{"mirror", "-f", manifest, "--to", reg.Host + "/copies", "--docker-config", goodCfgFile, "--ca-file", reg.CAFile},
+		// manifests: credentials from the cluster, from files and by name.
+		append([]string{"manifests", "inject", manifest, "--from-cluster"}, kc...),
+		{"manifests", "inject", manifest, "--credentials", credsFile},
+		{"manifests", "inject", manifest, "--secret", "good=" + reg.Host, "--mirror", reg.Host + "=mirror.example.com/copies"},
+		{"manifests", "rewrite", manifest, "--mirror", reg.Host + "=mirror.example.com/copies"},
+		{"manifests", "images", manifest},
+	}
+	// The paths where credentials are used and work, not only refused.
+	mustSucceed := map[string]bool{}
+	for _, args := range [][]string{
+		{"mirror", image, "--to", reg.Host + "/copies", "--docker-config", goodCfgFile, "--to-username", user, "--to-password-file", realPwFile, "--ca-file", reg.CAFile},
+		{"manifests", "inject", manifest, "--credentials", credsFile},
+		append([]string{"manifests", "inject", manifest, "--from-cluster"}, kc...),
+	} {
+		mustSucceed[strings.Join(args, " ")] = true
 	}
 	for _, args := range commands {
 		cmd := exec.Command(bin, args...)
 		cmd.Stdin = strings.NewReader(canary + "\n")
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
-		_ = cmd.Run() // failing commands are part of the test
+		err := cmd.Run() // failing commands are part of the test
+		if mustSucceed[strings.Join(args, " ")] && err != nil {
+			t.Errorf("regcred %s: %v\n%s", strings.Join(args, " "), err, out.String())
+		}
 		for _, f := range forbidden {
 			if strings.Contains(out.String(), f) {
 				t.Errorf("regcred %s printed a secret (%d bytes of output)", strings.Join(args, " "), out.Len())

@@ -93,6 +93,9 @@ matched (as the admission webhook does).`,
 			for i := range namespaced {
 				creds = append(creds, manifests.Credential{SecretName: controller.SecretNameOf(&namespaced[i]), Registries: namespaced[i].Spec.Registries})
 			}
+			if len(creds) == 0 && fromCluster {
+				return fmt.Errorf("no credentials: the cluster has no RegistryCredential or ClusterRegistryCredential")
+			}
 			if len(creds) == 0 {
 				return usageErrorf("no credentials: give --secret, --credentials or --from-cluster")
 			}

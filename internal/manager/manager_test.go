@@ -35,10 +35,7 @@ func TestShippedRBACIsEnough(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
 	}
-	kubectl, err := exec.LookPath("kubectl")
-	if err != nil {
-		t.Skip("kubectl (for kustomize) not installed")
-	}
+	kubectl := testenv.Tool(t, "kubectl") // for kustomize
 	cp := suite.ControlPlane(t)
 	c := cp.Client
 	ctx, cancel := context.WithCancel(context.Background())

@@ -10,9 +10,11 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
 	"strings"
+	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -227,4 +229,28 @@ func fastTempDir() string {
 		}
 	}
 	return os.TempDir()
+}
+
+// Tool returns the path of a command the tests run: from AssetsDir (where
+// `make tools` builds kubectl and the Kubernetes components) or else from
+// PATH (skopeo). A missing tool skips the test locally and fails it under
+// Required, like every other missing part.
+func Tool(t testing.TB, name string) string {
+	t.Helper()
+	if p := filepath.Join(AssetsDir(), name); isExecutable(p) {
+		return p
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	if Required() {
+		t.Fatalf("%s not found in %s or PATH: run `make tools`", name, AssetsDir())
+	}
+	t.Skipf("%s not found in %s or PATH: run `make tools`", name, AssetsDir())
+	return ""
+}
+
+func isExecutable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
 }

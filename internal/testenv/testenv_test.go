@@ -73,10 +73,7 @@ func TestKubeconfigWorksWithKubectl(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
 	}
-	kubectl, err := exec.LookPath("kubectl")
-	if err != nil {
-		t.Skip("kubectl not installed")
-	}
+	kubectl := testenv.Tool(t, "kubectl")
 	cp := suite.ControlPlane(t)
 	out, err := exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "get", "namespace", "default", "-o", "name").CombinedOutput()
 	if err != nil {
