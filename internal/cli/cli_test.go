@@ -51,6 +51,8 @@ func TestBadInput(t *testing.T) {
 		{"resolve bad base64", []string{"resolve", "r.io/app", "--docker-config", badB64}, `entry "r.io": field "auth": not valid base64`},
 		{"resolve invalid image", []string{"resolve", "r.io/App:x", "--docker-config", good}, "invalid image reference"},
 		{"resolve no source", []string{"resolve", "r.io/app"}, "give at least one of"},
+		{"resolve no image and no pod", []string{"resolve", "--docker-config", good}, "takes IMAGE, or --pod alone"},
+		{"resolve two images", []string{"resolve", "r.io/a", "r.io/b", "--docker-config", good}, "takes one IMAGE (got 2 arguments)"},
 		{"resolve bad secret ref", []string{"resolve", "r.io/app", "--secret", "nonamespace"}, `"nonamespace" is not NAMESPACE/NAME`},
 		{"resolve missing file", []string{"resolve", "r.io/app", "--docker-config", filepath.Join(dir, "nope")}, "no such file"},
 		{"resolve bad output", []string{"resolve", "r.io/app", "--docker-config", good, "-o", "xml"}, `unknown output format "xml"`},

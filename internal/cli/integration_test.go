@@ -211,6 +211,8 @@ func TestResolvePod(t *testing.T) {
 			ServiceAccountName: "builder",
 			ImagePullSecrets:   []corev1.LocalObjectReference{{Name: "harbor"}, {Name: "gone"}, {Name: "basic"}, {Name: "hub"}},
 			Containers:         []corev1.Container{{Name: "app", Image: "harbor.example.com/team/app:1"}},
+			Volumes: []corev1.Volume{{Name: "model", VolumeSource: corev1.VolumeSource{
+				Image: &corev1.ImageVolumeSource{Reference: "harbor.example.com/models/llm:1", PullPolicy: corev1.PullIfNotPresent}}}},
 		}},
 	}
 	for _, o := range objs {
@@ -241,6 +243,26 @@ func TestResolvePod(t *testing.T) {
 	out, _, _ = run(t, "", args...)
 	if !strings.Contains(out, "copied from ServiceAccount builder") {
 		t.Errorf("table does not say where the secrets came from:\n%s", out)
+	}
+
+	// Every image of the Pod, its image volume included.
+	out, stderr, code = run(t, "", "resolve", "--pod", ns+"/app", "--kubeconfig", cp.Kubeconfig, "-o", "json")
+	if code != 0 {
+		t.Fatalf("resolve --pod without IMAGE: exit %d: %s", code, stderr)
+	}
+	want = `[{"image":"harbor.example.com/team/app:1","candidates":[` +
+		`{"key":"harbor.example.com/team","username":"robot-team","source":"` + ns + `/harbor"},` +
+		`{"key":"harbor.example.com","username":"robot-all","source":"` + ns + `/harbor"},` +
+		`{"key":"harbor.example.com","username":"second-secret","source":"` + ns + `/hub"}]},` +
+		`{"image":"harbor.example.com/models/llm:1","candidates":[` +
+		`{"key":"harbor.example.com","username":"robot-all","source":"` + ns + `/harbor"},` +
+		`{"key":"harbor.example.com","username":"second-secret","source":"` + ns + `/hub"}]}]`
+	if got := compactJSON(t, out); got != want {
+		t.Errorf("resolve --pod json:\n got %s\nwant %s", got, want)
+	}
+	out, _, _ = run(t, "", "resolve", "--pod", ns+"/app", "--kubeconfig", cp.Kubeconfig)
+	if !strings.Contains(out, "Image: harbor.example.com/team/app:1") || !strings.Contains(out, "Image: harbor.example.com/models/llm:1") {
+		t.Errorf("resolve --pod table lacks an image:\n%s", out)
 	}
 
 	// Docker Hub image through the same Pod.

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"regcred.dev/regcred/internal/keyring"
+	"regcred.dev/regcred/internal/kubecreds"
 )
 
 // resolveOutput is the stable JSON/YAML shape of `regcred resolve`. Scripts
@@ -29,7 +30,7 @@ func newResolveCommand() *cobra.Command {
 		output string
 	)
 	cmd := &cobra.Command{
-		Use:   "resolve IMAGE",
+		Use:   "resolve [IMAGE]",
 		Short: "List the credentials the kubelet would try for an image, in order",
 		Long: `List the credentials the kubelet would try when pulling IMAGE, in the order
 it tries them, using the kubelet's own matching rules: registry keys with
@@ -48,6 +49,10 @@ Credentials come from any mix of:
   --secret NAMESPACE/NAME  a pull Secret, as if listed in imagePullSecrets
   --docker-config FILE     a docker config file, as the node's own
 
+With --pod and no IMAGE, every image the kubelet pulls for the Pod is
+resolved: init containers, containers, ephemeral containers and image
+volumes (-o json then prints a list).
+
 Output never contains a password or token.`,
 		Example: `  # Which credential will the kubelet use for this Pod's image?
   regcred resolve ghcr.io/acme/api:1.4 --pod prod/api-7d9c
@@ -55,9 +60,20 @@ Output never contains a password or token.`,
   # Check a pull secret before you ship it.
   regcred resolve nginx --secret default/dockerhub -o json
 
+  # Every image of a Pod, image volumes included.
+  regcred resolve --pod prod/api-7d9c
+
   # Use a local docker config.
   regcred resolve registry.example.com/team/app --docker-config ~/.docker/config.json`,
-		Args: exactArgs(1, "IMAGE"),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 && flags.pod == "" {
+				return usageErrorf("%s takes IMAGE, or --pod alone for every image of a Pod; see %s --help", cmd.CommandPath(), cmd.CommandPath())
+			}
+			if len(args) > 1 {
+				return usageErrorf("%s takes one IMAGE (got %d arguments); see %s --help", cmd.CommandPath(), len(args), cmd.CommandPath())
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := flags.validate(); err != nil {
 				return err
@@ -65,11 +81,11 @@ Output never contains a password or token.`,
 			if err := validateOutput(output, "table", "json", "yaml"); err != nil {
 				return err
 			}
-			image, err := keyring.NormalizeImage(args[0])
-			if err != nil {
-				return &usageError{err}
+			for _, img := range args {
+				if _, err := keyring.NormalizeImage(img); err != nil {
+					return &usageError{err}
+				}
 			}
-			repo, _ := keyring.ParseImage(args[0])
 			set, err := flags.load(cmd.Context())
 			if err != nil {
 				return err
@@ -78,19 +94,66 @@ Output never contains a password or token.`,
 			if set.malformed != nil {
 				return fmt.Errorf("%v: the kubelet fails every pull of a Pod that lists it", set.malformed)
 			}
-			out := resolveOutput{Image: image, Candidates: []resolvedCandidate{}}
-			for _, c := range set.candidates(repo.Name()) {
-				out.Candidates = append(out.Candidates, resolvedCandidate{Key: c.Key, Username: c.Username, Source: c.Source})
+			images := args
+			if len(images) == 0 {
+				images = kubecreds.Images(set.pod.Pod)
+			}
+			var outs []resolveOutput
+			for _, img := range images {
+				out, err := resolveImage(set, img)
+				if err != nil {
+					// An image the API server admitted but Docker's
+					// reference grammar refuses: the kubelet reports
+					// InvalidImageName for it.
+					fmt.Fprintf(cmd.ErrOrStderr(), "Warning: %s: %v\n", img, err)
+					continue
+				}
+				outs = append(outs, out)
+			}
+			if len(args) == 1 {
+				if output != "table" {
+					return printObject(cmd.OutOrStdout(), output, outs[0])
+				}
+				return printResolveTable(cmd.OutOrStdout(), outs[0], set)
 			}
 			if output != "table" {
-				return printObject(cmd.OutOrStdout(), output, out)
+				if outs == nil {
+					outs = []resolveOutput{}
+				}
+				return printObject(cmd.OutOrStdout(), output, outs)
 			}
-			return printResolveTable(cmd.OutOrStdout(), out, set)
+			for i, out := range outs {
+				if i > 0 {
+					fmt.Fprintln(cmd.OutOrStdout())
+				}
+				if err := printResolveTable(cmd.OutOrStdout(), out, set); err != nil {
+					return err
+				}
+			}
+			return nil
 		},
 	}
 	flags.addFlags(cmd.Flags())
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or yaml")
 	return cmd
+}
+
+// resolveImage lists the candidates for one image, as the kubelet orders
+// them.
+func resolveImage(set *credentialSet, img string) (resolveOutput, error) {
+	image, err := keyring.NormalizeImage(img)
+	if err != nil {
+		return resolveOutput{}, err
+	}
+	repo, err := keyring.ParseImage(img)
+	if err != nil {
+		return resolveOutput{}, err
+	}
+	out := resolveOutput{Image: image, Candidates: []resolvedCandidate{}}
+	for _, c := range set.candidates(repo.Name()) {
+		out.Candidates = append(out.Candidates, resolvedCandidate{Key: c.Key, Username: c.Username, Source: c.Source})
+	}
+	return out, nil
 }
 
 func printResolveTable(w io.Writer, out resolveOutput, set *credentialSet) error {

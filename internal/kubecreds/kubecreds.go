@@ -110,8 +110,9 @@ func GetSecret(ctx context.Context, cs kubernetes.Interface, namespace, name str
 	return keyring.PullSecret{Namespace: s.Namespace, Name: s.Name, Type: string(s.Type), Data: s.Data}, nil
 }
 
-// Images lists the images of a Pod's containers, init containers and
-// ephemeral containers, each once, in spec order.
+// Images lists the images the kubelet pulls for a Pod: its init
+// containers, containers, ephemeral containers and image volumes, each
+// once, in spec order.
 func Images(pod *corev1.Pod) []string {
 	var out []string
 	add := func(img string) {
@@ -127,6 +128,11 @@ func Images(pod *corev1.Pod) []string {
 	}
 	for _, c := range pod.Spec.EphemeralContainers {
 		add(c.Image)
+	}
+	for _, v := range pod.Spec.Volumes {
+		if v.Image != nil {
+			add(v.Image.Reference)
+		}
 	}
 	return out
 }

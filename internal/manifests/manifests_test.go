@@ -60,7 +60,7 @@ func run(t *testing.T, in []byte, opts Options) ([]byte, *Stats) {
 func TestInjectGolden(t *testing.T) {
 	out, stats := run(t, corpus(t), Options{Credentials: creds})
 	golden(t, "inject.golden.yaml", out)
-	if stats.Documents != 14 || stats.Workloads != 9 || stats.Injected != 9 {
+	if stats.Documents != 15 || stats.Workloads != 10 || stats.Injected != 11 {
 		t.Errorf("stats %+v", stats)
 	}
 	// Idempotent.
@@ -73,7 +73,7 @@ func TestInjectGolden(t *testing.T) {
 func TestRewriteGolden(t *testing.T) {
 	out, stats := run(t, corpus(t), Options{Rules: rules})
 	golden(t, "rewrite.golden.yaml", out)
-	if stats.Rewritten != 5 {
+	if stats.Rewritten != 6 {
 		t.Errorf("rewritten %d", stats.Rewritten)
 	}
 	again, stats := run(t, out, Options{Rules: rules})

@@ -296,20 +296,60 @@ func podSpecs(rn *yaml.RNode) ([]*yaml.RNode, error) {
 func imageNodes(spec *yaml.RNode) []*yaml.Node {
 	var out []*yaml.Node
 	for _, field := range []string{"initContainers", "containers", "ephemeralContainers"} {
-		list := spec.Field(field)
-		if list == nil || list.Value.YNode().Kind != yaml.SequenceNode {
-			continue
-		}
-		for _, c := range list.Value.YNode().Content {
-			if c.Kind != yaml.MappingNode {
-				continue
+		for _, c := range mappings(spec, field) {
+			if v := scalar(c, "image"); v != nil {
+				out = append(out, v)
 			}
-			for i := 0; i+1 < len(c.Content); i += 2 {
-				if c.Content[i].Value == "image" && c.Content[i+1].Kind == yaml.ScalarNode {
-					out = append(out, c.Content[i+1])
-				}
+		}
+	}
+	// Image volumes (volumes[].image.reference) are pulled by the kubelet
+	// with the Pod's pull Secrets, like containers.
+	for _, v := range mappings(spec, "volumes") {
+		if img := mapping(v, "image"); img != nil {
+			if ref := scalar(img, "reference"); ref != nil {
+				out = append(out, ref)
 			}
 		}
 	}
 	return out
+}
+
+// mappings are the mapping entries of the sequence spec.field.
+func mappings(spec *yaml.RNode, field string) []*yaml.Node {
+	list := spec.Field(field)
+	if list == nil || list.Value.YNode().Kind != yaml.SequenceNode {
+		return nil
+	}
+	var out []*yaml.Node
+	for _, e := range list.Value.YNode().Content {
+		if e.Kind == yaml.MappingNode {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// scalar is the scalar value of key in mapping m, or nil.
+func scalar(m *yaml.Node, key string) *yaml.Node {
+	if v := value(m, key); v != nil && v.Kind == yaml.ScalarNode {
+		return v
+	}
+	return nil
+}
+
+// mapping is the mapping value of key in mapping m, or nil.
+func mapping(m *yaml.Node, key string) *yaml.Node {
+	if v := value(m, key); v != nil && v.Kind == yaml.MappingNode {
+		return v
+	}
+	return nil
+}
+
+func value(m *yaml.Node, key string) *yaml.Node {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return nil
 }

@@ -207,6 +207,12 @@ func patchFor(original, mutated *corev1.Pod) []jsonpatch.JsonPatchOperation {
 			ops = append(ops, jsonpatch.NewOperation("replace", fmt.Sprintf("/spec/ephemeralContainers/%d/image", i), mutated.Spec.EphemeralContainers[i].Image))
 		}
 	}
+	for i := range mutated.Spec.Volumes {
+		before, after := original.Spec.Volumes[i].Image, mutated.Spec.Volumes[i].Image
+		if before != nil && after != nil && before.Reference != after.Reference {
+			ops = append(ops, jsonpatch.NewOperation("replace", fmt.Sprintf("/spec/volumes/%d/image/reference", i), after.Reference))
+		}
+	}
 	if added := mutated.Spec.ImagePullSecrets[len(original.Spec.ImagePullSecrets):]; len(added) > 0 {
 		if len(original.Spec.ImagePullSecrets) == 0 {
 			ops = append(ops, jsonpatch.NewOperation("add", "/spec/imagePullSecrets", added))

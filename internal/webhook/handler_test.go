@@ -121,6 +121,15 @@ func TestHandlerGolden(t *testing.T) {
 	keepsOthers := pod("harbor.internal/team/app:1", "ghcr.io/acme/api:3")
 	keepsOthers.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "user-secret"}}
 	keepsOthers.Annotations = map[string]string{"existing": "annotation"}
+	// Image volumes: one from a credential's registry, one rewritten to the
+	// mirror (and so the mirror's credential), one unparsable (left alone).
+	withVolumes := pod("registry.example.com/app:1")
+	withVolumes.Spec.Volumes = []corev1.Volume{
+		{Name: "config", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: "model", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/models/llm:1"}}},
+		{Name: "tools", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: "alpine:3.20"}}},
+		{Name: "broken", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: "UPPER/case"}}},
+	}
 
 	for _, tc := range []struct {
 		name      string
@@ -138,6 +147,7 @@ func TestHandlerGolden(t *testing.T) {
 		{"namespace-opted-out", "quiet", pod("harbor.internal/team/app:1"), false, nil},
 		{"dry-run-creates-nothing", "apps", pod("harbor.internal/team/app:1"), true, nil},
 		{"keeps-other-secrets-and-annotations", "apps", keepsOthers, false, []string{"ClusterRegistryCredential/harbor@apps", "RegistryCredential/tenant-ghcr@apps"}},
+		{"image-volumes", "apps", withVolumes, false, []string{"ClusterRegistryCredential/ecr-prod@apps", "ClusterRegistryCredential/harbor@apps"}},
 		{"injection-disabled-and-other-namespaces", "apps", pod("ghcr.io/other/x:1", "quay.io/x/y:1"), false, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -285,6 +295,12 @@ func TestPatchEqualsDiff(t *testing.T) {
 		if i%5 == 0 {
 			p.Spec.InitContainers = []corev1.Container{{Name: "init", Image: images[i%len(images)]}}
 			p.Spec.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "dbg", Image: images[(i+1)%len(images)]}}}
+		}
+		if i%6 == 0 {
+			p.Spec.Volumes = []corev1.Volume{
+				{Name: "empty", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+				{Name: "img", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: images[(i+2)%len(images)]}}},
+			}
 		}
 		mutated := p.DeepCopy()
 		annotate(mutated, mutate(mutated, ns, snap))

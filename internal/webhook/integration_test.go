@@ -224,6 +224,30 @@ func TestMirrorRewriteThenMirrorCredential(t *testing.T) {
 	}
 }
 
+// TestImageVolumes: an image volume is rewritten by the mirror rules and
+// brings its registry's pull Secret, like a container image.
+func TestImageVolumes(t *testing.T) {
+	c := env(t)
+	ns := namespace(t, c, nil)
+	p := createPod(t, c, ns, func(p *corev1.Pod) {
+		p.Spec.Volumes = []corev1.Volume{
+			{Name: "model", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: "ghcr.io/acme/model:1", PullPolicy: corev1.PullIfNotPresent}}},
+			{Name: "tools", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: "busybox:1.36", PullPolicy: corev1.PullIfNotPresent}}},
+		}
+	}, "registry.example.com/app:1")
+	if got := p.Spec.Volumes[1].Image.Reference; got != "harbor.internal/dockerhub/library/busybox:1.36" {
+		t.Errorf("image volume reference %q, want the mirror's", got)
+	}
+	got := secrets(p)
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"regcred-ghcr", "regcred-harbor"}) {
+		t.Errorf("imagePullSecrets %v, want [regcred-ghcr regcred-harbor]", got)
+	}
+	if !strings.Contains(p.Annotations[webhook.AnnotationRewritten], `"volume/tools":"busybox:1.36"`) {
+		t.Errorf("rewritten annotation %q", p.Annotations[webhook.AnnotationRewritten])
+	}
+}
+
 // TestFirstPodInNewNamespace: the Secret exists the moment the Pod is
 // admitted, without waiting for the controller.
 func TestFirstPodInNewNamespace(t *testing.T) {

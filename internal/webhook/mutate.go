@@ -22,8 +22,9 @@ const (
 	// webhook added: cluster credential names, and namespace/name for
 	// RegistryCredentials.
 	AnnotationInjected = "regcred.dev/injected"
-	// AnnotationRewritten maps container names to their images before the
-	// mirror rules rewrote them, as JSON.
+	// AnnotationRewritten maps container names (and "volume/NAME" for
+	// image volumes) to their images before the mirror rules rewrote them,
+	// as JSON.
 	AnnotationRewritten = "regcred.dev/rewritten"
 	// LabelInject set to "false" on a namespace or a Pod opts it out.
 	LabelInject = "regcred.dev/inject"
@@ -31,7 +32,8 @@ const (
 
 // Decision is what the mutator decided for one Pod.
 type Decision struct {
-	// Rewritten maps container names to original images.
+	// Rewritten maps container names, and "volume/NAME" for image volumes,
+	// to original images.
 	Rewritten map[string]string
 	// Injected are the credentials whose Secrets were added.
 	Injected []*credRule
@@ -53,17 +55,22 @@ func mutate(pod *corev1.Pod, ns *corev1.Namespace, snap *Snapshot) *Decision {
 	}
 	rulesKey, rules := snap.rulesFor(ns)
 	var targets []*resolvedImage
-	visit := func(container, image string, set func(string)) {
+	// key names the container, or the image volume (VolumeKey).
+	visit := func(key, image string, set func(string)) {
 		r := snap.images.resolve(rulesKey, rules, image)
 		if r.err != "" {
-			d.Errors = append(d.Errors, fmt.Sprintf("container %s: %s", container, r.err))
+			what := "container " + key
+			if name, ok := strings.CutPrefix(key, VolumeKey("")); ok {
+				what = "image volume " + name
+			}
+			d.Errors = append(d.Errors, fmt.Sprintf("%s: %s", what, r.err))
 			return
 		}
 		if r.rewritten != "" {
 			if d.Rewritten == nil {
 				d.Rewritten = map[string]string{}
 			}
-			d.Rewritten[container] = image
+			d.Rewritten[key] = image
 			set(r.rewritten)
 		}
 		if !slices.Contains(targets, r) {
@@ -81,6 +88,12 @@ func mutate(pod *corev1.Pod, ns *corev1.Namespace, snap *Snapshot) *Decision {
 	for i := range pod.Spec.EphemeralContainers {
 		c := &pod.Spec.EphemeralContainers[i]
 		visit(c.Name, c.Image, func(s string) { c.Image = s })
+	}
+	// The kubelet pulls image volumes with the Pod's pull Secrets too.
+	for i := range pod.Spec.Volumes {
+		if v := pod.Spec.Volumes[i].Image; v != nil {
+			visit(VolumeKey(pod.Spec.Volumes[i].Name), v.Reference, func(s string) { v.Reference = s })
+		}
 	}
 
 	present := map[string]bool{}
@@ -104,6 +117,10 @@ func mutate(pod *corev1.Pod, ns *corev1.Namespace, snap *Snapshot) *Decision {
 	}
 	return d
 }
+
+// VolumeKey names an image volume in AnnotationRewritten and in messages,
+// apart from containers of the same name.
+func VolumeKey(name string) string { return "volume/" + name }
 
 // drop takes a credential's Secret back out of the Pod, when it could not
 // be made to exist.
