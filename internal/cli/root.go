@@ -35,10 +35,17 @@ namespace, or a ClusterRegistryCredential for many namespaces — and regcred:
   * syncs a kubernetes.io/dockerconfigjson Secret into every selected namespace
     and keeps it in step when the source rotates,
   * adds it to the imagePullSecrets of the selected ServiceAccounts,
-  * injects exactly the matching pull secrets into Pods at admission,
-  * refreshes short-lived cloud tokens (ECR, Artifact Registry, ACR),
-  * rewrites images to mirrors for air-gapped clusters, and
-  * explains why a Pod is stuck in ImagePullBackOff.
+  * injects exactly the matching pull secrets into Pods at admission, and
+  * rewrites images to mirrors for air-gapped clusters.
+
+The CLI resolves which credentials the kubelet would try for an image and
+checks them against the registry, naming the failure (Unauthorized, Denied,
+NotFound, RateLimited, TLS, DNS, Connection, Timeout).
+
+A credential's source today is a Secret (dockerconfigjson, dockercfg or
+basic-auth), which anything can write: a person, a CI job, External Secrets.
+Not yet built: cloud token sources that refresh themselves (ECR, Artifact
+Registry, ACR) and a doctor that explains a Pod stuck in ImagePullBackOff.
 
 The same matching rules as the kubelet are used everywhere, so "regcred says it
 matches" means "the kubelet will use it".

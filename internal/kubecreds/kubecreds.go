@@ -1,7 +1,6 @@
 // Package kubecreds reads pull credentials from the API server the way the
 // kubelet finds them for a Pod: its imagePullSecrets, in order, each looked
-// up in the Pod's namespace. The CLI's resolve and check and the doctor
-// share it.
+// up in the Pod's namespace. The CLI's resolve and check share it.
 package kubecreds
 
 import (

@@ -1,7 +1,7 @@
 // Package source turns a credential's source into a docker config. Each
-// source kind (a Secret today; ECR, Artifact Registry and ACR tokens later)
-// implements Provider. Providers read from the API server or a cloud API but
-// never write, and their errors never carry a secret value.
+// source kind (only a Secret so far) implements Provider. Providers read
+// from the API server and never write, and their errors never carry a
+// secret value.
 package source
 
 import (
