@@ -95,6 +95,31 @@ func (ca *KeyPair) IssueServingAt(hosts []string, now time.Time, validFor time.D
 	return sign(tmpl, ca.Cert, key, ca.Key)
 }
 
+// IssueClient issues a client certificate for commonName in the given
+// organizations (Kubernetes reads them as user and groups), signed by ca.
+func (ca *KeyPair) IssueClient(commonName string, organizations []string, validFor time.Duration) (*KeyPair, error) {
+	if ca == nil || ca.Cert == nil || !ca.Cert.IsCA {
+		return nil, errors.New("issuing certificate is not a CA")
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate client key: %w", err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: commonName, Organization: organizations},
+		NotBefore:    now.Add(-time.Minute),
+		NotAfter:     now.Add(validFor),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if tmpl.NotAfter.After(ca.Cert.NotAfter) {
+		tmpl.NotAfter = ca.Cert.NotAfter
+	}
+	return sign(tmpl, ca.Cert, key, ca.Key)
+}
+
 // Parse reads a PEM certificate and PEM private key back into a KeyPair.
 func Parse(certPEM, keyPEM []byte) (*KeyPair, error) {
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)

@@ -1,10 +1,14 @@
 package testenv
 
 import (
+	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // Suite shares one control plane and one registry per auth mode across the
@@ -19,6 +23,10 @@ type Suite struct {
 	cpOnce sync.Once
 	cp     *ControlPlane
 	cpErr  error
+
+	clusterOnce sync.Once
+	cluster     *Cluster
+	clusterErr  error
 
 	mu         sync.Mutex
 	registries map[AuthMode]*Registry
@@ -39,7 +47,31 @@ func NewSuite(opts ...ControlPlaneOption) *Suite {
 }
 
 // Run runs the package's tests and then stops every part that was started.
+// A real cluster changes the host, so it is also stopped when the tests are
+// interrupted (SIGINT, SIGTERM) and shortly before `go test -timeout` would
+// kill the test binary without running any cleanup.
 func (s *Suite) Run(m *testing.M) int {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		sig, ok := <-sigs
+		if !ok {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "testenv: %v: stopping what the tests started\n", sig)
+		_ = s.stop()
+		os.Exit(2)
+	}()
+	if f := flag.Lookup("test.timeout"); f != nil {
+		if d, err := time.ParseDuration(f.Value.String()); err == nil && d > time.Minute {
+			timer := time.AfterFunc(d-45*time.Second, func() {
+				fmt.Fprintf(os.Stderr, "testenv: the test timeout (%s) is near: stopping the cluster so the host is restored\n", d)
+				s.stopCluster()
+			})
+			defer timer.Stop()
+		}
+	}
 	code := m.Run()
 	if err := s.stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "testenv: stop: %v\n", err)
@@ -69,6 +101,43 @@ func (s *Suite) ControlPlane(t testing.TB) *ControlPlane {
 		t.Fatalf("control plane: %v", s.cpErr)
 	}
 	return s.cp
+}
+
+// Cluster returns the package's real cluster (a kubelet node and the
+// controllers), starting it on first use. A machine that cannot run one
+// (not root, no cgroups, binaries missing) skips the test locally and fails
+// it under CI (Required), saying why.
+func (s *Suite) Cluster(t testing.TB) *Cluster {
+	t.Helper()
+	s.clusterOnce.Do(func() {
+		if err := CheckCluster(); err != nil {
+			s.clusterErr = err
+			return
+		}
+		c, err := StartCluster()
+		s.mu.Lock()
+		s.cluster, s.clusterErr = c, err
+		s.mu.Unlock()
+	})
+	if s.clusterErr != nil {
+		if CheckCluster() != nil && !Required() {
+			t.Skipf("real cluster unavailable: %v", s.clusterErr)
+		}
+		t.Fatalf("real cluster: %v", s.clusterErr)
+	}
+	return s.cluster
+}
+
+func (s *Suite) stopCluster() {
+	s.mu.Lock()
+	c := s.cluster
+	s.cluster = nil
+	s.mu.Unlock()
+	if c != nil {
+		if err := c.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "testenv: stop cluster: %v\n", err)
+		}
+	}
 }
 
 // Registry returns the package's registry in the given auth mode, starting it
@@ -103,8 +172,17 @@ func (s *Suite) stop() error {
 	}
 	s.registries = map[AuthMode]*Registry{}
 	s.mu.Unlock()
+	s.mu.Lock()
+	cluster := s.cluster
+	s.cluster = nil
+	s.mu.Unlock()
+	if cluster != nil {
+		firstErr = cluster.Stop()
+	}
 	if s.cp != nil {
-		firstErr = s.cp.Stop()
+		if err := s.cp.Stop(); err != nil && firstErr == nil {
+			firstErr = err
+		}
 		s.cp = nil
 	}
 	return firstErr

@@ -15,8 +15,13 @@ func Eventually(t testing.TB, timeout time.Duration, check func(ctx context.Cont
 	defer cancel()
 	var last error
 	for {
-		if last = check(ctx); last == nil {
+		err := check(ctx)
+		if err == nil {
 			return
+		}
+		// A check cut short by the deadline says less than the one before.
+		if last == nil || ctx.Err() == nil {
+			last = err
 		}
 		select {
 		case <-ctx.Done():

@@ -1,0 +1,230 @@
+package testenv
+
+import (
+	"context"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func pemBlock(typ string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}
+
+func syscall_mount_tmpfs(dir string) error { //nolint:revive // reads as what it does
+	return syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=4g,mode=0700")
+}
+
+// startContainerd writes containerd's configuration — everything under the
+// cluster directory, the CRI plugin set up as REAL-NODE.md found works on
+// these machines (cgroupfs, restricted OOM score) — and starts it.
+func (c *Cluster) startContainerd() (*process, error) {
+	base := filepath.Join(c.Dir, "containerd")
+	c.certsDir = filepath.Join(base, "certs.d")
+	cniConf := filepath.Join(c.Dir, "cni", "net.d")
+	for _, d := range []string{base, c.certsDir, cniConf, filepath.Join(c.Dir, "cni", "ipam")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	conflist := fmt.Sprintf(`{
+  "cniVersion": "0.4.0",
+  "name": "regcred-test",
+  "plugins": [{
+    "type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+    "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}],
+             "dataDir": %q}
+  }]
+}
+`, clusterBridge, clusterPodCIDR, filepath.Join(c.Dir, "cni", "ipam"))
+	if err := os.WriteFile(filepath.Join(cniConf, "10-regcred.conflist"), []byte(conflist), 0o600); err != nil {
+		return nil, err
+	}
+	config := fmt.Sprintf(`version = 2
+root = %[1]q
+state = %[2]q
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+
+[grpc]
+  address = %[3]q
+
+[ttrpc]
+  address = %[4]q
+
+[debug]
+  address = ""
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = %[5]q
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %[6]q
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_cdi = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = %[7]q
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = %[8]q
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = %[9]q
+`, filepath.Join(base, "root"), filepath.Join(base, "state"), c.socket, c.socket+".ttrpc",
+		filepath.Join(base, "opt"), sandboxImage, filepath.Join(base, "runc"), cniConf, c.certsDir)
+	path := filepath.Join(base, "config.toml")
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		return nil, err
+	}
+	bin, _ := exec.LookPath("containerd")
+	p, err := c.run("containerd", bin, "--config", path)
+	if err != nil {
+		return nil, err
+	}
+	return p, p.waitFor(time.Minute, "its CRI socket", func() error {
+		return exec.Command(c.ctrBin, "--address", c.socket, "version").Run()
+	})
+}
+
+// importSandboxImage builds the harness's own pause image and imports it as
+// the sandbox image containerd expects.
+func (c *Cluster) importSandboxImage() error {
+	tar := filepath.Join(c.Dir, "pause.tar")
+	if err := WriteTestImageTarball(tar, sandboxImage); err != nil {
+		return err
+	}
+	return c.ctr("images", "import", tar)
+}
+
+// ctr runs containerd's CLI against the cluster's containerd, in the CRI's
+// namespace.
+func (c *Cluster) ctr(args ...string) error {
+	out, err := exec.Command(c.ctrBin, append([]string{"--address", c.socket, "--namespace", "k8s.io"}, args...)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ctr %v: %v: %s", args, err, out)
+	}
+	return nil
+}
+
+// removeSandboxes stops and removes every Pod sandbox through the CRI, so
+// containerd tears down their containers, shims and networks (CNI DEL).
+func (c *Cluster) removeSandboxes() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := grpc.NewClient("unix://"+c.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rs := runtimeapi.NewRuntimeServiceClient(conn)
+	list, err := rs.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		return fmt.Errorf("list Pod sandboxes: %w", err)
+	}
+	var errs []error
+	for _, sb := range list.Items {
+		if _, err := rs.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
+			errs = append(errs, fmt.Errorf("stop sandbox %s/%s: %w", sb.Metadata.Namespace, sb.Metadata.Name, err))
+			continue
+		}
+		if _, err := rs.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
+			errs = append(errs, fmt.Errorf("remove sandbox %s/%s: %w", sb.Metadata.Namespace, sb.Metadata.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// writeKubeletConfig writes the KubeletConfiguration; see REAL-NODE.md for
+// why each unusual setting is there.
+func (c *Cluster) writeKubeletConfig(port, healthzPort int) string {
+	path := filepath.Join(c.Dir, "kubelet-config.yaml")
+	config := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# This machine mounts cgroup v1 controllers.
+failCgroupV1: false
+cgroupDriver: cgroupfs
+failSwapOn: false
+evictionHard: {}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+containerRuntimeEndpoint: unix://%[1]s
+podLogsDir: %[2]s
+address: %[3]s
+port: %[4]d
+healthzBindAddress: 127.0.0.1
+healthzPort: %[5]d
+readOnlyPort: 0
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: %[6]s}
+authorization:
+  mode: Webhook
+serializeImagePulls: false
+resolvConf: /etc/resolv.conf
+`, c.socket, filepath.Join(c.Dir, "pod-logs"), c.NodeIP, port, healthzPort, filepath.Join(c.Dir, "pki", "ca.crt"))
+	_ = os.WriteFile(path, []byte(config), 0o600)
+	return path
+}
+
+// writeKubeProxyConfig writes kube-proxy's configuration: iptables mode,
+// and none of the host-wide conntrack sysctls it would otherwise raise.
+func (c *Cluster) writeKubeProxyConfig(metricsPort int) string {
+	path := filepath.Join(c.Dir, "kube-proxy-config.yaml")
+	config := fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: iptables
+clusterCIDR: %[1]s
+hostnameOverride: %[2]s
+clientConnection:
+  kubeconfig: %[3]s
+metricsBindAddress: 127.0.0.1:%[4]d
+healthzBindAddress: ""
+iptables:
+  localhostNodePorts: false
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+`, clusterPodCIDR, c.NodeName, c.kubeconfigFor("kube-proxy"), metricsPort)
+	_ = os.WriteFile(path, []byte(config), 0o600)
+	return path
+}
+
+// TrustRegistry lets the node's containerd pull from a registry of the
+// harness: over TLS with the harness's CA.
+func (c *Cluster) TrustRegistry(r *Registry) error {
+	dir := filepath.Join(c.certsDir, r.Host)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	hosts := fmt.Sprintf("server = %q\n\n[host.%q]\n  ca = %q\n", "https://"+r.Host, "https://"+r.Host, r.CAFile)
+	return os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(hosts), 0o600)
+}
+
+// Elapsed is how long the cluster has been up; NodeReady how long it took
+// to get a Ready node.
+func (c *Cluster) Elapsed() time.Duration { return time.Since(c.started) }
+
+var _ = strconv.Itoa

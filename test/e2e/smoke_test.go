@@ -1,0 +1,49 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"regcred.dev/regcred/internal/dockercfg"
+	"regcred.dev/regcred/internal/testenv"
+)
+
+// TestControlWithoutRegcred: the authenticated registry refuses a Pod with
+// no pull Secret, and the kubelet says so; with the Secret written by hand,
+// the same image runs. Every other case stands on these two facts.
+func TestControlWithoutRegcred(t *testing.T) {
+	e := cluster(t)
+	reg := suite.Registry(t, testenv.Basic)
+	if err := e.TrustRegistry(reg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.PushTestImage(bg, "control/app:1"); err != nil {
+		t.Fatal(err)
+	}
+	ns := e.namespace(t, "control", nil)
+	if err := e.c.Create(bg, pod(ns, "no-secret", reg.Ref("control/app:1"))); err != nil {
+		t.Fatal(err)
+	}
+	events := e.waitPullFailure(t, ns, "no-secret")
+	if !strings.Contains(events, "401 Unauthorized") {
+		t.Errorf("the kubelet's Event does not name the 401:\n%s", events)
+	}
+
+	data, err := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{reg.Host: {Username: reg.User.Name, Password: reg.User.Password}}}).MarshalDockerConfigJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.c.Create(bg, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "by-hand"}, Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: data}}); err != nil {
+		t.Fatal(err)
+	}
+	p := pod(ns, "with-secret", reg.Ref("control/app:1"))
+	p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "by-hand"}}
+	if err := e.c.Create(bg, p); err != nil {
+		t.Fatal(err)
+	}
+	e.waitRunning(t, ns, "with-secret")
+}
