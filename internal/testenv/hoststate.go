@@ -105,7 +105,7 @@ func claimHost(dir, containerdSocket, bridge string, wait time.Duration) (*hostS
 		}
 	}
 	for _, cmd := range []string{"iptables", "ip6tables"} {
-		out, err := exec.Command(cmd+"-save").Output()
+		out, err := exec.Command(cmd + "-save").Output()
 		if err != nil {
 			_ = h.release()
 			return nil, fmt.Errorf("%s-save: %w", cmd, err)

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
@@ -74,6 +75,7 @@ type Registry struct {
 	// User may pull and push everything.
 	User User
 
+	mu     sync.Mutex // guards users
 	users  map[string]User
 	server *httptest.Server
 	app    *handlers.App
@@ -198,9 +200,44 @@ func StartRegistry(mode AuthMode, opts ...RegistryOption) (*Registry, error) {
 	return r, nil
 }
 
+// user returns the account named name.
+func (r *Registry) user(name string) (User, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	u, ok := r.users[name]
+	return u, ok
+}
+
+// SetPassword changes a user's password: from then on the registry takes
+// only the new one (a credential rotated at the registry).
+func (r *Registry) SetPassword(name, password string) error {
+	r.mu.Lock()
+	u, ok := r.users[name]
+	if !ok {
+		r.mu.Unlock()
+		return fmt.Errorf("no user %q", name)
+	}
+	u.Password = password
+	r.users[name] = u
+	if r.User.Name == name {
+		r.User = u
+	}
+	r.mu.Unlock()
+	if r.Mode == Basic {
+		return r.writeHtpasswd(filepath.Join(r.dir, "htpasswd"))
+	}
+	return nil
+}
+
 func (r *Registry) writeHtpasswd(path string) error {
-	var b strings.Builder
+	r.mu.Lock()
+	users := make([]User, 0, len(r.users))
 	for _, u := range r.users {
+		users = append(users, u)
+	}
+	r.mu.Unlock()
+	var b strings.Builder
+	for _, u := range users {
 		// MinCost keeps per-request bcrypt checks cheap in tests.
 		hash, err := bcrypt.GenerateFromPassword([]byte(u.Password), bcrypt.MinCost)
 		if err != nil {
@@ -208,7 +245,13 @@ func (r *Registry) writeHtpasswd(path string) error {
 		}
 		fmt.Fprintf(&b, "%s:%s\n", u.Name, hash)
 	}
-	return os.WriteFile(path, []byte(b.String()), 0o600)
+	// Written aside and renamed, so the registry never reads half a file;
+	// it reloads when the modification time changes.
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // Close stops the registry and removes its files.

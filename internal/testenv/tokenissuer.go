@@ -90,7 +90,7 @@ func (ti *tokenIssuer) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	subject := ""
 	var grantable func(repo string) bool
 	if hasAuth {
-		u, ok := ti.reg.users[user]
+		u, ok := ti.reg.user(user)
 		if !ok || subtle.ConstantTimeCompare([]byte(u.Password), []byte(password)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Basic realm="regcred-test"`)
 			writeJSON(w, http.StatusUnauthorized, map[string]any{"errors": []map[string]string{{"code": "UNAUTHORIZED", "message": "authentication required"}}})
