@@ -102,16 +102,22 @@ func TestBrandNewNamespaceWorkloads(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// What `kubectl create job --from=cronjob/report` does: a Job from the
-	// CronJob's template, owned by it.
-	fromCron := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "report-now",
-		OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "CronJob", Name: cron.Name, UID: cron.UID}}},
-		Spec: cron.Spec.JobTemplate.Spec}
-	if err := e.c.Create(bg, fromCron); err != nil {
-		t.Fatal(err)
-	}
+	e.jobFromCronJob(t, cron, "report-now")
 	for _, app := range []string{"web", "migrate", "report"} {
 		e.waitPodOf(t, ns, app)
+	}
+}
+
+// jobFromCronJob does what `kubectl create job --from=cronjob/NAME` does: a
+// Job from the CronJob's template, owned by it, so a test need not wait
+// for the schedule.
+func (e env) jobFromCronJob(t *testing.T, cron *batchv1.CronJob, name string) {
+	t.Helper()
+	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: cron.Namespace, Name: name,
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "CronJob", Name: cron.Name, UID: cron.UID}}},
+		Spec: cron.Spec.JobTemplate.Spec}
+	if err := e.c.Create(bg, job); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -25,7 +25,7 @@ func TestMain(m *testing.M) { os.Exit(suite.Run(m)) }
 
 // pullWait bounds how long a Pod may take to run or fail its pull: seconds
 // on a quiet machine, far more under `make stress`.
-const pullWait = 40 * time.Second
+const pullWait = 2 * time.Minute
 
 var bg = context.Background()
 
@@ -87,18 +87,25 @@ func (e env) outcome(ctx context.Context, ns, name string) (podOutcome, error) {
 			out.Reason = st.State.Waiting.Reason
 		}
 	}
+	events, err := e.events(ctx, ns, name, corev1.EventTypeWarning)
+	out.Events = events
+	return out, err
+}
+
+// events lists "Reason: message" of the Events about a Pod, of one type
+// or (typ "") all.
+func (e env) events(ctx context.Context, ns, name, typ string) (string, error) {
 	var events corev1.EventList
 	if err := e.c.List(ctx, &events, client.InNamespace(ns)); err != nil {
-		return out, err
+		return "", err
 	}
 	var b strings.Builder
 	for _, ev := range events.Items {
-		if ev.InvolvedObject.Name == name && ev.Type == corev1.EventTypeWarning {
+		if ev.InvolvedObject.Name == name && (typ == "" || ev.Type == typ) {
 			fmt.Fprintf(&b, "%s: %s\n", ev.Reason, ev.Message)
 		}
 	}
-	out.Events = b.String()
-	return out, nil
+	return b.String(), nil
 }
 
 // waitRunning waits until the kubelet runs the Pod.
