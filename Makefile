@@ -50,7 +50,7 @@ parity: ## differential test and fuzz of regcred's matching against the kubelet'
 	cd hack/kubelet-parity && $(GO) test -run '^$$' -fuzz FuzzParity -fuzztime $(PARITY_FUZZTIME) .
 
 .PHONY: demo
-demo: ## run regcred against a local control plane and registry until Ctrl-C
+demo: ## (root) a real cluster with a kubelet node, a private registry and regcred: watch a pull fail, then work; Ctrl-C stops it
 	bash hack/tools.sh --no-helm
 	$(GO) run ./hack/demo
 

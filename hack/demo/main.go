@@ -1,14 +1,16 @@
-// Command demo runs regcred's main job on a laptop: it starts a local
-// kube-apiserver + etcd and a local authenticated registry, prints how to
-// reach both, and keeps them running until interrupted. `make demo` runs it.
+// Command demo shows regcred's main job on a real cluster on this machine:
+// a kubelet node on containerd, the Kubernetes controllers, an
+// authenticated registry holding an image, and regcred. It tells the story
+// in a few lines — a Deployment stuck in ImagePullBackOff, the one object
+// that fixes it, the Pod Running — then prints the KUBECONFIG and commands
+// to try, and keeps everything running until Ctrl-C, when it stops it all
+// and restores the host. `make demo` runs it (as root: a node needs it).
 //
 // It never touches the cluster of your current kubectl context.
 package main
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -29,7 +31,7 @@ func main() {
 }
 
 func run() error {
-	stateDir := flag.String("state-dir", "", "directory for the kubeconfig and registry auth file (default: a new temporary directory)")
+	stateDir := flag.String("state-dir", "", "directory for the kubeconfig and logs (default: a new temporary directory)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -45,105 +47,80 @@ func run() error {
 	if err := os.MkdirAll(*stateDir, 0o755); err != nil {
 		return err
 	}
+	if err := testenv.CheckCluster(); err != nil {
+		return err
+	}
 
-	fmt.Fprintln(os.Stderr, "starting kube-apiserver and etcd ...")
-	cp, err := testenv.StartControlPlane()
+	say("starting a cluster: etcd, kube-apiserver, controller-manager, scheduler, a kubelet node on containerd ...")
+	cl, err := testenv.StartCluster()
 	if err != nil {
 		return err
 	}
-	defer func() { _ = cp.Stop() }()
+	defer func() {
+		say("stopping the cluster and restoring the host ...")
+		if err := cl.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "demo: stop: %v\n", err)
+		}
+	}()
 	kubeconfig := filepath.Join(*stateDir, "kubeconfig")
-	if err := copyFile(cp.Kubeconfig, kubeconfig); err != nil {
+	if err := copyFile(cl.Kubeconfig, kubeconfig); err != nil {
 		return err
 	}
+	say("node %s Ready after %s", cl.NodeName, cl.NodeReady.Round(100*time.Millisecond))
 
-	fmt.Fprintln(os.Stderr, "starting a registry with bearer-token auth ...")
-	reg, err := testenv.StartRegistry(testenv.Token)
+	say("starting a private registry (htpasswd auth, TLS) with an image ...")
+	reg, err := testenv.StartRegistry(testenv.Basic)
 	if err != nil {
 		return err
 	}
 	defer reg.Close()
-	pushCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if _, err := reg.PushRandomImage(pushCtx, "demo/hello:v1"); err != nil {
+	if err := cl.TrustRegistry(reg); err != nil {
 		return err
 	}
-	authFile := filepath.Join(*stateDir, "registry-auth.json")
-	if err := writeAuthFile(authFile, reg); err != nil {
+	if _, err := reg.PushTestImage(ctx, "shop/web:1.0"); err != nil {
 		return err
 	}
-	certDir := filepath.Join(*stateDir, "certs.d")
-	if err := os.MkdirAll(certDir, 0o755); err != nil {
-		return err
-	}
-	if err := copyFile(reg.CAFile, filepath.Join(certDir, "ca.crt")); err != nil {
+	if _, err := reg.PushTestImage(ctx, "dockerhub/library/redis:7"); err != nil {
 		return err
 	}
 
-	fmt.Fprintln(os.Stderr, "starting the regcred manager ...")
+	say("starting regcred (controllers and admission webhook) ...")
 	logFile := filepath.Join(*stateDir, "manager.log")
-	if err := startManager(ctx, cp, logFile, filepath.Join(*stateDir, "webhook-certs")); err != nil {
+	if err := startManager(ctx, cl, logFile, filepath.Join(*stateDir, "webhook-certs")); err != nil {
 		return err
 	}
-	fmt.Fprintln(os.Stderr, "applying a ClusterRegistryCredential and a ClusterImageMirror ...")
-	if err := applySample(ctx, cp, reg); err != nil {
-		return err
-	}
-	pod, err := firstPod(ctx, cp)
+	story, err := tellStory(ctx, cl, reg)
 	if err != nil {
 		return err
-	}
-	var pullSecrets []string
-	for _, r := range pod.Spec.ImagePullSecrets {
-		pullSecrets = append(pullSecrets, r.Name)
 	}
 
 	fmt.Printf(`
-regcred demo is running. Press Ctrl-C to stop it and remove everything.
-
-Control plane (kube-apiserver %s + etcd), with the regcred manager running
-(log: %s):
+%s
+The cluster is yours to try (Ctrl-C stops everything and restores the host):
   export KUBECONFIG=%s
   kubectl get clusterregistrycredentials
-  kubectl get secret regcred-demo-registry -n team-a
-  kubectl get serviceaccount default -n team-b -o jsonpath='{.imagePullSecrets}{"\n"}'
+  kubectl get pods -n shop
+  kubectl get secret regcred-private-registry -n shop
+  kubectl get serviceaccount default -n shop -o jsonpath='{.imagePullSecrets}{"\n"}'
 
-  A namespace created now gets the pull Secret and patched ServiceAccounts:
-    kubectl create namespace team-c && kubectl create serviceaccount builder -n team-c
-    kubectl get serviceaccount builder -n team-c -o jsonpath='{.imagePullSecrets}{"\n"}'
+  A brand-new namespace runs private images at once:
+    kubectl create namespace cafe && kubectl create deployment web -n cafe --image=%s
+    kubectl wait pod -n cafe -l app=web --for=condition=Ready --timeout=60s
 
-The first Pod of the brand-new namespace "shop", created as image nginx:1.27,
-came back from the API server with:
-  image:            %s
-  imagePullSecrets: %v
-  annotations:      %v
-  kubectl get pod web -n shop -o jsonpath='{.spec.containers[0].image} {.spec.imagePullSecrets}{"\n"}'
-  kubectl create namespace cafe && kubectl run web -n cafe --image=redis:7
-  kubectl get pod web -n cafe -o jsonpath='{.spec.containers[0].image} {.spec.imagePullSecrets}{"\n"}'
+  Docker Hub images come from the mirror, with its credential:
+    kubectl run cache -n cafe --image=redis:7
+    kubectl get pod cache -n cafe -o jsonpath='{.spec.containers[0].image} {.spec.imagePullSecrets}{"\n"}'
 
-Private registry (distribution, bearer-token auth, TLS with a throwaway CA):
-  host:     %s
-  user:     %s (its password is in the auth file below)
-  image:    %s
-  skopeo inspect --authfile %s --cert-dir %s docker://%s
-
-`, testenv.KubeVersion, logFile, kubeconfig, pod.Spec.Containers[0].Image, pullSecrets, pod.Annotations,
-		reg.Host, reg.User.Name, reg.Ref("demo/hello:v1"),
-		authFile, certDir, reg.Ref("demo/hello:v1"))
+Logs: regcred %s, the cluster's programs %s
+`, story, kubeconfig, reg.Ref("shop/web:1.0"), logFile, cl.Dir)
 	fmt.Println("ready")
 
 	<-ctx.Done()
-	fmt.Fprintln(os.Stderr, "stopping ...")
 	return nil
 }
 
-func writeAuthFile(path string, reg *testenv.Registry) error {
-	auth := base64.StdEncoding.EncodeToString([]byte(reg.User.Name + ":" + reg.User.Password))
-	b, err := json.MarshalIndent(map[string]any{"auths": map[string]any{reg.Host: map[string]string{"auth": auth}}}, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, b, 0o600)
+func say(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "==> "+format+"\n", args...)
 }
 
 func copyFile(from, to string) error {

@@ -3,20 +3,21 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
+	"strings"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/dockercfg"
-	"regcred.dev/regcred/internal/manager"
+	"regcred.dev/regcred/internal/manager/inprocess"
 	"regcred.dev/regcred/internal/testenv"
 )
 
@@ -24,112 +25,147 @@ const regcredNamespace = "regcred-system"
 
 // startManager runs the regcred manager in this process, as `regcred
 // manager` would, logging to logFile.
-func startManager(ctx context.Context, cp *testenv.ControlPlane, logFile, certDir string) error {
+func startManager(ctx context.Context, cl *testenv.Cluster, logFile, certDir string) error {
 	f, err := os.Create(logFile)
 	if err != nil {
 		return err
 	}
 	ctrl.SetLogger(zap.New(zap.WriteTo(f)))
-	c := cp.Client
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: regcredNamespace}}); err != nil {
-		return err
+	_, err = inprocess.Start(ctx, cl.Config, inprocess.Options{Namespace: regcredNamespace, CertDir: certDir, MetricsAddr: "127.0.0.1:0"})
+	return err
+}
+
+// tellStory runs the scenario a user lives through and returns it told in
+// a few lines: a Deployment that cannot pull, the one object that fixes
+// it, the Pod Running.
+func tellStory(ctx context.Context, cl *testenv.Cluster, reg *testenv.Registry) (string, error) {
+	c := cl.Client
+	var story strings.Builder
+	image := reg.Ref("shop/web:1.0")
+
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}); err != nil {
+		return "", err
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
+	deploy := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: appsv1.DeploymentSpec{
+		Replicas: ptr.To[int32](1),
+		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+		Template: corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
+			Spec: corev1.PodSpec{TerminationGracePeriodSeconds: new(int64),
+				Containers: []corev1.Container{{Name: "web", Image: image}}},
+		},
+	}}
+	if err := c.Create(ctx, deploy); err != nil {
+		return "", err
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	mgr, err := manager.New(ctx, manager.Options{
-		RestConfig: cp.Config, Namespace: regcredNamespace, MetricsAddr: "127.0.0.1:0", ProbeAddr: "0",
-		// The local control plane reaches the webhook by URL on loopback.
-		Webhook: &manager.WebhookOptions{Host: "127.0.0.1", Port: port, CertDir: certDir, ManageCertificates: true, Register: true},
+	stuck, event, err := waitPod(ctx, c, "shop", func(p *corev1.Pod, events []corev1.Event) (bool, string) {
+		for _, st := range p.Status.ContainerStatuses {
+			if st.State.Waiting != nil && (st.State.Waiting.Reason == "ImagePullBackOff" || st.State.Waiting.Reason == "ErrImagePull") {
+				for _, e := range events {
+					if e.Reason == "Failed" && strings.Contains(e.Message, "Failed to pull image") {
+						return true, st.State.Waiting.Reason + ": " + e.Message
+					}
+				}
+			}
+		}
+		return false, ""
 	})
 	if err != nil {
-		return err
+		return "", fmt.Errorf("waiting for the Pod without a credential to fail its pull: %w", err)
 	}
-	go func() {
-		if err := mgr.Start(ctx); err != nil {
-			fmt.Fprintf(os.Stderr, "manager: %v\n", err)
-		}
-	}()
-	deadline := time.Now().Add(time.Minute)
-	for mgr.GetWebhookServer().StartedChecker()(nil) != nil {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the webhook server did not start")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return nil
-}
+	fmt.Fprintf(&story, "1. Without regcred, deployment/web in namespace shop cannot pull %s:\n", image)
+	fmt.Fprintf(&story, "   pod/%s  %s\n\n", stuck.Name, shorten(event, 220))
 
-// applySample creates two team namespaces (with the default ServiceAccount
-// the test control plane does not create by itself), the source Secret and
-// a ClusterRegistryCredential, and waits until it is Ready.
-func applySample(ctx context.Context, cp *testenv.ControlPlane, reg *testenv.Registry) error {
-	scheme, err := manager.Scheme()
-	if err != nil {
-		return err
-	}
-	c, err := client.New(cp.Config, client.Options{Scheme: scheme})
-	if err != nil {
-		return err
-	}
-	for _, ns := range []string{"team-a", "team-b"} {
-		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-			return err
-		}
-		if err := c.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default"}}); err != nil {
-			return err
-		}
-	}
+	// The one object: a credential for the registry, from a Secret in
+	// regcred's namespace (written here by the demo; by a person, a CI
+	// job or External Secrets in real life).
 	data, err := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{reg.Host: {Username: reg.User.Name, Password: reg.User.Password}}}).MarshalDockerConfigJSON()
 	if err != nil {
-		return err
+		return "", err
 	}
-	if err := c.Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: regcredNamespace, Name: "demo-registry-robot"},
-		Type:       corev1.SecretTypeDockerConfigJson,
-		Data:       map[string][]byte{corev1.DockerConfigJsonKey: data},
-	}); err != nil {
-		return err
+	if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: regcredNamespace, Name: "private-registry-robot"},
+		Type: corev1.SecretTypeDockerConfigJson, Data: map[string][]byte{corev1.DockerConfigJsonKey: data}}); err != nil {
+		return "", err
 	}
-	// Air-gap style: Docker Hub images come from the local registry.
-	mirror := &v1alpha1.ClusterImageMirror{ObjectMeta: metav1.ObjectMeta{Name: "dockerhub-via-local"}}
+	cred := &v1alpha1.ClusterRegistryCredential{ObjectMeta: metav1.ObjectMeta{Name: "private-registry"}}
+	cred.Spec.Registries = []string{reg.Host}
+	cred.Spec.Source.SecretRef = &v1alpha1.SecretReference{Name: "private-registry-robot"}
+	if err := c.Create(ctx, cred); err != nil {
+		return "", err
+	}
+	mirror := &v1alpha1.ClusterImageMirror{ObjectMeta: metav1.ObjectMeta{Name: "dockerhub"}}
 	mirror.Spec.Mirrors = []v1alpha1.MirrorRule{{Source: "docker.io", Mirror: reg.Host + "/dockerhub"}}
 	if err := c.Create(ctx, mirror); err != nil {
-		return err
+		return "", err
 	}
-	cred := &v1alpha1.ClusterRegistryCredential{ObjectMeta: metav1.ObjectMeta{Name: "demo-registry"}}
-	cred.Spec.Registries = []string{reg.Host}
-	cred.Spec.Source.SecretRef = &v1alpha1.SecretReference{Name: "demo-registry-robot"}
-	if err := c.Create(ctx, cred); err != nil {
-		return err
+	fmt.Fprintf(&story, `2. The one object that fixes it:
+   apiVersion: regcred.dev/v1alpha1
+   kind: ClusterRegistryCredential
+   metadata: {name: private-registry}
+   spec:
+     registries: [%s]
+     source: {secretRef: {name: private-registry-robot}}   # in %s
+
+`, reg.Host, regcredNamespace)
+
+	// The kubelet never re-reads a Pod's pull Secrets: the stuck Pod is
+	// replaced, and its successor gets the Secret.
+	start := time.Now()
+	if err := c.Delete(ctx, stuck); err != nil {
+		return "", err
 	}
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		if err := c.Get(ctx, client.ObjectKeyFromObject(cred), cred); err != nil {
-			return err
-		}
-		if meta.IsStatusConditionTrue(cred.Status.Conditions, v1alpha1.ConditionReady) {
-			return nil
-		}
-		time.Sleep(100 * time.Millisecond)
+	running, _, err := waitPod(ctx, c, "shop", func(p *corev1.Pod, _ []corev1.Event) (bool, string) {
+		return p.Name != stuck.Name && p.Status.Phase == corev1.PodRunning, ""
+	})
+	if err != nil {
+		return "", fmt.Errorf("waiting for the Pod with the credential to run: %w", err)
 	}
-	return fmt.Errorf("the sample ClusterRegistryCredential did not become Ready: %+v", cred.Status)
+	var secrets []string
+	for _, r := range running.Spec.ImagePullSecrets {
+		secrets = append(secrets, r.Name)
+	}
+	fmt.Fprintf(&story, "3. The stuck Pod replaced (a kubelet never re-reads a Pod's pull Secrets):\n")
+	fmt.Fprintf(&story, "   pod/%s  Running %s later, imagePullSecrets %v\n", running.Name, time.Since(start).Round(100*time.Millisecond), secrets)
+	return story.String(), nil
 }
 
-// firstPod creates a brand-new namespace and, right away, a Pod in it, and
-// returns the Pod as the API server stored it.
-func firstPod(ctx context.Context, cp *testenv.ControlPlane) (*corev1.Pod, error) {
-	c := cp.Client
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}); err != nil {
-		return nil, err
+// waitPod waits until a Pod of namespace ns, with its Events, satisfies
+// match, and returns it with what match said.
+func waitPod(ctx context.Context, c client.Client, ns string, match func(*corev1.Pod, []corev1.Event) (bool, string)) (*corev1.Pod, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for {
+		var pods corev1.PodList
+		var events corev1.EventList
+		if err := c.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+			return nil, "", err
+		}
+		if err := c.List(ctx, &events, client.InNamespace(ns)); err != nil {
+			return nil, "", err
+		}
+		for i := range pods.Items {
+			p := &pods.Items[i]
+			var mine []corev1.Event
+			for _, e := range events.Items {
+				if e.InvolvedObject.Name == p.Name {
+					mine = append(mine, e)
+				}
+			}
+			if ok, what := match(p, mine); ok {
+				return p, what, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, "", ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "nginx:1.27"}}}}
-	if err := c.Create(ctx, pod); err != nil {
-		return nil, err
+}
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return pod, nil
+	return s[:n-3] + "..."
 }

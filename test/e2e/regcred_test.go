@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"sync"
 	"testing"
@@ -18,7 +17,7 @@ import (
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/dockercfg"
-	"regcred.dev/regcred/internal/manager"
+	"regcred.dev/regcred/internal/manager/inprocess"
 	"regcred.dev/regcred/internal/testenv"
 )
 
@@ -44,49 +43,21 @@ func withRegcred(t *testing.T) env {
 
 func startRegcred(cl *testenv.Cluster) error {
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := cl.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: regcredNS}}); err != nil {
-		cancel()
-		return err
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		cancel()
-		return err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
 	certDir, err := os.MkdirTemp("", "regcred-e2e-webhook-")
 	if err != nil {
 		cancel()
 		return err
 	}
 	ctrl.SetLogger(zap.New(zap.WriteTo(io.Discard)))
-	mgr, err := manager.New(ctx, manager.Options{
-		RestConfig: cl.Config, Namespace: regcredNS, MetricsAddr: "0", ProbeAddr: "0",
-		Webhook: &manager.WebhookOptions{Host: "127.0.0.1", Port: port, CertDir: certDir, ManageCertificates: true, Register: true},
-	})
-	if err != nil {
-		cancel()
-		return err
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = mgr.Start(ctx)
-	}()
+	done, err := inprocess.Start(ctx, cl.Config, inprocess.Options{Namespace: regcredNS, CertDir: certDir})
 	suite.OnStop(func() {
 		cancel()
-		<-done
+		if done != nil {
+			<-done
+		}
 		_ = os.RemoveAll(certDir)
 	})
-	deadline := time.Now().Add(time.Minute)
-	for mgr.GetWebhookServer().StartedChecker()(nil) != nil {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("webhook server did not start")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return nil
+	return err
 }
 
 // sourceSecret writes the registry user's credential as a source Secret.
