@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -25,7 +24,7 @@ import (
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/controller"
 	"regcred.dev/regcred/internal/dockercfg"
-	"regcred.dev/regcred/internal/manager"
+	"regcred.dev/regcred/internal/manager/inprocess"
 	"regcred.dev/regcred/internal/testenv"
 	"regcred.dev/regcred/internal/webhook"
 )
@@ -91,13 +90,6 @@ func setup(cp *testenv.ControlPlane) error {
 		return err
 	}
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		cancel()
-		return err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
 	certDir, err := os.MkdirTemp("", "regcred-webhook-test-")
 	if err != nil {
 		cancel()
@@ -106,38 +98,19 @@ func setup(cp *testenv.ControlPlane) error {
 	// Shutdown logs informer errors as the control plane goes away; the
 	// tests assert on behaviour, not on logs.
 	ctrl.SetLogger(zap.New(zap.WriteTo(io.Discard)))
-	mgr, err := manager.New(ctx, manager.Options{
-		RestConfig: cp.Config, Namespace: regcredNS, MetricsAddr: "0", ProbeAddr: "0",
-		// Fail, not the default Ignore: a Pod that the webhook did not
-		// answer is rejected, so a case expecting no change cannot pass
-		// because the webhook was never called.
-		Webhook: &manager.WebhookOptions{Host: "127.0.0.1", Port: port, CertDir: certDir, ManageCertificates: true, Register: true,
-			FailurePolicy: string(admissionregistrationv1.Fail)},
-	})
-	if err != nil {
-		cancel()
-		return err
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = mgr.Start(ctx)
-	}()
+	// Fail, not the default Ignore: a Pod that the webhook did not answer
+	// is rejected, so a case expecting no change cannot pass because the
+	// webhook was never called.
+	done, err := inprocess.Start(ctx, cp.Config, inprocess.Options{Namespace: regcredNS, CertDir: certDir,
+		FailurePolicy: string(admissionregistrationv1.Fail)})
 	suite.OnStop(func() {
 		cancel()
-		<-done
+		if done != nil {
+			<-done
+		}
 		_ = os.RemoveAll(certDir)
 	})
-	// Ready once the webhook answers the API server: a Pod in a throwaway
-	// namespace gets its Secret.
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		if mgr.GetWebhookServer().StartedChecker()(nil) == nil {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("webhook server did not start")
+	return err
 }
 
 func namespace(t *testing.T, c client.Client, labels map[string]string) string {
