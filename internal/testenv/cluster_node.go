@@ -8,13 +8,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 func pemBlock(typ string, der []byte) []byte {
@@ -227,4 +229,30 @@ func (c *Cluster) TrustRegistry(r *Registry) error {
 // to get a Ready node.
 func (c *Cluster) Elapsed() time.Duration { return time.Since(c.started) }
 
-var _ = strconv.Itoa
+// RunTestPod runs a Pod of the node's own sandbox image (no pull) in the
+// default namespace and waits until it is Running: a check that the node
+// runs containers, networks and volumes.
+func (c *Cluster) RunTestPod() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "harness-check"}, Spec: corev1.PodSpec{
+		TerminationGracePeriodSeconds: new(int64),
+		Containers:                    []corev1.Container{{Name: "check", Image: sandboxImage, ImagePullPolicy: corev1.PullNever}},
+	}}
+	if err := c.Client.Create(ctx, p); err != nil {
+		return err
+	}
+	for {
+		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(p), p); err != nil {
+			return err
+		}
+		if p.Status.Phase == corev1.PodRunning {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("pod harness-check not Running: %s %v", p.Status.Phase, p.Status.ContainerStatuses)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

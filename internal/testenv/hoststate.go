@@ -251,27 +251,51 @@ func unescapeMountPath(s string) string {
 	return b.String()
 }
 
-// removeKubepodsCgroups removes the kubelet's cgroup trees, children first,
+// removeKubepodsCgroups kills what still runs in the kubelet's cgroup trees
+// (containers whose shim is gone) and removes the trees, children first,
 // in every hierarchy (cgroup v1 controllers and the unified one).
 func removeKubepodsCgroups() error {
 	roots, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods*")
 	if more, _ := filepath.Glob("/sys/fs/cgroup/kubepods*"); len(more) > 0 {
 		roots = append(roots, more...)
 	}
-	var errs []error
+	var dirs []string
 	for _, root := range roots {
-		var dirs []string
 		_ = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
 				dirs = append(dirs, path)
 			}
 			return nil
 		})
-		sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
+	}
+	// Processes exit asynchronously after SIGKILL: wait until the trees
+	// are empty.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		alive := 0
 		for _, d := range dirs {
-			if err := syscall.Rmdir(d); err != nil && !errors.Is(err, syscall.ENOENT) {
-				errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
+			b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+			if err != nil {
+				continue
 			}
+			for _, f := range strings.Fields(string(b)) {
+				var pid int
+				if _, err := fmt.Sscanf(f, "%d", &pid); err == nil && pid > 1 {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+					alive++
+				}
+			}
+		}
+		if alive == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
+	var errs []error
+	for _, d := range dirs {
+		if err := syscall.Rmdir(d); err != nil && !errors.Is(err, syscall.ENOENT) {
+			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -291,6 +315,21 @@ func restoreIPTables(cmd, dump string) error {
 		}
 		_ = exec.Command(cmd, "-t", table, "-F").Run()
 		_ = exec.Command(cmd, "-t", table, "-X").Run()
+	}
+	return nil
+}
+
+// RestoreHost restores what a cluster whose harness died left on the host,
+// waiting up to wait for a running cluster to stop first. Nothing to do is
+// not an error.
+func RestoreHost(wait time.Duration) error {
+	h, err := claimHost("", "", "", wait)
+	if err != nil {
+		return err
+	}
+	_ = os.Remove(hostStateFile)
+	if h.lock != nil {
+		_ = h.lock.Close()
 	}
 	return nil
 }

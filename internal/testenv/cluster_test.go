@@ -1,0 +1,142 @@
+package testenv_test
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"regcred.dev/regcred/internal/testenv"
+)
+
+// hostSnapshot is what a cluster changes on the host, in a comparable form.
+func hostSnapshot(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	counters := regexp.MustCompile(`\[\d+:\d+\]`)
+	for _, cmd := range []string{"iptables-save", "ip6tables-save"} {
+		out, err := exec.Command(cmd).Output()
+		if err != nil {
+			t.Fatalf("%s: %v", cmd, err)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if !strings.HasPrefix(line, "#") {
+				fmt.Fprintln(&b, counters.ReplaceAllString(line, ""))
+			}
+		}
+	}
+	for _, s := range []string{"kernel/panic", "kernel/panic_on_oops", "vm/overcommit_memory", "net/ipv4/ip_forward", "net/ipv4/conf/all/route_localnet"} {
+		v, _ := os.ReadFile(filepath.Join("/proc/sys", s))
+		fmt.Fprintf(&b, "sysctl %s=%s", s, v)
+	}
+	for _, p := range []string{"/run/containerd", "/var/lib/cni", "/var/log/containers", "/var/log/pods", "/var/lib/kubelet", "/sys/class/net/regcred0", "/run/regcred-cluster/state.json"} {
+		_, err := os.Lstat(p)
+		fmt.Fprintf(&b, "exists %s=%v\n", p, err == nil)
+	}
+	cgroups, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods*")
+	fmt.Fprintf(&b, "kubepods cgroups %v\n", cgroups)
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var mounts []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if fields := strings.Fields(sc.Text()); len(fields) > 4 && strings.Contains(fields[4], "regcred-cluster") {
+			mounts = append(mounts, fields[4])
+		}
+	}
+	sort.Strings(mounts)
+	fmt.Fprintf(&b, "mounts %v\n", mounts)
+	routes, _ := exec.Command("ip", "route", "show").Output()
+	fmt.Fprintf(&b, "routes\n%s", routes)
+	procs, _ := exec.Command("pgrep", "-f", "regcred-cluster-").Output()
+	fmt.Fprintf(&b, "processes %q\n", strings.Fields(string(procs)))
+	return b.String()
+}
+
+// TestClusterRestoresHostAfterHarnessDies starts a cluster in a child
+// process, runs a Pod on it, and kills the child with SIGKILL: no cleanup
+// of its own runs. The next RestoreHost (what the next cluster's start
+// does first) puts the host back exactly as it was.
+func TestClusterRestoresHostAfterHarnessDies(t *testing.T) {
+	if os.Getenv("REGCRED_TEST_CLUSTER_CHILD") == "1" {
+		runClusterChild()
+		return
+	}
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	if err := testenv.CheckCluster(); err != nil {
+		if testenv.Required() {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	if err := testenv.RestoreHost(30 * time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	before := hostSnapshot(t)
+
+	child := exec.Command(os.Args[0], "-test.run=^TestClusterRestoresHostAfterHarnessDies$")
+	child.Env = append(os.Environ(), "REGCRED_TEST_CLUSTER_CHILD=1")
+	out, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child.Stderr = os.Stderr
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	up := false
+	for sc.Scan() {
+		if sc.Text() == "cluster up" {
+			up = true
+			break
+		}
+	}
+	if !up {
+		_ = child.Process.Kill()
+		_ = child.Wait()
+		t.Fatal("the child's cluster did not come up")
+	}
+	during := hostSnapshot(t)
+	if during == before {
+		t.Fatal("a running cluster left no trace in the snapshot: the test could not see a failure to restore")
+	}
+	_ = child.Process.Signal(syscall.SIGKILL)
+	_ = child.Wait()
+
+	if err := testenv.RestoreHost(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if after := hostSnapshot(t); after != before {
+		t.Errorf("the host differs after restoring:\n--- before\n%s\n--- after\n%s", before, after)
+	}
+}
+
+// runClusterChild starts a cluster with a running Pod and waits to be
+// killed.
+func runClusterChild() {
+	cl, err := testenv.StartCluster()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if err := cl.RunTestPod(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		_ = cl.Stop()
+		os.Exit(1)
+	}
+	fmt.Println("cluster up")
+	select {}
+}
