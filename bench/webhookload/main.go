@@ -35,6 +35,7 @@ import (
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/bench/internal/stats"
+	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/pki"
 	"regcred.dev/regcred/internal/webhook"
 )
@@ -222,7 +223,7 @@ func reviewBody() ([]byte, error) {
 
 type ensured struct{}
 
-func (ensured) EnsureSecret(context.Context, string, string, string, string) error { return nil }
+func (ensured) EnsureSecret(context.Context, *credential.Credential, string) error { return nil }
 
 // handler is the real mutator over an in-memory view of 20 credentials and
 // 5 mirror rules (the steady state, where every Secret already exists).

@@ -7,7 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"regcred.dev/regcred/api/v1alpha1"
-	"regcred.dev/regcred/internal/controller"
+	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/keyring"
 	"regcred.dev/regcred/internal/manifests"
 )
@@ -87,11 +87,25 @@ matched (as the admission webhook does).`,
 				}
 				namespaced = append(namespaced, nl.Items...)
 			}
+			var objects []*credential.Credential
 			for i := range cluster {
-				creds = append(creds, manifests.Credential{SecretName: controller.SecretNameOf(&cluster[i]), Registries: cluster[i].Spec.Registries})
+				objects = append(objects, credential.FromCluster(&cluster[i]))
 			}
 			for i := range namespaced {
-				creds = append(creds, manifests.Credential{SecretName: controller.SecretNameOf(&namespaced[i]), Registries: namespaced[i].Spec.Registries})
+				objects = append(objects, credential.FromNamespaced(&namespaced[i]))
+			}
+			disabled := 0
+			for _, c := range objects {
+				// As the webhook does: a credential with injection turned
+				// off is never added to workloads.
+				if !c.InjectionEnabled() {
+					disabled++
+					continue
+				}
+				creds = append(creds, manifests.Credential{SecretName: c.SecretName(), Registries: c.Spec.Registries})
+			}
+			if len(creds) == 0 && disabled > 0 {
+				return fmt.Errorf("no credentials: every one given has podInjection.enabled: false")
 			}
 			if len(creds) == 0 && fromCluster {
 				return fmt.Errorf("no credentials: the cluster has no RegistryCredential or ClusterRegistryCredential")

@@ -95,3 +95,43 @@ func TestManifestsBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestManifestsInjectHonoursPodInjection: a credential whose
+// podInjection.enabled is false is never added, as the webhook never adds
+// it.
+func TestManifestsInjectHonoursPodInjection(t *testing.T) {
+	dir := t.TempDir()
+	creds := writeFile(t, dir, "creds.yaml", `apiVersion: regcred.dev/v1alpha1
+kind: ClusterRegistryCredential
+metadata: {name: hub-off}
+spec:
+  registries: [docker.io]
+  podInjection: {enabled: false}
+  source: {secretRef: {name: hub}}
+---
+apiVersion: regcred.dev/v1alpha1
+kind: ClusterRegistryCredential
+metadata: {name: hub-on}
+spec:
+  registries: [docker.io]
+  source: {secretRef: {name: hub}}
+`)
+	out, stderr, code := run(t, deployment, "manifests", "inject", "--credentials", creds)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(out, "- name: regcred-hub-on") || strings.Contains(out, "regcred-hub-off") {
+		t.Errorf("output:\n%s", out)
+	}
+	off := writeFile(t, dir, "off.yaml", `apiVersion: regcred.dev/v1alpha1
+kind: ClusterRegistryCredential
+metadata: {name: hub-off}
+spec:
+  registries: [docker.io]
+  podInjection: {enabled: false}
+  source: {secretRef: {name: hub}}
+`)
+	if _, stderr, code := run(t, deployment, "manifests", "inject", "--credentials", off); code != 1 || !strings.Contains(stderr, "podInjection.enabled: false") {
+		t.Errorf("only disabled credentials: exit %d, %s", code, stderr)
+	}
+}

@@ -12,7 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"regcred.dev/regcred/api/v1alpha1"
-	"regcred.dev/regcred/internal/controller"
+	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/testenv"
 )
 
@@ -49,8 +49,8 @@ func TestFanOutRotateAndCleanUp(t *testing.T) {
 		t.Errorf("unselected namespace %s got the Secret", other)
 	}
 	_, s, _ := secretData(bg, c, nsA, "regcred-fanout")
-	if s.Type != corev1.SecretTypeDockerConfigJson || s.Labels[controller.LabelManaged] != "true" ||
-		s.Annotations[controller.AnnotationCredential] != "ClusterRegistryCredential/fanout" {
+	if s.Type != corev1.SecretTypeDockerConfigJson || s.Labels[credential.LabelManaged] != "true" ||
+		s.Annotations[credential.AnnotationCredential] != "ClusterRegistryCredential/fanout" {
 		t.Errorf("managed Secret metadata: type %s labels %v annotations %v", s.Type, s.Labels, s.Annotations)
 	}
 
@@ -103,7 +103,7 @@ func TestFanOutRotateAndCleanUp(t *testing.T) {
 	if err := c.Get(bg, client.ObjectKey{Namespace: nsA, Name: "builder"}, &sa); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := sa.Annotations[controller.AnnotationPullSecrets]; ok {
+	if _, ok := sa.Annotations[credential.AnnotationPullSecrets]; ok {
 		t.Errorf("tracking annotation left behind: %v", sa.Annotations)
 	}
 }
@@ -272,7 +272,7 @@ func TestForeignSecretLeftAlone(t *testing.T) {
 		t.Errorf("status: %+v", obj.Status)
 	}
 	got, s, err := secretData(bg, c, ns, "regcred-foreign")
-	if err != nil || string(got) != string(mine) || s.Labels[controller.LabelManaged] != "" {
+	if err != nil || string(got) != string(mine) || s.Labels[credential.LabelManaged] != "" {
 		t.Errorf("foreign Secret touched: %v %s %v", err, got, s.Labels)
 	}
 	if names, _ := pullSecretsOf(bg, c, ns, "default"); slices.Contains(names, "regcred-foreign") {
@@ -513,7 +513,7 @@ func TestUnrelatedSecretsAreNotCached(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, item := range list.Items {
-		if item.Labels[controller.LabelManaged] != "true" {
+		if item.Labels[credential.LabelManaged] != "true" {
 			t.Errorf("cache holds an unrelated Secret %s/%s", item.Namespace, item.Name)
 		}
 		if item.ManagedFields != nil {

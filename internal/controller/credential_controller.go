@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/credential"
 )
 
 // maxFailuresInStatus bounds status.failures.
@@ -24,7 +25,7 @@ const maxFailuresInStatus = 10
 // CredentialReconciler resolves a credential's source and reports its
 // status; for one kind (ClusterRegistryCredential or RegistryCredential).
 type CredentialReconciler struct {
-	kind             string
+	kind             credential.Kind
 	client           client.Client
 	regcredNamespace string
 	sources          *sources
@@ -34,17 +35,17 @@ type CredentialReconciler struct {
 
 // Reconcile implements reconcile.Reconciler.
 func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	c, err := r.get(ctx, req)
+	key := credential.Key{Kind: r.kind, Namespace: req.Namespace, Name: req.Name}
+	c, err := getCredential(ctx, r.client, key)
 	if apierrors.IsNotFound(err) {
-		gone := &credential{Kind: r.kind, Namespace: req.Namespace, Name: req.Name}
-		r.failures.forget(gone.Key())
-		deleteCredentialMetrics(gone)
+		r.failures.forget(key)
+		deleteCredentialMetrics(key)
 		return ctrl.Result{}, nil
 	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	log := ctrl.LoggerFrom(ctx).WithValues(logKeyCredential, c.Key())
+	log := ctrl.LoggerFrom(ctx).WithValues(logKeyCredential, c.Key.String())
 	ctx = ctrl.LoggerInto(ctx, log)
 
 	copies, err := r.copies(ctx, c)
@@ -52,7 +53,7 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		return ctrl.Result{}, err
 	}
 
-	if c.deleting() {
+	if c.Deleting() {
 		// The namespace controller removes the copies and ServiceAccount
 		// entries of a deleted credential; each removal wakes this one up.
 		if len(copies) > 0 {
@@ -62,23 +63,23 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 					Reason: v1alpha1.ReasonDeleting, Message: fmt.Sprintf("removing the Secret from %d namespaces", len(copies)), ObservedGeneration: c.Object.GetGeneration()})
 			})
 		}
-		if controllerutil.ContainsFinalizer(c.Object, Finalizer) {
+		if controllerutil.ContainsFinalizer(c.Object, credential.Finalizer) {
 			patch := client.MergeFrom(c.Object.DeepCopyObject().(client.Object))
-			controllerutil.RemoveFinalizer(c.Object, Finalizer)
+			controllerutil.RemoveFinalizer(c.Object, credential.Finalizer)
 			if err := r.client.Patch(ctx, c.Object, patch); err != nil && !apierrors.IsNotFound(err) {
 				return ctrl.Result{}, err
 			}
 			syncWrites.WithLabelValues("remove_finalizer").Inc()
 			log.Info("cleanup done")
 		}
-		r.failures.forget(c.Key())
-		deleteCredentialMetrics(c)
+		r.failures.forget(c.Key)
+		deleteCredentialMetrics(c.Key)
 		return ctrl.Result{}, nil
 	}
 
-	if !controllerutil.ContainsFinalizer(c.Object, Finalizer) {
+	if !controllerutil.ContainsFinalizer(c.Object, credential.Finalizer) {
 		patch := client.MergeFrom(c.Object.DeepCopyObject().(client.Object))
-		controllerutil.AddFinalizer(c.Object, Finalizer)
+		controllerutil.AddFinalizer(c.Object, credential.Finalizer)
 		if err := r.client.Patch(ctx, c.Object, patch); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -99,7 +100,7 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			synced++
 		}
 	}
-	fails := r.failures.get(c.Key(), func(ns string) bool { return desired[ns] })
+	fails := r.failures.get(c.Key, func(ns string) bool { return desired[ns] })
 
 	cond := metav1.Condition{Type: v1alpha1.ConditionReady, ObservedGeneration: c.Object.GetGeneration()}
 	switch {
@@ -154,22 +155,18 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if cond.Status == metav1.ConditionTrue {
 		ready = 1
 	}
-	credentialReady.WithLabelValues(c.Kind, c.Namespace, c.Name).Set(ready)
-	credentialNamespaces.WithLabelValues(c.Kind, c.Namespace, c.Name, "desired").Set(float64(len(desired)))
-	credentialNamespaces.WithLabelValues(c.Kind, c.Namespace, c.Name, "synced").Set(float64(synced))
-	credentialNamespaces.WithLabelValues(c.Kind, c.Namespace, c.Name, "failed").Set(float64(len(fails)))
+	credentialReady.WithLabelValues(string(c.Kind), c.Namespace, c.Name).Set(ready)
+	credentialNamespaces.WithLabelValues(string(c.Kind), c.Namespace, c.Name, "desired").Set(float64(len(desired)))
+	credentialNamespaces.WithLabelValues(string(c.Kind), c.Namespace, c.Name, "synced").Set(float64(synced))
+	credentialNamespaces.WithLabelValues(string(c.Kind), c.Namespace, c.Name, "failed").Set(float64(len(fails)))
 	return ctrl.Result{}, err
 }
 
-func (r *CredentialReconciler) get(ctx context.Context, req ctrl.Request) (*credential, error) {
-	return getCredential(ctx, r.client, r.kind, req.Namespace, req.Name)
-}
-
 // copies are the managed Secrets rendered from the credential.
-func (r *CredentialReconciler) copies(ctx context.Context, c *credential) ([]corev1.Secret, error) {
+func (r *CredentialReconciler) copies(ctx context.Context, c *credential.Credential) ([]corev1.Secret, error) {
 	var list corev1.SecretList
-	opts := []client.ListOption{client.MatchingFields{indexOwner: c.Key()}}
-	if c.Kind == KindNamespaced {
+	opts := []client.ListOption{client.MatchingFields{indexOwner: c.Key.String()}}
+	if c.Kind == credential.KindNamespaced {
 		opts = append(opts, client.InNamespace(c.Namespace))
 	}
 	if err := r.client.List(ctx, &list, opts...); err != nil {
@@ -178,20 +175,20 @@ func (r *CredentialReconciler) copies(ctx context.Context, c *credential) ([]cor
 	return list.Items, nil
 }
 
-func (r *CredentialReconciler) desiredNamespaces(ctx context.Context, c *credential) (map[string]bool, error) {
+func (r *CredentialReconciler) desiredNamespaces(ctx context.Context, c *credential.Credential) (map[string]bool, error) {
 	out := map[string]bool{}
-	if c.Kind == KindNamespaced {
+	if c.Kind == credential.KindNamespaced {
 		var ns corev1.Namespace
 		if err := r.client.Get(ctx, client.ObjectKey{Name: c.Namespace}, &ns); err != nil {
 			return nil, client.IgnoreNotFound(err)
 		}
-		if ok, _ := c.appliesTo(&ns, r.regcredNamespace); ok {
+		if ok, _ := c.AppliesTo(&ns, r.regcredNamespace); ok {
 			out[ns.Name] = true
 		}
 		return out, nil
 	}
 	// The selector is parsed once, not once per namespace.
-	scope, err := c.scope(r.regcredNamespace)
+	scope, err := c.Scope(r.regcredNamespace)
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +205,7 @@ func (r *CredentialReconciler) desiredNamespaces(ctx context.Context, c *credent
 }
 
 // updateStatus writes the status only when it changed.
-func (r *CredentialReconciler) updateStatus(ctx context.Context, c *credential, change func(*v1alpha1.CredentialStatus)) error {
+func (r *CredentialReconciler) updateStatus(ctx context.Context, c *credential.Credential, change func(*v1alpha1.CredentialStatus)) error {
 	orig := c.Object.DeepCopyObject().(client.Object)
 	before := c.Status.DeepCopy()
 	change(c.Status)

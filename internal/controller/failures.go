@@ -5,9 +5,10 @@ import (
 	"sort"
 	"sync"
 
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"regcred.dev/regcred/internal/credential"
 )
 
 // failures remembers, per credential, the namespaces where the namespace
@@ -21,49 +22,48 @@ import (
 // other's function nor takes its pending keys.
 type failures struct {
 	mu      sync.Mutex
-	byCred  map[string]map[string]string    // credential key -> namespace -> message
-	notify  map[string]func(credKey string) // kind -> wake-up
-	pending map[string]map[string]struct{}  // kind -> credential keys
+	byCred  map[credential.Key]map[string]string // namespace -> message
+	notify  map[credential.Kind]func(credential.Key)
+	pending map[credential.Kind]map[credential.Key]struct{}
 }
 
 func newFailures() *failures {
-	return &failures{byCred: map[string]map[string]string{}, notify: map[string]func(string){},
-		pending: map[string]map[string]struct{}{}}
+	return &failures{byCred: map[credential.Key]map[string]string{}, notify: map[credential.Kind]func(credential.Key){},
+		pending: map[credential.Kind]map[credential.Key]struct{}{}}
 }
 
 // set records (message != "") or clears (message == "") a failure. It
 // reports whether this is a new or changed failure.
-func (f *failures) set(credKey, namespace, message string) bool {
+func (f *failures) set(key credential.Key, namespace, message string) bool {
 	f.mu.Lock()
-	m := f.byCred[credKey]
+	m := f.byCred[key]
 	old, had := m[namespace]
 	changed := false
 	switch {
 	case message == "" && had:
 		delete(m, namespace)
 		if len(m) == 0 {
-			delete(f.byCred, credKey)
+			delete(f.byCred, key)
 		}
 		changed = true
 	case message != "" && old != message:
 		if m == nil {
 			m = map[string]string{}
-			f.byCred[credKey] = m
+			f.byCred[key] = m
 		}
 		m[namespace] = message
 		changed = true
 	}
-	kind, _, _ := cutKind(credKey)
-	notify := f.notify[kind]
+	notify := f.notify[key.Kind]
 	if changed && notify == nil {
-		if f.pending[kind] == nil {
-			f.pending[kind] = map[string]struct{}{}
+		if f.pending[key.Kind] == nil {
+			f.pending[key.Kind] = map[credential.Key]struct{}{}
 		}
-		f.pending[kind][credKey] = struct{}{}
+		f.pending[key.Kind][key] = struct{}{}
 	}
 	f.mu.Unlock()
 	if changed && notify != nil {
-		notify(credKey)
+		notify(key)
 	}
 	return changed && message != ""
 }
@@ -71,15 +71,15 @@ func (f *failures) set(credKey, namespace, message string) bool {
 // clearNamespace forgets every failure in namespace (it was deleted).
 func (f *failures) clearNamespace(namespace string) {
 	f.mu.Lock()
-	var creds []string
-	for cred, m := range f.byCred {
+	var keys []credential.Key
+	for key, m := range f.byCred {
 		if _, ok := m[namespace]; ok {
-			creds = append(creds, cred)
+			keys = append(keys, key)
 		}
 	}
 	f.mu.Unlock()
-	for _, c := range creds {
-		f.set(c, namespace, "")
+	for _, k := range keys {
+		f.set(k, namespace, "")
 	}
 }
 
@@ -96,19 +96,19 @@ func (f *failures) inNamespace(namespace string) bool {
 }
 
 // forget drops a credential.
-func (f *failures) forget(credKey string) {
+func (f *failures) forget(key credential.Key) {
 	f.mu.Lock()
-	delete(f.byCred, credKey)
+	delete(f.byCred, key)
 	f.mu.Unlock()
 }
 
 // get returns the failures of a credential in the given namespaces, sorted
 // by namespace.
-func (f *failures) get(credKey string, inScope func(string) bool) []failure {
+func (f *failures) get(key credential.Key, inScope func(string) bool) []failure {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []failure
-	for ns, msg := range f.byCred[credKey] {
+	for ns, msg := range f.byCred[key] {
 		if inScope(ns) {
 			out = append(out, failure{ns, msg})
 		}
@@ -123,16 +123,11 @@ type failure struct{ Namespace, Message string }
 // of one kind whose failures changed.
 type notifySource struct {
 	f    *failures
-	kind string
+	kind credential.Kind
 }
 
 func (s *notifySource) Start(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
-	toRequest := requestForKey(s.kind)
-	add := func(key string) {
-		if req, ok := toRequest(key); ok {
-			q.Add(req)
-		}
-	}
+	add := func(key credential.Key) { q.Add(requestFor(key)) }
 	s.f.mu.Lock()
 	s.f.notify[s.kind] = add
 	pending := s.f.pending[s.kind]
@@ -142,32 +137,4 @@ func (s *notifySource) Start(_ context.Context, q workqueue.TypedRateLimitingInt
 		add(k)
 	}
 	return nil
-}
-
-// requestForKey maps a credential key to the request of the credential
-// controller of its kind.
-func requestForKey(kind string) func(string) (reconcile.Request, bool) {
-	return func(key string) (reconcile.Request, bool) {
-		k, rest, _ := cutKind(key)
-		if k != kind {
-			return reconcile.Request{}, false
-		}
-		if kind == KindCluster {
-			return reconcile.Request{NamespacedName: types.NamespacedName{Name: rest}}, true
-		}
-		ns, name, ok := cutKind(rest)
-		if !ok {
-			return reconcile.Request{}, false
-		}
-		return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}}, true
-	}
-}
-
-func cutKind(s string) (string, string, bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '/' {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }

@@ -8,6 +8,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"regcred.dev/regcred/internal/credential"
 )
 
 func newQueue() workqueue.TypedRateLimitingInterface[reconcile.Request] {
@@ -29,16 +31,16 @@ func drain(q workqueue.TypedRateLimitingInterface[reconcile.Request]) map[reconc
 // order. Whatever the order, and whether a failure is recorded before or
 // after the sources start, it must reach the controller of its own kind.
 func TestFailuresReachTheirKindWhateverTheStartOrder(t *testing.T) {
-	cluster := credentialKey(KindCluster, "", "shared")
-	namespaced := credentialKey(KindNamespaced, "team-a", "harbor")
+	cluster := credential.Key{Kind: credential.KindCluster, Name: "shared"}
+	namespaced := credential.Key{Kind: credential.KindNamespaced, Namespace: "team-a", Name: "harbor"}
 	wantCluster := reconcile.Request{NamespacedName: types.NamespacedName{Name: "shared"}}
 	wantNamespaced := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "team-a", Name: "harbor"}}
 
-	for _, order := range [][]string{{KindCluster, KindNamespaced}, {KindNamespaced, KindCluster}} {
+	for _, order := range [][]credential.Kind{{credential.KindCluster, credential.KindNamespaced}, {credential.KindNamespaced, credential.KindCluster}} {
 		for _, before := range []bool{true, false} {
 			t.Run(fmt.Sprintf("start %s first, failures before start %v", order[0], before), func(t *testing.T) {
 				f := newFailures()
-				queues := map[string]workqueue.TypedRateLimitingInterface[reconcile.Request]{}
+				queues := map[credential.Kind]workqueue.TypedRateLimitingInterface[reconcile.Request]{}
 				record := func(ns string) {
 					if !f.set(cluster, ns, "Secret name is taken") {
 						t.Fatalf("set(%s, %s) reported no change", cluster, ns)
@@ -59,7 +61,7 @@ func TestFailuresReachTheirKindWhateverTheStartOrder(t *testing.T) {
 				if !before {
 					record("ns-2")
 				}
-				gotCluster, gotNamespaced := drain(queues[KindCluster]), drain(queues[KindNamespaced])
+				gotCluster, gotNamespaced := drain(queues[credential.KindCluster]), drain(queues[credential.KindNamespaced])
 				if len(gotCluster) != 1 || !gotCluster[wantCluster] {
 					t.Errorf("ClusterRegistryCredential queue = %v, want only %v", gotCluster, wantCluster)
 				}
@@ -73,7 +75,7 @@ func TestFailuresReachTheirKindWhateverTheStartOrder(t *testing.T) {
 
 func TestFailuresSetReportsNewAndChanged(t *testing.T) {
 	f := newFailures()
-	key := credentialKey(KindCluster, "", "c")
+	key := credential.Key{Kind: credential.KindCluster, Name: "c"}
 	steps := []struct {
 		ns, msg string
 		want    bool

@@ -15,7 +15,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"regcred.dev/regcred/api/v1alpha1"
-	"regcred.dev/regcred/internal/controller"
 	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/testenv"
 )
@@ -191,5 +190,3 @@ func eventsFor(ctx context.Context, c client.Client, name string) (string, error
 	}
 	return b.String(), nil
 }
-
-var _ = controller.LabelManaged

@@ -3,6 +3,8 @@ package controller
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"regcred.dev/regcred/internal/credential"
 )
 
 // Metrics are registered on controller-runtime's registry, served on the
@@ -34,9 +36,9 @@ func init() {
 	metrics.Registry.MustRegister(credentialReady, credentialNamespaces, syncErrors, syncWrites)
 }
 
-func deleteCredentialMetrics(c *credential) {
-	credentialReady.DeleteLabelValues(c.Kind, c.Namespace, c.Name)
+func deleteCredentialMetrics(c credential.Key) {
+	credentialReady.DeleteLabelValues(string(c.Kind), c.Namespace, c.Name)
 	for _, s := range []string{"desired", "synced", "failed"} {
-		credentialNamespaces.DeleteLabelValues(c.Kind, c.Namespace, c.Name, s)
+		credentialNamespaces.DeleteLabelValues(string(c.Kind), c.Namespace, c.Name, s)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/source"
 )
 
@@ -73,7 +74,7 @@ func (r *NamespaceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, err
 	}
 	var managed corev1.SecretList
-	if err := r.client.List(ctx, &managed, client.InNamespace(ns.Name), client.MatchingLabels{LabelManaged: "true"}); err != nil {
+	if err := r.client.List(ctx, &managed, client.InNamespace(ns.Name), client.MatchingLabels{credential.LabelManaged: "true"}); err != nil {
 		return ctrl.Result{}, err
 	}
 	existing := map[string]*corev1.Secret{}
@@ -83,9 +84,9 @@ func (r *NamespaceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 
 	// Credentials that already own their Secret claim its name first, so
 	// two credentials asking for one name do not take it from each other.
-	applicable := make([]*credential, 0, len(all))
+	applicable := make([]*credential.Credential, 0, len(all))
 	for _, c := range all {
-		ok, err := c.appliesTo(&ns, r.regcredNamespace)
+		ok, err := c.AppliesTo(&ns, r.regcredNamespace)
 		if err != nil {
 			r.fail(ctx, c, ns.Name, err.Error())
 			continue
@@ -93,7 +94,7 @@ func (r *NamespaceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		if ok {
 			applicable = append(applicable, c)
 		} else {
-			r.failures.set(c.Key(), ns.Name, "")
+			r.failures.set(c.Key, ns.Name, "")
 		}
 	}
 	sort.SliceStable(applicable, func(i, j int) bool {
@@ -101,19 +102,19 @@ func (r *NamespaceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		if oi != oj {
 			return oi
 		}
-		return applicable[i].Key() < applicable[j].Key()
+		return applicable[i].Key.String() < applicable[j].Key.String()
 	})
 
 	var (
 		errs    []error
 		requeue time.Duration
-		claim   = map[string]*credential{} // Secret name -> credential
-		ready   = map[string]*credential{} // Secrets in place, ours
+		claim   = map[string]*credential.Credential{} // Secret name -> credential
+		ready   = map[string]*credential.Credential{} // Secrets in place, ours
 	)
 	for _, c := range applicable {
 		name := c.SecretName()
 		if other, taken := claim[name]; taken {
-			r.fail(ctx, c, ns.Name, fmt.Sprintf("Secret name %q is also used by %s; give one of them another spec.secretName", name, other.Key()))
+			r.fail(ctx, c, ns.Name, fmt.Sprintf("Secret name %q is also used by %s; give one of them another spec.secretName", name, other.Key.String()))
 			continue
 		}
 		claim[name] = c
@@ -122,10 +123,10 @@ func (r *NamespaceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		if src.Err != nil {
 			// A bad source leaves existing copies exactly as they are; the
 			// credential controller reports it.
-			if cur != nil && ownerKey(cur) == c.Key() {
+			if cur != nil && ownerKey(cur) == c.Key.String() {
 				ready[name] = c
 			}
-			r.failures.set(c.Key(), ns.Name, "")
+			r.failures.set(c.Key, ns.Name, "")
 			if src.Err.Reason == source.Unavailable {
 				errs = append(errs, src.Err)
 			}
@@ -169,13 +170,13 @@ func (r *NamespaceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	return ctrl.Result{RequeueAfter: requeue}, nil
 }
 
-func owns(existing map[string]*corev1.Secret, c *credential) bool {
+func owns(existing map[string]*corev1.Secret, c *credential.Credential) bool {
 	s, ok := existing[c.SecretName()]
-	return ok && ownerKey(s) == c.Key()
+	return ok && ownerKey(s) == c.Key.String()
 }
 
 // credentialsIn lists every credential that could act in namespace.
-func (r *NamespaceReconciler) credentialsIn(ctx context.Context, namespace string) ([]*credential, error) {
+func (r *NamespaceReconciler) credentialsIn(ctx context.Context, namespace string) ([]*credential.Credential, error) {
 	var cluster v1alpha1.ClusterRegistryCredentialList
 	if err := r.client.List(ctx, &cluster); err != nil {
 		return nil, err
@@ -184,35 +185,35 @@ func (r *NamespaceReconciler) credentialsIn(ctx context.Context, namespace strin
 	if err := r.client.List(ctx, &namespaced, client.InNamespace(namespace)); err != nil {
 		return nil, err
 	}
-	out := make([]*credential, 0, len(cluster.Items)+len(namespaced.Items))
+	out := make([]*credential.Credential, 0, len(cluster.Items)+len(namespaced.Items))
 	for i := range cluster.Items {
-		out = append(out, fromCluster(&cluster.Items[i]))
+		out = append(out, credential.FromCluster(&cluster.Items[i]))
 	}
 	for i := range namespaced.Items {
-		out = append(out, fromNamespaced(&namespaced.Items[i]))
+		out = append(out, credential.FromNamespaced(&namespaced.Items[i]))
 	}
 	return out, nil
 }
 
-func (r *NamespaceReconciler) fail(ctx context.Context, c *credential, namespace, message string) {
-	if r.failures.set(c.Key(), namespace, message) {
-		ctrl.LoggerFrom(ctx).Info("sync failed", logKeyCredential, c.Key(), logKeyReason, message)
+func (r *NamespaceReconciler) fail(ctx context.Context, c *credential.Credential, namespace, message string) {
+	if r.failures.set(c.Key, namespace, message) {
+		ctrl.LoggerFrom(ctx).Info("sync failed", logKeyCredential, c.Key.String(), logKeyReason, message)
 		r.recorder.Eventf(c.Object, nil, corev1.EventTypeWarning, v1alpha1.ReasonSyncFailed, "Sync", "namespace %s: %s", namespace, message)
 	}
 }
 
-func (r *NamespaceReconciler) desiredSecret(c *credential, namespace, name string, data []byte) *corev1.Secret {
+func (r *NamespaceReconciler) desiredSecret(c *credential.Credential, namespace, name string, data []byte) *corev1.Secret {
 	s := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:        name,
 			Namespace:   namespace,
-			Labels:      map[string]string{LabelManaged: "true"},
-			Annotations: map[string]string{AnnotationCredential: c.annotation()},
+			Labels:      map[string]string{credential.LabelManaged: "true"},
+			Annotations: map[string]string{credential.AnnotationCredential: c.Annotation()},
 		},
 		Type: corev1.SecretTypeDockerConfigJson,
 		Data: map[string][]byte{corev1.DockerConfigJsonKey: data},
 	}
-	gvk := v1alpha1.GroupVersion.WithKind(c.Kind)
+	gvk := v1alpha1.GroupVersion.WithKind(string(c.Kind))
 	// An owner reference lets the garbage collector clean up where it runs;
 	// regcred's own cleanup does not depend on it.
 	s.OwnerReferences = []metav1.OwnerReference{{
@@ -223,8 +224,8 @@ func (r *NamespaceReconciler) desiredSecret(c *credential, namespace, name strin
 
 // ensureSecret creates or repairs the managed Secret. ok says whether the
 // Secret is now in place and regcred's.
-func (r *NamespaceReconciler) ensureSecret(ctx context.Context, c *credential, ns *corev1.Namespace, name string, data []byte, cur *corev1.Secret, fieldManager string) (ok bool, retryAfter time.Duration, err error) {
-	log := ctrl.LoggerFrom(ctx).WithValues(logKeySecret, name, logKeyCredential, c.Key())
+func (r *NamespaceReconciler) ensureSecret(ctx context.Context, c *credential.Credential, ns *corev1.Namespace, name string, data []byte, cur *corev1.Secret, fieldManager string) (ok bool, retryAfter time.Duration, err error) {
+	log := ctrl.LoggerFrom(ctx).WithValues(logKeySecret, name, logKeyCredential, c.Key.String())
 	want := r.desiredSecret(c, ns.Name, name, data)
 
 	if cur == nil {
@@ -233,7 +234,7 @@ func (r *NamespaceReconciler) ensureSecret(ctx context.Context, c *credential, n
 		case err == nil:
 			syncWrites.WithLabelValues("create_secret").Inc()
 			log.V(1).Info("created Secret")
-			r.failures.set(c.Key(), ns.Name, "")
+			r.failures.set(c.Key, ns.Name, "")
 			return true, 0, nil
 		case apierrors.IsAlreadyExists(err):
 			// Not in the cache, so not labelled as regcred's, or the cache
@@ -242,7 +243,7 @@ func (r *NamespaceReconciler) ensureSecret(ctx context.Context, c *credential, n
 			if err := r.apiReader.Get(ctx, client.ObjectKeyFromObject(want), &live); err != nil {
 				return false, 0, err
 			}
-			if live.Annotations[AnnotationCredential] != c.annotation() {
+			if live.Annotations[credential.AnnotationCredential] != c.Annotation() {
 				r.fail(ctx, c, ns.Name, fmt.Sprintf("Secret %s/%s exists and is not managed by regcred; it is left untouched: delete it or set another spec.secretName", ns.Name, name))
 				return false, conflictRetry, nil
 			}
@@ -264,7 +265,7 @@ func (r *NamespaceReconciler) ensureSecret(ctx context.Context, c *credential, n
 		return r.ensureSecret(ctx, c, ns, name, data, nil, fieldManager)
 	}
 	if secretUpToDate(cur, want) {
-		r.failures.set(c.Key(), ns.Name, "")
+		r.failures.set(c.Key, ns.Name, "")
 		return true, 0, nil
 	}
 	updated := cur.DeepCopy()
@@ -288,7 +289,7 @@ func (r *NamespaceReconciler) ensureSecret(ctx context.Context, c *credential, n
 	}
 	syncWrites.WithLabelValues("update_secret").Inc()
 	log.Info("updated Secret")
-	r.failures.set(c.Key(), ns.Name, "")
+	r.failures.set(c.Key, ns.Name, "")
 	return true, 0, nil
 }
 
@@ -327,7 +328,7 @@ func (r *NamespaceReconciler) deleteSecret(ctx context.Context, s *corev1.Secret
 
 // syncServiceAccounts gives every ServiceAccount of the namespace the
 // Secrets of the credentials that select it.
-func (r *NamespaceReconciler) syncServiceAccounts(ctx context.Context, namespace string, ready map[string]*credential) error {
+func (r *NamespaceReconciler) syncServiceAccounts(ctx context.Context, namespace string, ready map[string]*credential.Credential) error {
 	var sas corev1.ServiceAccountList
 	if err := r.client.List(ctx, &sas, client.InNamespace(namespace)); err != nil {
 		return err
@@ -337,7 +338,7 @@ func (r *NamespaceReconciler) syncServiceAccounts(ctx context.Context, namespace
 		sa := &sas.Items[i]
 		want := map[string]bool{}
 		for name, c := range ready {
-			ok, err := c.selectsServiceAccount(sa)
+			ok, err := c.SelectsServiceAccount(sa)
 			if err != nil {
 				r.fail(ctx, c, namespace, err.Error())
 				continue
@@ -364,11 +365,11 @@ func (r *NamespaceReconciler) removeFromServiceAccounts(ctx context.Context, nam
 	var errs []error
 	for i := range sas.Items {
 		sa := &sas.Items[i]
-		if !parseTracked(sa.Annotations[AnnotationPullSecrets])[secretName] {
+		if !parseTracked(sa.Annotations[credential.AnnotationPullSecrets])[secretName] {
 			continue
 		}
 		if err := r.patchServiceAccount(ctx, sa, func(cur *corev1.ServiceAccount) (*corev1.ServiceAccount, bool) {
-			want := parseTracked(cur.Annotations[AnnotationPullSecrets])
+			want := parseTracked(cur.Annotations[credential.AnnotationPullSecrets])
 			delete(want, secretName)
 			return applyPullSecrets(cur, want)
 		}); err != nil {
@@ -426,19 +427,16 @@ func apiReason(err error) string {
 var ErrNotApplicable = errors.New("credential does not apply to the namespace")
 
 // EnsureSecret makes sure the managed Secret of a credential exists in
-// namespace, creating it when missing. The admission webhook calls it
-// before admitting a Pod that needs the Secret, so that the first Pod of a
-// brand-new namespace never races the namespace controller. In the steady
-// state the Secret is in the cache and no API call is made.
-func (r *NamespaceReconciler) EnsureSecret(ctx context.Context, kind, credNamespace, credName, namespace string) error {
-	c, err := getCredential(ctx, r.client, kind, credNamespace, credName)
-	if err != nil {
-		return err
-	}
+// namespace, creating it when missing. The admission webhook calls it with
+// the credential it compiled from the same cache, before admitting a Pod
+// that needs the Secret, so that the first Pod of a brand-new namespace
+// never races the namespace controller. In the steady state the Secret is
+// in the cache and no API call is made.
+func (r *NamespaceReconciler) EnsureSecret(ctx context.Context, c *credential.Credential, namespace string) error {
 	name := c.SecretName()
 	var cur corev1.Secret
-	err = r.client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &cur)
-	if err == nil && ownerKey(&cur) == c.Key() {
+	err := r.client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &cur)
+	if err == nil && ownerKey(&cur) == c.Key.String() {
 		return nil
 	}
 	if err != nil && !apierrors.IsNotFound(err) {
@@ -448,7 +446,7 @@ func (r *NamespaceReconciler) EnsureSecret(ctx context.Context, kind, credNamesp
 	if err := r.client.Get(ctx, client.ObjectKey{Name: namespace}, &ns); err != nil {
 		return err
 	}
-	if ok, err := c.appliesTo(&ns, r.regcredNamespace); err != nil || !ok {
+	if ok, err := c.AppliesTo(&ns, r.regcredNamespace); err != nil || !ok {
 		return ErrNotApplicable
 	}
 	src := r.sources.get(ctx, c)

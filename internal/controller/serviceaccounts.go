@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"regcred.dev/regcred/internal/credential"
 )
 
 // applyPullSecrets computes a ServiceAccount's imagePullSecrets and
@@ -13,7 +15,7 @@ import (
 // there are kept in place and never tracked, so cleanup never removes them.
 // It returns the updated copy and whether anything changed.
 func applyPullSecrets(sa *corev1.ServiceAccount, want map[string]bool) (*corev1.ServiceAccount, bool) {
-	tracked := parseTracked(sa.Annotations[AnnotationPullSecrets])
+	tracked := parseTracked(sa.Annotations[credential.AnnotationPullSecrets])
 	present := map[string]bool{}
 	for _, ref := range sa.ImagePullSecrets {
 		present[ref.Name] = true
@@ -46,18 +48,18 @@ func applyPullSecrets(sa *corev1.ServiceAccount, want map[string]bool) (*corev1.
 	}
 
 	newAnnotation := formatTracked(newTracked)
-	if slices.Equal(kept, sa.ImagePullSecrets) && newAnnotation == sa.Annotations[AnnotationPullSecrets] {
+	if slices.Equal(kept, sa.ImagePullSecrets) && newAnnotation == sa.Annotations[credential.AnnotationPullSecrets] {
 		return sa, false
 	}
 	out := sa.DeepCopy()
 	out.ImagePullSecrets = kept
 	if newAnnotation == "" {
-		delete(out.Annotations, AnnotationPullSecrets)
+		delete(out.Annotations, credential.AnnotationPullSecrets)
 	} else {
 		if out.Annotations == nil {
 			out.Annotations = map[string]string{}
 		}
-		out.Annotations[AnnotationPullSecrets] = newAnnotation
+		out.Annotations[credential.AnnotationPullSecrets] = newAnnotation
 	}
 	return out, true
 }

@@ -6,12 +6,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"regcred.dev/regcred/internal/credential"
 )
 
 func sa(tracked string, names ...string) *corev1.ServiceAccount {
 	s := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}
 	if tracked != "" {
-		s.Annotations = map[string]string{AnnotationPullSecrets: tracked}
+		s.Annotations = map[string]string{credential.AnnotationPullSecrets: tracked}
 	}
 	for _, n := range names {
 		s.ImagePullSecrets = append(s.ImagePullSecrets, corev1.LocalObjectReference{Name: n})
@@ -56,7 +58,7 @@ func TestApplyPullSecrets(t *testing.T) {
 			if !slices.Equal(names, tc.wantNames) {
 				t.Errorf("imagePullSecrets = %v, want %v", names, tc.wantNames)
 			}
-			if got := out.Annotations[AnnotationPullSecrets]; got != tc.wantTracked {
+			if got := out.Annotations[credential.AnnotationPullSecrets]; got != tc.wantTracked {
 				t.Errorf("tracked = %q, want %q", got, tc.wantTracked)
 			}
 			if !slices.Equal(before.ImagePullSecrets, tc.in.ImagePullSecrets) {
@@ -70,46 +72,14 @@ func TestApplyPullSecrets(t *testing.T) {
 	}
 }
 
-func TestCredentialAppliesTo(t *testing.T) {
-	ns := func(name string, labels map[string]string) *corev1.Namespace {
-		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
-	}
-	cluster := &credential{Kind: KindCluster, Name: "c", Object: &corev1.Secret{}, Exclude: []string{"skip"},
-		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "a"}}}
-	everywhere := &credential{Kind: KindCluster, Name: "c", Object: &corev1.Secret{}}
-	tenant := &credential{Kind: KindNamespaced, Namespace: "t", Name: "c", Object: &corev1.Secret{}}
-	terminating := ns("x", nil)
-	terminating.Status.Phase = corev1.NamespaceTerminating
-	for _, tc := range []struct {
-		c    *credential
-		ns   *corev1.Namespace
-		want bool
-	}{
-		{cluster, ns("a", map[string]string{"team": "a"}), true},
-		{cluster, ns("b", map[string]string{"team": "b"}), false},
-		{cluster, ns("skip", map[string]string{"team": "a"}), false},
-		{everywhere, ns("anything", nil), true},
-		{everywhere, ns("kube-system", nil), false},
-		{everywhere, ns("regcred-system", nil), false},
-		{everywhere, terminating, false},
-		{tenant, ns("t", nil), true},
-		{tenant, ns("other", nil), false},
-	} {
-		got, err := tc.c.appliesTo(tc.ns, "regcred-system")
-		if err != nil || got != tc.want {
-			t.Errorf("%s in %s: %t, %v; want %t", tc.c.Key(), tc.ns.Name, got, err, tc.want)
-		}
-	}
-}
-
 func TestFailuresNotify(t *testing.T) {
 	f := newFailures()
-	var notified []string
-	k := credentialKey(KindCluster, "", "k")
+	var notified []credential.Key
+	k := credential.Key{Kind: credential.KindCluster, Name: "k"}
 	if !f.set(k, "ns1", "boom") {
 		t.Error("new failure not reported as new")
 	}
-	f.notify[KindCluster] = func(k string) { notified = append(notified, k) }
+	f.notify[credential.KindCluster] = func(k credential.Key) { notified = append(notified, k) }
 	if f.set(k, "ns1", "boom") {
 		t.Error("same failure reported as new")
 	}
@@ -119,10 +89,10 @@ func TestFailuresNotify(t *testing.T) {
 	if len(got) != 1 || got[0].Namespace != "ns2" {
 		t.Errorf("failures %v", got)
 	}
-	if !slices.Equal(notified, []string{k, k}) {
+	if !slices.Equal(notified, []credential.Key{k, k}) {
 		t.Errorf("notified %v", notified)
 	}
-	if len(f.pending[KindCluster]) != 1 {
+	if len(f.pending[credential.KindCluster]) != 1 {
 		t.Errorf("pending before the source started: %v", f.pending)
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/dockercfg"
 )
 
@@ -51,7 +52,7 @@ func CacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{LabelManaged: "true"})},
+			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{credential.LabelManaged: "true"})},
 		},
 	}
 }
@@ -61,22 +62,10 @@ func RateLimiter() workqueue.TypedRateLimiter[reconcile.Request] {
 	return workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](50*time.Millisecond, 5*time.Minute)
 }
 
-// SecretEnsurer creates a credential's managed Secret on demand.
-type SecretEnsurer interface {
-	EnsureSecret(ctx context.Context, kind, credNamespace, credName, namespace string) error
-}
-
 // Setup registers the indexes, caches and controllers with mgr, and returns
-// what the admission webhook uses to make sure a Secret exists.
-func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (SecretEnsurer, error) {
-	ensurer, err := setup(ctx, mgr, opts)
-	if err != nil {
-		return nil, err
-	}
-	return ensurer, nil
-}
-
-func setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*NamespaceReconciler, error) {
+// the namespace reconciler, whose EnsureSecret the admission webhook uses
+// to make sure a Secret exists.
+func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*NamespaceReconciler, error) {
 	if opts.Namespace == "" {
 		return nil, fmt.Errorf("the regcred namespace must be set")
 	}
@@ -136,12 +125,12 @@ func setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*NamespaceRecon
 		return nil, err
 	}
 
-	for _, kind := range []string{KindCluster, KindNamespaced} {
+	for _, kind := range []credential.Kind{credential.KindCluster, credential.KindNamespaced} {
 		cr := &CredentialReconciler{kind: kind, client: mgr.GetClient(), regcredNamespace: opts.Namespace,
 			sources: srcs, failures: fails, recorder: recorder}
 		var forObj client.Object = &v1alpha1.ClusterRegistryCredential{}
 		name := "clusterregistrycredential"
-		if kind == KindNamespaced {
+		if kind == credential.KindNamespaced {
 			forObj, name = &v1alpha1.RegistryCredential{}, "registrycredential"
 		}
 		b := ctrl.NewControllerManagedBy(mgr).
@@ -215,24 +204,23 @@ func (w *wiring) allNamespaces(ctx context.Context, _ client.Object) []reconcile
 	return out
 }
 
-func (w *wiring) ownerOf(kind string) handler.MapFunc {
-	toRequest := requestForKey(kind)
+func (w *wiring) ownerOf(kind credential.Kind) handler.MapFunc {
 	return func(_ context.Context, o client.Object) []reconcile.Request {
 		s, ok := o.(*corev1.Secret)
 		if !ok {
 			return nil
 		}
-		if req, ok := toRequest(ownerKey(s)); ok {
-			return []reconcile.Request{req}
+		if key, ok := credential.OwnerOf(s); ok && key.Kind == kind {
+			return []reconcile.Request{requestFor(key)}
 		}
 		return nil
 	}
 }
 
-func (w *wiring) credentialsSelecting(kind string) handler.MapFunc {
+func (w *wiring) credentialsSelecting(kind credential.Kind) handler.MapFunc {
 	return func(ctx context.Context, o client.Object) []reconcile.Request {
 		var out []reconcile.Request
-		if kind == KindCluster {
+		if kind == credential.KindCluster {
 			var list v1alpha1.ClusterRegistryCredentialList
 			if err := w.client.List(ctx, &list); err != nil {
 				return nil
@@ -255,12 +243,12 @@ func (w *wiring) credentialsSelecting(kind string) handler.MapFunc {
 
 // credentialsOfSourceSecret maps a change of a possible source Secret to
 // the credentials reading it, after forgetting what was rendered from it.
-func (w *wiring) credentialsOfSourceSecret(kind string) handler.TypedMapFunc[*metav1.PartialObjectMetadata, reconcile.Request] {
+func (w *wiring) credentialsOfSourceSecret(kind credential.Kind) handler.TypedMapFunc[*metav1.PartialObjectMetadata, reconcile.Request] {
 	return func(ctx context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
 		w.sources.invalidateSecret(o.Namespace, o.Name)
 		key := o.Namespace + "/" + o.Name
 		var out []reconcile.Request
-		if kind == KindCluster {
+		if kind == credential.KindCluster {
 			var list v1alpha1.ClusterRegistryCredentialList
 			if err := w.client.List(ctx, &list, client.MatchingFields{indexSourceSecret: key}); err == nil {
 				for _, c := range list.Items {
@@ -310,7 +298,7 @@ type sourceWatches struct {
 }
 
 func newSourceWatches(mgr ctrl.Manager) (*sourceWatches, error) {
-	notManaged, err := labels.NewRequirement(LabelManaged, selection.DoesNotExist, nil)
+	notManaged, err := labels.NewRequirement(credential.LabelManaged, selection.DoesNotExist, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -368,7 +356,7 @@ func serviceAccountChanged() predicate.Predicate {
 		UpdateFunc: func(e event.UpdateEvent) bool {
 			o, n := e.ObjectOld.(*corev1.ServiceAccount), e.ObjectNew.(*corev1.ServiceAccount)
 			if len(o.ImagePullSecrets) != len(n.ImagePullSecrets) || !labels.Equals(o.Labels, n.Labels) ||
-				o.Annotations[AnnotationPullSecrets] != n.Annotations[AnnotationPullSecrets] {
+				o.Annotations[credential.AnnotationPullSecrets] != n.Annotations[credential.AnnotationPullSecrets] {
 				return true
 			}
 			for i := range o.ImagePullSecrets {

@@ -13,6 +13,8 @@ import (
 
 	"regcred.dev/regcred/internal/source"
 	"regcred.dev/regcred/internal/source/secretref"
+
+	"regcred.dev/regcred/internal/credential"
 )
 
 // rendered is a credential's source turned into the bytes of the managed
@@ -42,9 +44,9 @@ func newSources(reader client.Reader, regcredNamespace string) *sources {
 	return &sources{reader: reader, regcredNamespace: regcredNamespace, memo: map[string]*rendered{}}
 }
 
-func (s *sources) provider(c *credential) (source.Provider, string, error) {
+func (s *sources) provider(c *credential.Credential) (source.Provider, string, error) {
 	if ref := c.Spec.Source.SecretRef; ref != nil {
-		ns := c.sourceNamespace(s.regcredNamespace)
+		ns := c.SourceNamespace(s.regcredNamespace)
 		return &secretref.Provider{Reader: s.reader, Name: ref.Name}, "secret/" + ns + "/" + ref.Name, nil
 	}
 	return nil, "", errors.New("no source set")
@@ -59,7 +61,7 @@ func memoKey(sourceID string, registries []string) string {
 
 // get returns the rendered credential, reading the source only when it is
 // not remembered. Transient read failures are not remembered.
-func (s *sources) get(ctx context.Context, c *credential) *rendered {
+func (s *sources) get(ctx context.Context, c *credential.Credential) *rendered {
 	p, id, err := s.provider(c)
 	if err != nil {
 		return &rendered{Err: &source.Error{Reason: source.Invalid, Message: err.Error()}}
@@ -74,7 +76,7 @@ func (s *sources) get(ctx context.Context, c *credential) *rendered {
 	}
 	flight := fmt.Sprintf("%s#%d", key, epoch)
 	v, _, _ := s.group.Do(flight, func() (any, error) {
-		res, err := p.Resolve(ctx, source.Request{Namespace: c.sourceNamespace(s.regcredNamespace), Registries: c.Spec.Registries})
+		res, err := p.Resolve(ctx, source.Request{Namespace: c.SourceNamespace(s.regcredNamespace), Registries: c.Spec.Registries})
 		out := &rendered{}
 		var serr *source.Error
 		switch {

@@ -146,7 +146,7 @@ func New(ctx context.Context, opts Options) (ctrl.Manager, error) {
 	return mgr, nil
 }
 
-func setupWebhook(ctx context.Context, mgr ctrl.Manager, opts Options, ensurer controller.SecretEnsurer) error {
+func setupWebhook(ctx context.Context, mgr ctrl.Manager, opts Options, ensurer webhook.SecretEnsurer) error {
 	w := opts.Webhook
 	if w.Port == 0 {
 		w.Port = 9443

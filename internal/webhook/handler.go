@@ -25,7 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"regcred.dev/regcred/api/v1alpha1"
-	"regcred.dev/regcred/internal/controller"
+	"regcred.dev/regcred/internal/credential"
 )
 
 // Path is where the Pod mutator is served.
@@ -39,7 +39,7 @@ type Handler struct {
 	// seen yet (a namespace created a moment ago).
 	APIReader client.Reader
 	// Secrets creates missing managed Secrets.
-	Secrets          controller.SecretEnsurer
+	Secrets          SecretEnsurer
 	RegcredNamespace string
 	Log              logr.Logger
 
@@ -49,6 +49,12 @@ type Handler struct {
 }
 
 var _ admission.Handler = (*Handler)(nil)
+
+// SecretEnsurer makes a credential's managed Secret exist in a namespace
+// before a Pod that lists it is admitted (the namespace controller does).
+type SecretEnsurer interface {
+	EnsureSecret(ctx context.Context, c *credential.Credential, namespace string) error
+}
 
 // WatchForChanges marks the snapshot stale whenever a credential or mirror
 // changes in the cache.
@@ -160,9 +166,9 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) admission.R
 	dryRun := req.DryRun != nil && *req.DryRun
 	if !dryRun {
 		for _, c := range append([]*credRule(nil), d.Injected...) {
-			if err := h.Secrets.EnsureSecret(ctx, c.Kind, c.Namespace, c.Name, namespace); err != nil {
+			if err := h.Secrets.EnsureSecret(ctx, c.Credential, namespace); err != nil {
 				d.drop(mutated, c)
-				warnings = append(warnings, fmt.Sprintf("regcred: pull Secret %s of %s not added: %v", c.SecretName, c.display(), err))
+				warnings = append(warnings, fmt.Sprintf("regcred: pull Secret %s of %s not added: %v", c.SecretName(), c.display(), err))
 				h.Log.Info("pull Secret not added", "namespace", namespace, "credential", c.display(), "reason", err.Error())
 			}
 		}

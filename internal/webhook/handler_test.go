@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/credential"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -35,11 +36,11 @@ type ensurer struct {
 	fail  map[string]error
 }
 
-func (e *ensurer) EnsureSecret(_ context.Context, kind, credNamespace, credName, namespace string) error {
+func (e *ensurer) EnsureSecret(_ context.Context, c *credential.Credential, namespace string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.calls = append(e.calls, kind+"/"+credName+"@"+namespace)
-	return e.fail[credName]
+	e.calls = append(e.calls, string(c.Kind)+"/"+c.Name+"@"+namespace)
+	return e.fail[c.Name]
 }
 
 func scheme(t testing.TB) *runtime.Scheme {

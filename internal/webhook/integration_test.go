@@ -22,7 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"regcred.dev/regcred/api/v1alpha1"
-	"regcred.dev/regcred/internal/controller"
+	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/manager/inprocess"
 	"regcred.dev/regcred/internal/testenv"
@@ -235,7 +235,7 @@ func TestFirstPodInNewNamespace(t *testing.T) {
 		if err := c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "regcred-harbor"}, &s); err != nil {
 			t.Fatalf("round %d: the Pod was admitted before its Secret existed: %v", i, err)
 		}
-		if s.Type != corev1.SecretTypeDockerConfigJson || s.Labels[controller.LabelManaged] != "true" {
+		if s.Type != corev1.SecretTypeDockerConfigJson || s.Labels[credential.LabelManaged] != "true" {
 			t.Errorf("round %d: Secret %+v", i, s.ObjectMeta)
 		}
 	}

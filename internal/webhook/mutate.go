@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/keyring"
 	"regcred.dev/regcred/internal/mirror"
 )
@@ -27,7 +28,7 @@ const (
 	// as JSON.
 	AnnotationRewritten = "regcred.dev/rewritten"
 	// LabelInject set to "false" on a namespace or a Pod opts it out.
-	LabelInject = "regcred.dev/inject"
+	LabelInject = credential.LabelInject
 )
 
 // Decision is what the mutator decided for one Pod.
@@ -103,16 +104,16 @@ func mutate(pod *corev1.Pod, ns *corev1.Namespace, snap *Snapshot) *Decision {
 	for _, c := range snap.credentialsFor(ns) {
 		matched := false
 		for _, t := range targets {
-			if c.keyring.Matches(t.target) {
+			if c.matcher.Matches(t.target) {
 				matched = true
 				break
 			}
 		}
-		if !matched || present[c.SecretName] {
+		if !matched || present[c.SecretName()] {
 			continue
 		}
-		present[c.SecretName] = true
-		pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: c.SecretName})
+		present[c.SecretName()] = true
+		pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: c.SecretName()})
 		d.Injected = append(d.Injected, c)
 	}
 	return d
@@ -126,7 +127,7 @@ func VolumeKey(name string) string { return "volume/" + name }
 // be made to exist.
 func (d *Decision) drop(pod *corev1.Pod, c *credRule) {
 	pod.Spec.ImagePullSecrets = slices.DeleteFunc(pod.Spec.ImagePullSecrets, func(r corev1.LocalObjectReference) bool {
-		return r.Name == c.SecretName
+		return r.Name == c.SecretName()
 	})
 	d.Injected = slices.DeleteFunc(d.Injected, func(x *credRule) bool { return x == c })
 }

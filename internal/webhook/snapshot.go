@@ -10,9 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"regcred.dev/regcred/api/v1alpha1"
-	"regcred.dev/regcred/internal/controller"
-	"regcred.dev/regcred/internal/dockercfg"
-	"regcred.dev/regcred/internal/keyring"
+	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/mirror"
 )
 
@@ -29,24 +27,18 @@ type Snapshot struct {
 	Problems []string
 }
 
+// credRule is a credential compiled for admission: where it acts and which
+// images it is for.
 type credRule struct {
-	Kind       string
-	Namespace  string
-	Name       string
-	SecretName string
-	scope      *controller.Scope
-	// keyring holds the credential's registry keys, so matching an image
+	*credential.Credential
+	scope *credential.Scope
+	// matcher holds the credential's registry keys, so matching an image
 	// is the kubelet's own lookup.
-	keyring *keyring.Keyring
+	matcher *credential.Matcher
 }
 
 // display is how the Pod annotation names the credential.
-func (c *credRule) display() string {
-	if c.Kind == controller.KindNamespaced {
-		return c.Namespace + "/" + c.Name
-	}
-	return c.Name
-}
+func (c *credRule) display() string { return c.Key.Display() }
 
 type mirrorSet struct {
 	name     string
@@ -58,38 +50,29 @@ type mirrorSet struct {
 // are reported in Problems and left out.
 func NewSnapshot(regcredNamespace string, cluster []v1alpha1.ClusterRegistryCredential, namespaced []v1alpha1.RegistryCredential, mirrors []v1alpha1.ClusterImageMirror) *Snapshot {
 	s := &Snapshot{namespaced: map[string][]*credRule{}}
-	add := func(kind, ns, name string, obj interface {
-		GetName() string
-	}, spec *v1alpha1.CredentialSpec, scopeErr error, scope *controller.Scope, secretName string) *credRule {
-		if !spec.PodInjection.InjectionEnabled() {
+	add := func(c *credential.Credential) *credRule {
+		if !c.InjectionEnabled() {
 			return nil
 		}
-		if scopeErr != nil {
-			s.Problems = append(s.Problems, fmt.Sprintf("%s %s: %v", kind, name, scopeErr))
+		scope, err := c.Scope(regcredNamespace)
+		if err != nil {
+			s.Problems = append(s.Problems, fmt.Sprintf("%s %s: %v", c.Kind, c.Name, err))
 			return nil
 		}
-		kr := &keyring.Keyring{}
-		entries := map[string]dockercfg.Entry{}
-		for _, r := range spec.Registries {
-			entries[r] = dockercfg.Entry{}
+		matcher, bad := c.Matcher()
+		if len(bad) > 0 {
+			s.Problems = append(s.Problems, fmt.Sprintf("%s %s: registry keys %v are not valid", c.Kind, c.Name, bad))
 		}
-		if bad := kr.Add(name, &dockercfg.Config{Auths: entries}); len(bad) > 0 {
-			s.Problems = append(s.Problems, fmt.Sprintf("%s %s: registry keys %v are not valid", kind, name, bad))
-		}
-		return &credRule{Kind: kind, Namespace: ns, Name: name, SecretName: secretName, scope: scope, keyring: kr}
+		return &credRule{Credential: c, scope: scope, matcher: matcher}
 	}
 	for i := range cluster {
-		c := &cluster[i]
-		scope, err := controller.ScopeOf(c, regcredNamespace)
-		if r := add(controller.KindCluster, "", c.Name, c, &c.Spec.CredentialSpec, err, scope, controller.SecretNameOf(c)); r != nil {
+		if r := add(credential.FromCluster(&cluster[i])); r != nil {
 			s.cluster = append(s.cluster, r)
 		}
 	}
 	for i := range namespaced {
-		c := &namespaced[i]
-		scope, err := controller.ScopeOf(c, regcredNamespace)
-		if r := add(controller.KindNamespaced, c.Namespace, c.Name, c, &c.Spec, err, scope, controller.SecretNameOf(c)); r != nil {
-			s.namespaced[c.Namespace] = append(s.namespaced[c.Namespace], r)
+		if r := add(credential.FromNamespaced(&namespaced[i])); r != nil {
+			s.namespaced[r.Namespace] = append(s.namespaced[r.Namespace], r)
 		}
 	}
 	sort.Slice(s.cluster, func(i, j int) bool { return s.cluster[i].Name < s.cluster[j].Name })

@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/pki"
 )
 
@@ -328,7 +329,7 @@ func (c Config) Configuration(caBundle []byte) *admissionregistrationv1.Mutating
 				Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}, Scope: &scope},
 			}},
 			NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
-				{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system", "kube-node-lease", c.Namespace}},
+				{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn, Values: append(slices.Clone(credential.AlwaysExcluded), c.Namespace)},
 				{Key: LabelInject, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"false"}},
 			}},
 			ObjectSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
