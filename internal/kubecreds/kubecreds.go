@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/keyring"
 )
 
@@ -109,28 +110,13 @@ func GetSecret(ctx context.Context, cs kubernetes.Interface, namespace, name str
 	return keyring.PullSecret{Namespace: s.Namespace, Name: s.Name, Type: string(s.Type), Data: s.Data}, nil
 }
 
-// Images lists the images the kubelet pulls for a Pod: its init
-// containers, containers, ephemeral containers and image volumes, each
-// once, in spec order.
+// Images lists the images the kubelet pulls for a Pod (see
+// credential.PodImages), each once, in its order.
 func Images(pod *corev1.Pod) []string {
 	var out []string
-	add := func(img string) {
-		if img != "" && !slices.Contains(out, img) {
-			out = append(out, img)
-		}
-	}
-	for _, c := range pod.Spec.InitContainers {
-		add(c.Image)
-	}
-	for _, c := range pod.Spec.Containers {
-		add(c.Image)
-	}
-	for _, c := range pod.Spec.EphemeralContainers {
-		add(c.Image)
-	}
-	for _, v := range pod.Spec.Volumes {
-		if v.Image != nil {
-			add(v.Image.Reference)
+	for _, img := range credential.PodImages(&pod.Spec) {
+		if img.Ref != "" && !slices.Contains(out, img.Ref) {
+			out = append(out, img.Ref)
 		}
 	}
 	return out

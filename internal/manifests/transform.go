@@ -5,12 +5,11 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"slices"
 	"sort"
 
 	"sigs.k8s.io/kustomize/kyaml/yaml"
 
-	"regcred.dev/regcred/internal/dockercfg"
+	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/keyring"
 	"regcred.dev/regcred/internal/mirror"
 )
@@ -19,8 +18,14 @@ import (
 type Credential struct {
 	SecretName string
 	Registries []string
-	keyring    *keyring.Keyring
+	matcher    *credential.Matcher
 }
+
+// injectable is a Credential for the image pipeline.
+type injectable struct{ c *Credential }
+
+func (i injectable) SecretName() string            { return i.c.SecretName }
+func (i injectable) Matches(t keyring.Target) bool { return i.c.matcher.Matches(t) }
 
 // Options say what to do to a stream.
 type Options struct {
@@ -79,15 +84,12 @@ func TransformDocuments(docs []*Document, w io.Writer, opts Options) (*Stats, er
 func (opts Options) compile() error {
 	for i := range opts.Credentials {
 		c := &opts.Credentials[i]
-		if c.keyring == nil {
-			entries := map[string]dockercfg.Entry{}
-			for _, r := range c.Registries {
-				entries[r] = dockercfg.Entry{}
-			}
-			c.keyring = &keyring.Keyring{}
-			if bad := c.keyring.Add(c.SecretName, &dockercfg.Config{Auths: entries}); len(bad) > 0 {
+		if c.matcher == nil {
+			m, bad := credential.NewMatcher(c.SecretName, c.Registries)
+			if len(bad) > 0 {
 				return fmt.Errorf("credential %s: invalid registry keys %v", c.SecretName, bad)
 			}
+			c.matcher = m
 		}
 	}
 	return nil
@@ -133,48 +135,48 @@ func Apply(docs []*Document, opts Options) (*Stats, error) {
 	return stats, nil
 }
 
+// transformPodSpec runs the image pipeline every front end shares
+// (credential.PlanImages) on one Pod template, in place in the YAML.
 func transformPodSpec(spec *yaml.RNode, opts Options, stats *Stats, d *Document) (bool, error) {
-	changed := false
-	var targets []keyring.Target
-	for _, img := range imageNodes(spec) {
-		named, err := keyring.ParseImage(img.Value)
-		if err != nil {
-			stats.Warnings = append(stats.Warnings, fmt.Sprintf("%s: %v", d.where(img.Line+d.Line-1), err))
-			continue
-		}
-		if opts.Rules != nil {
-			rewritten, _, ok, err := opts.Rules.RewriteNamed(named)
-			if err != nil {
-				return false, fmt.Errorf("%s: %w", d.where(img.Line+d.Line-1), err)
-			}
-			if ok && rewritten.String() != img.Value {
-				img.Value = rewritten.String()
-				named = rewritten
-				stats.Rewritten++
-				changed = true
-			}
-		}
-		targets = append(targets, keyring.ParseTarget(named.Name()))
+	nodes := imageNodes(spec)
+	if len(nodes) == 0 {
+		return false, nil
 	}
-	if len(opts.Credentials) == 0 || len(targets) == 0 {
-		return changed, nil
+	images := make([]credential.Image, len(nodes))
+	for i, n := range nodes {
+		images[i] = credential.Image{Ref: n.Value}
 	}
-	present := map[string]bool{}
 	var list *yaml.Node
+	var present []string
 	if f := spec.Field("imagePullSecrets"); f != nil && f.Value.YNode().Kind == yaml.SequenceNode {
 		list = f.Value.YNode()
 		for _, e := range list.Content {
 			for i := 0; i+1 < len(e.Content); i += 2 {
 				if e.Content[i].Value == "name" {
-					present[e.Content[i+1].Value] = true
+					present = append(present, e.Content[i+1].Value)
 				}
 			}
 		}
 	}
-	for _, c := range opts.Credentials {
-		if present[c.SecretName] || !slices.ContainsFunc(targets, c.keyring.Matches) {
-			continue
+	creds := make([]credential.Injectable, len(opts.Credentials))
+	for i := range opts.Credentials {
+		creds[i] = injectable{&opts.Credentials[i]}
+	}
+	plan := credential.PlanImages(images, present, creds, func(ref string) *credential.Resolved {
+		return credential.Resolve(opts.Rules, ref)
+	})
+	changed := false
+	for i, n := range nodes {
+		if plan.Errs[i] != "" {
+			stats.Warnings = append(stats.Warnings, fmt.Sprintf("%s: %s", d.where(n.Line+d.Line-1), plan.Errs[i]))
 		}
+		if plan.Rewrites[i] != "" {
+			n.Value = plan.Rewrites[i]
+			stats.Rewritten++
+			changed = true
+		}
+	}
+	for _, c := range plan.Add {
 		if list == nil {
 			field, err := spec.Pipe(yaml.LookupCreate(yaml.SequenceNode, "imagePullSecrets"))
 			if err != nil {
@@ -183,9 +185,8 @@ func transformPodSpec(spec *yaml.RNode, opts Options, stats *Stats, d *Document)
 			list = field.YNode()
 			list.Style = 0
 		}
-		entry := yaml.NewMapRNode(&map[string]string{"name": c.SecretName})
+		entry := yaml.NewMapRNode(&map[string]string{"name": c.SecretName()})
 		list.Content = append(list.Content, entry.YNode())
-		present[c.SecretName] = true
 		stats.Injected++
 		changed = true
 	}

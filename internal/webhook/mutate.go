@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"encoding/json"
-	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -12,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"regcred.dev/regcred/internal/credential"
-	"regcred.dev/regcred/internal/keyring"
 	"regcred.dev/regcred/internal/mirror"
 )
 
@@ -46,7 +44,8 @@ type Decision struct {
 func (d *Decision) Changed() bool { return len(d.Rewritten) > 0 || len(d.Injected) > 0 }
 
 // mutate rewrites the Pod's images by the mirror rules and adds the pull
-// Secrets of the credentials that match them, in place. It is a pure
+// Secrets of the credentials that match them, in place, by the image
+// pipeline every front end shares (credential.PlanImages). It is a pure
 // function of its inputs: no I/O. The caller records the decision with
 // annotate once it is final (Secrets that cannot be made are dropped).
 func mutate(pod *corev1.Pod, ns *corev1.Namespace, snap *Snapshot) *Decision {
@@ -55,73 +54,41 @@ func mutate(pod *corev1.Pod, ns *corev1.Namespace, snap *Snapshot) *Decision {
 		return d
 	}
 	rulesKey, rules := snap.rulesFor(ns)
-	var targets []*resolvedImage
-	// key names the container, or the image volume (VolumeKey).
-	visit := func(key, image string, set func(string)) {
-		r := snap.images.resolve(rulesKey, rules, image)
-		if r.err != "" {
-			what := "container " + key
-			if name, ok := strings.CutPrefix(key, VolumeKey("")); ok {
-				what = "image volume " + name
-			}
-			d.Errors = append(d.Errors, fmt.Sprintf("%s: %s", what, r.err))
-			return
-		}
-		if r.rewritten != "" {
-			if d.Rewritten == nil {
-				d.Rewritten = map[string]string{}
-			}
-			d.Rewritten[key] = image
-			set(r.rewritten)
-		}
-		if !slices.Contains(targets, r) {
-			targets = append(targets, r)
-		}
+	podImages := credential.PodImages(&pod.Spec)
+	images := make([]credential.Image, len(podImages))
+	for i := range podImages {
+		images[i] = podImages[i].Image
 	}
-	for i := range pod.Spec.InitContainers {
-		c := &pod.Spec.InitContainers[i]
-		visit(c.Name, c.Image, func(s string) { c.Image = s })
+	creds := snap.credentialsFor(ns)
+	injectable := make([]credential.Injectable, len(creds))
+	for i, c := range creds {
+		injectable[i] = c
 	}
-	for i := range pod.Spec.Containers {
-		c := &pod.Spec.Containers[i]
-		visit(c.Name, c.Image, func(s string) { c.Image = s })
+	present := make([]string, len(pod.Spec.ImagePullSecrets))
+	for i, ref := range pod.Spec.ImagePullSecrets {
+		present[i] = ref.Name
 	}
-	for i := range pod.Spec.EphemeralContainers {
-		c := &pod.Spec.EphemeralContainers[i]
-		visit(c.Name, c.Image, func(s string) { c.Image = s })
-	}
-	// The kubelet pulls image volumes with the Pod's pull Secrets too.
-	for i := range pod.Spec.Volumes {
-		if v := pod.Spec.Volumes[i].Image; v != nil {
-			visit(VolumeKey(pod.Spec.Volumes[i].Name), v.Reference, func(s string) { v.Reference = s })
-		}
-	}
-
-	present := map[string]bool{}
-	for _, ref := range pod.Spec.ImagePullSecrets {
-		present[ref.Name] = true
-	}
-	for _, c := range snap.credentialsFor(ns) {
-		matched := false
-		for _, t := range targets {
-			if c.matcher.Matches(t.target) {
-				matched = true
-				break
-			}
-		}
-		if !matched || present[c.SecretName()] {
+	plan := credential.PlanImages(images, present, injectable, func(ref string) *credential.Resolved {
+		return snap.images.resolve(rulesKey, rules, ref)
+	})
+	for i, rewritten := range plan.Rewrites {
+		if rewritten == "" {
 			continue
 		}
-		present[c.SecretName()] = true
-		pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: c.SecretName()})
-		d.Injected = append(d.Injected, c)
+		if d.Rewritten == nil {
+			d.Rewritten = map[string]string{}
+		}
+		d.Rewritten[images[i].Where] = images[i].Ref
+		podImages[i].Set(rewritten)
+	}
+	d.Errors = plan.Errors(images)
+	for _, c := range plan.Add {
+		rule := c.(*credRule)
+		pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: rule.SecretName()})
+		d.Injected = append(d.Injected, rule)
 	}
 	return d
 }
-
-// VolumeKey names an image volume in AnnotationRewritten and in messages,
-// apart from containers of the same name.
-func VolumeKey(name string) string { return "volume/" + name }
 
 // drop takes a credential's Secret back out of the Pod, when it could not
 // be made to exist.
@@ -174,47 +141,22 @@ func annotate(pod *corev1.Pod, d *Decision) {
 	}
 }
 
-// resolvedImage is an image after the mirror rules, parsed for matching.
-type resolvedImage struct {
-	rewritten string // empty when no rule applied
-	target    keyring.Target
-	err       string
-}
-
 // imageCache remembers resolved images for the life of a snapshot: the
 // Pods of one workload repeat the same images, and parsing a reference is
 // the costliest step of a decision. It stops growing at maxCachedImages.
 type imageCache struct {
-	m    sync.Map // rulesKey + "\x00" + image -> *resolvedImage
+	m    sync.Map // rulesKey + "\x00" + image -> *credential.Resolved
 	size atomic.Int64
 }
 
 const maxCachedImages = 10000
 
-func (c *imageCache) resolve(rulesKey string, rules *mirror.Rules, image string) *resolvedImage {
+func (c *imageCache) resolve(rulesKey string, rules *mirror.Rules, image string) *credential.Resolved {
 	key := rulesKey + "\x00" + image
 	if v, ok := c.m.Load(key); ok {
-		return v.(*resolvedImage)
+		return v.(*credential.Resolved)
 	}
-	r := &resolvedImage{}
-	named, err := keyring.ParseImage(image)
-	if err != nil {
-		r.err = err.Error()
-	} else {
-		if rules != nil {
-			rewritten, _, ok, err := rules.RewriteNamed(named)
-			switch {
-			case err != nil:
-				r.err = err.Error()
-			case ok:
-				r.rewritten = rewritten.String()
-				named = rewritten
-			}
-		}
-		if r.err == "" {
-			r.target = keyring.ParseTarget(named.Name())
-		}
-	}
+	r := credential.Resolve(rules, image)
 	if c.size.Load() < maxCachedImages {
 		if _, loaded := c.m.LoadOrStore(key, r); !loaded {
 			c.size.Add(1)

@@ -11,6 +11,7 @@ import (
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/credential"
+	"regcred.dev/regcred/internal/keyring"
 	"regcred.dev/regcred/internal/mirror"
 )
 
@@ -39,6 +40,9 @@ type credRule struct {
 
 // display is how the Pod annotation names the credential.
 func (c *credRule) display() string { return c.Key.Display() }
+
+// Matches reports whether the credential's registries cover the target.
+func (c *credRule) Matches(t keyring.Target) bool { return c.matcher.Matches(t) }
 
 type mirrorSet struct {
 	name     string
