@@ -4,15 +4,15 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-
-	"github.com/go-logr/logr"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap/zapcore"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"regcred.dev/regcred/internal/logkeys"
 	"regcred.dev/regcred/internal/manager"
 )
 
@@ -118,7 +118,7 @@ Service otherwise). See docs/webhook.md.`,
 			if err != nil {
 				return err
 			}
-			logger.Info("starting manager", "namespace", o.namespace, "leaderElect", o.leaderElect, "qps", o.qps, "burst", o.burst)
+			logger.Info("starting manager", logkeys.Namespace, o.namespace, "leaderElect", o.leaderElect, "qps", o.qps, "burst", o.burst)
 			return mgr.Start(cmd.Context())
 		},
 	}

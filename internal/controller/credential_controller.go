@@ -17,6 +17,7 @@ import (
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/credential"
+	"regcred.dev/regcred/internal/logkeys"
 )
 
 // maxFailuresInStatus bounds status.failures.
@@ -45,7 +46,7 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	log := ctrl.LoggerFrom(ctx).WithValues(logKeyCredential, c.Key.String())
+	log := ctrl.LoggerFrom(ctx).WithValues(logkeys.Credential, c.Key.String())
 	ctx = ctrl.LoggerInto(ctx, log)
 
 	copies, err := r.copies(ctx, c)
@@ -57,7 +58,7 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		// The namespace controller removes the copies and ServiceAccount
 		// entries of a deleted credential; each removal wakes this one up.
 		if len(copies) > 0 {
-			log.V(1).Info("waiting for cleanup", "secrets", len(copies))
+			log.V(1).Info("waiting for cleanup", logkeys.Count, len(copies))
 			return ctrl.Result{}, r.updateStatus(ctx, c, func(st *v1alpha1.CredentialStatus) {
 				meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse,
 					Reason: v1alpha1.ReasonDeleting, Message: fmt.Sprintf("removing the Secret from %d namespaces", len(copies)), ObservedGeneration: c.Object.GetGeneration()})
@@ -130,7 +131,7 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		if cond.Reason != v1alpha1.ReasonProgressing {
 			r.recorder.Eventf(c.Object, nil, eventType, cond.Reason, "Reconcile", "%s", cond.Message)
 		}
-		log.Info("ready condition changed", "status", cond.Status, logKeyReason, cond.Reason)
+		log.Info("ready condition changed", logkeys.Status, cond.Status, logkeys.Reason, cond.Reason)
 	}
 
 	err = r.updateStatus(ctx, c, func(st *v1alpha1.CredentialStatus) {

@@ -21,16 +21,8 @@ import (
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/credential"
+	"regcred.dev/regcred/internal/logkeys"
 	"regcred.dev/regcred/internal/source"
-)
-
-// Log keys, fixed so log queries keep working.
-const (
-	logKeyNamespace      = "namespace"
-	logKeySecret         = "secret"
-	logKeyCredential     = "credential"
-	logKeyServiceAccount = "serviceAccount"
-	logKeyReason         = "reason"
 )
 
 // Field managers: who wrote a managed Secret shows in its managedFields.
@@ -57,7 +49,7 @@ type NamespaceReconciler struct {
 
 // Reconcile implements reconcile.Reconciler.
 func (r *NamespaceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	log := ctrl.LoggerFrom(ctx).WithValues(logKeyNamespace, req.Name)
+	log := ctrl.LoggerFrom(ctx).WithValues(logkeys.Namespace, req.Name)
 	ctx = ctrl.LoggerInto(ctx, log)
 
 	var ns corev1.Namespace
@@ -197,7 +189,7 @@ func (r *NamespaceReconciler) credentialsIn(ctx context.Context, namespace strin
 
 func (r *NamespaceReconciler) fail(ctx context.Context, c *credential.Credential, namespace, message string) {
 	if r.failures.set(c.Key, namespace, message) {
-		ctrl.LoggerFrom(ctx).Info("sync failed", logKeyCredential, c.Key.String(), logKeyReason, message)
+		ctrl.LoggerFrom(ctx).Info("sync failed", logkeys.Credential, c.Key.String(), logkeys.Reason, message)
 		r.recorder.Eventf(c.Object, nil, corev1.EventTypeWarning, v1alpha1.ReasonSyncFailed, "Sync", "namespace %s: %s", namespace, message)
 	}
 }
@@ -225,7 +217,7 @@ func (r *NamespaceReconciler) desiredSecret(c *credential.Credential, namespace,
 // ensureSecret creates or repairs the managed Secret. ok says whether the
 // Secret is now in place and regcred's.
 func (r *NamespaceReconciler) ensureSecret(ctx context.Context, c *credential.Credential, ns *corev1.Namespace, name string, data []byte, cur *corev1.Secret, fieldManager string) (ok bool, retryAfter time.Duration, err error) {
-	log := ctrl.LoggerFrom(ctx).WithValues(logKeySecret, name, logKeyCredential, c.Key.String())
+	log := ctrl.LoggerFrom(ctx).WithValues(logkeys.Secret, name, logkeys.Credential, c.Key.String())
 	want := r.desiredSecret(c, ns.Name, name, data)
 
 	if cur == nil {
@@ -321,7 +313,7 @@ func (r *NamespaceReconciler) deleteSecret(ctx context.Context, s *corev1.Secret
 	}
 	if err == nil {
 		syncWrites.WithLabelValues("delete_secret").Inc()
-		ctrl.LoggerFrom(ctx).Info("deleted Secret", logKeySecret, s.Name, logKeyCredential, ownerKey(s))
+		ctrl.LoggerFrom(ctx).Info("deleted Secret", logkeys.Secret, s.Name, logkeys.Credential, ownerKey(s))
 	}
 	return nil
 }
@@ -400,7 +392,7 @@ func (r *NamespaceReconciler) patchServiceAccount(ctx context.Context, sa *corev
 		}
 		if err == nil {
 			syncWrites.WithLabelValues("patch_serviceaccount").Inc()
-			ctrl.LoggerFrom(ctx).V(1).Info("patched ServiceAccount", logKeyServiceAccount, sa.Name,
+			ctrl.LoggerFrom(ctx).V(1).Info("patched ServiceAccount", logkeys.ServiceAccount, sa.Name,
 				"imagePullSecrets", len(updated.ImagePullSecrets))
 		}
 		return err

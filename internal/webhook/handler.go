@@ -26,6 +26,7 @@ import (
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/credential"
+	"regcred.dev/regcred/internal/logkeys"
 )
 
 // Path is where the Pod mutator is served.
@@ -100,7 +101,7 @@ func (h *Handler) snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	s := NewSnapshot(h.RegcredNamespace, cluster.Items, namespaced.Items, mirrors.Items)
 	for _, p := range s.Problems {
-		h.Log.Info("skipping an object the webhook cannot use", "problem", p)
+		h.Log.Info("skipping an object the webhook cannot use", logkeys.Problem, p)
 	}
 	h.snap.Store(s)
 	return s, nil
@@ -112,7 +113,7 @@ func (h *Handler) snapshot(ctx context.Context) (*Snapshot, error) {
 func (h *Handler) Handle(ctx context.Context, req admission.Request) (resp admission.Response) {
 	defer func() {
 		if r := recover(); r != nil {
-			h.Log.Error(fmt.Errorf("%v", r), "panic in the Pod mutator", "uid", req.UID)
+			h.Log.Error(fmt.Errorf("%v", r), "panic in the Pod mutator", logkeys.UID, req.UID)
 			resp = admission.Errored(http.StatusInternalServerError, fmt.Errorf("internal error"))
 		}
 	}()
@@ -169,7 +170,7 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) admission.R
 			if err := h.Secrets.EnsureSecret(ctx, c.Credential, namespace); err != nil {
 				d.drop(mutated, c)
 				warnings = append(warnings, fmt.Sprintf("regcred: pull Secret %s of %s not added: %v", c.SecretName(), c.display(), err))
-				h.Log.Info("pull Secret not added", "namespace", namespace, "credential", c.display(), "reason", err.Error())
+				h.Log.Info("pull Secret not added", logkeys.Namespace, namespace, logkeys.Credential, c.display(), logkeys.Reason, err.Error())
 			}
 		}
 	}

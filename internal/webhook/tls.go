@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"regcred.dev/regcred/internal/credential"
+	"regcred.dev/regcred/internal/logkeys"
 	"regcred.dev/regcred/internal/pki"
 )
 
@@ -161,7 +162,7 @@ func (t *TLS) ensureSecret(ctx context.Context, now time.Time) (*corev1.Secret, 
 				}
 				return nil, fmt.Errorf("create webhook TLS Secret: %w", err)
 			}
-			t.Log.Info("created webhook CA and serving certificate", "secret", key.String())
+			t.Log.Info("created webhook CA and serving certificate", logkeys.Secret, key.String())
 			return s, nil
 		case err != nil:
 			return nil, fmt.Errorf("read webhook TLS Secret: %w", err)
@@ -181,7 +182,7 @@ func (t *TLS) ensureSecret(ctx context.Context, now time.Time) (*corev1.Secret, 
 			}
 			return nil, fmt.Errorf("update webhook TLS Secret: %w", err)
 		}
-		t.Log.Info("renewed webhook certificates", "secret", key.String())
+		t.Log.Info("renewed webhook certificates", logkeys.Secret, key.String())
 		return updated, nil
 	}
 	return nil, errors.New("webhook TLS Secret keeps changing under us")
@@ -347,7 +348,7 @@ func (t *TLS) ensureConfiguration(ctx context.Context, caBundle []byte) error {
 		if err := t.Writer.Create(ctx, want); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("create MutatingWebhookConfiguration: %w", err)
 		}
-		t.Log.Info("registered the webhook", "configuration", want.Name)
+		t.Log.Info("registered the webhook", logkeys.Configuration, want.Name)
 		return nil
 	}
 	if err != nil {
@@ -366,6 +367,6 @@ func (t *TLS) ensureConfiguration(ctx context.Context, caBundle []byte) error {
 	if err := t.Writer.Update(ctx, updated); err != nil {
 		return fmt.Errorf("update MutatingWebhookConfiguration: %w", err)
 	}
-	t.Log.Info("updated the webhook configuration", "configuration", want.Name)
+	t.Log.Info("updated the webhook configuration", logkeys.Configuration, want.Name)
 	return nil
 }
