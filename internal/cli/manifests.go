@@ -17,7 +17,7 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"regcred.dev/regcred/api/v1alpha1"
-	"regcred.dev/regcred/internal/manager"
+	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/manifests"
 	"regcred.dev/regcred/internal/mirror"
 )
@@ -117,7 +117,7 @@ func clusterReader(k *kubeFlags) func() (client.Reader, error) {
 		if err != nil {
 			return nil, err
 		}
-		scheme, err := manager.Scheme()
+		scheme, err := credential.Scheme()
 		if err != nil {
 			return nil, err
 		}

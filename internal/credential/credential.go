@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/dockercfg"
@@ -267,4 +268,17 @@ func (m *Matcher) Matches(t keyring.Target) bool { return m.keyring.Matches(t) }
 // Matcher compiles the credential's registries.
 func (c *Credential) Matcher() (*Matcher, []string) {
 	return NewMatcher(c.Key.String(), c.Spec.Registries)
+}
+
+// Scheme holds the built-in types and regcred's: what every client of
+// regcred's objects decodes with.
+func Scheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	if err := v1alpha1.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	return s, nil
 }

@@ -15,15 +15,13 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/controller"
+	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/webhook"
 )
 
@@ -71,18 +69,6 @@ type WebhookOptions struct {
 	TimeoutSeconds int32
 }
 
-// Scheme holds the built-in types and regcred's.
-func Scheme() (*runtime.Scheme, error) {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		return nil, err
-	}
-	if err := v1alpha1.AddToScheme(s); err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
 // New builds a manager with regcred's controllers set up.
 func New(ctx context.Context, opts Options) (ctrl.Manager, error) {
 	if opts.RestConfig == nil {
@@ -96,7 +82,7 @@ func New(ctx context.Context, opts Options) (ctrl.Manager, error) {
 		cfg.Burst = opts.Burst
 	}
 	cfg.UserAgent = "regcred-manager"
-	scheme, err := Scheme()
+	scheme, err := credential.Scheme()
 	if err != nil {
 		return nil, err
 	}
