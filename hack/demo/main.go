@@ -20,6 +20,9 @@ import (
 	"syscall"
 	"time"
 
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
 	"regcred.dev/regcred/internal/testenv"
 )
 
@@ -50,6 +53,13 @@ func run() error {
 	if err := testenv.CheckCluster(); err != nil {
 		return err
 	}
+	logFile := filepath.Join(*stateDir, "manager.log")
+	logs, err := os.Create(logFile)
+	if err != nil {
+		return err
+	}
+	defer logs.Close()
+	ctrl.SetLogger(zap.New(zap.WriteTo(logs)))
 
 	say("starting a cluster: etcd, kube-apiserver, controller-manager, scheduler, a kubelet node on containerd ...")
 	cl, err := testenv.StartCluster()
@@ -85,8 +95,7 @@ func run() error {
 	}
 
 	say("starting regcred (controllers and admission webhook) ...")
-	logFile := filepath.Join(*stateDir, "manager.log")
-	if err := startManager(ctx, cl, logFile, filepath.Join(*stateDir, "webhook-certs")); err != nil {
+	if err := startManager(ctx, cl, filepath.Join(*stateDir, "webhook-certs")); err != nil {
 		return err
 	}
 	story, err := tellStory(ctx, cl, reg)

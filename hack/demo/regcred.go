@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -11,9 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/dockercfg"
@@ -24,14 +21,9 @@ import (
 const regcredNamespace = "regcred-system"
 
 // startManager runs the regcred manager in this process, as `regcred
-// manager` would, logging to logFile.
-func startManager(ctx context.Context, cl *testenv.Cluster, logFile, certDir string) error {
-	f, err := os.Create(logFile)
-	if err != nil {
-		return err
-	}
-	ctrl.SetLogger(zap.New(zap.WriteTo(f)))
-	_, err = inprocess.Start(ctx, cl.Config, inprocess.Options{Namespace: regcredNamespace, CertDir: certDir, MetricsAddr: "127.0.0.1:0"})
+// manager` would.
+func startManager(ctx context.Context, cl *testenv.Cluster, certDir string) error {
+	_, err := inprocess.Start(ctx, cl.Config, inprocess.Options{Namespace: regcredNamespace, CertDir: certDir, MetricsAddr: "127.0.0.1:0"})
 	return err
 }
 
@@ -74,7 +66,7 @@ func tellStory(ctx context.Context, cl *testenv.Cluster, reg *testenv.Registry) 
 		return "", fmt.Errorf("waiting for the Pod without a credential to fail its pull: %w", err)
 	}
 	fmt.Fprintf(&story, "1. Without regcred, deployment/web in namespace shop cannot pull %s:\n", image)
-	fmt.Fprintf(&story, "   pod/%s  %s\n\n", stuck.Name, shorten(event, 220))
+	fmt.Fprintf(&story, "   pod/%s  %s\n\n", stuck.Name, condense(event))
 
 	// The one object: a credential for the registry, from a Secret in
 	// regcred's namespace (written here by the demo; by a person, a CI
@@ -163,9 +155,12 @@ func waitPod(ctx context.Context, c client.Client, ns string, match func(*corev1
 	}
 }
 
-func shorten(s string, n int) string {
-	if len(s) <= n {
-		return s
+// condense keeps the ends of a kubelet message, where the image and the
+// registry's answer are: `Failed to pull image "X": ...: 401 Unauthorized`.
+func condense(msg string) string {
+	parts := strings.Split(msg, ": ")
+	if len(parts) <= 4 {
+		return msg
 	}
-	return s[:n-3] + "..."
+	return strings.Join(parts[:2], ": ") + ": ...: " + strings.Join(parts[len(parts)-2:], ": ")
 }

@@ -136,6 +136,8 @@ func StartCluster() (*Cluster, error) {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
+	// Time spent waiting for another cluster to stop is not start-up.
+	c.started = time.Now()
 	if err := c.start(); err != nil {
 		stopErr := c.Stop()
 		return nil, errors.Join(err, stopErr)
