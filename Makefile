@@ -38,6 +38,10 @@ unit: ## fast tests only: no control plane, no registry
 test: tools vet parity ## vet + unit + integration tests (real kube-apiserver, etcd, registry), race detector on
 	$(TEST_ENV) $(GO) test $(GOTEST_FLAGS) ./...
 
+.PHONY: restore-host
+restore-host: ## (root) restore the host after a test cluster whose harness was killed
+	$(GO) run ./hack/restorehost
+
 .PHONY: stress
 stress: tools ## integration packages COUNT times (default 5) at -cpu 1,2 under CPU load (LOAD busy loops)
 	bash hack/stress.sh $(STRESS_PACKAGES)
