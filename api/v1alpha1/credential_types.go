@@ -153,14 +153,24 @@ type NamespaceFailure struct {
 const (
 	ConditionReady = "Ready"
 
-	ReasonSynced          = "Synced"
-	ReasonProgressing     = "Progressing"
-	ReasonSyncFailed      = "SyncFailed"
-	ReasonSourceNotFound  = "SourceNotFound"
-	ReasonSourceInvalid   = "SourceInvalid"
-	ReasonNoNamespaces    = "NoNamespaces"
-	ReasonDeleting        = "Deleting"
-	ReasonSecretNameInUse = "SecretNameInUse"
+	// ReasonSynced: the Secret is in every selected namespace.
+	ReasonSynced = "Synced"
+	// ReasonProgressing: copies are being written.
+	ReasonProgressing = "Progressing"
+	// ReasonSyncFailed: some namespaces could not get their copy (a
+	// foreign Secret holds the name, two credentials want one name, a
+	// write was refused); status.failures says which and why.
+	ReasonSyncFailed = "SyncFailed"
+	// ReasonSourceNotFound: the source does not exist (yet).
+	ReasonSourceNotFound = "SourceNotFound"
+	// ReasonSourceInvalid: the source exists but cannot be used as it is.
+	ReasonSourceInvalid = "SourceInvalid"
+	// ReasonSourceUnavailable: the source could not be read right now.
+	ReasonSourceUnavailable = "SourceUnavailable"
+	// ReasonNoNamespaces: the selector picks no namespace.
+	ReasonNoNamespaces = "NoNamespaces"
+	// ReasonDeleting: the copies are being removed.
+	ReasonDeleting = "Deleting"
 )
 
 // ClusterRegistryCredentialSpec adds namespace selection to CredentialSpec.

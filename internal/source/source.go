@@ -8,6 +8,7 @@ import (
 	"context"
 	"time"
 
+	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/dockercfg"
 )
 
@@ -35,13 +36,14 @@ type Result struct {
 // Reason classifies a source failure for status conditions.
 type Reason string
 
+// The reasons are the API's condition reasons.
 const (
 	// NotFound: the source does not exist (yet).
-	NotFound Reason = "SourceNotFound"
+	NotFound Reason = v1alpha1.ReasonSourceNotFound
 	// Invalid: the source exists but cannot be used as it is.
-	Invalid Reason = "SourceInvalid"
+	Invalid Reason = v1alpha1.ReasonSourceInvalid
 	// Unavailable: the source could not be read right now; retry.
-	Unavailable Reason = "SourceUnavailable"
+	Unavailable Reason = v1alpha1.ReasonSourceUnavailable
 )
 
 // Error is a source failure.
