@@ -1,0 +1,59 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"regcred.dev/regcred/internal/credential"
+)
+
+// ErrNotApplicable means the credential does not act in the namespace.
+var ErrNotApplicable = errors.New("credential does not apply to the namespace")
+
+// EnsureSecret makes sure the managed Secret of a credential exists in
+// namespace, creating it when missing. The admission webhook calls it with
+// the credential it compiled from the same cache, before admitting a Pod
+// that needs the Secret, so that the first Pod of a brand-new namespace
+// never races the namespace controller. In the steady state the Secret is
+// in the cache and no API call is made.
+func (r *NamespaceReconciler) EnsureSecret(ctx context.Context, c *credential.Credential, namespace string) error {
+	name := c.SecretName()
+	var cur corev1.Secret
+	err := r.client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &cur)
+	if err == nil && ownerKey(&cur) == c.Key.String() {
+		return nil
+	}
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	var ns corev1.Namespace
+	if err := r.client.Get(ctx, client.ObjectKey{Name: namespace}, &ns); err != nil {
+		return err
+	}
+	if ok, err := c.AppliesTo(&ns, r.regcredNamespace); err != nil || !ok {
+		return ErrNotApplicable
+	}
+	src := r.sources.get(ctx, c)
+	if src.Err != nil {
+		return src.Err
+	}
+	var existing *corev1.Secret
+	if err == nil {
+		existing = &cur
+	}
+	switch outcome, err := r.ensureSecret(ctx, c, &ns, name, src.Data, existing, FieldManagerWebhook); outcome {
+	case secretReady:
+		return nil
+	case secretStalled:
+		return fmt.Errorf("Secret %s/%s is not regcred's", namespace, name)
+	case secretNamespaceGone:
+		return fmt.Errorf("namespace %s is being deleted", namespace)
+	default:
+		return err
+	}
+}

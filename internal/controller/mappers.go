@@ -1,0 +1,124 @@
+package controller
+
+import (
+	"context"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/credential"
+)
+
+// wiring maps events to requests. A mapper cannot return an error: a
+// failed read of the cache is logged, and the event's requests are lost
+// until the next event or the namespace's own retry.
+type wiring struct {
+	client           client.Client
+	regcredNamespace string
+	sources          *sources
+	failures         *failures
+}
+
+func namespaceOf(_ context.Context, o client.Object) []reconcile.Request {
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.GetNamespace()}}}
+}
+
+func (w *wiring) allNamespaces(ctx context.Context, _ client.Object) []reconcile.Request {
+	var nsList corev1.NamespaceList
+	if err := w.client.List(ctx, &nsList, client.UnsafeDisableDeepCopy); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "list namespaces to map an event")
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(nsList.Items))
+	for i := range nsList.Items {
+		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: nsList.Items[i].Name}})
+	}
+	return out
+}
+
+// credentials lists the requests of the credentials of one kind that opts
+// select.
+func (w *wiring) credentials(ctx context.Context, kind credential.Kind, opts ...client.ListOption) []reconcile.Request {
+	var out []reconcile.Request
+	switch kind {
+	case credential.KindCluster:
+		var list v1alpha1.ClusterRegistryCredentialList
+		if err := w.client.List(ctx, &list, opts...); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "list ClusterRegistryCredentials to map an event")
+			return nil
+		}
+		for _, c := range list.Items {
+			out = append(out, requestFor(credential.Key{Kind: kind, Name: c.Name}))
+		}
+	case credential.KindNamespaced:
+		var list v1alpha1.RegistryCredentialList
+		if err := w.client.List(ctx, &list, opts...); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "list RegistryCredentials to map an event")
+			return nil
+		}
+		for _, c := range list.Items {
+			out = append(out, requestFor(credential.Key{Kind: kind, Namespace: c.Namespace, Name: c.Name}))
+		}
+	}
+	return out
+}
+
+func (w *wiring) ownerOf(kind credential.Kind) handler.MapFunc {
+	return func(_ context.Context, o client.Object) []reconcile.Request {
+		s, ok := o.(*corev1.Secret)
+		if !ok {
+			return nil
+		}
+		if key, ok := credential.OwnerOf(s); ok && key.Kind == kind {
+			return []reconcile.Request{requestFor(key)}
+		}
+		return nil
+	}
+}
+
+// credentialsSelecting maps a namespace change to the credentials that
+// may act in it.
+func (w *wiring) credentialsSelecting(kind credential.Kind) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		if kind == credential.KindCluster {
+			return w.credentials(ctx, kind)
+		}
+		return w.credentials(ctx, kind, client.InNamespace(o.GetName()))
+	}
+}
+
+// credentialsOfSourceSecret maps a change of a possible source Secret to
+// the credentials reading it, after forgetting what was rendered from it.
+func (w *wiring) credentialsOfSourceSecret(kind credential.Kind) handler.TypedMapFunc[*metav1.PartialObjectMetadata, reconcile.Request] {
+	return func(ctx context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
+		w.sources.invalidateSecret(o.Namespace, o.Name)
+		bySource := client.MatchingFields{indexSourceSecret: o.Namespace + "/" + o.Name}
+		if kind == credential.KindCluster {
+			return w.credentials(ctx, kind, bySource)
+		}
+		return w.credentials(ctx, kind, client.InNamespace(o.Namespace), bySource)
+	}
+}
+
+// namespacesOfSourceSecret maps a source change to the namespaces holding
+// copies of the credentials reading it. A registry Secret regcred does not
+// manage may also be what blocks a sync in its namespace (it holds the
+// managed Secret's name): a change to it retries that namespace at once
+// rather than after conflictRetry.
+func (w *wiring) namespacesOfSourceSecret(ctx context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
+	w.sources.invalidateSecret(o.Namespace, o.Name)
+	bySource := client.MatchingFields{indexSourceSecret: o.Namespace + "/" + o.Name}
+	if len(w.credentials(ctx, credential.KindCluster, bySource)) > 0 {
+		return w.allNamespaces(ctx, o)
+	}
+	if len(w.credentials(ctx, credential.KindNamespaced, client.InNamespace(o.Namespace), bySource)) > 0 || w.failures.inNamespace(o.Namespace) {
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.Namespace}}}
+	}
+	return nil
+}
