@@ -90,18 +90,16 @@ Service otherwise). See docs/webhook.md.`,
 				default:
 					return usageErrorf("--webhook-certs %q: use self or external", o.webhookCerts)
 				}
-				switch o.webhookFailurePolicy {
-				case "Ignore", "Fail":
-				default:
-					return usageErrorf("--webhook-failure-policy %q: use Ignore or Fail", o.webhookFailurePolicy)
-				}
-				if o.webhookTimeoutSeconds < 1 || o.webhookTimeoutSeconds > 30 {
+				if o.webhookTimeoutSeconds == 0 {
 					return usageErrorf("--webhook-timeout-seconds must be between 1 and 30")
 				}
 				wh = &manager.WebhookOptions{
 					Host: o.webhookHost, Port: o.webhookPort, ServiceName: o.webhookServiceName, CertDir: o.webhookCertDir,
 					ManageCertificates: o.webhookCerts == "self", Register: o.webhookRegister,
 					FailurePolicy: o.webhookFailurePolicy, TimeoutSeconds: o.webhookTimeoutSeconds,
+				}
+				if err := wh.Validate(); err != nil {
+					return &usageError{err}
 				}
 			}
 			mgr, err := manager.New(cmd.Context(), manager.Options{

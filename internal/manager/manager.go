@@ -69,6 +69,20 @@ type WebhookOptions struct {
 	TimeoutSeconds int32
 }
 
+// Validate says what is wrong with the options, naming the flag of
+// `regcred manager` that sets each.
+func (w *WebhookOptions) Validate() error {
+	switch w.FailurePolicy {
+	case "", string(admissionregistrationv1.Ignore), string(admissionregistrationv1.Fail):
+	default:
+		return fmt.Errorf("--webhook-failure-policy %q: use Ignore or Fail", w.FailurePolicy)
+	}
+	if w.TimeoutSeconds < 0 || w.TimeoutSeconds > 30 {
+		return fmt.Errorf("--webhook-timeout-seconds %d: must be between 1 and 30", w.TimeoutSeconds)
+	}
+	return nil
+}
+
 // New builds a manager with regcred's controllers set up.
 func New(ctx context.Context, opts Options) (ctrl.Manager, error) {
 	if opts.RestConfig == nil {
@@ -153,13 +167,8 @@ func setupWebhook(ctx context.Context, mgr ctrl.Manager, opts Options, ensurer w
 		ManageCertificates: w.ManageCertificates,
 		Register:           w.Register,
 	}
-	switch cfg.FailurePolicy {
-	case "", admissionregistrationv1.Ignore, admissionregistrationv1.Fail:
-	default:
-		return fmt.Errorf("failure policy %q: use Ignore or Fail", w.FailurePolicy)
-	}
-	if w.TimeoutSeconds < 0 || w.TimeoutSeconds > 30 {
-		return fmt.Errorf("webhook timeout %ds: must be between 1 and 30", w.TimeoutSeconds)
+	if err := w.Validate(); err != nil {
+		return err
 	}
 	if w.Host != "" {
 		url := fmt.Sprintf("https://%s%s", net.JoinHostPort(w.Host, strconv.Itoa(w.Port)), webhook.Path)

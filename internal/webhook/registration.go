@@ -1,0 +1,93 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"regcred.dev/regcred/internal/credential"
+	"regcred.dev/regcred/internal/logkeys"
+)
+
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=regcred.dev,resources=clusterimagemirrors,verbs=get;list;watch
+
+// Configuration is the MutatingWebhookConfiguration regcred registers.
+func (c Config) Configuration(caBundle []byte) *admissionregistrationv1.MutatingWebhookConfiguration {
+	failure := c.FailurePolicy
+	if failure == "" {
+		failure = admissionregistrationv1.Ignore
+	}
+	timeout := c.TimeoutSeconds
+	if timeout == 0 {
+		timeout = 5
+	}
+	sideEffects := admissionregistrationv1.SideEffectClassNoneOnDryRun
+	reinvoke := admissionregistrationv1.IfNeededReinvocationPolicy
+	equivalent := admissionregistrationv1.Equivalent
+	scope := admissionregistrationv1.NamespacedScope
+	cc := c.ClientConfig
+	cc.CABundle = caBundle
+	return &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: c.ConfigurationName, Labels: map[string]string{"app.kubernetes.io/managed-by": managedBy}},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+			Name:                    "pods.regcred.dev",
+			ClientConfig:            cc,
+			AdmissionReviewVersions: []string{"v1"},
+			SideEffects:             &sideEffects,
+			FailurePolicy:           &failure,
+			TimeoutSeconds:          &timeout,
+			ReinvocationPolicy:      &reinvoke,
+			MatchPolicy:             &equivalent,
+			Rules: []admissionregistrationv1.RuleWithOperations{{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+				Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}, Scope: &scope},
+			}},
+			NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+				{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn, Values: append(slices.Clone(credential.AlwaysExcluded), c.Namespace)},
+				{Key: LabelInject, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"false"}},
+			}},
+			ObjectSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+				{Key: LabelInject, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"false"}},
+			}},
+		}},
+	}
+}
+
+func (t *TLS) ensureConfiguration(ctx context.Context, caBundle []byte) error {
+	want := t.Config.Configuration(caBundle)
+	var cur admissionregistrationv1.MutatingWebhookConfiguration
+	err := t.Reader.Get(ctx, client.ObjectKey{Name: want.Name}, &cur)
+	if apierrors.IsNotFound(err) {
+		if err := t.Writer.Create(ctx, want); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create MutatingWebhookConfiguration: %w", err)
+		}
+		t.Log.Info("registered the webhook", logkeys.Configuration, want.Name)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !t.Config.ManageCertificates && len(cur.Webhooks) == 1 {
+		// cert-manager's CA injector owns the bundle.
+		want.Webhooks[0].ClientConfig.CABundle = cur.Webhooks[0].ClientConfig.CABundle
+		want.Annotations = cur.Annotations
+	}
+	if equality.Semantic.DeepEqual(cur.Webhooks, want.Webhooks) {
+		return nil
+	}
+	updated := cur.DeepCopy()
+	updated.Webhooks = want.Webhooks
+	if err := t.Writer.Update(ctx, updated); err != nil {
+		return fmt.Errorf("update MutatingWebhookConfiguration: %w", err)
+	}
+	t.Log.Info("updated the webhook configuration", logkeys.Configuration, want.Name)
+	return nil
+}
