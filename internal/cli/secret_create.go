@@ -161,13 +161,8 @@ func (o *secretCreateOptions) configFromFlags(stdin io.Reader) (*dockercfg.Confi
 	if err != nil {
 		return nil, err
 	}
-	server := o.server
-	if server == "docker.io" || server == "index.docker.io" {
-		// The key Docker itself writes for Docker Hub.
-		server = "https://index.docker.io/v1/"
-	}
 	cfg := &dockercfg.Config{Auths: map[string]dockercfg.Entry{
-		server: {Username: o.username, Password: password, Email: o.email},
+		dockercfg.ServerKey(o.server): {Username: o.username, Password: password, Email: o.email},
 	}}
 	if err := cfg.Validate(); err != nil {
 		return nil, &usageError{err}
@@ -216,10 +211,7 @@ func configFromDockerFile(path string, registries []string) (*dockercfg.Config, 
 			if err != nil {
 				return nil, fmt.Errorf("%s: credentials for %s: credential helper: %v", path, r, err)
 			}
-			key := r
-			if r == "docker.io" || r == "index.docker.io" {
-				key = "https://index.docker.io/v1/"
-			}
+			key := dockercfg.ServerKey(r)
 			if a.Username == "" && a.Password == "" && a.IdentityToken == "" {
 				return nil, usageErrorf("%s has no credentials for %s", path, r)
 			}

@@ -88,3 +88,15 @@ func Merge(configs ...*Config) *Config {
 	}
 	return out
 }
+
+// DockerHubKey is the key `docker login` writes for Docker Hub.
+const DockerHubKey = "https://index.docker.io/v1/"
+
+// ServerKey is the key Docker itself writes for a server given by a
+// person: Docker Hub's names become DockerHubKey, others stay as given.
+func ServerKey(server string) string {
+	if server == "docker.io" || server == "index.docker.io" {
+		return DockerHubKey
+	}
+	return server
+}
