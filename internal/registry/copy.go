@@ -38,10 +38,7 @@ func (k *Keychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
 	for _, kr := range k.Keyrings {
 		if creds := kr.LookupTarget(t); len(creds) > 0 {
 			c := creds[0]
-			if c.IdentityToken != "" {
-				return authn.FromConfig(authn.AuthConfig{Username: c.Username, IdentityToken: c.IdentityToken}), nil
-			}
-			return &authn.Basic{Username: c.Username, Password: c.Password}, nil
+			return Credential{Username: c.Username, Password: c.Password, IdentityToken: c.IdentityToken}.authenticator(), nil
 		}
 	}
 	return authn.Anonymous, nil
