@@ -79,17 +79,13 @@ named with the reason), 2 on invalid input.`,
 	return cmd
 }
 
-type mirrorJob struct {
-	src, dst string
-}
-
 func (o *mirrorOptions) run(cmd *cobra.Command, s Streams, args []string) error {
 	if o.to == "" {
 		return usageErrorf("--to is required")
 	}
-	dest := strings.TrimSuffix(o.to, "/")
-	if _, err := keyring.ParseImage(dest + "/x"); err != nil || !strings.ContainsAny(strings.SplitN(dest, "/", 2)[0], ".:") && !strings.HasPrefix(dest, "localhost") {
-		return usageErrorf("--to %q: give a registry host with an optional path, like harbor.internal/mirror", o.to)
+	dest, err := mirror.NormalizeMirror(o.to)
+	if err != nil {
+		return usageErrorf("--to %v: give a registry host with an optional path, like harbor.internal/mirror", err)
 	}
 	if o.jobs < 1 {
 		return usageErrorf("--jobs must be at least 1")
@@ -112,6 +108,10 @@ func (o *mirrorOptions) run(cmd *cobra.Command, s Streams, args []string) error 
 	}
 	if len(images) == 0 {
 		return usageErrorf("no images: give them as arguments, --images-file or -f")
+	}
+	plan, err := registry.PlanMirror(images, dest)
+	if err != nil {
+		return &usageError{err}
 	}
 
 	kc := &registry.Keychain{Overrides: map[string]authn.Authenticator{}}
@@ -155,89 +155,37 @@ func (o *mirrorOptions) run(cmd *cobra.Command, s Streams, args []string) error 
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 
-	var jobs []mirrorJob
-	rules := map[string]string{}
-	for _, img := range images {
-		named, err := keyring.ParseImage(img)
-		if err != nil {
-			return &usageError{err}
-		}
-		domain := strings.SplitN(named.Name(), "/", 2)[0]
-		prefix := dest + "/" + pathSafe(domain)
-		rules[domain] = prefix
-		rewritten, _, _, err := mirror.MustCompile([]mirror.Rule{{Source: domain, Mirror: prefix}}).Rewrite(img)
-		if err != nil {
-			return &usageError{err}
-		}
-		src, _ := keyring.NormalizeImage(img)
-		jobs = append(jobs, mirrorJob{src: src, dst: rewritten})
-	}
-
 	out := cmd.OutOrStdout()
-	progress := newMirrorProgress(cmd.ErrOrStderr(), len(jobs))
+	progress := newMirrorProgress(cmd.ErrOrStderr(), len(plan.Jobs))
 	defer progress.stop()
-	type failure struct {
-		job mirrorJob
-		res registry.Result
-	}
-	var (
-		mu                      sync.Mutex
-		failures                []failure
-		copied, present, nplats int
-	)
-	sem := make(chan struct{}, o.jobs)
-	var wg sync.WaitGroup
-	for _, j := range jobs {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			updates := progress.track()
-			res, err := registry.Copy(cmd.Context(), j.src, j.dst, registry.CopyOptions{Keychain: kc, Transport: tr, Progress: updates, Jobs: 4})
-			progress.done()
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err != nil:
-				r := registry.Classify(cmd.Context(), err)
-				r.Message = err.Error()
-				failures = append(failures, failure{j, r})
-				progress.printf("FAILED   %s: %s: %s\n", j.src, r.Reason, r.Hint)
-			case res.Skipped:
-				present++
-				progress.printf("present  %s = %s\n", j.dst, shortDigest(res.Digest))
-			default:
-				copied++
-				nplats += res.Platforms
-				plat := ""
-				if res.Platforms > 0 {
-					plat = fmt.Sprintf(", %d platforms", res.Platforms)
-				}
-				progress.printf("copied   %s -> %s (%s%s)\n", j.src, j.dst, shortDigest(res.Digest), plat)
-			}
-		}()
-	}
-	wg.Wait()
+	results := registry.Mirror(cmd.Context(), plan, registry.WithKeychain(kc), registry.WithTransport(tr),
+		registry.WithJobs(4), registry.WithConcurrency(o.jobs), registry.WithObserver(progress))
 	progress.stop()
 
-	fmt.Fprintf(out, "\n%d images: %d copied, %d already present, %d failed\n", len(jobs), copied, present, len(failures))
-	sort.Slice(failures, func(i, k int) bool { return failures[i].job.src < failures[k].job.src })
-	for _, f := range failures {
-		fmt.Fprintf(out, "  failed: %s: %s (%s)\n    %s\n", f.job.src, f.res.Reason, f.res.Hint, f.res.Message)
+	var failed []registry.MirrorResult
+	copied, present := 0, 0
+	for _, r := range results {
+		switch {
+		case r.Failure != nil:
+			failed = append(failed, r)
+		case r.Copy.Skipped:
+			present++
+		default:
+			copied++
+		}
 	}
-	domains := make([]string, 0, len(rules))
-	for d := range rules {
-		domains = append(domains, d)
+	fmt.Fprintf(out, "\n%d images: %d copied, %d already present, %d failed\n", len(results), copied, present, len(failed))
+	sort.Slice(failed, func(i, k int) bool { return failed[i].Job.Source < failed[k].Job.Source })
+	for _, f := range failed {
+		fmt.Fprintf(out, "  failed: %s: %s (%s)\n    %s\n", f.Job.Source, f.Failure.Reason, f.Failure.Hint, f.Failure.Message)
 	}
-	sort.Strings(domains)
 	fmt.Fprintln(out, "\nPoint manifests at the copies with:")
 	var flags []string
-	for _, d := range domains {
-		flags = append(flags, fmt.Sprintf("--mirror %s=%s", d, rules[d]))
+	for _, r := range plan.Rules {
+		flags = append(flags, fmt.Sprintf("--mirror %s=%s", r.Source, r.Mirror))
 	}
 	fmt.Fprintf(out, "  regcred manifests rewrite %s\n", strings.Join(flags, " "))
-	if len(failures) > 0 {
+	if len(failed) > 0 {
 		return &silentError{code: exitFailure}
 	}
 	return nil
@@ -295,11 +243,6 @@ func (o *mirrorOptions) collectImages(in io.Reader, args []string) ([]string, er
 	return out, nil
 }
 
-// pathSafe turns a registry host into a repository path component.
-func pathSafe(domain string) string {
-	return strings.NewReplacer(":", "-", "[", "", "]", "").Replace(strings.ToLower(domain))
-}
-
 func shortDigest(d string) string {
 	if len(d) > 19 {
 		return d[:19]
@@ -348,8 +291,9 @@ func (p *mirrorProgress) loop() {
 	}
 }
 
-// track returns a channel for one copy's byte counts.
-func (p *mirrorProgress) track() chan v1.Update {
+// Started implements registry.MirrorObserver: a channel for one copy's
+// byte counts.
+func (p *mirrorProgress) Started(registry.MirrorJob) chan<- v1.Update {
 	ch := make(chan v1.Update, 16)
 	go func() {
 		var last int64
@@ -361,7 +305,22 @@ func (p *mirrorProgress) track() chan v1.Update {
 	return ch
 }
 
-func (p *mirrorProgress) done() { p.finished.Add(1) }
+// Finished implements registry.MirrorObserver: a line per image.
+func (p *mirrorProgress) Finished(r registry.MirrorResult) {
+	p.finished.Add(1)
+	switch {
+	case r.Failure != nil:
+		p.printf("FAILED   %s: %s: %s\n", r.Job.Source, r.Failure.Reason, r.Failure.Hint)
+	case r.Copy.Skipped:
+		p.printf("present  %s = %s\n", r.Job.Dest, shortDigest(r.Copy.Digest))
+	default:
+		plat := ""
+		if r.Copy.Platforms > 0 {
+			plat = fmt.Sprintf(", %d platforms", r.Copy.Platforms)
+		}
+		p.printf("copied   %s -> %s (%s%s)\n", r.Job.Source, r.Job.Dest, shortDigest(r.Copy.Digest), plat)
+	}
+}
 
 func (p *mirrorProgress) printf(format string, args ...any) {
 	p.mu.Lock()

@@ -52,7 +52,7 @@ func Compile(rules []Rule) (*Rules, error) {
 			errs = append(errs, fmt.Errorf("rule %d: source: %w", i+1, err))
 			continue
 		}
-		mir, err := normalizeMirror(r.Mirror)
+		mir, err := NormalizeMirror(r.Mirror)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("rule %d: mirror: %w", i+1, err))
 			continue
@@ -98,7 +98,9 @@ func (r *Rules) Len() int {
 // "registry-1.docker.io" are all "docker.io"; a trailing slash is dropped.
 func NormalizeSource(s string) (string, error) { return normalizeLocation(s, true) }
 
-func normalizeMirror(s string) (string, error) { return normalizeLocation(s, false) }
+// NormalizeMirror checks where copies go — a registry host with an
+// optional repository path, used as written — and trims it.
+func NormalizeMirror(s string) (string, error) { return normalizeLocation(s, false) }
 
 // normalizeLocation checks a registry host with an optional repository
 // path, as rule sources and mirrors are written, and trims it. Sources also

@@ -20,6 +20,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
@@ -88,7 +89,7 @@ type Result struct {
 	RateLimit  *RateLimit `json:"rateLimit,omitempty"`
 }
 
-// Option configures Check.
+// Option configures Check, Copy and Mirror.
 type Option func(*options)
 
 type options struct {
@@ -97,7 +98,37 @@ type options struct {
 	timeout   time.Duration
 	insecure  bool
 	userAgent string
+	// Copy and Mirror.
+	keychain    authn.Keychain
+	progress    chan<- v1.Update
+	jobs        int
+	concurrency int
+	observer    MirrorObserver
 }
+
+func newOptions(opts []Option) *options {
+	o := &options{}
+	for _, opt := range opts {
+		opt(o)
+	}
+	return o
+}
+
+// WithKeychain picks the credentials of Copy and Mirror per repository.
+func WithKeychain(kc authn.Keychain) Option { return func(o *options) { o.keychain = kc } }
+
+// WithProgress receives a Copy's upload byte counts; Copy closes it when it
+// returns.
+func WithProgress(ch chan<- v1.Update) Option { return func(o *options) { o.progress = ch } }
+
+// WithJobs is the number of blobs a Copy uploads at once.
+func WithJobs(n int) Option { return func(o *options) { o.jobs = n } }
+
+// WithConcurrency is the number of images Mirror copies at once (default 4).
+func WithConcurrency(n int) Option { return func(o *options) { o.concurrency = n } }
+
+// WithObserver hears of each image Mirror starts and finishes.
+func WithObserver(obs MirrorObserver) Option { return func(o *options) { o.observer = obs } }
 
 // WithTransport sets the base HTTP transport (TLS settings, proxies).
 func WithTransport(t http.RoundTripper) Option { return func(o *options) { o.transport = t } }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
@@ -55,25 +54,18 @@ type CopyResult struct {
 	Platforms int
 }
 
-// CopyOptions configure Copy.
-type CopyOptions struct {
-	Keychain  authn.Keychain
-	Transport http.RoundTripper
-	// Progress receives byte counts of the upload, if set; Copy closes it
-	// when it returns.
-	Progress chan<- v1.Update
-	// Jobs is the number of blobs uploaded at once.
-	Jobs int
-}
-
 // Copy copies src to dst by digest, with every platform of an index. Blobs
 // and manifests the destination already has are not uploaded again, so an
 // interrupted copy resumes where it stopped.
-func Copy(ctx context.Context, src, dst string, o CopyOptions) (_ *CopyResult, rerr error) {
+func Copy(ctx context.Context, src, dst string, opts ...Option) (_ *CopyResult, rerr error) {
+	o := newOptions(opts)
+	if o.keychain == nil {
+		o.keychain = authn.NewMultiKeychain() // anonymous
+	}
 	handedOver := false // go-containerregistry closes the channel after a write
 	defer func() {
-		if o.Progress != nil && !handedOver {
-			close(o.Progress)
+		if o.progress != nil && !handedOver {
+			close(o.progress)
 		}
 	}()
 	srcRef, err := name.ParseReference(src)
@@ -84,21 +76,21 @@ func Copy(ctx context.Context, src, dst string, o CopyOptions) (_ *CopyResult, r
 	if err != nil {
 		return nil, fmt.Errorf("destination %q: %w", dst, err)
 	}
-	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(o.Keychain)}
-	if o.Transport != nil {
-		opts = append(opts, remote.WithTransport(o.Transport))
+	ropts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(o.keychain)}
+	if o.transport != nil {
+		ropts = append(ropts, remote.WithTransport(o.transport))
 	}
-	if o.Jobs > 0 {
-		opts = append(opts, remote.WithJobs(o.Jobs))
+	if o.jobs > 0 {
+		ropts = append(ropts, remote.WithJobs(o.jobs))
 	}
-	desc, err := remote.Get(srcRef, opts...)
+	desc, err := remote.Get(srcRef, ropts...)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", src, err)
 	}
 	res := &CopyResult{Digest: desc.Digest.String()}
 
 	// Already there: the destination has this digest under this name.
-	if existing, err := remote.Head(dstRef, opts...); err == nil && existing.Digest == desc.Digest {
+	if existing, err := remote.Head(dstRef, ropts...); err == nil && existing.Digest == desc.Digest {
 		res.Skipped = true
 		if desc.MediaType.IsIndex() {
 			if idx, err := desc.ImageIndex(); err == nil {
@@ -110,9 +102,9 @@ func Copy(ctx context.Context, src, dst string, o CopyOptions) (_ *CopyResult, r
 		return res, nil
 	}
 
-	writeOpts := opts
-	if o.Progress != nil {
-		writeOpts = append(append([]remote.Option(nil), opts...), remote.WithProgress(o.Progress))
+	writeOpts := ropts
+	if o.progress != nil {
+		writeOpts = append(append([]remote.Option(nil), ropts...), remote.WithProgress(o.progress))
 	}
 	if desc.MediaType.IsIndex() {
 		idx, err := desc.ImageIndex()
