@@ -43,7 +43,7 @@ restore-host: ## (root) restore the host after a test cluster whose harness was 
 	$(GO) run ./hack/restorehost
 
 .PHONY: stress
-stress: tools ## integration packages COUNT times (default 5) at -cpu 1,2 under CPU load (LOAD busy loops)
+stress: tools ## integration and end-to-end packages COUNT times (default 5), GOMAXPROCS 1 and 2, under CPU load (LOAD busy loops)
 	bash hack/stress.sh $(STRESS_PACKAGES)
 
 # The kubelet's own credential code, in a module of its own (hack/kubelet-parity).
