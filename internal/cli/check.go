@@ -104,7 +104,7 @@ invalid input.`,
 				}
 				for _, c := range candidates {
 					res := registry.Check(cmd.Context(), image, registry.Credential{Username: c.Username, Password: c.Password}, opts...)
-					out.Attempts = append(out.Attempts, checkAttempt{Key: c.Key, Username: c.Username, Source: c.Source, Result: res})
+					out.Attempts = append(out.Attempts, checkAttempt{Key: c.Key, Username: c.Username, Source: c.Origin, Result: res})
 					if res.Reason == registry.OK {
 						out.PullWouldSucceed = true
 						break

@@ -151,7 +151,7 @@ func resolveImage(set *credentialSet, img string) (resolveOutput, error) {
 	}
 	out := resolveOutput{Image: image, Candidates: []resolvedCandidate{}}
 	for _, c := range set.candidates(repo.Name()) {
-		out.Candidates = append(out.Candidates, resolvedCandidate{Key: c.Key, Username: c.Username, Source: c.Source})
+		out.Candidates = append(out.Candidates, resolvedCandidate{Key: c.Key, Username: c.Username, Source: c.Origin})
 	}
 	return out, nil
 }

@@ -29,7 +29,7 @@ type CredentialReconciler struct {
 	kind             credential.Kind
 	client           client.Client
 	regcredNamespace string
-	sources          *sources
+	renders          *renderer
 	failures         *failures
 	recorder         events.EventRecorder
 }
@@ -91,7 +91,7 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	src := r.sources.get(ctx, c)
+	src := r.renders.get(ctx, c)
 	var synced int32
 	for _, s := range copies {
 		if !desired[s.Namespace] {

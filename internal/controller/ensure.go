@@ -38,7 +38,7 @@ func (r *NamespaceReconciler) EnsureSecret(ctx context.Context, c *credential.Cr
 	if ok, err := c.AppliesTo(&ns, r.regcredNamespace); err != nil || !ok {
 		return ErrNotApplicable
 	}
-	src := r.sources.get(ctx, c)
+	src := r.renders.get(ctx, c)
 	if src.Err != nil {
 		return src.Err
 	}

@@ -21,7 +21,7 @@ import (
 type wiring struct {
 	client           client.Client
 	regcredNamespace string
-	sources          *sources
+	renders          *renderer
 	failures         *failures
 }
 
@@ -97,7 +97,7 @@ func (w *wiring) credentialsSelecting(kind credential.Kind) handler.MapFunc {
 // the credentials reading it, after forgetting what was rendered from it.
 func (w *wiring) credentialsOfSourceSecret(kind credential.Kind) handler.TypedMapFunc[*metav1.PartialObjectMetadata, reconcile.Request] {
 	return func(ctx context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
-		w.sources.invalidateSecret(o.Namespace, o.Name)
+		w.renders.invalidateSecret(o.Namespace, o.Name)
 		bySource := client.MatchingFields{indexSourceSecret: o.Namespace + "/" + o.Name}
 		if kind == credential.KindCluster {
 			return w.credentials(ctx, kind, bySource)
@@ -112,7 +112,7 @@ func (w *wiring) credentialsOfSourceSecret(kind credential.Kind) handler.TypedMa
 // managed Secret's name): a change to it retries that namespace at once
 // rather than after conflictRetry.
 func (w *wiring) namespacesOfSourceSecret(ctx context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
-	w.sources.invalidateSecret(o.Namespace, o.Name)
+	w.renders.invalidateSecret(o.Namespace, o.Name)
 	bySource := client.MatchingFields{indexSourceSecret: o.Namespace + "/" + o.Name}
 	if len(w.credentials(ctx, credential.KindCluster, bySource)) > 0 {
 		return w.allNamespaces(ctx, o)

@@ -25,7 +25,7 @@ type NamespaceReconciler struct {
 	client           client.Client
 	apiReader        client.Reader
 	regcredNamespace string
-	sources          *sources
+	renders          *renderer
 	failures         *failures
 	recorder         events.EventRecorder
 }
@@ -93,7 +93,7 @@ func (r *NamespaceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			continue
 		}
 		claim[name] = c
-		src := r.sources.get(ctx, c)
+		src := r.renders.get(ctx, c)
 		cur := existing[name]
 		if src.Err != nil {
 			// A bad source leaves existing copies exactly as they are; the

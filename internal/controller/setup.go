@@ -92,17 +92,17 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*NamespaceRecon
 		return nil, err
 	}
 
-	srcs := newSources(mgr.GetAPIReader(), opts.Namespace)
+	srcs := newRenderer(mgr.GetAPIReader(), opts.Namespace)
 	fails := newFailures()
 	recorder := mgr.GetEventRecorder("regcred")
 	watches, err := newSourceWatches(mgr)
 	if err != nil {
 		return nil, err
 	}
-	w := &wiring{client: mgr.GetClient(), regcredNamespace: opts.Namespace, sources: srcs, failures: fails}
+	w := &wiring{client: mgr.GetClient(), regcredNamespace: opts.Namespace, renders: srcs, failures: fails}
 
 	nsr := &NamespaceReconciler{client: mgr.GetClient(), apiReader: mgr.GetAPIReader(), regcredNamespace: opts.Namespace,
-		sources: srcs, failures: fails, recorder: recorder}
+		renders: srcs, failures: fails, recorder: recorder}
 	nsBuilder := ctrl.NewControllerManagedBy(mgr).
 		Named("namespace").
 		For(&corev1.Namespace{}, builder.WithPredicates(namespaceChanged())).
@@ -120,7 +120,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*NamespaceRecon
 
 	for _, kind := range []credential.Kind{credential.KindCluster, credential.KindNamespaced} {
 		cr := &CredentialReconciler{kind: kind, client: mgr.GetClient(), regcredNamespace: opts.Namespace,
-			sources: srcs, failures: fails, recorder: recorder}
+			renders: srcs, failures: fails, recorder: recorder}
 		var forObj client.Object = &v1alpha1.ClusterRegistryCredential{}
 		name := "clusterregistrycredential"
 		if kind == credential.KindNamespaced {

@@ -43,9 +43,9 @@ type Credential struct {
 	Key string
 	// NormalizedKey is Key as the kubelet indexes it: host[:port][/path].
 	NormalizedKey string
-	// Source says where the credential came from: a file path or a
+	// Origin says where the credential came from: a file path or a
 	// namespace/name of a Secret.
-	Source string
+	Origin string
 	dockercfg.Entry
 }
 
@@ -68,12 +68,12 @@ func newGlobKey(norm string) globKey {
 	return globKey{key: norm, Target: ParseTarget(norm)}
 }
 
-// Add adds every entry of cfg, attributed to source. Entries whose key the
+// Add adds every entry of cfg, attributed to origin. Entries whose key the
 // kubelet cannot parse are skipped and returned, so callers can report them.
 // Within one config, entries are added in sorted key order (the kubelet
 // iterates a Go map, so its order among keys of one config that normalize
 // alike is random).
-func (k *Keyring) Add(source string, cfg *dockercfg.Config) (skipped []string) {
+func (k *Keyring) Add(origin string, cfg *dockercfg.Config) (skipped []string) {
 	if cfg == nil {
 		return nil
 	}
@@ -89,7 +89,7 @@ func (k *Keyring) Add(source string, cfg *dockercfg.Config) (skipped []string) {
 		if _, seen := k.creds[norm]; !seen {
 			k.index = append(k.index, newGlobKey(norm))
 		}
-		k.creds[norm] = append(k.creds[norm], Credential{Key: raw, NormalizedKey: norm, Source: source, Entry: cfg.Auths[raw]})
+		k.creds[norm] = append(k.creds[norm], Credential{Key: raw, NormalizedKey: norm, Origin: origin, Entry: cfg.Auths[raw]})
 	}
 	sort.Slice(k.index, func(i, j int) bool { return k.index[i].key > k.index[j].key })
 	return skipped

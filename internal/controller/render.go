@@ -25,10 +25,10 @@ type rendered struct {
 	Err     *source.Error
 }
 
-// sources resolves credentials' sources and remembers the result until the
+// renderer resolves credentials' sources and remembers the result until the
 // source changes, so that fanning one credential out to a thousand
 // namespaces reads its source once.
-type sources struct {
+type renderer struct {
 	reader           client.Reader
 	regcredNamespace string
 
@@ -40,11 +40,11 @@ type sources struct {
 	epoch uint64
 }
 
-func newSources(reader client.Reader, regcredNamespace string) *sources {
-	return &sources{reader: reader, regcredNamespace: regcredNamespace, memo: map[string]*rendered{}}
+func newRenderer(reader client.Reader, regcredNamespace string) *renderer {
+	return &renderer{reader: reader, regcredNamespace: regcredNamespace, memo: map[string]*rendered{}}
 }
 
-func (s *sources) provider(c *credential.Credential) (source.Provider, string, error) {
+func (s *renderer) provider(c *credential.Credential) (source.Provider, string, error) {
 	if ref := c.Spec.Source.SecretRef; ref != nil {
 		ns := c.SourceNamespace(s.regcredNamespace)
 		return &secretref.Provider{Reader: s.reader, Name: ref.Name}, "secret/" + ns + "/" + ref.Name, nil
@@ -61,7 +61,7 @@ func memoKey(sourceID string, registries []string) string {
 
 // get returns the rendered credential, reading the source only when it is
 // not remembered. Transient read failures are not remembered.
-func (s *sources) get(ctx context.Context, c *credential.Credential) *rendered {
+func (s *renderer) get(ctx context.Context, c *credential.Credential) *rendered {
 	p, id, err := s.provider(c)
 	if err != nil {
 		return &rendered{Err: &source.Error{Reason: source.Invalid, Message: err.Error()}}
@@ -105,7 +105,7 @@ func (s *sources) get(ctx context.Context, c *credential.Credential) *rendered {
 }
 
 // invalidateSecret forgets everything rendered from the Secret ns/name.
-func (s *sources) invalidateSecret(namespace, name string) {
+func (s *renderer) invalidateSecret(namespace, name string) {
 	prefix := "secret/" + namespace + "/" + name + "|"
 	s.mu.Lock()
 	defer s.mu.Unlock()
