@@ -23,12 +23,7 @@ func TestDemoPullsForReal(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
 	}
-	if err := testenv.CheckCluster(); err != nil {
-		if testenv.Required() {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	testenv.RequireCluster(t)
 	kubectl := testenv.Tool(t, "kubectl")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "demo")

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -532,4 +533,17 @@ func freePorts(n int) ([]int, error) {
 		out = append(out, l.Addr().(*net.TCPAddr).Port)
 	}
 	return out, nil
+}
+
+// RequireCluster skips the test (locally) or fails it (under Required) when
+// this machine cannot run a cluster, saying why; for tests that start
+// clusters of their own rather than the Suite's.
+func RequireCluster(t testing.TB) {
+	t.Helper()
+	if err := CheckCluster(); err != nil {
+		if Required() {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
 }

@@ -75,12 +75,7 @@ func TestClusterRestoresHostAfterHarnessDies(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
 	}
-	if err := testenv.CheckCluster(); err != nil {
-		if testenv.Required() {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	testenv.RequireCluster(t)
 	if err := testenv.RestoreHost(30 * time.Minute); err != nil {
 		t.Fatal(err)
 	}
