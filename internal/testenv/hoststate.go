@@ -97,6 +97,13 @@ func claimHost(dir, containerdSocket, bridge string, wait time.Duration) (*hostS
 		_ = os.Remove(hostStateFile)
 	}
 
+	// A kubelet that is not ours would share the kubepods cgroups and the
+	// iptables chains with the test node, and restoring the host would
+	// take its Pods down with ours.
+	if kubepods, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods*"); len(kubepods) > 0 && dir != "" {
+		_ = lock.Close()
+		return nil, fmt.Errorf("this machine already runs a kubelet (%s exists): a test node would share its cgroups and iptables chains", kubepods[0])
+	}
 	h := &hostState{Owner: os.Getpid(), Dir: dir, ContainerdSocket: containerdSocket, Bridge: bridge,
 		Sysctls: map[string]string{}, IPTables: map[string]string{}, lock: lock}
 	for _, s := range touchedSysctls {
@@ -143,7 +150,9 @@ func (h *hostState) restore() error {
 	}
 	// Every program started for the cluster names its directory (or its
 	// containerd socket, for the shims) on its command line.
-	add(killByCommandLine(h.Dir))
+	if h.Dir != "" {
+		add(killByCommandLine(h.Dir))
+	}
 	if h.ContainerdSocket != "" {
 		add(killByCommandLine(h.ContainerdSocket))
 	}

@@ -109,6 +109,9 @@ func (p *process) waitFor(timeout time.Duration, what string, check func() error
 // marker: containerd's shims, which outlive containerd by design and are
 // found by the socket path of the containerd that started them.
 func killByCommandLine(marker string) error {
+	if len(marker) < len("/var/tmp/x") {
+		return fmt.Errorf("refusing to kill processes by the marker %q: too short to be a cluster's path", marker)
+	}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return err
