@@ -73,10 +73,16 @@ func TestFanOutRotateAndCleanUp(t *testing.T) {
 	for _, ns := range []string{nsA, nsB, nsC} {
 		waitSecretData(t, c, ns, "regcred-fanout", v2)
 	}
-	got := clusterReady(t, c, "fanout", metav1.ConditionTrue, v1alpha1.ReasonSynced, "3/3")
-	if got.Status.SourceVersion != src.ResourceVersion {
-		t.Errorf("sourceVersion %q, want %q", got.Status.SourceVersion, src.ResourceVersion)
-	}
+	// Ready 3/3 held before the rotation too: wait for the status to name
+	// the new source version, which the credential controller writes after
+	// its batching delay.
+	testenv.Eventually(t, wait, func(ctx context.Context) error {
+		got := clusterReady(t, c, "fanout", metav1.ConditionTrue, v1alpha1.ReasonSynced, "3/3")
+		if got.Status.SourceVersion != src.ResourceVersion {
+			return fmt.Errorf("sourceVersion %q, want %q", got.Status.SourceVersion, src.ResourceVersion)
+		}
+		return nil
+	})
 
 	// Deselect one namespace: its copy and entries go, nothing else.
 	var nsObj corev1.Namespace
