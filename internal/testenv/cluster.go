@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -56,7 +56,6 @@ type Cluster struct {
 	// data and logs (NAME.log per program).
 	Dir string
 
-	ca        *pki.KeyPair
 	procs     []*process
 	host      *hostState
 	socket    string
@@ -169,18 +168,16 @@ func (c *Cluster) start() error {
 	etcdClient, etcdPeer, apiPort, kcmPort, schedPort, kubeletPort, kubeletHealthz, proxyMetrics := ports[0], ports[1], ports[2], ports[3], ports[4], ports[5], ports[6], ports[7]
 
 	etcdBin, _ := exec.LookPath("etcd")
-	etcd, err := c.run("etcd", etcdBin,
+	if _, err := c.run("etcd", etcdBin,
 		"--data-dir", filepath.Join(c.fastDir(), "etcd"),
 		"--listen-client-urls", fmt.Sprintf("http://127.0.0.1:%d", etcdClient),
 		"--advertise-client-urls", fmt.Sprintf("http://127.0.0.1:%d", etcdClient),
 		"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", etcdPeer),
 		"--initial-advertise-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", etcdPeer),
 		"--initial-cluster", fmt.Sprintf("default=http://127.0.0.1:%d", etcdPeer),
-		"--quota-backend-bytes", "4294967296")
-	if err != nil {
+		"--quota-backend-bytes", "4294967296"); err != nil {
 		return err
 	}
-	_ = etcd
 
 	pkiDir := filepath.Join(c.Dir, "pki")
 	p := func(name string) string { return filepath.Join(pkiDir, name) }
@@ -245,8 +242,7 @@ func (c *Cluster) start() error {
 		return err
 	}
 
-	containerd, err := c.startContainerd()
-	if err != nil {
+	if err := c.startContainerd(); err != nil {
 		return err
 	}
 	if err := c.importSandboxImage(); err != nil {
@@ -264,7 +260,6 @@ func (c *Cluster) start() error {
 		"--config", c.writeKubeProxyConfig(proxyMetrics)); err != nil {
 		return err
 	}
-	_ = containerd
 	return c.waitReady()
 }
 
@@ -375,7 +370,7 @@ func (c *Cluster) fastDir() string {
 	d := filepath.Join(c.Dir, "fast")
 	_ = os.MkdirAll(d, 0o700)
 	if fastTempDir() == "/dev/shm" {
-		_ = syscall_mount_tmpfs(d)
+		_ = syscall.Mount("tmpfs", d, "tmpfs", 0, "size=4g,mode=0700")
 	}
 	return d
 }
@@ -409,7 +404,6 @@ func (c *Cluster) writePKI() error {
 	if err != nil {
 		return err
 	}
-	c.ca = ca
 	write := func(name string, kp *pki.KeyPair) error {
 		if err := os.WriteFile(filepath.Join(dir, name+".crt"), kp.CertPEM, 0o600); err != nil {
 			return err
@@ -484,11 +478,6 @@ func (c *Cluster) writeKubeconfigs(apiPort int) error {
 
 func (c *Cluster) kubeconfigFor(name string) string {
 	return filepath.Join(c.Dir, "kubeconfig-"+name)
-}
-
-// TLSConfigForCA is a client TLS configuration trusting the cluster's CA.
-func (c *Cluster) TLSConfigForCA() *tls.Config {
-	return &tls.Config{RootCAs: c.ca.CertPool(), MinVersion: tls.VersionTLS12}
 }
 
 // hostIP is the machine's first non-loopback IPv4 address: the kubelet

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -23,20 +22,16 @@ func pemBlock(typ string, der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
 }
 
-func syscall_mount_tmpfs(dir string) error { //nolint:revive // reads as what it does
-	return syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=4g,mode=0700")
-}
-
 // startContainerd writes containerd's configuration — everything under the
 // cluster directory, the CRI plugin set up as REAL-NODE.md found works on
 // these machines (cgroupfs, restricted OOM score) — and starts it.
-func (c *Cluster) startContainerd() (*process, error) {
+func (c *Cluster) startContainerd() error {
 	base := filepath.Join(c.Dir, "containerd")
 	c.certsDir = filepath.Join(base, "certs.d")
 	cniConf := filepath.Join(c.Dir, "cni", "net.d")
 	for _, d := range []string{base, c.certsDir, cniConf, filepath.Join(c.Dir, "cni", "ipam")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	conflist := fmt.Sprintf(`{
@@ -50,7 +45,7 @@ func (c *Cluster) startContainerd() (*process, error) {
 }
 `, clusterBridge, clusterPodCIDR, filepath.Join(c.Dir, "cni", "ipam"))
 	if err := os.WriteFile(filepath.Join(cniConf, "10-regcred.conflist"), []byte(conflist), 0o600); err != nil {
-		return nil, err
+		return err
 	}
 	config := fmt.Sprintf(`version = 2
 root = %[1]q
@@ -96,14 +91,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 		filepath.Join(base, "opt"), sandboxImage, filepath.Join(base, "runc"), cniConf, c.certsDir)
 	path := filepath.Join(base, "config.toml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
-		return nil, err
+		return err
 	}
 	bin, _ := exec.LookPath("containerd")
 	p, err := c.run("containerd", bin, "--config", path)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return p, p.waitFor(time.Minute, "its CRI socket", func() error {
+	return p.waitFor(time.Minute, "its CRI socket", func() error {
 		return exec.Command(c.ctrBin, "--address", c.socket, "version").Run()
 	})
 }
@@ -224,10 +219,6 @@ func (c *Cluster) TrustRegistry(r *Registry) error {
 	hosts := fmt.Sprintf("server = %q\n\n[host.%q]\n  ca = %q\n", "https://"+r.Host, "https://"+r.Host, r.CAFile)
 	return os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(hosts), 0o600)
 }
-
-// Elapsed is how long the cluster has been up; NodeReady how long it took
-// to get a Ready node.
-func (c *Cluster) Elapsed() time.Duration { return time.Since(c.started) }
 
 // RunTestPod runs a Pod of the node's own sandbox image (no pull) in the
 // default namespace and waits until it is Running: a check that the node

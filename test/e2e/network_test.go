@@ -12,7 +12,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/testenv"
 )
 
@@ -21,23 +20,11 @@ import (
 // certificate), and the API server reaches a Service's Pods, as it does a
 // webhook Service.
 
-func (e env) pullSecretFor(t *testing.T, ns string, reg *testenv.Registry) {
-	t.Helper()
-	data, err := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{reg.Host: {Username: reg.User.Name, Password: reg.User.Password}}}).MarshalDockerConfigJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.c.Create(bg, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pull"}, Type: corev1.SecretTypeDockerConfigJson,
-		Data: map[string][]byte{corev1.DockerConfigJsonKey: data}}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestPodReachesAPIServerThroughService(t *testing.T) {
 	e := cluster(t)
 	reg := e.registry(t, testenv.Basic)
 	ns := e.namespace(t, "net-api", nil)
-	e.pullSecretFor(t, ns, reg)
+	e.sourceSecret(t, ns, "pull", reg)
 	p := pod(ns, "probe", reg.Ref("app:1"))
 	p.Spec.RestartPolicy = corev1.RestartPolicyNever
 	p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "pull"}}
@@ -67,7 +54,7 @@ func TestAPIServerReachesServicePods(t *testing.T) {
 	e := cluster(t)
 	reg := e.registry(t, testenv.Basic)
 	ns := e.namespace(t, "net-svc", nil)
-	e.pullSecretFor(t, ns, reg)
+	e.sourceSecret(t, ns, "pull", reg)
 	p := pod(ns, "web", reg.Ref("app:1"))
 	p.Labels = labels("app", "web")
 	p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "pull"}}

@@ -5,9 +5,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/testenv"
 )
 
@@ -32,14 +30,7 @@ func TestControlWithoutRegcred(t *testing.T) {
 		t.Errorf("the kubelet's Event does not name the 401:\n%s", events)
 	}
 
-	data, err := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{reg.Host: {Username: reg.User.Name, Password: reg.User.Password}}}).MarshalDockerConfigJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.c.Create(bg, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "by-hand"}, Type: corev1.SecretTypeDockerConfigJson,
-		Data: map[string][]byte{corev1.DockerConfigJsonKey: data}}); err != nil {
-		t.Fatal(err)
-	}
+	e.sourceSecret(t, ns, "by-hand", reg)
 	p := pod(ns, "with-secret", reg.Ref("control/app:1"))
 	p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "by-hand"}}
 	if err := e.c.Create(bg, p); err != nil {
