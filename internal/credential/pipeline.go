@@ -30,8 +30,11 @@ func VolumeKey(name string) string { return "volume/" + name }
 // PodImage is an Image of a Pod spec with the means to change it there.
 type PodImage struct {
 	Image
-	Set func(ref string)
+	ref *string
 }
+
+// Set changes the image in the Pod spec.
+func (p PodImage) Set(ref string) { *p.ref = ref }
 
 // PodImages lists the images the kubelet pulls for a Pod, in its order: init
 // containers, containers, ephemeral containers, image volumes (pulled with
@@ -39,7 +42,7 @@ type PodImage struct {
 func PodImages(spec *corev1.PodSpec) []PodImage {
 	var out []PodImage
 	add := func(where string, ref *string) {
-		out = append(out, PodImage{Image: Image{Where: where, Ref: *ref}, Set: func(s string) { *ref = s }})
+		out = append(out, PodImage{Image: Image{Where: where, Ref: *ref}, ref: ref})
 	}
 	for i := range spec.InitContainers {
 		add(spec.InitContainers[i].Name, &spec.InitContainers[i].Image)

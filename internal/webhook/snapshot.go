@@ -32,7 +32,9 @@ type Snapshot struct {
 // images it is for.
 type credRule struct {
 	*credential.Credential
-	scope *credential.Scope
+	// secretName is computed once: every admission asks for it.
+	secretName string
+	scope      *credential.Scope
 	// matcher holds the credential's registry keys, so matching an image
 	// is the kubelet's own lookup.
 	matcher *credential.Matcher
@@ -40,6 +42,9 @@ type credRule struct {
 
 // display is how the Pod annotation names the credential.
 func (c *credRule) display() string { return c.Key.Display() }
+
+// SecretName is the managed Secret's name.
+func (c *credRule) SecretName() string { return c.secretName }
 
 // Matches reports whether the credential's registries cover the target.
 func (c *credRule) Matches(t keyring.Target) bool { return c.matcher.Matches(t) }
@@ -67,7 +72,7 @@ func NewSnapshot(regcredNamespace string, cluster []v1alpha1.ClusterRegistryCred
 		if len(bad) > 0 {
 			s.Problems = append(s.Problems, fmt.Sprintf("%s %s: registry keys %v are not valid", c.Kind, c.Name, bad))
 		}
-		return &credRule{Credential: c, scope: scope, matcher: matcher}
+		return &credRule{Credential: c, secretName: c.SecretName(), scope: scope, matcher: matcher}
 	}
 	for i := range cluster {
 		if r := add(credential.FromCluster(&cluster[i])); r != nil {
