@@ -88,8 +88,12 @@ main() {
 	for arg in "$@"; do
 		case "$arg" in
 		--no-helm) helm=0 ;;
+		--assets-dir)
+			echo "$ASSETS"
+			exit 0
+			;;
 		*)
-			log "unknown argument $arg (use --no-helm)"
+			log "unknown argument $arg (use --no-helm, or --assets-dir to print where the tools go)"
 			exit 2
 			;;
 		esac

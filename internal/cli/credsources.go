@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -149,18 +147,9 @@ func fetchSecrets(ctx context.Context, cs kubernetes.Interface, refs []string) (
 // file is named .dockercfg, the legacy format: the kubelet tells them apart
 // by name too.
 func readDockerConfigFile(path string) (*dockercfg.Config, error) {
-	b, err := os.ReadFile(path)
+	cfg, err := dockercfg.ReadFile(path)
 	if err != nil {
-		return nil, usageErrorf("read docker config: %v", err)
-	}
-	var cfg *dockercfg.Config
-	if filepath.Base(path) == ".dockercfg" {
-		cfg, err = dockercfg.ParseDockercfg(b)
-	} else {
-		cfg, err = dockercfg.ParseDockerConfigJSON(b)
-	}
-	if err != nil {
-		return nil, usageErrorf("%s: %v", path, err)
+		return nil, &usageError{err}
 	}
 	return cfg, nil
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"regcred.dev/regcred/internal/registry"
 )
 
 // readPassword reads a password or token from stdin or from the file named
@@ -33,21 +35,11 @@ func readPassword(stdin io.Reader, fromStdin bool, file, fileFlag string) (strin
 	return password, nil
 }
 
-// caPool is the system's CA pool plus the certificates of the --ca-file
-// files.
+// caPool is registry.CAPool, its errors usage errors.
 func caPool(files []string) (*x509.CertPool, error) {
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	for _, f := range files {
-		pem, err := os.ReadFile(f)
-		if err != nil {
-			return nil, usageErrorf("read --ca-file: %v", err)
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, usageErrorf("--ca-file %s holds no PEM certificate", f)
-		}
+	pool, err := registry.CAPool(files)
+	if err != nil {
+		return nil, &usageError{err}
 	}
 	return pool, nil
 }

@@ -35,6 +35,7 @@ type managerOptions struct {
 	webhookCertDir        string
 	webhookCerts          string
 	webhookRegister       bool
+	webhookConfiguration  string
 	webhookFailurePolicy  string
 	webhookTimeoutSeconds int32
 }
@@ -95,7 +96,7 @@ Service otherwise). See docs/webhook.md.`,
 				}
 				wh = &manager.WebhookOptions{
 					Host: o.webhookHost, Port: o.webhookPort, ServiceName: o.webhookServiceName, CertDir: o.webhookCertDir,
-					ManageCertificates: o.webhookCerts == "self", Register: o.webhookRegister,
+					ManageCertificates: o.webhookCerts == "self", Register: o.webhookRegister, ConfigurationName: o.webhookConfiguration,
 					FailurePolicy: o.webhookFailurePolicy, TimeoutSeconds: o.webhookTimeoutSeconds,
 				}
 				if err := wh.Validate(); err != nil {
@@ -137,7 +138,8 @@ Service otherwise). See docs/webhook.md.`,
 	f.StringVar(&o.webhookServiceName, "webhook-service-name", "regcred-webhook", "Service in front of the webhook, in --namespace")
 	f.StringVar(&o.webhookCertDir, "webhook-cert-dir", filepath.Join(os.TempDir(), "regcred-webhook-certs"), "directory of the webhook's tls.crt and tls.key")
 	f.StringVar(&o.webhookCerts, "webhook-certs", "self", `"self": regcred keeps a CA and serving certificate in the Secret regcred-webhook-tls, rotates them and keeps the caBundle current; "external": cert-manager (or another tool) writes --webhook-cert-dir and the caBundle`)
-	f.BoolVar(&o.webhookRegister, "webhook-register", true, "create and update the MutatingWebhookConfiguration \"regcred\"")
+	f.BoolVar(&o.webhookRegister, "webhook-register", true, "create and update the MutatingWebhookConfiguration; false when the Helm chart or config/default installs it (with --webhook-certs=self regcred then keeps only its caBundle)")
+	f.StringVar(&o.webhookConfiguration, "webhook-configuration-name", "regcred", "name of the MutatingWebhookConfiguration")
 	f.StringVar(&o.webhookFailurePolicy, "webhook-failure-policy", "Ignore", "Ignore (a webhook outage never blocks Pods; the ServiceAccount patch is the backstop) or Fail")
 	f.Int32Var(&o.webhookTimeoutSeconds, "webhook-timeout-seconds", 5, "how long the API server waits for the webhook (1-30)")
 	return cmd

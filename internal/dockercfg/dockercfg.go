@@ -17,6 +17,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 )
@@ -296,4 +298,23 @@ func documentError(err error, top string) *Error {
 	default:
 		return &Error{Problem: "malformed JSON"}
 	}
+}
+
+// ReadFile reads a docker config file: config.json, or the legacy format
+// when the file is named .dockercfg.
+func ReadFile(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read docker config: %w", err)
+	}
+	var cfg *Config
+	if filepath.Base(path) == ".dockercfg" {
+		cfg, err = ParseDockercfg(b)
+	} else {
+		cfg, err = ParseDockerConfigJSON(b)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
 }

@@ -5,6 +5,7 @@ package manager
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -185,7 +186,9 @@ func setupWebhook(ctx context.Context, mgr ctrl.Manager, opts Options, ensurer w
 	tls := &webhook.TLS{Config: cfg, Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Log: ctrl.Log.WithName("webhook-tls")}
 	if w.ManageCertificates || w.Register {
 		// The server reads its certificate when it starts: have one first.
-		if _, err := tls.Ensure(ctx); err != nil {
+		// A configuration installed beside the Deployment may not exist
+		// yet: the runnable injects the caBundle when it does.
+		if _, err := tls.Ensure(ctx); err != nil && !errors.Is(err, webhook.ErrConfigurationMissing) {
 			return err
 		}
 		if err := mgr.Add(tls); err != nil {

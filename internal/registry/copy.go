@@ -2,12 +2,15 @@ package registry
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
@@ -76,13 +79,7 @@ func Copy(ctx context.Context, src, dst string, opts ...Option) (_ *CopyResult, 
 	if err != nil {
 		return nil, fmt.Errorf("destination %q: %w", dst, err)
 	}
-	ropts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(o.keychain)}
-	if o.transport != nil {
-		ropts = append(ropts, remote.WithTransport(o.transport))
-	}
-	if o.jobs > 0 {
-		ropts = append(ropts, remote.WithJobs(o.jobs))
-	}
+	ropts := o.remoteOptions(ctx)
 	desc, err := remote.Get(srcRef, ropts...)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", src, err)
@@ -133,6 +130,37 @@ func Copy(ctx context.Context, src, dst string, opts ...Option) (_ *CopyResult, 
 	return res, nil
 }
 
+func (o *options) remoteOptions(ctx context.Context) []remote.Option {
+	ropts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(o.keychain)}
+	if o.transport != nil {
+		ropts = append(ropts, remote.WithTransport(o.transport))
+	} else if o.rootCAs != nil {
+		ropts = append(ropts, remote.WithTransport(o.baseTransport()))
+	}
+	if o.jobs > 0 {
+		ropts = append(ropts, remote.WithJobs(o.jobs))
+	}
+	return ropts
+}
+
+// PushIndex writes an image index built here (regcred's own image, say) as
+// dst, with the credentials of the keychain option; blobs the registry has
+// are not uploaded again. It returns the index's digest.
+func PushIndex(ctx context.Context, idx v1.ImageIndex, dst string, opts ...Option) (v1.Hash, error) {
+	o := newOptions(opts)
+	if o.keychain == nil {
+		o.keychain = authn.NewMultiKeychain()
+	}
+	ref, err := name.ParseReference(dst)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("destination %q: %w", dst, err)
+	}
+	if err := remote.WriteIndex(ref, idx, o.remoteOptions(ctx)...); err != nil {
+		return v1.Hash{}, fmt.Errorf("write %s: %w", dst, err)
+	}
+	return idx.Digest()
+}
+
 // Classify names the reason of a registry operation's error with the same
 // closed set Check uses.
 func Classify(ctx context.Context, err error) Result {
@@ -147,4 +175,22 @@ func Classify(ctx context.Context, err error) Result {
 func IsNotFound(err error) bool {
 	var terr *transport.Error
 	return errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound
+}
+
+// CAPool is the system's CA pool plus the PEM certificates of files.
+func CAPool(files []string) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	for _, f := range files {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("read CA file: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s holds no PEM certificate", f)
+		}
+	}
+	return pool, nil
 }

@@ -1,11 +1,8 @@
 package testenv
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,11 +12,10 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"regcred.dev/regcred/internal/imagebuild"
 )
 
 var (
@@ -58,57 +54,27 @@ func TestImage(arch string) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
 	// A fixed time keeps the image the same from run to run.
 	mtime := time.Unix(0, 0)
-	if err := tw.WriteHeader(&tar.Header{Name: "testimage", Mode: 0o755, Size: int64(len(prog)), ModTime: mtime, Typeflag: tar.TypeReg}); err != nil {
-		return nil, err
-	}
-	if _, err := tw.Write(prog); err != nil {
-		return nil, err
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	layerBytes := buf.Bytes()
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(layerBytes)), nil
-	}, tarball.WithMediaType(types.OCILayer))
+	layer, err := imagebuild.Layer([]imagebuild.File{{Path: "testimage", Mode: 0o755, Data: prog}}, mtime)
 	if err != nil {
 		return nil, err
 	}
-	img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), layer)
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cfg = cfg.DeepCopy()
-	cfg.OS, cfg.Architecture = "linux", arch
-	cfg.Created = v1.Time{Time: mtime}
-	cfg.Config.Entrypoint = []string{"/testimage"}
-	img, err = mutate.ConfigFile(img, cfg)
-	if err != nil {
-		return nil, err
-	}
-	return mutate.ConfigMediaType(img, types.OCIConfigJSON), nil
+	return imagebuild.Image(v1.Platform{OS: "linux", Architecture: arch},
+		imagebuild.Config{Entrypoint: []string{"/testimage"}, Created: mtime}, layer)
 }
 
 // TestIndex is TestImage for several architectures in one index.
 func TestIndex(archs ...string) (v1.ImageIndex, error) {
-	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	var images []v1.Image
 	for _, arch := range archs {
 		img, err := TestImage(arch)
 		if err != nil {
 			return nil, err
 		}
-		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img,
-			Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}}})
+		images = append(images, img)
 	}
-	return idx, nil
+	return imagebuild.Index(nil, images...)
 }
 
 // WriteTestImageTarball writes TestImage for this machine as a tarball

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -90,4 +91,41 @@ func (t *TLS) ensureConfiguration(ctx context.Context, caBundle []byte) error {
 	}
 	t.Log.Info("updated the webhook configuration", logkeys.Configuration, want.Name)
 	return nil
+}
+
+// ErrConfigurationMissing: the MutatingWebhookConfiguration whose caBundle
+// regcred keeps does not exist (yet).
+var ErrConfigurationMissing = errors.New("MutatingWebhookConfiguration not found")
+
+// injectCABundle keeps the caBundle of every webhook of a configuration
+// installed by someone else (the Helm chart, kustomize) equal to regcred's
+// CA bundle, and touches nothing else of it.
+func (t *TLS) injectCABundle(ctx context.Context, caBundle []byte) error {
+	key := client.ObjectKey{Name: t.Config.ConfigurationName}
+	for attempt := 0; attempt < 5; attempt++ {
+		var cur admissionregistrationv1.MutatingWebhookConfiguration
+		err := t.Reader.Get(ctx, key, &cur)
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("%w: %q (install it with the Helm chart or config/default, or run with --webhook-register)", ErrConfigurationMissing, key.Name)
+		}
+		if err != nil {
+			return err
+		}
+		updated := cur.DeepCopy()
+		for i := range updated.Webhooks {
+			updated.Webhooks[i].ClientConfig.CABundle = caBundle
+		}
+		if equality.Semantic.DeepEqual(cur.Webhooks, updated.Webhooks) {
+			return nil
+		}
+		if err := t.Writer.Update(ctx, updated); err != nil {
+			if apierrors.IsConflict(err) {
+				continue
+			}
+			return fmt.Errorf("update the caBundle of MutatingWebhookConfiguration %q: %w", key.Name, err)
+		}
+		t.Log.Info("updated the webhook configuration's caBundle", logkeys.Configuration, key.Name)
+		return nil
+	}
+	return fmt.Errorf("MutatingWebhookConfiguration %q keeps changing under us", key.Name)
 }

@@ -69,6 +69,9 @@ type Config struct {
 	// certificate; false when cert-manager or mounted files provide them.
 	ManageCertificates bool
 	// Register creates and updates the MutatingWebhookConfiguration.
+	// Without it, ManageCertificates keeps only the caBundle of a
+	// configuration installed by the Helm chart or config/default, whose
+	// deletion then goes with the installation's.
 	Register bool
 }
 
@@ -108,9 +111,16 @@ func (t *TLS) Ensure(ctx context.Context) (time.Time, error) {
 			next = renew
 		}
 	}
-	if t.Config.Register {
+	switch {
+	case t.Config.Register:
 		if err := t.ensureConfiguration(ctx, caBundle); err != nil {
 			return now.Add(10 * time.Second), err
+		}
+	case t.Config.ManageCertificates:
+		if err := t.injectCABundle(ctx, caBundle); err != nil {
+			// The chart creates the configuration beside the Deployment;
+			// look again soon.
+			return now.Add(2 * time.Second), err
 		}
 	}
 	return next, nil

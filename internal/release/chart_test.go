@@ -1,0 +1,350 @@
+package release_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/webhook"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func chartDir() string { return filepath.Join(testenv.RepoRoot(), "charts", "regcred") }
+
+// render runs `helm template` of the chart in the namespace regcred-system.
+func render(t *testing.T, helm string, args ...string) []byte {
+	t.Helper()
+	out, err := renderErr(helm, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func renderErr(helm string, args ...string) ([]byte, error) {
+	cmd := exec.Command(helm, append([]string{"template", "regcred", chartDir(), "--namespace", "regcred-system"}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, errors.New(err.Error() + ": " + stderr.String())
+	}
+	return out, nil
+}
+
+func objects(t *testing.T, manifest []byte) []*unstructured.Unstructured {
+	t.Helper()
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(manifest), 4096)
+	var out []*unstructured.Unstructured
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				return out
+			}
+			t.Fatal(err)
+		}
+		if len(u.Object) > 0 {
+			out = append(out, u)
+		}
+	}
+}
+
+func find(t *testing.T, objs []*unstructured.Unstructured, kind string, into any) bool {
+	t.Helper()
+	for _, u := range objs {
+		if u.GetKind() == kind {
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, into, true); err != nil {
+				t.Fatalf("%s %s: %v", kind, u.GetName(), err)
+			}
+			return true
+		}
+	}
+	return false
+}
+
+func kinds(objs []*unstructured.Unstructured) map[string]int {
+	k := map[string]int{}
+	for _, u := range objs {
+		k[u.GetKind()]++
+	}
+	return k
+}
+
+func TestChartLint(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs Helm")
+	}
+	for _, h := range []string{"helm3", "helm4"} {
+		helm := testenv.Tool(t, h)
+		for _, set := range [][]string{nil, {"--set", "webhook.certificates=cert-manager"}, {"--set", "webhook.enabled=false"}} {
+			args := append([]string{"lint", "--strict", chartDir()}, set...)
+			if out, err := exec.Command(helm, args...).CombinedOutput(); err != nil {
+				t.Errorf("%s lint %v: %v\n%s", h, set, err, out)
+			}
+		}
+	}
+}
+
+func TestChartRejectsBadValues(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs Helm")
+	}
+	helm := testenv.Tool(t, "helm3")
+	for _, tc := range []struct {
+		set  string
+		want string
+	}{
+		{"webhook.failurePolicy=Sometimes", "failurePolicy"},
+		{"webhook.certificates=vault", "certificates"},
+		{"image.digest=latest", "digest"},
+		{"replicaCount=0", "replicaCount"},
+		{"webhook.timeoutSeconds=60", "timeoutSeconds"},
+		{"log.level=trace", "level"},
+		{"replicas=3", "replicas"},
+	} {
+		_, err := renderErr(helm, "--set", tc.set)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("--set %s: %v, want an error naming %s", tc.set, err, tc.want)
+		}
+	}
+}
+
+// TestConfigDefaultIsTheChart keeps `kubectl apply -k config/default` and
+// the chart from drifting: config/default/regcred.yaml is the chart
+// rendered with its defaults (`make manifests`).
+func TestConfigDefaultIsTheChart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs Helm")
+	}
+	got := render(t, testenv.Tool(t, "helm3"))
+	path := filepath.Join(testenv.RepoRoot(), "config", "default", "regcred.yaml")
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, _ := bytes.Cut(want, []byte("\n"))
+	if !bytes.Equal(got, body) {
+		t.Errorf("config/default/regcred.yaml is not the chart rendered with its defaults: run `make manifests`")
+	}
+}
+
+func TestChartCRDsAreGenerated(t *testing.T) {
+	bases := filepath.Join(testenv.RepoRoot(), "config", "crd", "bases")
+	entries, err := os.ReadDir(bases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chartCRDs, err := os.ReadDir(filepath.Join(chartDir(), "crds"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(chartCRDs) != len(entries) {
+		t.Errorf("charts/regcred/crds has %d files, config/crd/bases %d: run `make generate`", len(chartCRDs), len(entries))
+	}
+	for _, e := range entries {
+		want, _ := os.ReadFile(filepath.Join(bases, e.Name()))
+		got, err := os.ReadFile(filepath.Join(chartDir(), "crds", e.Name()))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("charts/regcred/crds/%s differs from config/crd/bases (%v): run `make generate`", e.Name(), err)
+		}
+	}
+}
+
+// TestChartRBACIsControllerGens: the chart's ClusterRole grants exactly
+// what the code's RBAC markers ask for.
+func TestChartRBACIsControllerGens(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs Helm")
+	}
+	var chartRole rbacv1.ClusterRole
+	if !find(t, objects(t, render(t, testenv.Tool(t, "helm3"))), "ClusterRole", &chartRole) {
+		t.Fatal("the chart has no ClusterRole")
+	}
+	b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var genRole rbacv1.ClusterRole
+	if err := yaml.UnmarshalStrict(b, &genRole); err != nil {
+		t.Fatal(err)
+	}
+	if !equality.Semantic.DeepEqual(chartRole.Rules, genRole.Rules) {
+		got, _ := yaml.Marshal(chartRole.Rules)
+		want, _ := yaml.Marshal(genRole.Rules)
+		t.Errorf("chart ClusterRole rules differ from config/rbac/role.yaml (make generate):\nchart:\n%s\ncontroller-gen:\n%s", got, want)
+	}
+}
+
+// TestChartWebhookIsRegcreds: the configuration the chart installs is the
+// one `regcred manager --webhook-register` would write.
+func TestChartWebhookIsRegcreds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs Helm")
+	}
+	var chart admissionregistrationv1.MutatingWebhookConfiguration
+	if !find(t, objects(t, render(t, testenv.Tool(t, "helm3"))), "MutatingWebhookConfiguration", &chart) {
+		t.Fatal("the chart has no MutatingWebhookConfiguration")
+	}
+	path := webhook.Path
+	port := int32(443)
+	want := webhook.Config{Namespace: "regcred-system", ConfigurationName: "regcred",
+		ClientConfig: admissionregistrationv1.WebhookClientConfig{Service: &admissionregistrationv1.ServiceReference{
+			Namespace: "regcred-system", Name: "regcred-webhook", Path: &path, Port: &port}},
+	}.Configuration(nil)
+	if chart.Name != want.Name {
+		t.Errorf("configuration name %q, want %q", chart.Name, want.Name)
+	}
+	if !equality.Semantic.DeepEqual(chart.Webhooks, want.Webhooks) {
+		got, _ := yaml.Marshal(chart.Webhooks)
+		w, _ := yaml.Marshal(want.Webhooks)
+		t.Errorf("chart webhooks differ from regcred's:\nchart:\n%s\nregcred:\n%s", got, w)
+	}
+}
+
+func TestChartSettings(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs Helm")
+	}
+	helm := testenv.Tool(t, "helm3")
+	digest := "sha256:" + strings.Repeat("ab", 32)
+	objs := objects(t, render(t, helm, "--set", "imagePullSecrets[0].name=regcred-image-pull", "--set", "image.digest="+digest,
+		"--set", "image.repository=harbor.example.com/platform/regcred", "--set", "webhook.failurePolicy=Fail"))
+	k := kinds(objs)
+	for kind, n := range map[string]int{"ServiceAccount": 1, "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 1, "Service": 2,
+		"PodDisruptionBudget": 1, "MutatingWebhookConfiguration": 1} {
+		if k[kind] != n {
+			t.Errorf("%d %s, want %d", k[kind], kind, n)
+		}
+	}
+	var d appsv1.Deployment
+	find(t, objs, "Deployment", &d)
+	pod := d.Spec.Template.Spec
+	if *d.Spec.Replicas != 2 || len(pod.TopologySpreadConstraints) != 1 {
+		t.Errorf("replicas %d, topology spread %v", *d.Spec.Replicas, pod.TopologySpreadConstraints)
+	}
+	if len(pod.ImagePullSecrets) != 1 || pod.ImagePullSecrets[0].Name != "regcred-image-pull" {
+		t.Errorf("imagePullSecrets %v", pod.ImagePullSecrets)
+	}
+	c := pod.Containers[0]
+	if c.Image != "harbor.example.com/platform/regcred@"+digest {
+		t.Errorf("image %q", c.Image)
+	}
+	sc := c.SecurityContext
+	if sc == nil || !*sc.ReadOnlyRootFilesystem || *sc.AllowPrivilegeEscalation || len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" {
+		t.Errorf("container security context %+v", sc)
+	}
+	psc := pod.SecurityContext
+	if psc == nil || !*psc.RunAsNonRoot || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod security context %+v", psc)
+	}
+	for _, arg := range []string{"--leader-elect=true", "--webhook-register=false", "--webhook-certs=self", "--webhook-configuration-name=regcred"} {
+		if !slices.Contains(c.Args, arg) {
+			t.Errorf("args %v lack %s", c.Args, arg)
+		}
+	}
+	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil || c.Lifecycle.PreStop.Sleep.Seconds != 5 {
+		t.Errorf("no preStop sleep: %+v", c.Lifecycle)
+	}
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	find(t, objs, "MutatingWebhookConfiguration", &mwc)
+	if *mwc.Webhooks[0].FailurePolicy != admissionregistrationv1.Fail {
+		t.Errorf("failurePolicy %s", *mwc.Webhooks[0].FailurePolicy)
+	}
+
+	// Without the webhook: no configuration, no webhook Service, and the
+	// manager told so.
+	objs = objects(t, render(t, helm, "--set", "webhook.enabled=false", "--set", "replicaCount=1"))
+	k = kinds(objs)
+	if k["MutatingWebhookConfiguration"] != 0 || k["Service"] != 1 || k["PodDisruptionBudget"] != 0 {
+		t.Errorf("webhook.enabled=false, replicaCount=1 renders %v", k)
+	}
+	find(t, objs, "Deployment", &d)
+	if !slices.Contains(d.Spec.Template.Spec.Containers[0].Args, "--webhook=false") {
+		t.Errorf("args %v lack --webhook=false", d.Spec.Template.Spec.Containers[0].Args)
+	}
+}
+
+// TestChartCertManagerGolden renders the cert-manager mode against a
+// golden file (go test -run TestChartCertManagerGolden -update).
+func TestChartCertManagerGolden(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs Helm")
+	}
+	got := render(t, testenv.Tool(t, "helm3"), "--set", "webhook.certificates=cert-manager", "--set", "metrics.serviceMonitor.enabled=true")
+	golden := filepath.Join("testdata", "cert-manager.golden.yaml")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("cert-manager rendering differs from %s (rerun with -update and review the diff)", golden)
+	}
+	objs := objects(t, got)
+	k := kinds(objs)
+	if k["Certificate"] != 1 || k["Issuer"] != 1 || k["ServiceMonitor"] != 1 {
+		t.Errorf("cert-manager mode renders %v", k)
+	}
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	find(t, objs, "MutatingWebhookConfiguration", &mwc)
+	if mwc.Annotations["cert-manager.io/inject-ca-from"] != "regcred-system/regcred-webhook-cert" {
+		t.Errorf("annotations %v", mwc.Annotations)
+	}
+}
+
+// TestChartServerSideDryRun sends every rendered object to the real API
+// server as a dry-run create: the API server's own validation, defaulting
+// and admission (with regcred's CRDs installed).
+func TestChartServerSideDryRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs Helm and an API server")
+	}
+	helm := testenv.Tool(t, "helm3")
+	cp := suite.ControlPlane(t)
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "regcred-system"}}
+	if err := cp.Client.Create(ctx, ns); err != nil && !strings.Contains(err.Error(), "already exists") {
+		t.Fatal(err)
+	}
+	for _, set := range [][]string{nil, {"--set", "webhook.enabled=false"}, {"--set", "imagePullSecrets[0].name=pull", "--set", "image.digest=sha256:" + strings.Repeat("0", 64)}} {
+		objs := objects(t, render(t, helm, set...))
+		if len(objs) < 6 {
+			t.Fatalf("%v renders only %d objects", set, len(objs))
+		}
+		for _, u := range objs {
+			if err := cp.Client.Create(ctx, u, client.DryRunAll); err != nil {
+				t.Errorf("%v: dry-run create %s %s: %v", set, u.GetKind(), u.GetName(), err)
+			}
+		}
+	}
+}

@@ -1,0 +1,235 @@
+package release_test
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"regcred.dev/regcred/internal/dockercfg"
+	"regcred.dev/regcred/internal/keyring"
+	"regcred.dev/regcred/internal/registry"
+	"regcred.dev/regcred/internal/release"
+	"regcred.dev/regcred/internal/testenv"
+)
+
+var testVersion = release.Version{Version: "v1.2.3-4-gabcdef0", Commit: "abcdef0123456789abcdef0123456789abcdef01", Time: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
+
+// buildImage builds regcred's image in its own work directory.
+func buildImage(t *testing.T) v1.ImageIndex {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds regcred for two platforms")
+	}
+	idx, err := release.Image(context.Background(), release.ImageOptions{ModuleDir: testenv.RepoRoot(), Version: testVersion, WorkDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return idx
+}
+
+func TestImageIsReproducible(t *testing.T) {
+	first := buildImage(t)
+	second := buildImage(t)
+	d1, err := first.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2, err := second.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d1 != d2 {
+		t.Fatalf("two builds of one commit differ: %s and %s", d1, d2)
+	}
+}
+
+func TestImageContents(t *testing.T) {
+	idx := buildImage(t)
+	m, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var platforms []string
+	for _, d := range m.Manifests {
+		platforms = append(platforms, d.Platform.String())
+	}
+	if want := []string{"linux/amd64", "linux/arm64"}; !slices.Equal(platforms, want) {
+		t.Fatalf("platforms %v, want %v", platforms, want)
+	}
+	if m.MediaType != "application/vnd.oci.image.index.v1+json" {
+		t.Errorf("index media type %s", m.MediaType)
+	}
+	if got := m.Annotations["org.opencontainers.image.revision"]; got != testVersion.Commit {
+		t.Errorf("index revision annotation %q", got)
+	}
+	for _, d := range m.Manifests {
+		img, err := idx.Image(d.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cf, err := img.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cf.Config.User != "65532:65532" {
+			t.Errorf("%s runs as %q, want 65532:65532", d.Platform, cf.Config.User)
+		}
+		if !slices.Equal(cf.Config.Entrypoint, []string{"/usr/local/bin/regcred"}) {
+			t.Errorf("%s entrypoint %v", d.Platform, cf.Config.Entrypoint)
+		}
+		for k, want := range map[string]string{
+			"org.opencontainers.image.version":  testVersion.Version,
+			"org.opencontainers.image.revision": testVersion.Commit,
+			"org.opencontainers.image.source":   release.Source,
+		} {
+			if got := cf.Config.Labels[k]; got != want {
+				t.Errorf("%s label %s=%q, want %q", d.Platform, k, got, want)
+			}
+		}
+		if !cf.Created.Time.Equal(testVersion.Time) {
+			t.Errorf("%s created %v, want the commit's time", d.Platform, cf.Created)
+		}
+		files := imageFiles(t, img)
+		for _, want := range []string{"etc/passwd", "etc/group", "etc/ssl/certs/ca-certificates.crt", "tmp/", "home/nonroot/", "usr/local/bin/regcred"} {
+			if _, ok := files[want]; !ok {
+				t.Errorf("%s has no %s", d.Platform, want)
+			}
+		}
+		for f := range files {
+			if strings.HasPrefix(f, "bin/") || strings.HasPrefix(f, "sbin/") || strings.HasSuffix(f, "/sh") {
+				t.Errorf("%s has %s: the image should hold no shell", d.Platform, f)
+			}
+		}
+		if h := files["etc/passwd"]; !strings.Contains(string(h.data), "nonroot:x:65532:65532:") {
+			t.Errorf("%s /etc/passwd lacks the non-root user: %q", d.Platform, h.data)
+		}
+		if h := files["home/nonroot/"]; h.uid != 65532 {
+			t.Errorf("%s /home/nonroot owned by %d", d.Platform, h.uid)
+		}
+		if d.Platform.Architecture == "amd64" && os.Getenv("GOARCH") == "" {
+			// The binary of this machine's platform runs and knows its build.
+			bin := filepath.Join(t.TempDir(), "regcred")
+			if err := os.WriteFile(bin, files["usr/local/bin/regcred"].data, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command(bin, "version").CombinedOutput()
+			if err != nil {
+				t.Fatalf("regcred version from the image: %v: %s", err, out)
+			}
+			if !strings.Contains(string(out), testVersion.Version) || !strings.Contains(string(out), testVersion.Commit) {
+				t.Errorf("regcred version from the image says %q", out)
+			}
+		}
+	}
+}
+
+type imageFile struct {
+	data []byte
+	uid  int
+}
+
+func imageFiles(t *testing.T, img v1.Image) map[string]imageFile {
+	t.Helper()
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]imageFile{}
+	for _, l := range layers {
+		rc, err := l.Uncompressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := tar.NewReader(rc)
+		for {
+			h, err := tr.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, err := io.ReadAll(tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			files[h.Name] = imageFile{data: data, uid: h.Uid}
+		}
+		rc.Close()
+	}
+	return files
+}
+
+func TestImageLayoutAndPush(t *testing.T) {
+	idx := buildImage(t)
+	want, err := idx.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := release.WriteLayout(dir, idx, "v1.2.3"); err != nil {
+		t.Fatal(err)
+	}
+	if err := release.WriteLayout(dir, idx, "v1.2.3"); err == nil || !strings.Contains(err.Error(), "not empty") {
+		t.Errorf("a second layout into the same directory: %v", err)
+	}
+	p, err := layout.FromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := p.ImageIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm, err := root.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rm.Manifests) != 1 || rm.Manifests[0].Digest != want || rm.Manifests[0].Annotations[release.RefNameAnnotation] != "v1.2.3" {
+		t.Fatalf("layout index.json: %+v, want one entry %s named v1.2.3", rm.Manifests, want)
+	}
+
+	// Push with credentials from a docker config, as `make image
+	// REGISTRY=...` does.
+	reg := suite.Registry(t, testenv.Token)
+	cfg := &dockercfg.Config{Auths: map[string]dockercfg.Entry{reg.Host: {Username: reg.User.Name, Password: reg.User.Password}}}
+	kr := &keyring.Keyring{}
+	kr.Add("test", cfg)
+	ref := reg.Ref("platform/regcred:v1.2.3")
+	pool, err := registry.CAPool([]string{reg.CAFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := registry.PushIndex(ctx, idx, ref, registry.WithRootCAs(pool)); err == nil {
+		t.Error("an anonymous push to an authenticated registry succeeded")
+	}
+	got, err := registry.PushIndex(ctx, idx, ref, registry.WithRootCAs(pool), registry.WithKeychain(&registry.Keychain{Keyrings: []*keyring.Keyring{kr}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Head(r, reg.RemoteOptions(ctx, reg.Auth())...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want || desc.Digest != want {
+		t.Errorf("pushed %s, registry has %s, built %s", got, desc.Digest, want)
+	}
+}

@@ -1,0 +1,173 @@
+package release_test
+
+import (
+	"archive/tar"
+	"bufio"
+	"compress/gzip"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"regcred.dev/regcred/internal/release"
+	"regcred.dev/regcred/internal/testenv"
+)
+
+func TestSemVer(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"v1.2.3", "v1.2.3"},
+		{"v1.2.3-rc.1", "v1.2.3-rc.1"},
+		{"v1.2.3-4-gabcdef0", "v1.2.3-4-gabcdef0"},
+		{"e7e706a", "v0.0.0-e7e706a"},
+		{"e7e706a-dirty", "v0.0.0-e7e706a-dirty"},
+		{"1.2.3", "v0.0.0-1.2.3"},
+		{"v1.2", "v0.0.0-v1.2"},
+		{"", "v0.0.0-dev"},
+		{"a/b c", "v0.0.0-a-b-c"},
+	} {
+		if got := release.SemVer(release.Version{Version: tc.in}); got != tc.want {
+			t.Errorf("SemVer(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestParsePlatform(t *testing.T) {
+	if p, err := release.ParsePlatform("linux/arm64"); err != nil || p != (release.Platform{OS: "linux", Arch: "arm64"}) {
+		t.Errorf("linux/arm64: %v %v", p, err)
+	}
+	for _, bad := range []string{"", "linux", "/amd64", "linux/", "linux/arm/v7"} {
+		if _, err := release.ParsePlatform(bad); err == nil {
+			t.Errorf("ParsePlatform(%q) accepted", bad)
+		}
+	}
+}
+
+// TestReleaseArtifacts builds a release of the CLI for this machine's
+// platform and windows, packages the chart with the pinned Helm, and
+// checks that the krew manifest and checksums describe the files.
+func TestReleaseArtifacts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds regcred")
+	}
+	helm := testenv.Tool(t, "helm3")
+	ctx := context.Background()
+	out := t.TempDir()
+	platforms := []release.Platform{{OS: "linux", Arch: "amd64"}, {OS: "windows", Arch: "amd64"}}
+	archives, err := release.BuildArchives(ctx, testenv.RepoRoot(), testVersion, platforms, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chart, err := release.PackageChart(ctx, helm, filepath.Join(testenv.RepoRoot(), "charts", "regcred"), testVersion, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if chart != "regcred-1.2.3-4-gabcdef0.tgz" {
+		t.Errorf("chart package %s", chart)
+	}
+	shown, err := exec.Command(helm, "show", "chart", filepath.Join(out, chart)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm show chart: %v: %s", err, shown)
+	}
+	if !strings.Contains(string(shown), "appVersion: v1.2.3-4-gabcdef0") {
+		t.Errorf("packaged chart's appVersion is not the release's:\n%s", shown)
+	}
+	if err := release.WriteChecksums(out); err != nil {
+		t.Fatal(err)
+	}
+	sums := readChecksums(t, filepath.Join(out, "checksums.txt"))
+	if len(sums) != 3 {
+		t.Errorf("checksums.txt lists %d files, want 2 archives and the chart: %v", len(sums), sums)
+	}
+	krew, err := release.KrewManifest(testVersion, archives, "https://example.com/dl/v1.2.3-4-gabcdef0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plugin struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Metadata   struct{ Name string }
+		Spec       struct {
+			Version   string
+			Platforms []struct {
+				Selector struct{ MatchLabels map[string]string } `json:"selector"`
+				URI      string
+				SHA256   string `json:"sha256"`
+				Bin      string
+			}
+		}
+	}
+	if err := yaml.UnmarshalStrict(krew, &plugin); err != nil {
+		t.Fatalf("krew manifest: %v\n%s", err, krew)
+	}
+	if plugin.APIVersion != "krew.googlecontainertools.github.com/v1alpha2" || plugin.Kind != "Plugin" || plugin.Metadata.Name != "regcred" || plugin.Spec.Version != "v1.2.3-4-gabcdef0" {
+		t.Errorf("krew manifest header: %+v", plugin)
+	}
+	if len(plugin.Spec.Platforms) != 2 {
+		t.Fatalf("krew platforms: %+v", plugin.Spec.Platforms)
+	}
+	for _, p := range plugin.Spec.Platforms {
+		file := strings.TrimPrefix(p.URI, "https://example.com/dl/v1.2.3-4-gabcdef0/")
+		if sums[file] == "" || sums[file] != p.SHA256 {
+			t.Errorf("krew says %s has sha256 %s, checksums.txt %q", file, p.SHA256, sums[file])
+		}
+		wantBin := "regcred"
+		if p.Selector.MatchLabels["os"] == "windows" {
+			wantBin = "regcred.exe"
+		}
+		if p.Bin != wantBin {
+			t.Errorf("%s: bin %q, want %q", file, p.Bin, wantBin)
+		}
+		if got := archiveEntries(t, filepath.Join(out, file)); len(got) != 1 || got[0] != wantBin {
+			t.Errorf("%s holds %v, want [%s]", file, got, wantBin)
+		}
+	}
+}
+
+func readChecksums(t *testing.T, path string) map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sums := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		sum, file, ok := strings.Cut(sc.Text(), "  ")
+		if !ok || len(sum) != 64 {
+			t.Fatalf("checksums.txt line %q is not sha256sum's format", sc.Text())
+		}
+		sums[file] = sum
+	}
+	return sums
+}
+
+func archiveEntries(t *testing.T, path string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	gz, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(gz)
+	var names []string
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		if h.Mode&0o111 == 0 {
+			t.Errorf("%s in %s is not executable", h.Name, path)
+		}
+		names = append(names, h.Name)
+	}
+	return names
+}
