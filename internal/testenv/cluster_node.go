@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -246,4 +247,17 @@ func (c *Cluster) RunTestPod() error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// KillContainer kills a container of the node with SIGKILL, as the kernel's
+// OOM killer or a crash would stop it: no preStop hook, no SIGTERM, no
+// chance to release a lease. containerID is a Pod status's
+// "containerd://ID" or the bare ID. The kubelet restarts it per the Pod's
+// restartPolicy.
+func (c *Cluster) KillContainer(containerID string) error {
+	id := strings.TrimPrefix(containerID, "containerd://")
+	if id == "" || strings.ContainsAny(id, "/ ") {
+		return fmt.Errorf("container ID %q", containerID)
+	}
+	return c.ctr("tasks", "kill", "--signal", "SIGKILL", id)
 }

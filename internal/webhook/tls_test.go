@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"encoding/pem"
 	"os"
 	"path/filepath"
@@ -195,5 +196,47 @@ func TestTLSRestoresDeletedSecretAndFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(tl.Config.CertDir, "tls.crt")); err != nil {
 		t.Error("certificate file not restored")
+	}
+}
+
+// With the configuration installed by the chart, regcred keeps its
+// caBundle and nothing else: Helm's fields stay Helm's.
+func TestTLSInjectsCABundleIntoInstalledConfiguration(t *testing.T) {
+	tl, c, _ := newTLS(t, "regcred-webhook.regcred-system.svc")
+	tl.Config.Register = false
+	ctx := context.Background()
+	if _, err := tl.Ensure(ctx); !errors.Is(err, ErrConfigurationMissing) {
+		t.Fatalf("Ensure without a configuration: %v, want ErrConfigurationMissing", err)
+	}
+	if _, err := os.Stat(filepath.Join(tl.Config.CertDir, "tls.crt")); err != nil {
+		t.Fatalf("the serving certificate was not written before the configuration exists: %v", err)
+	}
+	installed := tl.Config.Configuration(nil)
+	installed.Labels = map[string]string{"app.kubernetes.io/managed-by": "Helm"}
+	fail := admissionregistrationv1.Fail
+	installed.Webhooks[0].FailurePolicy = &fail
+	installed.Webhooks = append(installed.Webhooks, *installed.Webhooks[0].DeepCopy())
+	installed.Webhooks[1].Name = "second.regcred.dev"
+	if err := c.Create(ctx, installed); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tl.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s, m := state(t, c)
+	for _, w := range m.Webhooks {
+		if string(w.ClientConfig.CABundle) != string(s.Data[keyCA]) {
+			t.Errorf("webhook %s: caBundle is not the Secret's CA", w.Name)
+		}
+	}
+	if *m.Webhooks[0].FailurePolicy != admissionregistrationv1.Fail || m.Labels["app.kubernetes.io/managed-by"] != "Helm" || len(m.Webhooks) != 2 {
+		t.Errorf("regcred changed more than the caBundle: %+v", m)
+	}
+	rv := m.ResourceVersion
+	if _, err := tl.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, m2 := state(t, c); m2.ResourceVersion != rv {
+		t.Error("a second Ensure rewrote a current configuration")
 	}
 }

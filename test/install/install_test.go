@@ -1,0 +1,541 @@
+// Package install installs regcred the way a user does — its own image
+// pulled from an authenticated registry, the Helm chart — on a real
+// cluster, and checks what an operator would: both replicas Ready, one
+// leader, the webhook reached through its Service, a Deployment from a
+// private registry Running in a brand-new namespace, an upgrade without a
+// single admission error, a leader crash, and an uninstall.
+package install
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	goruntime "runtime"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/dockercfg"
+	"regcred.dev/regcred/internal/registry"
+	"regcred.dev/regcred/internal/release"
+	"regcred.dev/regcred/internal/testenv"
+)
+
+var suite = testenv.NewSuite()
+
+func TestMain(m *testing.M) { os.Exit(suite.Run(m)) }
+
+const (
+	ns       = "regcred-system"
+	relName  = "regcred"
+	leaseKey = "regcred-manager"
+	// waitLong bounds image pulls, rollouts and reconciles: seconds on a
+	// quiet machine, far more under `make stress`.
+	waitLong = 3 * time.Minute
+)
+
+var bg = context.Background()
+
+type installEnv struct {
+	*testenv.Cluster
+	t       *testing.T
+	c       client.Client
+	reg     *testenv.Registry
+	helm    string
+	repo    string
+	pushed  map[string]string // tag -> digest
+	pullSet []string
+}
+
+func TestInstallUpgradeFailoverUninstall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("installs regcred on a real cluster")
+	}
+	e := setUp(t)
+
+	// Install: both replicas Running and Ready, one leader.
+	start := time.Now()
+	e.helmRun("install", relName, chartDir(), "--namespace", ns, "--wait", "--timeout", "5m",
+		"--set", "image.tag=v1", "--set", "webhook.failurePolicy=Fail")
+	t.Logf("measured: helm install to both replicas Ready in %.1fs", time.Since(start).Seconds())
+	pods := e.readyPods(t, "v1", 2)
+	leader := e.leader(t, pods)
+	t.Logf("leader %s", leader)
+	e.waitCABundle(t)
+
+	// The headline: a credential, a brand-new namespace, a Deployment from
+	// the private registry: Running, its pull Secret injected by the
+	// webhook the API server reached through the Service.
+	e.credential(t)
+	app := e.namespace(t, "shop")
+	e.deployment(t, app, "web")
+	pod := e.waitDeploymentPodRunning(t, app, "web")
+	if pod.Annotations["regcred.dev/injected"] == "" {
+		t.Errorf("pod %s/%s was not mutated by the webhook: annotations %v", app, pod.Name, pod.Annotations)
+	}
+
+	// Upgrade to a new image while Pods are admitted without pause: every
+	// one gets its injection and none is refused (failurePolicy Fail makes
+	// an unreachable webhook a refused Pod).
+	probe := e.startAdmissionProbe(t, app)
+	start = time.Now()
+	e.helmRun("upgrade", relName, chartDir(), "--namespace", ns, "--wait", "--timeout", "5m",
+		"--set", "image.tag=v2", "--set", "webhook.failurePolicy=Fail")
+	newPods := e.readyPods(t, "v2", 2)
+	e.waitOnlyPods(t, newPods)
+	admitted, failures := probe.stop()
+	t.Logf("measured: helm upgrade in %.1fs; %d Pods admitted during it, %d admission errors or missed injections", time.Since(start).Seconds(), admitted, len(failures))
+	if admitted < 10 {
+		t.Errorf("only %d Pods were admitted during the upgrade: the probe did not cover it", admitted)
+	}
+	for _, f := range failures {
+		t.Errorf("during the upgrade: %s", f)
+	}
+	newLeader := e.leader(t, newPods)
+	if podOf(newLeader) == podOf(leader) {
+		t.Errorf("leader %s did not hand over to a new Pod", leader)
+	}
+
+	// A leader crash: SIGKILL, no lease release. Another replica takes over
+	// once the lease (15s) runs out, and syncing goes on.
+	victim := e.podByName(t, podOf(newLeader))
+	killed := time.Now()
+	if err := e.KillContainer(victim.Status.ContainerStatuses[0].ContainerID); err != nil {
+		t.Fatal(err)
+	}
+	var next string
+	testenv.Eventually(t, waitLong, func(ctx context.Context) error {
+		var lease coordinationv1.Lease
+		if err := e.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: leaseKey}, &lease); err != nil {
+			return err
+		}
+		holder := ptr.Deref(lease.Spec.HolderIdentity, "")
+		if holder == "" || holder == newLeader {
+			return fmt.Errorf("lease still held by %q", holder)
+		}
+		next = holder
+		return nil
+	})
+	t.Logf("measured: leader failover after SIGKILL in %.1fs (new leader %s)", time.Since(killed).Seconds(), next)
+	later := e.namespace(t, "after-failover")
+	e.waitSynced(t, later)
+
+	// Uninstall: the webhook configuration goes; credentials, CRDs and
+	// the Secrets regcred wrote stay, so running workloads keep pulling.
+	e.helmRun("uninstall", relName, "--namespace", ns, "--wait", "--timeout", "5m")
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	if err := e.c.Get(bg, client.ObjectKey{Name: relName}, &mwc); !apierrors.IsNotFound(err) {
+		t.Errorf("MutatingWebhookConfiguration after uninstall: %v", err)
+	}
+	var list admissionregistrationv1.MutatingWebhookConfigurationList
+	if err := e.c.List(bg, &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != 0 {
+		t.Errorf("%d MutatingWebhookConfigurations left after uninstall", len(list.Items))
+	}
+	var synced corev1.Secret
+	if err := e.c.Get(bg, client.ObjectKey{Namespace: app, Name: "private-registry"}, &synced); err != nil {
+		t.Errorf("the synced Secret in %s after uninstall: %v", app, err)
+	}
+	var cred v1alpha1.ClusterRegistryCredential
+	if err := e.c.Get(bg, client.ObjectKey{Name: "private-registry"}, &cred); err != nil {
+		t.Errorf("the credential after uninstall: %v", err)
+	}
+	// Pods are admitted again without a webhook.
+	if err := e.c.Create(bg, probePod(app, "after-uninstall"), client.DryRunAll); err != nil {
+		t.Errorf("a Pod after uninstall: %v", err)
+	}
+}
+
+func chartDir() string { return filepath.Join(testenv.RepoRoot(), "charts", "regcred") }
+
+func setUp(t *testing.T) *installEnv {
+	t.Helper()
+	cl := suite.Cluster(t)
+	reg := suite.Registry(t, testenv.Token)
+	if err := cl.TrustRegistry(reg); err != nil {
+		t.Fatal(err)
+	}
+	e := &installEnv{Cluster: cl, t: t, c: cl.Client, reg: reg, helm: testenv.Tool(t, "helm3"),
+		repo: reg.Ref("platform/regcred"), pushed: map[string]string{}}
+	t.Cleanup(func() {
+		if t.Failed() {
+			e.dumpManagerLogs(t)
+		}
+	})
+	// Two images, as two releases would be: the version is linked in, so
+	// the digests differ.
+	pool, err := registry.CAPool([]string{reg.CAFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := &registry.Keychain{Overrides: map[string]authn.Authenticator{reg.Host: reg.Auth()}}
+	for _, tag := range []string{"v1", "v2"} {
+		start := time.Now()
+		idx, err := release.Image(bg, release.ImageOptions{ModuleDir: testenv.RepoRoot(),
+			Version:   release.Version{Version: "install-test-" + tag, Commit: strings.Repeat("0", 40), Time: time.Unix(1700000000, 0).UTC()},
+			Platforms: []release.Platform{{OS: "linux", Arch: goruntime.GOARCH}}, WorkDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := registry.PushIndex(bg, idx, e.repo+":"+tag, registry.WithRootCAs(pool), registry.WithKeychain(kc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.pushed[tag] = d.String()
+		t.Logf("built and pushed %s:%s (%s) in %.1fs", e.repo, tag, d, time.Since(start).Seconds())
+	}
+	if _, err := reg.PushTestImage(bg, "apps/web:1"); err != nil {
+		t.Fatal(err)
+	}
+	// regcred's namespace, with the pull Secret for its own image.
+	if err := e.c.Create(bg, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	e.pullSecret(t, ns, "regcred-image-pull")
+	values := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(values, []byte(fmt.Sprintf("image:\n  repository: %s\nimagePullSecrets:\n  - name: regcred-image-pull\nlog:\n  level: debug\n", e.repo)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.pullSet = []string{"--values", values}
+	return e
+}
+
+func (e *installEnv) pullSecret(t *testing.T, namespace, name string) {
+	t.Helper()
+	b, err := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{e.reg.Host: {Username: e.reg.User.Name, Password: e.reg.User.Password}}}).MarshalDockerConfigJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}, Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: b}}
+	if err := e.c.Create(bg, s); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *installEnv) helmRun(args ...string) {
+	e.t.Helper()
+	if args[0] == "install" || args[0] == "upgrade" {
+		args = append(args, e.pullSet...)
+	}
+	cmd := exec.Command(e.helm, append(args, "--kubeconfig", e.Kubeconfig)...)
+	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+e.t.TempDir(), "HELM_CONFIG_HOME="+e.t.TempDir(), "HELM_DATA_HOME="+e.t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// readyPods waits until exactly n manager Pods run the image tag, all
+// Ready, and returns their names.
+func (e *installEnv) readyPods(t *testing.T, tag string, n int) []string {
+	t.Helper()
+	var names []string
+	testenv.Eventually(t, waitLong, func(ctx context.Context) error {
+		var pods corev1.PodList
+		if err := e.c.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{"app.kubernetes.io/instance": relName}); err != nil {
+			return err
+		}
+		names = names[:0]
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp != nil || !strings.HasSuffix(p.Spec.Containers[0].Image, ":"+tag) {
+				continue
+			}
+			ready := false
+			for _, c := range p.Status.Conditions {
+				if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+					ready = true
+				}
+			}
+			if !ready {
+				return fmt.Errorf("pod %s not Ready: %s", p.Name, e.podState(&p))
+			}
+			names = append(names, p.Name)
+		}
+		if len(names) != n {
+			return fmt.Errorf("%d Ready Pods of %s, want %d", len(names), tag, n)
+		}
+		return nil
+	})
+	sort.Strings(names)
+	return names
+}
+
+// waitOnlyPods waits until the release's Pods are exactly names: the old
+// ones are gone.
+func (e *installEnv) waitOnlyPods(t *testing.T, names []string) {
+	t.Helper()
+	testenv.Eventually(t, waitLong, func(ctx context.Context) error {
+		var pods corev1.PodList
+		if err := e.c.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{"app.kubernetes.io/instance": relName}); err != nil {
+			return err
+		}
+		var have []string
+		for _, p := range pods.Items {
+			have = append(have, p.Name)
+		}
+		sort.Strings(have)
+		if strings.Join(have, ",") != strings.Join(names, ",") {
+			return fmt.Errorf("pods %v, want %v", have, names)
+		}
+		return nil
+	})
+}
+
+func (e *installEnv) podState(p *corev1.Pod) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "phase %s", p.Status.Phase)
+	for _, s := range p.Status.ContainerStatuses {
+		if s.State.Waiting != nil {
+			fmt.Fprintf(&b, ", waiting %s: %s", s.State.Waiting.Reason, s.State.Waiting.Message)
+		}
+		if s.State.Terminated != nil {
+			fmt.Fprintf(&b, ", terminated %s (%d)", s.State.Terminated.Reason, s.State.Terminated.ExitCode)
+		}
+	}
+	return b.String()
+}
+
+func (e *installEnv) podByName(t *testing.T, name string) *corev1.Pod {
+	t.Helper()
+	var p corev1.Pod
+	if err := e.c.Get(bg, client.ObjectKey{Namespace: ns, Name: name}, &p); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Status.ContainerStatuses) == 0 || p.Status.ContainerStatuses[0].ContainerID == "" {
+		t.Fatalf("pod %s has no container: %s", name, e.podState(&p))
+	}
+	return &p
+}
+
+// leader waits until the lease is held by one of pods and returns the
+// holder identity ("POD_UUID").
+func (e *installEnv) leader(t *testing.T, pods []string) string {
+	t.Helper()
+	var holder string
+	testenv.Eventually(t, waitLong, func(ctx context.Context) error {
+		var lease coordinationv1.Lease
+		if err := e.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: leaseKey}, &lease); err != nil {
+			return err
+		}
+		holder = ptr.Deref(lease.Spec.HolderIdentity, "")
+		for _, p := range pods {
+			if podOf(holder) == p {
+				return nil
+			}
+		}
+		return fmt.Errorf("lease held by %q, not one of %v", holder, pods)
+	})
+	return holder
+}
+
+// podOf is the Pod of a controller-runtime leader identity, POD_UUID.
+func podOf(identity string) string {
+	i := strings.LastIndex(identity, "_")
+	if i < 0 {
+		return identity
+	}
+	return identity[:i]
+}
+
+func (e *installEnv) waitCABundle(t *testing.T) {
+	t.Helper()
+	testenv.Eventually(t, waitLong, func(ctx context.Context) error {
+		var mwc admissionregistrationv1.MutatingWebhookConfiguration
+		if err := e.c.Get(ctx, client.ObjectKey{Name: relName}, &mwc); err != nil {
+			return err
+		}
+		if len(mwc.Webhooks) != 1 || len(mwc.Webhooks[0].ClientConfig.CABundle) == 0 {
+			return fmt.Errorf("no caBundle yet")
+		}
+		if mwc.Labels["app.kubernetes.io/managed-by"] != "Helm" {
+			return fmt.Errorf("configuration labels %v: not Helm's", mwc.Labels)
+		}
+		return nil
+	})
+}
+
+func (e *installEnv) credential(t *testing.T) {
+	t.Helper()
+	e.pullSecret(t, ns, "private-registry-source")
+	cred := &v1alpha1.ClusterRegistryCredential{ObjectMeta: metav1.ObjectMeta{Name: "private-registry"}}
+	cred.Spec.Registries = []string{e.reg.Host}
+	cred.Spec.SecretName = "private-registry"
+	cred.Spec.Source.SecretRef = &v1alpha1.SecretReference{Name: "private-registry-source"}
+	if err := e.c.Create(bg, cred); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, waitLong, func(ctx context.Context) error {
+		if err := e.c.Get(ctx, client.ObjectKeyFromObject(cred), cred); err != nil {
+			return err
+		}
+		if !meta.IsStatusConditionTrue(cred.Status.Conditions, v1alpha1.ConditionReady) {
+			return fmt.Errorf("credential not Ready: %+v", cred.Status.Conditions)
+		}
+		return nil
+	})
+}
+
+func (e *installEnv) namespace(t *testing.T, prefix string) string {
+	t.Helper()
+	n := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-"}}
+	if err := e.c.Create(bg, n); err != nil {
+		t.Fatal(err)
+	}
+	return n.Name
+}
+
+// waitSynced waits until regcred wrote the credential's Secret into the
+// namespace.
+func (e *installEnv) waitSynced(t *testing.T, namespace string) {
+	t.Helper()
+	testenv.Eventually(t, waitLong, func(ctx context.Context) error {
+		var s corev1.Secret
+		return e.c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "private-registry"}, &s)
+	})
+}
+
+func (e *installEnv) deployment(t *testing.T, namespace, name string) {
+	t.Helper()
+	labels := map[string]string{"app": name}
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}, Spec: appsv1.DeploymentSpec{
+		Selector: &metav1.LabelSelector{MatchLabels: labels},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+			TerminationGracePeriodSeconds: ptr.To[int64](0),
+			Containers:                    []corev1.Container{{Name: "web", Image: e.reg.Ref("apps/web:1"), Args: []string{"wait"}}},
+		}},
+	}}
+	if err := e.c.Create(bg, d); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *installEnv) waitDeploymentPodRunning(t *testing.T, namespace, app string) *corev1.Pod {
+	t.Helper()
+	var running *corev1.Pod
+	testenv.Eventually(t, waitLong, func(ctx context.Context) error {
+		var pods corev1.PodList
+		if err := e.c.List(ctx, &pods, client.InNamespace(namespace), client.MatchingLabels{"app": app}); err != nil {
+			return err
+		}
+		for i := range pods.Items {
+			if pods.Items[i].Status.Phase == corev1.PodRunning {
+				running = &pods.Items[i]
+				return nil
+			}
+		}
+		var events corev1.EventList
+		_ = e.c.List(ctx, &events, client.InNamespace(namespace))
+		var msgs []string
+		for _, ev := range events.Items {
+			if ev.Type == corev1.EventTypeWarning {
+				msgs = append(msgs, ev.Reason+": "+ev.Message)
+			}
+		}
+		return fmt.Errorf("no Running Pod of %s/%s; warnings: %v", namespace, app, msgs)
+	})
+	return running
+}
+
+func probePod(namespace, name string) *corev1.Pod {
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "will-be-replaced"}}}}
+}
+
+// admissionProbe admits Pods (dry-run: admission runs in full, nothing is
+// stored) one after another and records every refusal and every Pod that
+// came back without its pull Secret.
+type admissionProbe struct {
+	stopCh   chan struct{}
+	done     sync.WaitGroup
+	admitted atomic.Int64
+	mu       sync.Mutex
+	failures []string
+}
+
+func (e *installEnv) startAdmissionProbe(t *testing.T, namespace string) *admissionProbe {
+	t.Helper()
+	p := &admissionProbe{stopCh: make(chan struct{})}
+	image := e.reg.Ref("apps/web:1")
+	p.done.Add(1)
+	go func() {
+		defer p.done.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-p.stopCh:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			pod := probePod(namespace, fmt.Sprintf("probe-%d", i))
+			pod.Spec.Containers[0].Image = image
+			ctx, cancel := context.WithTimeout(bg, 30*time.Second)
+			err := e.c.Create(ctx, pod, client.DryRunAll)
+			cancel()
+			p.mu.Lock()
+			switch {
+			case err != nil:
+				p.failures = append(p.failures, fmt.Sprintf("%s %s: %v", time.Now().Format("15:04:05.000"), pod.Name, err))
+			case !hasPullSecret(pod, "private-registry"):
+				p.failures = append(p.failures, fmt.Sprintf("%s %s admitted without its pull Secret (annotations %v)", time.Now().Format("15:04:05.000"), pod.Name, pod.Annotations))
+			default:
+				p.admitted.Add(1)
+			}
+			p.mu.Unlock()
+		}
+	}()
+	return p
+}
+
+func (p *admissionProbe) stop() (int64, []string) {
+	close(p.stopCh)
+	p.done.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.admitted.Load(), p.failures
+}
+
+func hasPullSecret(pod *corev1.Pod, name string) bool {
+	for _, s := range pod.Spec.ImagePullSecrets {
+		if s.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *installEnv) dumpManagerLogs(t *testing.T) {
+	var pods corev1.PodList
+	if err := e.c.List(bg, &pods, client.InNamespace(ns)); err != nil {
+		return
+	}
+	cs, err := kubernetes.NewForConfig(e.Config)
+	if err != nil {
+		return
+	}
+	for _, p := range pods.Items {
+		t.Logf("pod %s: %s", p.Name, e.podState(&p))
+		logs, err := cs.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{TailLines: ptr.To[int64](40)}).DoRaw(bg)
+		t.Logf("pod %s log ends (%v):\n%s", p.Name, err, logs)
+	}
+	t.Logf("kubelet log ends:\n%s", e.Log("kubelet", 30))
+}
