@@ -14,11 +14,13 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 KUBE_VERSION="$(sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\)$/\1/p' "$ROOT/hack/kubernetes/go.mod")"
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/regcred"
 ASSETS="${KUBEBUILDER_ASSETS:-$CACHE/envtest/$KUBE_VERSION}"
-# command -> Debian package
+# command or file -> Debian package
 declare -A APT_PACKAGES=(
 	[etcd]=etcd-server [skopeo]=skopeo
 	[containerd]=containerd [runc]=runc [conntrack]=conntrack [iptables]=iptables
 	[/usr/lib/cni/bridge]=containernetworking-plugins
+	# regcred's image carries Debian's CA bundle (make image, make release)
+	[/etc/ssl/certs/ca-certificates.crt]=ca-certificates
 )
 # Without them the binaries report v0.0.0-master, which kubectl cannot parse.
 KUBE_MAJOR="$(echo "${KUBE_VERSION#v}" | cut -d. -f1)"
@@ -30,7 +32,7 @@ log() { printf '==> %s\n' "$*" >&2; }
 install_packages() {
 	local missing=() cmd
 	for cmd in "${!APT_PACKAGES[@]}"; do
-		command -v "$cmd" >/dev/null 2>&1 || [ -x "$cmd" ] || missing+=("${APT_PACKAGES[$cmd]}")
+		command -v "$cmd" >/dev/null 2>&1 || [ -e "$cmd" ] || missing+=("${APT_PACKAGES[$cmd]}")
 	done
 	if [ "${#missing[@]}" -eq 0 ]; then
 		return

@@ -63,7 +63,9 @@ ClusterImageMirror rules and adds exactly the pull Secrets whose registries
 match the Pod's images, creating a missing Secret first. It manages its own
 CA and serving certificate (--webhook-certs=self) and registers the
 MutatingWebhookConfiguration "regcred" (by URL with --webhook-host, by
-Service otherwise). See docs/webhook.md.`,
+Service otherwise). Installed by the Helm chart, it runs with
+--webhook-register=false: the chart owns the configuration (so uninstalling
+removes it) and regcred keeps only its caBundle. See docs/webhook.md.`,
 		Example: `  # Against your current context, with regcred's namespace created beforehand;
   # the API server must reach the webhook on 127.0.0.1 (a local control plane).
   regcred manager --namespace regcred-system --webhook-host 127.0.0.1

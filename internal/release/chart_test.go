@@ -44,7 +44,7 @@ func render(t *testing.T, helm string, args ...string) []byte {
 }
 
 func renderErr(helm string, args ...string) ([]byte, error) {
-	cmd := exec.Command(helm, append([]string{"template", "regcred", chartDir(), "--namespace", "regcred-system"}, args...)...)
+	cmd := exec.Command(helm, append([]string{"template", "regcred", chartDir(), "--namespace", "regcred-system", "--kube-version", testenv.KubeVersion}, args...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -100,7 +100,7 @@ func TestChartLint(t *testing.T) {
 	for _, h := range []string{"helm3", "helm4"} {
 		helm := testenv.Tool(t, h)
 		for _, set := range [][]string{nil, {"--set", "webhook.certificates=cert-manager"}, {"--set", "webhook.enabled=false"}} {
-			args := append([]string{"lint", "--strict", chartDir()}, set...)
+			args := append([]string{"lint", "--strict", chartDir(), "--kube-version", testenv.KubeVersion}, set...)
 			if out, err := exec.Command(helm, args...).CombinedOutput(); err != nil {
 				t.Errorf("%s lint %v: %v\n%s", h, set, err, out)
 			}
