@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +28,12 @@ import (
 
 var testVersion = release.Version{Version: "v1.2.3-4-gabcdef0", Commit: "abcdef0123456789abcdef0123456789abcdef01", Time: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
 
+var (
+	builtOnce sync.Once
+	built     v1.ImageIndex
+	builtErr  error
+)
+
 // buildImage builds regcred's image in its own work directory.
 func buildImage(t *testing.T) v1.ImageIndex {
 	t.Helper()
@@ -40,8 +47,23 @@ func buildImage(t *testing.T) v1.ImageIndex {
 	return idx
 }
 
+// sharedImage is one build of the image for the tests that only read it.
+func sharedImage(t *testing.T) v1.ImageIndex {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds regcred for two platforms")
+	}
+	builtOnce.Do(func() {
+		built, builtErr = release.Image(context.Background(), release.ImageOptions{ModuleDir: testenv.RepoRoot(), Version: testVersion})
+	})
+	if builtErr != nil {
+		t.Fatal(builtErr)
+	}
+	return built
+}
+
 func TestImageIsReproducible(t *testing.T) {
-	first := buildImage(t)
+	first := sharedImage(t)
 	second := buildImage(t)
 	d1, err := first.Digest()
 	if err != nil {
@@ -57,7 +79,7 @@ func TestImageIsReproducible(t *testing.T) {
 }
 
 func TestImageContents(t *testing.T) {
-	idx := buildImage(t)
+	idx := sharedImage(t)
 	m, err := idx.IndexManifest()
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +196,7 @@ func imageFiles(t *testing.T, img v1.Image) map[string]imageFile {
 }
 
 func TestImageLayoutAndPush(t *testing.T) {
-	idx := buildImage(t)
+	idx := sharedImage(t)
 	want, err := idx.Digest()
 	if err != nil {
 		t.Fatal(err)

@@ -46,9 +46,10 @@ func TestParsePlatform(t *testing.T) {
 	}
 }
 
-// TestReleaseArtifacts builds a release of the CLI for this machine's
-// platform and windows, packages the chart with the pinned Helm, and
-// checks that the krew manifest and checksums describe the files.
+// TestReleaseArtifacts builds a release of the CLI for the image's
+// platforms (their builds are cached by the image tests), packages the
+// chart with the pinned Helm, and checks that the krew manifest and
+// checksums describe the files.
 func TestReleaseArtifacts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds regcred")
@@ -56,7 +57,7 @@ func TestReleaseArtifacts(t *testing.T) {
 	helm := testenv.Tool(t, "helm3")
 	ctx := context.Background()
 	out := t.TempDir()
-	platforms := []release.Platform{{OS: "linux", Arch: "amd64"}, {OS: "windows", Arch: "amd64"}}
+	platforms := release.ImagePlatforms
 	archives, err := release.BuildArchives(ctx, testenv.RepoRoot(), testVersion, platforms, out)
 	if err != nil {
 		t.Fatal(err)
@@ -115,9 +116,6 @@ func TestReleaseArtifacts(t *testing.T) {
 			t.Errorf("krew says %s has sha256 %s, checksums.txt %q", file, p.SHA256, sums[file])
 		}
 		wantBin := "regcred"
-		if p.Selector.MatchLabels["os"] == "windows" {
-			wantBin = "regcred.exe"
-		}
 		if p.Bin != wantBin {
 			t.Errorf("%s: bin %q, want %q", file, p.Bin, wantBin)
 		}
@@ -170,4 +168,46 @@ func archiveEntries(t *testing.T, path string) []string {
 		names = append(names, h.Name)
 	}
 	return names
+}
+
+func TestKrewManifestPlatforms(t *testing.T) {
+	var archives []release.Archive
+	for _, p := range release.CLIPlatforms {
+		archives = append(archives, release.Archive{Platform: p, Name: release.ArchiveName(testVersion, p), SHA256: strings.Repeat("a", 64)})
+	}
+	b, err := release.KrewManifest(testVersion, archives, "https://example.com/dl/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plugin struct {
+		Spec struct {
+			Platforms []struct {
+				Selector struct{ MatchLabels map[string]string } `json:"selector"`
+				URI      string
+				Bin      string
+			}
+		}
+	}
+	if err := yaml.Unmarshal(b, &plugin); err != nil {
+		t.Fatal(err)
+	}
+	if len(plugin.Spec.Platforms) != 6 {
+		t.Fatalf("%d platforms, want 6", len(plugin.Spec.Platforms))
+	}
+	for _, p := range plugin.Spec.Platforms {
+		os, arch := p.Selector.MatchLabels["os"], p.Selector.MatchLabels["arch"]
+		want := "regcred"
+		if os == "windows" {
+			want = "regcred.exe"
+		}
+		if p.Bin != want {
+			t.Errorf("%s/%s: bin %q, want %q", os, arch, p.Bin, want)
+		}
+		if wantURI := "https://example.com/dl/regcred_v1.2.3-4-gabcdef0_" + os + "_" + arch + ".tar.gz"; p.URI != wantURI {
+			t.Errorf("%s/%s: uri %q, want %q", os, arch, p.URI, wantURI)
+		}
+	}
+	if _, err := release.KrewManifest(testVersion, nil, "https://example.com/dl"); err == nil {
+		t.Error("a krew manifest without archives")
+	}
 }
