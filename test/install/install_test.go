@@ -88,14 +88,14 @@ func TestInstallUpgradeFailoverUninstall(t *testing.T) {
 	app := e.namespace(t, "shop")
 	e.deployment(t, app, "web")
 	pod := e.waitDeploymentPodRunning(t, app, "web")
-	if pod.Annotations["regcred.dev/injected"] == "" {
-		t.Errorf("pod %s/%s was not mutated by the webhook: annotations %v", app, pod.Name, pod.Annotations)
+	if !hasPullSecret(pod, "private-registry") || !strings.Contains(pod.Annotations["regcred.dev/injected"], "private-registry") {
+		t.Errorf("pod %s/%s was not mutated by the webhook: imagePullSecrets %v, annotations %v", app, pod.Name, pod.Spec.ImagePullSecrets, pod.Annotations)
 	}
 
 	// Upgrade to a new image while Pods are admitted without pause: every
 	// one gets its injection and none is refused (failurePolicy Fail makes
 	// an unreachable webhook a refused Pod).
-	probe := e.startAdmissionProbe(t, app)
+	probe := e.startAdmissionProbe(t, e.namespace(t, "rollout"))
 	start = time.Now()
 	e.helmRun("upgrade", relName, chartDir(), "--namespace", ns, "--wait", "--timeout", "5m",
 		"--set", "image.tag=v2", "--set", "webhook.failurePolicy=Fail")
@@ -382,6 +382,9 @@ func (e *installEnv) credential(t *testing.T) {
 	cred.Spec.Registries = []string{e.reg.Host}
 	cred.Spec.SecretName = "private-registry"
 	cred.Spec.Source.SecretRef = &v1alpha1.SecretReference{Name: "private-registry-source"}
+	// No ServiceAccount patch: the Secret reaches Pods through the
+	// webhook alone, so a Pod that has it proves the webhook answered.
+	cred.Spec.ServiceAccounts.Mode = v1alpha1.ServiceAccountsNone
 	if err := e.c.Create(bg, cred); err != nil {
 		t.Fatal(err)
 	}
@@ -422,7 +425,7 @@ func (e *installEnv) deployment(t *testing.T, namespace, name string) {
 		Selector: &metav1.LabelSelector{MatchLabels: labels},
 		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
 			TerminationGracePeriodSeconds: ptr.To[int64](0),
-			Containers:                    []corev1.Container{{Name: "web", Image: e.reg.Ref("apps/web:1"), Args: []string{"wait"}}},
+			Containers:                    []corev1.Container{{Name: "web", Image: e.reg.Ref("apps/web:1")}},
 		}},
 	}}
 	if err := e.c.Create(bg, d); err != nil {
@@ -439,7 +442,8 @@ func (e *installEnv) waitDeploymentPodRunning(t *testing.T, namespace, app strin
 			return err
 		}
 		for i := range pods.Items {
-			if pods.Items[i].Status.Phase == corev1.PodRunning {
+			st := pods.Items[i].Status.ContainerStatuses
+			if pods.Items[i].Status.Phase == corev1.PodRunning && len(st) == 1 && st[0].State.Running != nil && st[0].RestartCount == 0 {
 				running = &pods.Items[i]
 				return nil
 			}
@@ -462,9 +466,10 @@ func probePod(namespace, name string) *corev1.Pod {
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "will-be-replaced"}}}}
 }
 
-// admissionProbe admits Pods (dry-run: admission runs in full, nothing is
-// stored) one after another and records every refusal and every Pod that
-// came back without its pull Secret.
+// admissionProbe creates Pods one after another and records every refusal
+// and every Pod that came back without its pull Secret. The Pods are bound
+// to a node that does not exist, so they are stored (the webhook's Secret
+// check runs as for any Pod) but never run.
 type admissionProbe struct {
 	stopCh   chan struct{}
 	done     sync.WaitGroup
@@ -488,14 +493,15 @@ func (e *installEnv) startAdmissionProbe(t *testing.T, namespace string) *admiss
 			}
 			pod := probePod(namespace, fmt.Sprintf("probe-%d", i))
 			pod.Spec.Containers[0].Image = image
+			pod.Spec.NodeName = "no-such-node"
 			ctx, cancel := context.WithTimeout(bg, 30*time.Second)
-			err := e.c.Create(ctx, pod, client.DryRunAll)
+			err := e.c.Create(ctx, pod)
 			cancel()
 			p.mu.Lock()
 			switch {
 			case err != nil:
 				p.failures = append(p.failures, fmt.Sprintf("%s %s: %v", time.Now().Format("15:04:05.000"), pod.Name, err))
-			case !hasPullSecret(pod, "private-registry"):
+			case !hasPullSecret(pod, "private-registry") || !strings.Contains(pod.Annotations["regcred.dev/injected"], "private-registry"):
 				p.failures = append(p.failures, fmt.Sprintf("%s %s admitted without its pull Secret (annotations %v)", time.Now().Format("15:04:05.000"), pod.Name, pod.Annotations))
 			default:
 				p.admitted.Add(1)
