@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"regcred.dev/regcred/internal/release"
@@ -87,24 +88,11 @@ func TestReleaseArtifacts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var plugin struct {
-		APIVersion string `json:"apiVersion"`
-		Kind       string `json:"kind"`
-		Metadata   struct{ Name string }
-		Spec       struct {
-			Version   string
-			Platforms []struct {
-				Selector struct{ MatchLabels map[string]string } `json:"selector"`
-				URI      string
-				SHA256   string `json:"sha256"`
-				Bin      string
-			}
-		}
-	}
+	var plugin krewPlugin
 	if err := yaml.UnmarshalStrict(krew, &plugin); err != nil {
 		t.Fatalf("krew manifest: %v\n%s", err, krew)
 	}
-	if plugin.APIVersion != "krew.googlecontainertools.github.com/v1alpha2" || plugin.Kind != "Plugin" || plugin.Metadata.Name != "regcred" || plugin.Spec.Version != "v1.2.3-4-gabcdef0" {
+	if plugin.APIVersion != "krew.googlecontainertools.github.com/v1alpha2" || plugin.Kind != "Plugin" || plugin.Name != "regcred" || plugin.Spec.Version != "v1.2.3-4-gabcdef0" || plugin.Spec.ShortDescription == "" || plugin.Spec.Homepage == "" {
 		t.Errorf("krew manifest header: %+v", plugin)
 	}
 	if len(plugin.Spec.Platforms) != 2 {
@@ -112,8 +100,8 @@ func TestReleaseArtifacts(t *testing.T) {
 	}
 	for _, p := range plugin.Spec.Platforms {
 		file := strings.TrimPrefix(p.URI, "https://example.com/dl/v1.2.3-4-gabcdef0/")
-		if sums[file] == "" || sums[file] != p.SHA256 {
-			t.Errorf("krew says %s has sha256 %s, checksums.txt %q", file, p.SHA256, sums[file])
+		if sums[file] == "" || sums[file] != p.Sha256 {
+			t.Errorf("krew says %s has sha256 %s, checksums.txt %q", file, p.Sha256, sums[file])
 		}
 		wantBin := "regcred"
 		if p.Bin != wantBin {
@@ -123,6 +111,31 @@ func TestReleaseArtifacts(t *testing.T) {
 			t.Errorf("%s holds %v, want [%s]", file, got, wantBin)
 		}
 	}
+}
+
+// krewPlugin is krew's index.Plugin (sigs.k8s.io/krew/pkg/index, whose
+// module cannot be required beside today's client-go): a manifest must
+// decode into it strictly.
+type krewPlugin struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec              struct {
+		Version          string `json:"version,omitempty"`
+		ShortDescription string `json:"shortDescription,omitempty"`
+		Description      string `json:"description,omitempty"`
+		Caveats          string `json:"caveats,omitempty"`
+		Homepage         string `json:"homepage,omitempty"`
+		Platforms        []struct {
+			URI      string                `json:"uri,omitempty"`
+			Sha256   string                `json:"sha256,omitempty"`
+			Selector *metav1.LabelSelector `json:"selector,omitempty"`
+			Files    []struct {
+				From string `json:"from,omitempty"`
+				To   string `json:"to,omitempty"`
+			} `json:"files"`
+			Bin string `json:"bin"`
+		} `json:"platforms,omitempty"`
+	} `json:"spec"`
 }
 
 func readChecksums(t *testing.T, path string) map[string]string {
@@ -179,16 +192,8 @@ func TestKrewManifestPlatforms(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var plugin struct {
-		Spec struct {
-			Platforms []struct {
-				Selector struct{ MatchLabels map[string]string } `json:"selector"`
-				URI      string
-				Bin      string
-			}
-		}
-	}
-	if err := yaml.Unmarshal(b, &plugin); err != nil {
+	var plugin krewPlugin
+	if err := yaml.UnmarshalStrict(b, &plugin); err != nil {
 		t.Fatal(err)
 	}
 	if len(plugin.Spec.Platforms) != 6 {
