@@ -73,9 +73,13 @@ func TestInstallUpgradeFailoverUninstall(t *testing.T) {
 
 	// Install: both replicas Running and Ready, one leader.
 	start := time.Now()
-	e.helmRun("install", relName, chartDir(), "--namespace", ns, "--wait", "--timeout", "5m",
+	out := e.helmRun("install", relName, chartDir(), "--namespace", ns, "--wait", "--timeout", "5m",
 		"--set", "image.tag=v1", "--set", "webhook.failurePolicy=Fail")
 	t.Logf("measured: helm install to both replicas Ready in %.1fs", time.Since(start).Seconds())
+	// The notes tell the next step.
+	if !strings.Contains(out, "kind: ClusterRegistryCredential") || !strings.Contains(out, "kubectl get clusterregistrycredentials") {
+		t.Errorf("helm install's notes do not show the next step:\n%s", out)
+	}
 	pods := e.readyPods(t, "v1", 2)
 	leader := e.leader(t, pods)
 	t.Logf("leader %s", leader)
@@ -233,7 +237,7 @@ func (e *installEnv) pullSecret(t *testing.T, namespace, name string) {
 	}
 }
 
-func (e *installEnv) helmRun(args ...string) {
+func (e *installEnv) helmRun(args ...string) string {
 	e.t.Helper()
 	if args[0] == "install" || args[0] == "upgrade" {
 		args = append(args, e.pullSet...)
@@ -244,6 +248,7 @@ func (e *installEnv) helmRun(args ...string) {
 	if err != nil {
 		e.t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
+	return string(out)
 }
 
 // readyPods waits until exactly n manager Pods run the image tag, all
