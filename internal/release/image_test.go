@@ -255,3 +255,61 @@ func TestImageLayoutAndPush(t *testing.T) {
 		t.Errorf("pushed %s, registry has %s, built %s", got, desc.Digest, want)
 	}
 }
+
+// TestLayoutPushedWithSkopeo runs the README's install step: the release's
+// image layout copied to a private registry with skopeo.
+func TestLayoutPushedWithSkopeo(t *testing.T) {
+	idx := sharedImage(t)
+	skopeo := testenv.Tool(t, "skopeo")
+	want, err := idx.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "image")
+	if err := release.WriteLayout(dir, idx, "v1.2.3"); err != nil {
+		t.Fatal(err)
+	}
+	reg := suite.Registry(t, testenv.Basic)
+	authFile := filepath.Join(t.TempDir(), "auth.json")
+	b, err := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{reg.Host: {Username: reg.User.Name, Password: reg.User.Password}}}).MarshalDockerConfigJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(authFile, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dst := reg.Ref("platform/regcred:v1.2.3")
+	cmd := exec.Command(skopeo, "copy", "--all", "--authfile", authFile, "--dest-cert-dir", reg.CertDir,
+		"oci:"+dir+":v1.2.3", "docker://"+dst)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("skopeo copy: %v\n%s", err, out)
+	}
+	ctx := context.Background()
+	r, err := name.ParseReference(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushed, err := remote.Index(r, reg.RemoteOptions(ctx, reg.Auth())...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pushed.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := pushed.RawManifest()
+	wantM, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotDigest, _ := pushed.Digest()
+	t.Logf("layout index %s, pushed index %s:\n%s", want, gotDigest, raw)
+	if len(got.Manifests) != len(wantM.Manifests) {
+		t.Fatalf("pushed index has %d images, the layout %d", len(got.Manifests), len(wantM.Manifests))
+	}
+	for i := range got.Manifests {
+		if got.Manifests[i].Digest != wantM.Manifests[i].Digest || got.Manifests[i].Platform.String() != wantM.Manifests[i].Platform.String() {
+			t.Errorf("image %d: pushed %s %s, layout %s %s", i, got.Manifests[i].Platform, got.Manifests[i].Digest, wantM.Manifests[i].Platform, wantM.Manifests[i].Digest)
+		}
+	}
+}
