@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/keyring"
@@ -44,10 +45,11 @@ func main() {
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
   release image [--layout DIR] [--push REPOSITORY] [--docker-config FILE] [--ca-file PEM] [--platforms linux/amd64,linux/arm64]
+                [--version V --commit SHA --date UNIX]
       build regcred's image (every platform in one index); write it as an OCI
       layout and/or push it as REPOSITORY:VERSION with the docker config's
       credentials
-  release all --out DIR --helm PATH [--base-url URL]
+  release all --out DIR --helm PATH [--base-url URL] [--platforms OS/ARCH,...] [--version V --commit SHA --date UNIX]
       the CLI for linux, darwin and windows on amd64 and arm64 as tar.gz,
       the chart package, the image layout, checksums.txt and krew/regcred.yaml`)
 	os.Exit(2)
@@ -65,8 +67,45 @@ func moduleDir() (string, error) {
 	return filepath.Dir(mod), nil
 }
 
+// versionFlags let a build name its version instead of asking git (a
+// source tarball, a test): --version, --commit and --date together.
+type versionFlags struct {
+	version, commit string
+	date            int64
+}
+
+func (f *versionFlags) add(fs *flag.FlagSet) {
+	fs.StringVar(&f.version, "version", "", "the version to stamp (default: git describe); needs --commit and --date")
+	fs.StringVar(&f.commit, "commit", "", "the commit to stamp (with --version)")
+	fs.Int64Var(&f.date, "date", 0, "the commit time, Unix seconds: every timestamp of the image (with --version)")
+}
+
+func (f *versionFlags) resolve(ctx context.Context, dir string) (release.Version, error) {
+	if f.version == "" && f.commit == "" && f.date == 0 {
+		return release.GitVersion(ctx, dir)
+	}
+	if f.version == "" || f.commit == "" || f.date <= 0 {
+		return release.Version{}, errors.New("--version, --commit and --date go together")
+	}
+	return release.Version{Version: f.version, Commit: f.commit, Time: time.Unix(f.date, 0).UTC()}, nil
+}
+
+func parsePlatforms(list string) ([]release.Platform, error) {
+	var ps []release.Platform
+	for _, s := range strings.Split(list, ",") {
+		p, err := release.ParsePlatform(strings.TrimSpace(s))
+		if err != nil {
+			return nil, err
+		}
+		ps = append(ps, p)
+	}
+	return ps, nil
+}
+
 func imageCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("image", flag.ExitOnError)
+	var vf versionFlags
+	vf.add(fs)
 	layoutDir := fs.String("layout", "", "write the image as an OCI layout to this (new or empty) directory")
 	push := fs.String("push", "", "push the image as REPOSITORY:VERSION (REPOSITORY like harbor.internal/platform/regcred)")
 	dockerConfig := fs.String("docker-config", "", "docker config with the push credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
@@ -80,17 +119,13 @@ func imageCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	v, err := release.GitVersion(ctx, dir)
+	v, err := vf.resolve(ctx, dir)
 	if err != nil {
 		return err
 	}
-	var ps []release.Platform
-	for _, s := range strings.Split(*platforms, ",") {
-		p, err := release.ParsePlatform(strings.TrimSpace(s))
-		if err != nil {
-			return err
-		}
-		ps = append(ps, p)
+	ps, err := parsePlatforms(*platforms)
+	if err != nil {
+		return err
 	}
 	idx, err := release.Image(ctx, release.ImageOptions{ModuleDir: dir, Version: v, Platforms: ps})
 	if err != nil {
@@ -156,6 +191,9 @@ func allCmd(ctx context.Context, args []string) error {
 	out := fs.String("out", "dist", "release directory (must not exist or be empty)")
 	helm := fs.String("helm", "", "the Helm client that packages the chart (make tools builds one)")
 	baseURL := fs.String("base-url", release.Source+"/releases/download/{version}", "where the archives are downloaded from, for the krew manifest")
+	platforms := fs.String("platforms", "", "the CLI's platforms (default: linux, darwin and windows on amd64 and arm64); the image gets the linux ones")
+	var vf versionFlags
+	vf.add(fs)
 	_ = fs.Parse(args)
 	if *helm == "" {
 		return errors.New("all: --helm PATH is required")
@@ -164,9 +202,23 @@ func allCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	v, err := release.GitVersion(ctx, dir)
+	v, err := vf.resolve(ctx, dir)
 	if err != nil {
 		return err
+	}
+	var cli, image []release.Platform
+	if *platforms != "" {
+		if cli, err = parsePlatforms(*platforms); err != nil {
+			return err
+		}
+		for _, p := range cli {
+			if p.OS == "linux" {
+				image = append(image, p)
+			}
+		}
+		if len(image) == 0 {
+			return errors.New("--platforms: name at least one linux platform, for the image")
+		}
 	}
 	if entries, err := os.ReadDir(*out); err == nil && len(entries) > 0 {
 		return fmt.Errorf("%s is not empty; remove it first", *out)
@@ -174,7 +226,7 @@ func allCmd(ctx context.Context, args []string) error {
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
-	res, err := release.Build(ctx, release.BuildOptions{ModuleDir: dir, Version: v, Out: *out, Helm: *helm,
+	res, err := release.Build(ctx, release.BuildOptions{ModuleDir: dir, Version: v, Out: *out, Helm: *helm, CLIPlatforms: cli, ImagePlatforms: image,
 		BaseURL: strings.ReplaceAll(*baseURL, "{version}", release.SemVer(v))})
 	if err != nil {
 		return err

@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,32 +22,49 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"regcred.dev/regcred/internal/dockercfg"
-	"regcred.dev/regcred/internal/keyring"
-	"regcred.dev/regcred/internal/registry"
+	"regcred.dev/regcred/internal/imagebuild"
 	"regcred.dev/regcred/internal/release"
 	"regcred.dev/regcred/internal/testenv"
 )
 
 var testVersion = release.Version{Version: "v1.2.3-4-gabcdef0", Commit: "abcdef0123456789abcdef0123456789abcdef01", Time: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
 
-var (
-	builtOnce sync.Once
-	built     v1.ImageIndex
-	builtErr  error
-)
+func versionArgs(v release.Version) []string {
+	return []string{"--version", v.Version, "--commit", v.Commit, "--date", strconv.FormatInt(v.Time.Unix(), 10)}
+}
 
-// buildImage builds regcred's image in its own work directory.
-func buildImage(t *testing.T) v1.ImageIndex {
+// buildLayout runs `make image`'s tool for platforms into a new layout
+// and returns the image index in it.
+func buildLayout(t *testing.T, dir string, platforms ...string) v1.ImageIndex {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("builds regcred for two platforms")
+	args := append([]string{"image", "--layout", dir, "--platforms", strings.Join(platforms, ",")}, versionArgs(testVersion)...)
+	testenv.RunReleaseTool(t, args...)
+	p, err := layout.FromPath(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
-	idx, err := release.Image(context.Background(), release.ImageOptions{ModuleDir: testenv.RepoRoot(), Version: testVersion, WorkDir: t.TempDir()})
+	root, err := p.ImageIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := root.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Manifests) != 1 || m.Manifests[0].Annotations[release.RefNameAnnotation] != release.SemVer(testVersion) {
+		t.Fatalf("layout index.json: %+v, want one entry named %s", m.Manifests, release.SemVer(testVersion))
+	}
+	idx, err := root.ImageIndex(m.Manifests[0].Digest)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return idx
 }
+
+var (
+	sharedOnce sync.Once
+	sharedDir  string
+)
 
 // sharedImage is one build of the image for the tests that only read it.
 func sharedImage(t *testing.T) v1.ImageIndex {
@@ -53,28 +72,88 @@ func sharedImage(t *testing.T) v1.ImageIndex {
 	if testing.Short() {
 		t.Skip("builds regcred for two platforms")
 	}
-	builtOnce.Do(func() {
-		built, builtErr = release.Image(context.Background(), release.ImageOptions{ModuleDir: testenv.RepoRoot(), Version: testVersion})
+	sharedOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "regcred-image-test-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		suite.OnStop(func() { _ = os.RemoveAll(dir) })
+		sharedDir = filepath.Join(dir, "layout")
 	})
-	if builtErr != nil {
-		t.Fatal(builtErr)
+	if _, err := os.Stat(sharedDir); err != nil {
+		buildLayout(t, sharedDir, "linux/amd64", "linux/arm64")
 	}
-	return built
+	p, err := layout.FromPath(sharedDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := p.ImageIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := root.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := root.ImageIndex(m.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return idx
 }
 
+// TestImageIsReproducible builds this machine's platform again, from a
+// fresh binary in another directory, and finds the image the shared build
+// made for it.
 func TestImageIsReproducible(t *testing.T) {
 	first := sharedImage(t)
-	second := buildImage(t)
-	d1, err := first.Digest()
+	p := release.Platform{OS: "linux", Arch: goruntime.GOARCH}
+	again := buildLayout(t, filepath.Join(t.TempDir(), "layout"), p.String())
+	want, err := again.IndexManifest()
 	if err != nil {
 		t.Fatal(err)
 	}
-	d2, err := second.Digest()
+	got, err := first.IndexManifest()
 	if err != nil {
 		t.Fatal(err)
 	}
+	found := false
+	for _, d := range got.Manifests {
+		if d.Platform.Architecture == p.Arch {
+			found = true
+			if d.Digest != want.Manifests[0].Digest {
+				t.Errorf("two builds of one commit for %s differ: %s and %s", p, d.Digest, want.Manifests[0].Digest)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("the image has no %s", p)
+	}
+	// The index over the same images is the same too.
+	img, err := again.Image(want.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var imgs []v1.Image
+	for _, d := range got.Manifests {
+		if d.Platform.Architecture == p.Arch {
+			imgs = append(imgs, img)
+			continue
+		}
+		other, err := first.Image(d.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		imgs = append(imgs, other)
+	}
+	idx, err := imagebuild.Index(release.ImageLabels(testVersion), imgs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d1, _ := first.Digest()
+	d2, _ := idx.Digest()
 	if d1 != d2 {
-		t.Fatalf("two builds of one commit differ: %s and %s", d1, d2)
+		t.Errorf("index digests %s and %s over the same images", d1, d2)
 	}
 }
 
@@ -195,64 +274,18 @@ func imageFiles(t *testing.T, img v1.Image) map[string]imageFile {
 	return files
 }
 
-func TestImageLayoutAndPush(t *testing.T) {
+// TestLayoutRefusesAnotherBuild: a layout directory holds one build.
+// (Pushing with a docker config's credentials is test/install's first
+// step; writing the layout is every image test's.)
+func TestLayoutRefusesAnotherBuild(t *testing.T) {
 	idx := sharedImage(t)
-	want, err := idx.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	if err := release.WriteLayout(dir, idx, "v1.2.3"); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "index.json"), []byte("{}"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := release.WriteLayout(dir, idx, "v1.2.3"); err == nil || !strings.Contains(err.Error(), "not empty") {
-		t.Errorf("a second layout into the same directory: %v", err)
-	}
-	p, err := layout.FromPath(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := p.ImageIndex()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rm, err := root.IndexManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rm.Manifests) != 1 || rm.Manifests[0].Digest != want || rm.Manifests[0].Annotations[release.RefNameAnnotation] != "v1.2.3" {
-		t.Fatalf("layout index.json: %+v, want one entry %s named v1.2.3", rm.Manifests, want)
-	}
-
-	// Push with credentials from a docker config, as `make image
-	// REGISTRY=...` does.
-	reg := suite.Registry(t, testenv.Token)
-	cfg := &dockercfg.Config{Auths: map[string]dockercfg.Entry{reg.Host: {Username: reg.User.Name, Password: reg.User.Password}}}
-	kr := &keyring.Keyring{}
-	kr.Add("test", cfg)
-	ref := reg.Ref("platform/regcred:v1.2.3")
-	pool, err := registry.CAPool([]string{reg.CAFile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if _, err := registry.PushIndex(ctx, idx, ref, registry.WithRootCAs(pool)); err == nil {
-		t.Error("an anonymous push to an authenticated registry succeeded")
-	}
-	got, err := registry.PushIndex(ctx, idx, ref, registry.WithRootCAs(pool), registry.WithKeychain(&registry.Keychain{Keyrings: []*keyring.Keyring{kr}}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := name.ParseReference(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	desc, err := remote.Head(r, reg.RemoteOptions(ctx, reg.Auth())...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != want || desc.Digest != want {
-		t.Errorf("pushed %s, registry has %s, built %s", got, desc.Digest, want)
+	err := release.WriteLayout(dir, idx, "v1.2.3")
+	if err == nil || !strings.Contains(err.Error(), "not empty") {
+		t.Errorf("a layout into a used directory: %v", err)
 	}
 }
 

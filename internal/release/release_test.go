@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bufio"
 	"compress/gzip"
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,44 +46,36 @@ func TestParsePlatform(t *testing.T) {
 	}
 }
 
-// TestReleaseArtifacts builds a release of the CLI for the image's
-// platforms (their builds are cached by the image tests), packages the
-// chart with the pinned Helm, and checks that the krew manifest and
-// checksums describe the files.
+// TestReleaseArtifacts runs `make release`'s tool for the image's
+// platforms (their builds are cached by the image tests) and checks what
+// it wrote: archives with the binary, the chart package with the
+// release's version, the image layout, checksums and the krew manifest.
 func TestReleaseArtifacts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds regcred")
 	}
 	helm := testenv.Tool(t, "helm3")
-	ctx := context.Background()
-	out := t.TempDir()
-	platforms := release.ImagePlatforms
-	archives, err := release.BuildArchives(ctx, testenv.RepoRoot(), testVersion, platforms, out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chart, err := release.PackageChart(ctx, helm, filepath.Join(testenv.RepoRoot(), "charts", "regcred"), testVersion, out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if chart != "regcred-1.2.3-4-gabcdef0.tgz" {
-		t.Errorf("chart package %s", chart)
-	}
+	out := filepath.Join(t.TempDir(), "dist")
+	args := append([]string{"all", "--out", out, "--helm", helm, "--platforms", "linux/amd64,linux/arm64",
+		"--base-url", "https://example.com/dl/{version}"}, versionArgs(testVersion)...)
+	testenv.RunReleaseTool(t, args...)
+
+	chart := "regcred-1.2.3-4-gabcdef0.tgz"
 	shown, err := exec.Command(helm, "show", "chart", filepath.Join(out, chart)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("helm show chart: %v: %s", err, shown)
 	}
-	if !strings.Contains(string(shown), "appVersion: v1.2.3-4-gabcdef0") {
-		t.Errorf("packaged chart's appVersion is not the release's:\n%s", shown)
+	if !strings.Contains(string(shown), "appVersion: v1.2.3-4-gabcdef0") || !strings.Contains(string(shown), "version: 1.2.3-4-gabcdef0") {
+		t.Errorf("packaged chart's version is not the release's:\n%s", shown)
 	}
-	if err := release.WriteChecksums(out); err != nil {
-		t.Fatal(err)
+	if _, err := os.Stat(filepath.Join(out, "image", "index.json")); err != nil {
+		t.Errorf("no image layout: %v", err)
 	}
 	sums := readChecksums(t, filepath.Join(out, "checksums.txt"))
-	if len(sums) != 3 {
-		t.Errorf("checksums.txt lists %d files, want 2 archives and the chart: %v", len(sums), sums)
+	if len(sums) != 3 || sums[chart] == "" {
+		t.Errorf("checksums.txt lists %v, want 2 archives and the chart", sums)
 	}
-	krew, err := release.KrewManifest(testVersion, archives, "https://example.com/dl/v1.2.3-4-gabcdef0")
+	krew, err := os.ReadFile(filepath.Join(out, "krew", "regcred.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,12 +94,11 @@ func TestReleaseArtifacts(t *testing.T) {
 		if sums[file] == "" || sums[file] != p.Sha256 {
 			t.Errorf("krew says %s has sha256 %s, checksums.txt %q", file, p.Sha256, sums[file])
 		}
-		wantBin := "regcred"
-		if p.Bin != wantBin {
-			t.Errorf("%s: bin %q, want %q", file, p.Bin, wantBin)
+		if p.Bin != "regcred" {
+			t.Errorf("%s: bin %q", file, p.Bin)
 		}
-		if got := archiveEntries(t, filepath.Join(out, file)); len(got) != 1 || got[0] != wantBin {
-			t.Errorf("%s holds %v, want [%s]", file, got, wantBin)
+		if got := archiveEntries(t, filepath.Join(out, file)); len(got) != 1 || got[0] != "regcred" {
+			t.Errorf("%s holds %v, want [regcred]", file, got)
 		}
 	}
 }

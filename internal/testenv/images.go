@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -111,4 +112,19 @@ func (r *Registry) PushTestImage(ctx context.Context, repoAndTag string) (v1.Has
 		return v1.Hash{}, fmt.Errorf("push %s: %w", ref, err)
 	}
 	return idx.Digest()
+}
+
+// RunReleaseTool runs hack/release (what `make image` and `make release`
+// run) in the source tree, with `go run`: a process of its own, without
+// the race detector, which would make its compression of tens of
+// megabytes take minutes.
+func RunReleaseTool(t testing.TB, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(goruntime.GOROOT(), "bin", "go"), append([]string{"run", "./hack/release"}, args...)...)
+	cmd.Dir = RepoRoot()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("release %v: %v\n%s", args, err, out)
+	}
+	return string(out)
 }

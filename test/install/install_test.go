@@ -14,13 +14,13 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -34,8 +34,6 @@ import (
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/dockercfg"
-	"regcred.dev/regcred/internal/registry"
-	"regcred.dev/regcred/internal/release"
 	"regcred.dev/regcred/internal/testenv"
 )
 
@@ -61,7 +59,6 @@ type installEnv struct {
 	reg     *testenv.Registry
 	helm    string
 	repo    string
-	pushed  map[string]string // tag -> digest
 	pullSet []string
 }
 
@@ -74,13 +71,13 @@ func TestInstallUpgradeFailoverUninstall(t *testing.T) {
 	// Install: both replicas Running and Ready, one leader.
 	start := time.Now()
 	out := e.helmRun("install", relName, chartDir(), "--namespace", ns, "--wait", "--timeout", "5m",
-		"--set", "image.tag=v1", "--set", "webhook.failurePolicy=Fail")
+		"--set", "image.tag=v0.1.0", "--set", "webhook.failurePolicy=Fail")
 	t.Logf("measured: helm install to both replicas Ready in %.1fs", time.Since(start).Seconds())
 	// The notes tell the next step.
 	if !strings.Contains(out, "kind: ClusterRegistryCredential") || !strings.Contains(out, "kubectl get clusterregistrycredentials") {
 		t.Errorf("helm install's notes do not show the next step:\n%s", out)
 	}
-	pods := e.readyPods(t, "v1", 2)
+	pods := e.readyPods(t, "v0.1.0", 2)
 	leader := e.leader(t, pods)
 	t.Logf("leader %s", leader)
 	e.waitCABundle(t)
@@ -102,8 +99,8 @@ func TestInstallUpgradeFailoverUninstall(t *testing.T) {
 	probe := e.startAdmissionProbe(t, e.namespace(t, "rollout"))
 	start = time.Now()
 	e.helmRun("upgrade", relName, chartDir(), "--namespace", ns, "--wait", "--timeout", "5m",
-		"--set", "image.tag=v2", "--set", "webhook.failurePolicy=Fail")
-	newPods := e.readyPods(t, "v2", 2)
+		"--set", "image.tag=v0.2.0", "--set", "webhook.failurePolicy=Fail")
+	newPods := e.readyPods(t, "v0.2.0", 2)
 	e.waitOnlyPods(t, newPods)
 	admitted, failures := probe.stop()
 	t.Logf("measured: helm upgrade in %.1fs; %d Pods admitted during it, %d admission errors or missed injections", time.Since(start).Seconds(), admitted, len(failures))
@@ -180,33 +177,27 @@ func setUp(t *testing.T) *installEnv {
 		t.Fatal(err)
 	}
 	e := &installEnv{Cluster: cl, t: t, c: cl.Client, reg: reg, helm: testenv.Tool(t, "helm3"),
-		repo: reg.Ref("platform/regcred"), pushed: map[string]string{}}
+		repo: reg.Ref("platform/regcred")}
 	t.Cleanup(func() {
 		if t.Failed() {
 			e.dumpManagerLogs(t)
 		}
 	})
-	// Two images, as two releases would be: the version is linked in, so
-	// the digests differ.
-	pool, err := registry.CAPool([]string{reg.CAFile})
+	// Two releases' images, built and pushed as `make image REGISTRY=...`
+	// does, with a docker config's credentials.
+	dockerConfig := filepath.Join(t.TempDir(), "config.json")
+	b, err := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{reg.Host: {Username: reg.User.Name, Password: reg.User.Password}}}).MarshalDockerConfigJSON()
 	if err != nil {
 		t.Fatal(err)
 	}
-	kc := &registry.Keychain{Overrides: map[string]authn.Authenticator{reg.Host: reg.Auth()}}
-	for _, tag := range []string{"v1", "v2"} {
+	if err := os.WriteFile(dockerConfig, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i, tag := range []string{"v0.1.0", "v0.2.0"} {
 		start := time.Now()
-		idx, err := release.Image(bg, release.ImageOptions{ModuleDir: testenv.RepoRoot(),
-			Version:   release.Version{Version: "install-test-" + tag, Commit: strings.Repeat("0", 40), Time: time.Unix(1700000000, 0).UTC()},
-			Platforms: []release.Platform{{OS: "linux", Arch: goruntime.GOARCH}}, WorkDir: t.TempDir()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := registry.PushIndex(bg, idx, e.repo+":"+tag, registry.WithRootCAs(pool), registry.WithKeychain(kc))
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.pushed[tag] = d.String()
-		t.Logf("built and pushed %s:%s (%s) in %.1fs", e.repo, tag, d, time.Since(start).Seconds())
+		out := testenv.RunReleaseTool(t, "image", "--push", reg.Ref("platform/regcred"), "--docker-config", dockerConfig, "--ca-file", reg.CAFile,
+			"--platforms", "linux/"+goruntime.GOARCH, "--version", tag, "--commit", strings.Repeat(strconv.Itoa(i), 40), "--date", "1700000000")
+		t.Logf("built and pushed in %.1fs: %s", time.Since(start).Seconds(), strings.TrimSpace(out))
 	}
 	if _, err := reg.PushTestImage(bg, "apps/web:1"); err != nil {
 		t.Fatal(err)
