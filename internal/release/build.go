@@ -22,11 +22,11 @@ func (p Platform) String() string { return p.OS + "/" + p.Arch }
 
 // ParsePlatform reads "linux/amd64".
 func ParsePlatform(s string) (Platform, error) {
-	os, arch, ok := strings.Cut(s, "/")
-	if !ok || os == "" || arch == "" || strings.Contains(arch, "/") {
+	goos, arch, ok := strings.Cut(s, "/")
+	if !ok || goos == "" || arch == "" || strings.Contains(arch, "/") {
 		return Platform{}, fmt.Errorf("platform %q: want OS/ARCH, like linux/amd64", s)
 	}
-	return Platform{os, arch}, nil
+	return Platform{goos, arch}, nil
 }
 
 // ImagePlatforms are the platforms of regcred's image.
@@ -93,6 +93,46 @@ func BuildBinary(ctx context.Context, moduleDir string, p Platform, v Version, o
 		return fmt.Errorf("build regcred for %s: %v: %s", p, err, b)
 	}
 	return nil
+}
+
+// binaries builds regcred at most once per platform of one build, so a
+// release's image and archives share the linux binaries.
+type binaries struct {
+	moduleDir string
+	version   Version
+	work      string
+	built     map[Platform][]byte
+}
+
+// newBinaries builds into work, or into a temporary directory that done
+// removes.
+func newBinaries(moduleDir string, v Version, work string) (b *binaries, done func(), err error) {
+	done = func() {}
+	if work == "" {
+		if work, err = os.MkdirTemp("", "regcred-build-"); err != nil {
+			return nil, nil, err
+		}
+		dir := work
+		done = func() { _ = os.RemoveAll(dir) }
+	}
+	return &binaries{moduleDir: moduleDir, version: v, work: work, built: map[Platform][]byte{}}, done, nil
+}
+
+// get is the binary for p.
+func (b *binaries) get(ctx context.Context, p Platform) ([]byte, error) {
+	if data, ok := b.built[p]; ok {
+		return data, nil
+	}
+	bin := filepath.Join(b.work, p.OS+"-"+p.Arch, BinaryName(p))
+	if err := BuildBinary(ctx, b.moduleDir, p, b.version, bin); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		return nil, err
+	}
+	b.built[p] = data
+	return data, nil
 }
 
 // BinaryName is the CLI's file name on p.

@@ -38,7 +38,12 @@ func Build(ctx context.Context, o BuildOptions) (*Result, error) {
 	if len(cli) == 0 {
 		cli = CLIPlatforms
 	}
-	archives, err := BuildArchives(ctx, o.ModuleDir, o.Version, cli, o.Out)
+	bins, done, err := newBinaries(o.ModuleDir, o.Version, "")
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	archives, err := buildArchives(ctx, bins, cli, o.Out)
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +56,8 @@ func Build(ctx context.Context, o BuildOptions) (*Result, error) {
 		return nil, err
 	}
 	res.Files = append(res.Files, chart)
-	idx, err := Image(ctx, ImageOptions{ModuleDir: o.ModuleDir, Version: o.Version, Platforms: o.ImagePlatforms})
+	// The image takes the linux binaries the archives were made of.
+	idx, err := image(ctx, ImageOptions{ModuleDir: o.ModuleDir, Version: o.Version, Platforms: o.ImagePlatforms}, bins)
 	if err != nil {
 		return nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -38,6 +37,15 @@ type ImageOptions struct {
 // /tmp, and a layer with the static binary as the entrypoint. There is no
 // shell and no package manager.
 func Image(ctx context.Context, o ImageOptions) (v1.ImageIndex, error) {
+	bins, done, err := newBinaries(o.ModuleDir, o.Version, o.WorkDir)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	return image(ctx, o, bins)
+}
+
+func image(ctx context.Context, o ImageOptions, bins *binaries) (v1.ImageIndex, error) {
 	platforms := o.Platforms
 	if len(platforms) == 0 {
 		platforms = ImagePlatforms
@@ -50,13 +58,6 @@ func Image(ctx context.Context, o ImageOptions) (v1.ImageIndex, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CA bundle for the image: %w (install Debian's ca-certificates)", err)
 	}
-	work := o.WorkDir
-	if work == "" {
-		if work, err = os.MkdirTemp("", "regcred-image-"); err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(work)
-	}
 	base, err := imagebuild.Layer(baseFiles(ca), o.Version.Time)
 	if err != nil {
 		return nil, err
@@ -67,11 +68,7 @@ func Image(ctx context.Context, o ImageOptions) (v1.ImageIndex, error) {
 		if p.OS != "linux" {
 			return nil, fmt.Errorf("image platform %s: only linux", p)
 		}
-		bin := filepath.Join(work, p.OS+"-"+p.Arch, "regcred")
-		if err := BuildBinary(ctx, o.ModuleDir, p, o.Version, bin); err != nil {
-			return nil, err
-		}
-		data, err := os.ReadFile(bin)
+		data, err := bins.get(ctx, p)
 		if err != nil {
 			return nil, err
 		}

@@ -54,23 +54,23 @@ func ArchiveName(v Version, p Platform) string {
 // BuildArchives builds the CLI for each platform into out as a tar.gz
 // holding the binary (regcred or regcred.exe), stamped with v's time.
 func BuildArchives(ctx context.Context, moduleDir string, v Version, platforms []Platform, out string) ([]Archive, error) {
-	work, err := os.MkdirTemp("", "regcred-release-")
+	bins, done, err := newBinaries(moduleDir, v, "")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(work)
+	defer done()
+	return buildArchives(ctx, bins, platforms, out)
+}
+
+func buildArchives(ctx context.Context, bins *binaries, platforms []Platform, out string) ([]Archive, error) {
 	var archives []Archive
 	for _, p := range platforms {
-		bin := filepath.Join(work, p.OS+"-"+p.Arch, BinaryName(p))
-		if err := BuildBinary(ctx, moduleDir, p, v, bin); err != nil {
-			return nil, err
-		}
-		data, err := os.ReadFile(bin)
+		data, err := bins.get(ctx, p)
 		if err != nil {
 			return nil, err
 		}
-		a := Archive{Platform: p, Name: ArchiveName(v, p)}
-		if a.SHA256, err = writeArchive(filepath.Join(out, a.Name), BinaryName(p), data, v); err != nil {
+		a := Archive{Platform: p, Name: ArchiveName(bins.version, p)}
+		if a.SHA256, err = writeArchive(filepath.Join(out, a.Name), BinaryName(p), data, bins.version); err != nil {
 			return nil, err
 		}
 		archives = append(archives, a)
