@@ -80,14 +80,19 @@ func (f *versionFlags) add(fs *flag.FlagSet) {
 	fs.Int64Var(&f.date, "date", 0, "the commit time, Unix seconds: every timestamp of the image (with --version)")
 }
 
-func (f *versionFlags) resolve(ctx context.Context, dir string) (release.Version, error) {
+// source is the source tree the tool runs in and the version to stamp.
+func (f *versionFlags) source(ctx context.Context) (dir string, v release.Version, err error) {
+	if dir, err = moduleDir(); err != nil {
+		return "", v, err
+	}
 	if f.version == "" && f.commit == "" && f.date == 0 {
-		return release.GitVersion(ctx, dir)
+		v, err = release.GitVersion(ctx, dir)
+		return dir, v, err
 	}
 	if f.version == "" || f.commit == "" || f.date <= 0 {
-		return release.Version{}, errors.New("--version, --commit and --date go together")
+		return "", v, errors.New("--version, --commit and --date go together")
 	}
-	return release.Version{Version: f.version, Commit: f.commit, Time: time.Unix(f.date, 0).UTC()}, nil
+	return dir, release.Version{Version: f.version, Commit: f.commit, Time: time.Unix(f.date, 0).UTC()}, nil
 }
 
 func parsePlatforms(list string) ([]release.Platform, error) {
@@ -115,11 +120,7 @@ func imageCmd(ctx context.Context, args []string) error {
 	if *layoutDir == "" && *push == "" {
 		return errors.New("image: give --layout DIR, --push REPOSITORY or both")
 	}
-	dir, err := moduleDir()
-	if err != nil {
-		return err
-	}
-	v, err := vf.resolve(ctx, dir)
+	dir, v, err := vf.source(ctx)
 	if err != nil {
 		return err
 	}
@@ -198,11 +199,7 @@ func allCmd(ctx context.Context, args []string) error {
 	if *helm == "" {
 		return errors.New("all: --helm PATH is required")
 	}
-	dir, err := moduleDir()
-	if err != nil {
-		return err
-	}
-	v, err := vf.resolve(ctx, dir)
+	dir, v, err := vf.source(ctx)
 	if err != nil {
 		return err
 	}
