@@ -14,7 +14,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/testenv"
 )
 
@@ -55,8 +54,7 @@ func TestMirrorBetweenRegistries(t *testing.T) {
 	idxDigest, _ := idx.Digest()
 
 	dir := t.TempDir()
-	cfg, _ := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{src.Host: {Username: src.User.Name, Password: src.User.Password}}}).MarshalDockerConfigJSON()
-	config := writeFile(t, dir, "config.json", string(cfg))
+	config := writeFile(t, dir, "config.json", string(src.DockerConfigJSON(t)))
 	pw := writeFile(t, dir, "pw", dst.User.Password+"\n")
 	dest := dst.Host + "/mirror"
 	prefix := dest + "/" + strings.ReplaceAll(src.Host, ":", "-")

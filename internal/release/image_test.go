@@ -21,7 +21,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/imagebuild"
 	"regcred.dev/regcred/internal/release"
 	"regcred.dev/regcred/internal/testenv"
@@ -39,6 +38,13 @@ func buildLayout(t *testing.T, dir string, platforms ...string) v1.ImageIndex {
 	t.Helper()
 	args := append([]string{"image", "--layout", dir, "--platforms", strings.Join(platforms, ",")}, versionArgs(testVersion)...)
 	testenv.RunReleaseTool(t, args...)
+	return readLayout(t, dir)
+}
+
+// readLayout is the one image index of a layout the tool wrote, named by
+// the release's tag.
+func readLayout(t *testing.T, dir string) v1.ImageIndex {
+	t.Helper()
 	p, err := layout.FromPath(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -81,25 +87,9 @@ func sharedImage(t *testing.T) v1.ImageIndex {
 		sharedDir = filepath.Join(dir, "layout")
 	})
 	if _, err := os.Stat(sharedDir); err != nil {
-		buildLayout(t, sharedDir, "linux/amd64", "linux/arm64")
+		return buildLayout(t, sharedDir, "linux/amd64", "linux/arm64")
 	}
-	p, err := layout.FromPath(sharedDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := p.ImageIndex()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := root.IndexManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx, err := root.ImageIndex(m.Manifests[0].Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return idx
+	return readLayout(t, sharedDir)
 }
 
 // TestImageIsReproducible builds this machine's platform again, from a
@@ -304,11 +294,7 @@ func TestLayoutPushedWithSkopeo(t *testing.T) {
 	}
 	reg := suite.Registry(t, testenv.Basic)
 	authFile := filepath.Join(t.TempDir(), "auth.json")
-	b, err := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{reg.Host: {Username: reg.User.Name, Password: reg.User.Password}}}).MarshalDockerConfigJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(authFile, b, 0o600); err != nil {
+	if err := os.WriteFile(authFile, reg.DockerConfigJSON(t), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	dst := reg.Ref("platform/regcred:v1.2.3")

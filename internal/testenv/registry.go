@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
@@ -32,6 +33,7 @@ import (
 	_ "github.com/distribution/distribution/v3/registry/auth/token"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
 
+	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/pki"
 )
 
@@ -283,6 +285,17 @@ func (r *Registry) Auth() authn.Authenticator {
 // WrongPasswordAuth is the full-access user with a wrong password.
 func (r *Registry) WrongPasswordAuth() authn.Authenticator {
 	return &authn.Basic{Username: r.User.Name, Password: r.User.Password + "-wrong"}
+}
+
+// DockerConfigJSON is a .dockerconfigjson holding the full-access user's
+// credential for this registry.
+func (r *Registry) DockerConfigJSON(t testing.TB) []byte {
+	t.Helper()
+	b, err := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{r.Host: {Username: r.User.Name, Password: r.User.Password}}}).MarshalDockerConfigJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // Ref is the full reference of repoAndTag on this registry.

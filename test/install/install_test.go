@@ -33,7 +33,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"regcred.dev/regcred/api/v1alpha1"
-	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/testenv"
 )
 
@@ -186,11 +185,7 @@ func setUp(t *testing.T) *installEnv {
 	// Two releases' images, built and pushed as `make image REGISTRY=...`
 	// does, with a docker config's credentials.
 	dockerConfig := filepath.Join(t.TempDir(), "config.json")
-	b, err := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{reg.Host: {Username: reg.User.Name, Password: reg.User.Password}}}).MarshalDockerConfigJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dockerConfig, b, 0o600); err != nil {
+	if err := os.WriteFile(dockerConfig, reg.DockerConfigJSON(t), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for i, tag := range []string{"v0.1.0", "v0.2.0"} {
@@ -217,12 +212,8 @@ func setUp(t *testing.T) *installEnv {
 
 func (e *installEnv) pullSecret(t *testing.T, namespace, name string) {
 	t.Helper()
-	b, err := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{e.reg.Host: {Username: e.reg.User.Name, Password: e.reg.User.Password}}}).MarshalDockerConfigJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}, Type: corev1.SecretTypeDockerConfigJson,
-		Data: map[string][]byte{corev1.DockerConfigJsonKey: b}}
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: e.reg.DockerConfigJSON(t)}}
 	if err := e.c.Create(bg, s); err != nil {
 		t.Fatal(err)
 	}
