@@ -44,7 +44,7 @@ type CredentialSpec struct {
 }
 
 // CredentialSource says where a credential comes from.
-// +kubebuilder:validation:XValidation:rule="(has(self.secretRef) ? 1 : 0) == 1",message="exactly one source must be set (secretRef)"
+// +kubebuilder:validation:XValidation:rule="(has(self.secretRef) ? 1 : 0) + (has(self.ecr) ? 1 : 0) + (has(self.gcp) ? 1 : 0) + (has(self.acr) ? 1 : 0) + (has(self.credentialProvider) ? 1 : 0) == 1",message="exactly one source must be set: secretRef, ecr, gcp, acr or credentialProvider"
 type CredentialSource struct {
 	// SecretRef names a Secret of type kubernetes.io/dockerconfigjson,
 	// kubernetes.io/dockercfg or kubernetes.io/basic-auth. For a
@@ -53,6 +53,177 @@ type CredentialSource struct {
 	// rotates every copy.
 	// +optional
 	SecretRef *SecretReference `json:"secretRef,omitempty"`
+
+	// ECR gets an Amazon ECR (or ECR Public) authorization token. Tokens
+	// last 12 hours and are refreshed well before they expire.
+	// +optional
+	ECR *ECRSource `json:"ecr,omitempty"`
+
+	// GCP gets a Google OAuth2 access token for Artifact Registry and GCR
+	// hosts (user name oauth2accesstoken).
+	// +optional
+	GCP *GCPSource `json:"gcp,omitempty"`
+
+	// ACR exchanges a Microsoft Entra ID token for an Azure Container
+	// Registry refresh token (user name 00000000-0000-0000-0000-000000000000).
+	// +optional
+	ACR *ACRSource `json:"acr,omitempty"`
+
+	// CredentialProvider runs a kubelet image credential provider plugin
+	// (the CredentialProviderRequest/Response exec API, v1) found in the
+	// manager's file system, so the plugins nodes already use serve regcred
+	// too.
+	// +optional
+	CredentialProvider *CredentialProviderSource `json:"credentialProvider,omitempty"`
+}
+
+// ECRSource configures Amazon ECR tokens.
+// +kubebuilder:validation:XValidation:rule="self.public == true || (has(self.region) && self.region != '')",message="region is required for private ECR"
+// +kubebuilder:validation:XValidation:rule="!(self.public == true && has(self.registryIds))",message="registryIds are for private ECR only"
+type ECRSource struct {
+	// Region of the registries, like eu-west-1. ECR Public always uses
+	// us-east-1.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^[a-z]{2}(-[a-z]+)+-[0-9]+$`
+	Region string `json:"region,omitempty"`
+	// RegistryIDs are AWS account IDs of the registries. A token is per
+	// region and serves every registry the identity may read, so this is
+	// only needed for old-style per-registry requests.
+	// +optional
+	// +kubebuilder:validation:MaxItems=10
+	// +kubebuilder:validation:items:Pattern=`^[0-9]{12}$`
+	// +listType=set
+	RegistryIDs []string `json:"registryIds,omitempty"`
+	// Public gets a token for ECR Public (public.ecr.aws) instead.
+	// +optional
+	Public bool `json:"public,omitempty"`
+	// Endpoint overrides the ECR API endpoint (a VPC endpoint, say):
+	// https://host[:port].
+	// +optional
+	// +kubebuilder:validation:Pattern=`^https://[^/?#]+/?$`
+	Endpoint string `json:"endpoint,omitempty"`
+	// Identity is who asks for the token. Default: the manager's own.
+	// +optional
+	Identity CloudIdentity `json:"identity,omitempty"`
+}
+
+// GCPSource configures Google access tokens.
+type GCPSource struct {
+	// Identity is who asks for the token. Default: the manager's own
+	// (Application Default Credentials: GKE Workload Identity or the
+	// metadata server). A Secret holds a service account JSON key under
+	// "key.json". A web identity needs spec.identity.webIdentity.audience
+	// set to the workload identity pool provider
+	// (//iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER).
+	// +optional
+	Identity CloudIdentity `json:"identity,omitempty"`
+	// TokenURL overrides Google's STS token endpoint for web identities
+	// (https://sts.googleapis.com/v1/token).
+	// +optional
+	// +kubebuilder:validation:Pattern=`^https://[^?#]+$`
+	TokenURL string `json:"tokenURL,omitempty"`
+}
+
+// ACRSource configures Azure Container Registry tokens.
+type ACRSource struct {
+	// Registry is the login server, like example.azurecr.io.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-zA-Z0-9.-]+(:[0-9]{1,5})?$`
+	Registry string `json:"registry"`
+	// TenantID is the Microsoft Entra tenant of the identity.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	TenantID string `json:"tenantID,omitempty"`
+	// ClientID of the application or managed identity.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	ClientID string `json:"clientID,omitempty"`
+	// AuthorityHost overrides the Entra ID authority
+	// (https://login.microsoftonline.com/), for sovereign clouds.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^https://[^?#]+$`
+	AuthorityHost string `json:"authorityHost,omitempty"`
+	// Identity is who asks for the token. Default: the manager's own
+	// (Azure workload identity or managed identity). A Secret holds an
+	// application's client secret under "clientSecret".
+	// +optional
+	Identity CloudIdentity `json:"identity,omitempty"`
+}
+
+// CloudIdentity says whose cloud identity gets a token. With neither
+// field set it is the manager's own ambient identity, found the way the
+// cloud's SDK finds it.
+// +kubebuilder:validation:XValidation:rule="!(has(self.secretRef) && has(self.webIdentity))",message="set secretRef or webIdentity, not both"
+type CloudIdentity struct {
+	// SecretRef names a Secret with long-lived keys, in regcred's
+	// namespace for a ClusterRegistryCredential, else in the credential's.
+	// Keys: AWS aws_access_key_id, aws_secret_access_key and optionally
+	// aws_session_token; Google key.json; Azure clientSecret.
+	// +optional
+	SecretRef *SecretReference `json:"secretRef,omitempty"`
+	// WebIdentity mints a token for a ServiceAccount with the TokenRequest
+	// API and exchanges it by web-identity federation, so tenants never
+	// share the manager's cloud identity.
+	// +optional
+	WebIdentity *WebIdentity `json:"webIdentity,omitempty"`
+}
+
+// WebIdentity is a ServiceAccount token exchanged for a cloud identity.
+type WebIdentity struct {
+	// ServiceAccountName is the ServiceAccount whose token is minted: in
+	// regcred's namespace for a ClusterRegistryCredential, else in the
+	// credential's.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	ServiceAccountName string `json:"serviceAccountName"`
+	// Audience of the ServiceAccount token: sts.amazonaws.com for AWS,
+	// the workload identity provider for Google,
+	// api://AzureADTokenExchange for Azure.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	Audience string `json:"audience"`
+	// RoleARN is the AWS role to assume (AWS only).
+	// +optional
+	// +kubebuilder:validation:Pattern=`^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$`
+	RoleARN string `json:"roleARN,omitempty"`
+	// ServiceAccountEmail is a Google service account to impersonate after
+	// the exchange (Google only; optional).
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	ServiceAccountEmail string `json:"serviceAccountEmail,omitempty"`
+}
+
+// CredentialProviderSource runs a kubelet credential provider plugin.
+type CredentialProviderSource struct {
+	// Command is the plugin's absolute path in the manager's container.
+	// +kubebuilder:validation:MinLength=2
+	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:Pattern=`^/`
+	Command string `json:"command"`
+	// Args are passed to the plugin.
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	Args []string `json:"args,omitempty"`
+	// Env is added to the manager's environment for the plugin.
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	Env []EnvVar `json:"env,omitempty"`
+	// DefaultCacheDuration is how long a response is used when the plugin
+	// gives no cacheDuration. Default: 10m.
+	// +optional
+	DefaultCacheDuration *metav1.Duration `json:"defaultCacheDuration,omitempty"`
+	// Timeout stops a plugin that hangs. Default: 30s.
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+}
+
+// EnvVar is an environment variable for a plugin.
+type EnvVar struct {
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	Name  string `json:"name"`
+	Value string `json:"value"`
 }
 
 // SecretReference names a Secret in a namespace implied by context.
@@ -125,6 +296,23 @@ type CredentialStatus struct {
 	// were rendered from.
 	// +optional
 	SourceVersion string `json:"sourceVersion,omitempty"`
+	// Token describes the short-lived token of a cloud or plugin source.
+	// +optional
+	Token *TokenStatus `json:"token,omitempty"`
+}
+
+// TokenStatus is when a short-lived token was got and when it stops
+// working. Never the token itself.
+type TokenStatus struct {
+	// ExpiresAt is when the token in the Secrets stops working.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+	// RefreshedAt is when it was got.
+	// +optional
+	RefreshedAt *metav1.Time `json:"refreshedAt,omitempty"`
+	// NextRefreshAt is when the next one will be asked for.
+	// +optional
+	NextRefreshAt *metav1.Time `json:"nextRefreshAt,omitempty"`
 }
 
 // NamespaceCounts counts namespaces.
@@ -171,6 +359,16 @@ const (
 	ReasonNoNamespaces = "NoNamespaces"
 	// ReasonDeleting: the copies are being removed.
 	ReasonDeleting = "Deleting"
+
+	// ReasonTokenRequestFailed: the cloud or plugin did not give a token.
+	ReasonTokenRequestFailed = "TokenRequestFailed"
+	// ReasonIdentityNotFound: the identity (keys Secret, ServiceAccount,
+	// ambient credentials) does not exist.
+	ReasonIdentityNotFound = "IdentityNotFound"
+	// ReasonAccessDenied: the cloud refused the identity.
+	ReasonAccessDenied = "AccessDenied"
+	// ReasonThrottled: the cloud throttled token requests.
+	ReasonThrottled = "Throttled"
 )
 
 // ClusterRegistryCredentialSpec adds namespace selection to CredentialSpec.
@@ -202,6 +400,7 @@ type ClusterRegistryCredentialSpec struct {
 // +kubebuilder:printcolumn:name="Synced",type=string,JSONPath=`.status.namespaces.summary`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`,priority=1
+// +kubebuilder:printcolumn:name="Token Expires",type=string,JSONPath=`.status.token.expiresAt`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ClusterRegistryCredential struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -230,6 +429,7 @@ type ClusterRegistryCredentialList struct {
 // +kubebuilder:printcolumn:name="Synced",type=string,JSONPath=`.status.namespaces.summary`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`,priority=1
+// +kubebuilder:printcolumn:name="Token Expires",type=string,JSONPath=`.status.token.expiresAt`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type RegistryCredential struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -1,0 +1,213 @@
+package cloud
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
+	"github.com/aws/aws-sdk-go-v2/service/ecr"
+	"github.com/aws/aws-sdk-go-v2/service/ecrpublic"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/aws/smithy-go"
+)
+
+// ECR public tokens are issued in one region only.
+const ecrPublicRegion = "us-east-1"
+
+// Keys of an AWS keys Secret, named as in ~/.aws/credentials.
+const (
+	AWSAccessKeyID     = "aws_access_key_id"
+	AWSSecretAccessKey = "aws_secret_access_key"
+	AWSSessionToken    = "aws_session_token"
+)
+
+// ECR gets Amazon ECR authorization tokens.
+type ECR struct {
+	Region      string
+	RegistryIDs []string
+	Public      bool
+	// Endpoint overrides the ECR API endpoint.
+	Endpoint string
+	Identity Identity
+	Env      Env
+}
+
+var _ Fetcher = (*ECR)(nil)
+
+// Key implements Fetcher: a token is per region (and endpoint) and
+// identity.
+func (f *ECR) Key() string {
+	return fmt.Sprintf("ecr|%s|public=%t|%s|%s|%s", f.region(), f.Public, f.Endpoint, sortedJoin(f.RegistryIDs), f.Identity.id())
+}
+
+// Kind implements Fetcher.
+func (f *ECR) Kind() string { return KindECR }
+
+func (f *ECR) region() string {
+	if f.Public {
+		return ecrPublicRegion
+	}
+	return f.Region
+}
+
+// Fetch implements Fetcher.
+func (f *ECR) Fetch(ctx context.Context) (*Token, error) {
+	cfg, err := f.awsConfig(ctx)
+	if err != nil {
+		return nil, err
+	}
+	received := f.Env.now()
+	var (
+		encoded string
+		expires *time.Time
+	)
+	if f.Public {
+		out, err := ecrpublic.NewFromConfig(cfg, func(o *ecrpublic.Options) {
+			if f.Endpoint != "" {
+				o.BaseEndpoint = aws.String(f.Endpoint)
+			}
+		}).GetAuthorizationToken(ctx, &ecrpublic.GetAuthorizationTokenInput{})
+		if err != nil {
+			return nil, classifyAWS(err, "ECR Public GetAuthorizationToken", f.Identity)
+		}
+		if out.AuthorizationData == nil {
+			return nil, errorf(TokenRequestFailed, "ECR Public returned no authorization data")
+		}
+		encoded, expires = aws.ToString(out.AuthorizationData.AuthorizationToken), out.AuthorizationData.ExpiresAt
+	} else {
+		in := &ecr.GetAuthorizationTokenInput{}
+		if len(f.RegistryIDs) > 0 {
+			in.RegistryIds = f.RegistryIDs
+		}
+		out, err := ecr.NewFromConfig(cfg, func(o *ecr.Options) {
+			if f.Endpoint != "" {
+				o.BaseEndpoint = aws.String(f.Endpoint)
+			}
+		}).GetAuthorizationToken(ctx, in)
+		if err != nil {
+			return nil, classifyAWS(err, "ECR GetAuthorizationToken", f.Identity)
+		}
+		if len(out.AuthorizationData) == 0 {
+			return nil, errorf(TokenRequestFailed, "ECR returned no authorization data")
+		}
+		// Every entry carries the same token: it is per identity and
+		// region, whichever registries were named.
+		d := out.AuthorizationData[0]
+		encoded, expires = aws.ToString(d.AuthorizationToken), d.ExpiresAt
+	}
+	user, pass, err := decodeBasicToken(encoded)
+	if err != nil {
+		return nil, err
+	}
+	if expires == nil {
+		return nil, errorf(TokenRequestFailed, "ECR returned a token without an expiry")
+	}
+	return &Token{Auth: Auth{Username: user, Password: pass}, ReceivedAt: received, ExpiresAt: *expires}, nil
+}
+
+func (f *ECR) awsConfig(ctx context.Context) (aws.Config, error) {
+	opts := []func(*config.LoadOptions) error{
+		config.WithRegion(f.region()),
+		config.WithHTTPClient(awsHTTPClient(f.Env)),
+	}
+	id := f.Identity
+	if id.Keys != nil {
+		data, err := id.keys(ctx, AWSAccessKeyID, AWSSecretAccessKey)
+		if err != nil {
+			return aws.Config{}, err
+		}
+		opts = append(opts, config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(
+			strings.TrimSpace(string(data[AWSAccessKeyID])), strings.TrimSpace(string(data[AWSSecretAccessKey])), strings.TrimSpace(string(data[AWSSessionToken])))))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return aws.Config{}, errorf(Invalid, "AWS configuration: %v", err)
+	}
+	if w := id.WebIdentity; w != nil {
+		if w.RoleARN == "" {
+			return aws.Config{}, errorf(Invalid, "an AWS web identity needs roleARN")
+		}
+		retriever := identityTokenFunc(func() ([]byte, error) {
+			tok, err := id.subjectToken(ctx)
+			return []byte(tok), err
+		})
+		cfg.Credentials = aws.NewCredentialsCache(stscreds.NewWebIdentityRoleProvider(sts.NewFromConfig(cfg), w.RoleARN, retriever,
+			func(o *stscreds.WebIdentityRoleOptions) { o.RoleSessionName = "regcred" }))
+	}
+	return cfg, nil
+}
+
+type identityTokenFunc func() ([]byte, error)
+
+func (f identityTokenFunc) GetIdentityToken() ([]byte, error) { return f() }
+
+func awsHTTPClient(env Env) aws.HTTPClient {
+	if env.HTTPClient != nil {
+		return env.HTTPClient
+	}
+	return awshttp.NewBuildableClient()
+}
+
+// decodeBasicToken splits a base64 "user:password" token.
+func decodeBasicToken(encoded string) (string, string, error) {
+	raw, err := base64.StdEncoding.DecodeString(encoded)
+	if err != nil {
+		return "", "", errorf(TokenRequestFailed, "the authorization token is not base64")
+	}
+	user, pass, ok := strings.Cut(string(raw), ":")
+	if !ok || user == "" || pass == "" {
+		return "", "", errorf(TokenRequestFailed, "the authorization token is not user:password")
+	}
+	return user, pass, nil
+}
+
+// classifyAWS turns an SDK error into a reason, keeping the service's
+// error code and message (which never carry the token or keys).
+func classifyAWS(err error, op string, id Identity) error {
+	var ce *Error
+	if errors.As(err, &ce) {
+		return ce
+	}
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) {
+		code := apiErr.ErrorCode()
+		msg := fmt.Sprintf("%s as %s: %s: %s", op, id.Describe(), code, apiErr.ErrorMessage())
+		switch code {
+		case "ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded":
+			return &Error{Reason: Throttled, Message: msg}
+		case "AccessDeniedException", "AccessDenied", "UnrecognizedClientException", "InvalidClientTokenId",
+			"SignatureDoesNotMatch", "InvalidSignatureException", "ExpiredToken", "ExpiredTokenException",
+			"InvalidIdentityToken", "IDPRejectedClaim", "IncompleteSignature", "MissingAuthenticationToken":
+			return &Error{Reason: AccessDenied, Message: msg}
+		}
+		return &Error{Reason: TokenRequestFailed, Message: msg}
+	}
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) && re.HTTPStatusCode() == http.StatusTooManyRequests {
+		return errorf(Throttled, "%s as %s: throttled (HTTP 429)", op, id.Describe())
+	}
+	if strings.Contains(err.Error(), "failed to retrieve credentials") || strings.Contains(err.Error(), "no EC2 IMDS role found") {
+		return errorf(IdentityNotFound, "%s: no AWS credentials found for %s: %v", op, id.Describe(), unwrapAll(err))
+	}
+	return errorf(TokenRequestFailed, "%s as %s: %v", op, id.Describe(), unwrapAll(err))
+}
+
+// unwrapAll shortens an SDK error chain to its innermost message.
+func unwrapAll(err error) error {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return err
+		}
+		err = next
+	}
+}

@@ -1,0 +1,151 @@
+package cloud
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"cloud.google.com/go/compute/metadata"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
+	"golang.org/x/oauth2/google/externalaccount"
+)
+
+// GCPKeyFile is the key of a Google service account key in its Secret.
+const GCPKeyFile = "key.json"
+
+// gcpScope lets the token read Artifact Registry and GCR.
+const gcpScope = "https://www.googleapis.com/auth/cloud-platform"
+
+// gcpSTSTokenURL is Google's security token service.
+const gcpSTSTokenURL = "https://sts.googleapis.com/v1/token"
+
+// GCP gets Google access tokens for Artifact Registry and GCR.
+type GCP struct {
+	Identity Identity
+	// TokenURL overrides the STS endpoint of a web identity.
+	TokenURL string
+	Env      Env
+}
+
+var _ Fetcher = (*GCP)(nil)
+
+// Key implements Fetcher: an access token serves every Google registry.
+func (f *GCP) Key() string { return "gcp|" + f.TokenURL + "|" + f.Identity.id() }
+
+// Kind implements Fetcher.
+func (f *GCP) Kind() string { return KindGCP }
+
+// Fetch implements Fetcher.
+func (f *GCP) Fetch(ctx context.Context) (*Token, error) {
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, f.Env.client())
+	ts, err := f.tokenSource(ctx)
+	if err != nil {
+		return nil, err
+	}
+	received := f.Env.now()
+	tok, err := ts.Token()
+	if err != nil {
+		return nil, classifyOAuth(err, "Google token request", f.Identity)
+	}
+	if tok.AccessToken == "" {
+		return nil, errorf(TokenRequestFailed, "Google returned no access token")
+	}
+	if tok.Expiry.IsZero() {
+		return nil, errorf(TokenRequestFailed, "Google returned a token without an expiry")
+	}
+	return &Token{Auth: Auth{Username: GCPUsername, Password: tok.AccessToken}, ReceivedAt: received, ExpiresAt: tok.Expiry}, nil
+}
+
+func (f *GCP) tokenSource(ctx context.Context) (oauth2.TokenSource, error) {
+	id := f.Identity
+	switch {
+	case id.WebIdentity != nil:
+		url := f.TokenURL
+		if url == "" {
+			url = gcpSTSTokenURL
+		}
+		ts, err := externalaccount.NewTokenSource(ctx, externalaccount.Config{
+			Audience:             id.WebIdentity.Audience,
+			SubjectTokenType:     "urn:ietf:params:oauth:token-type:jwt",
+			TokenURL:             url,
+			Scopes:               []string{gcpScope},
+			SubjectTokenSupplier: subjectSupplier{id},
+		})
+		if err != nil {
+			return nil, errorf(Invalid, "Google web identity: %v", err)
+		}
+		return ts, nil
+	case id.Keys != nil:
+		data, err := id.keys(ctx, GCPKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		creds, err := google.CredentialsFromJSONWithTypeAndParams(ctx, data[GCPKeyFile], google.ServiceAccount, google.CredentialsParams{Scopes: []string{gcpScope}})
+		if err != nil {
+			// The parser's message may quote the key: say only where.
+			return nil, errorf(Invalid, "Secret %s: %s is not a Google service account key", id.KeysID, GCPKeyFile)
+		}
+		return creds.TokenSource, nil
+	default:
+		creds, err := google.FindDefaultCredentials(ctx, gcpScope)
+		if err != nil {
+			return nil, errorf(IdentityNotFound, "no Google application default credentials: %v", err)
+		}
+		return creds.TokenSource, nil
+	}
+}
+
+type subjectSupplier struct{ id Identity }
+
+func (s subjectSupplier) SubjectToken(ctx context.Context, _ externalaccount.SupplierOptions) (string, error) {
+	return s.id.subjectToken(ctx)
+}
+
+// classifyOAuth turns an OAuth2 or metadata error into a reason. The
+// token endpoint's error code and description never carry a token.
+func classifyOAuth(err error, op string, id Identity) error {
+	var ce *Error
+	if errors.As(err, &ce) {
+		return ce
+	}
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		status := 0
+		if re.Response != nil {
+			status = re.Response.StatusCode
+		}
+		detail := strings.TrimSpace(re.ErrorCode + " " + re.ErrorDescription)
+		if detail == "" {
+			detail = http.StatusText(status)
+		}
+		msg := fmt.Sprintf("%s as %s: HTTP %d: %s", op, id.Describe(), status, detail)
+		switch {
+		case status == http.StatusTooManyRequests:
+			return &Error{Reason: Throttled, Message: msg}
+		case status == http.StatusUnauthorized || status == http.StatusForbidden,
+			re.ErrorCode == "invalid_grant", re.ErrorCode == "invalid_client", re.ErrorCode == "unauthorized_client", re.ErrorCode == "access_denied":
+			return &Error{Reason: AccessDenied, Message: msg}
+		}
+		return &Error{Reason: TokenRequestFailed, Message: msg}
+	}
+	var nd metadata.NotDefinedError
+	if errors.As(err, &nd) {
+		return errorf(IdentityNotFound, "%s: the metadata server has no service account (%v)", op, err)
+	}
+	var me *metadata.Error
+	if errors.As(err, &me) {
+		switch me.Code {
+		case http.StatusTooManyRequests:
+			return errorf(Throttled, "%s: metadata server: HTTP %d", op, me.Code)
+		case http.StatusNotFound:
+			return errorf(IdentityNotFound, "%s: the metadata server has no service account (HTTP 404)", op)
+		case http.StatusForbidden, http.StatusUnauthorized:
+			return errorf(AccessDenied, "%s: metadata server: HTTP %d", op, me.Code)
+		}
+		return errorf(TokenRequestFailed, "%s: metadata server: HTTP %d", op, me.Code)
+	}
+	return errorf(TokenRequestFailed, "%s as %s: %v", op, id.Describe(), err)
+}
