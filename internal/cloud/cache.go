@@ -82,6 +82,9 @@ type Lease struct {
 	*Token
 	// RefreshAt is when the next token will be asked for.
 	RefreshAt time.Time
+	// LastError is why the last refresh failed, while this token is still
+	// good; nil when it did not.
+	LastError *Error
 }
 
 // NewCache makes a cache; Close stops its timers.
@@ -145,7 +148,10 @@ func (c *Cache) Get(ctx context.Context, f Fetcher) (*Lease, error) {
 	e.fetcher = f
 	now := c.opts.Now()
 	if e.token != nil && now.Before(e.token.ExpiresAt) {
-		l := &Lease{Token: e.token, RefreshAt: e.refreshAt}
+		l := &Lease{Token: e.token, RefreshAt: e.refreshAt, LastError: e.err}
+		if e.err != nil {
+			l.RefreshAt = e.retryAt
+		}
 		c.mu.Unlock()
 		return l, nil
 	}
@@ -246,7 +252,7 @@ func (c *Cache) store(key string, tok *Token, err *Error) fetchResult {
 		r.err = err
 		if e.token != nil && now.Before(e.token.ExpiresAt) {
 			// The last good token keeps serving until it expires.
-			r = fetchResult{lease: &Lease{Token: e.token, RefreshAt: e.retryAt}, changed: r.changed}
+			r = fetchResult{lease: &Lease{Token: e.token, RefreshAt: e.retryAt, LastError: err}, changed: r.changed}
 		}
 	}
 	c.schedule(key, e, now)

@@ -118,6 +118,9 @@ func (f *ECR) awsConfig(ctx context.Context) (aws.Config, error) {
 	opts := []func(*config.LoadOptions) error{
 		config.WithRegion(f.region()),
 		config.WithHTTPClient(awsHTTPClient(f.Env)),
+		// The cache retries with its own backoff; SDK retries inside a
+		// request would multiply requests to a throttling cloud.
+		config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
 	}
 	id := f.Identity
 	if id.Keys != nil {
@@ -150,11 +153,21 @@ type identityTokenFunc func() ([]byte, error)
 
 func (f identityTokenFunc) GetIdentityToken() ([]byte, error) { return f() }
 
+// awsHTTPClient is the SDK's buildable client, so that AWS_CA_BUNDLE can
+// still add its roots, with the TLS settings and timeout of env's client.
 func awsHTTPClient(env Env) aws.HTTPClient {
-	if env.HTTPClient != nil {
-		return env.HTTPClient
+	c := awshttp.NewBuildableClient()
+	if env.HTTPClient == nil {
+		return c
 	}
-	return awshttp.NewBuildableClient()
+	if env.HTTPClient.Timeout > 0 {
+		c = c.WithTimeout(env.HTTPClient.Timeout)
+	}
+	if tr, ok := env.HTTPClient.Transport.(*http.Transport); ok && tr.TLSClientConfig != nil {
+		tls := tr.TLSClientConfig.Clone()
+		c = c.WithTransportOptions(func(t *http.Transport) { t.TLSClientConfig = tls })
+	}
+	return c
 }
 
 // decodeBasicToken splits a base64 "user:password" token.

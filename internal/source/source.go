@@ -31,6 +31,12 @@ type Result struct {
 	// ExpiresAt is when a short-lived token stops working; zero for
 	// credentials without an expiry.
 	ExpiresAt time.Time
+	// RefreshedAt is when the token was got, RefreshAt when the next one
+	// will be asked for.
+	RefreshedAt, RefreshAt time.Time
+	// RefreshErr is why the last refresh failed while the token served
+	// is still good; nil when it did not.
+	RefreshErr error
 }
 
 // Reason classifies a source failure for status conditions.

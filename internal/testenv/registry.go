@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
@@ -77,8 +78,11 @@ type Registry struct {
 	// User may pull and push everything.
 	User User
 
-	mu     sync.Mutex // guards users
+	mu     sync.Mutex // guards users and temporary
 	users  map[string]User
+	// temporary are short-lived passwords per user, with their expiry:
+	// the registry logins cloud token services hand out.
+	temporary map[string]map[string]time.Time
 	server *httptest.Server
 	app    *handlers.App
 	dir    string
@@ -87,7 +91,21 @@ type Registry struct {
 // RegistryOption configures StartRegistry.
 type RegistryOption func(*registryConfig)
 
-type registryConfig struct{ users []User }
+type registryConfig struct {
+	users    []User
+	handlers map[string]http.Handler
+}
+
+// WithHandler serves h at pattern on the registry's own host (a cloud's
+// token exchange endpoint, say), before the registry's API.
+func WithHandler(pattern string, h http.Handler) RegistryOption {
+	return func(c *registryConfig) {
+		if c.handlers == nil {
+			c.handlers = map[string]http.Handler{}
+		}
+		c.handlers[pattern] = h
+	}
+}
 
 // WithUser adds an account besides the default full-access one.
 func WithUser(u User) RegistryOption {
@@ -109,7 +127,7 @@ func StartRegistry(mode AuthMode, opts ...RegistryOption) (*Registry, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Registry{Mode: mode, dir: dir, users: map[string]User{}}
+	r := &Registry{Mode: mode, dir: dir, users: map[string]User{}, temporary: map[string]map[string]time.Time{}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -189,6 +207,9 @@ func StartRegistry(mode AuthMode, opts ...RegistryOption) (*Registry, error) {
 		return nil, fmt.Errorf("unknown auth mode %q", mode)
 	}
 
+	for pattern, h := range cfg.handlers {
+		mux.Handle(pattern, h)
+	}
 	r.app = handlers.NewApp(context.Background(), conf)
 	mux.Handle("/", r.app)
 	r.server = httptest.NewUnstartedServer(mux)
@@ -208,6 +229,45 @@ func (r *Registry) user(name string) (User, bool) {
 	defer r.mu.Unlock()
 	u, ok := r.users[name]
 	return u, ok
+}
+
+// AllowTemporary makes the token server accept password for user until
+// expires, besides the user's own password: what a cloud's token service
+// does for the tokens it issues. Token mode only; user need not exist (it
+// then may access every repository).
+func (r *Registry) AllowTemporary(user, password string, expires time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.temporary[user] == nil {
+		r.temporary[user] = map[string]time.Time{}
+	}
+	now := time.Now()
+	for p, exp := range r.temporary[user] {
+		if now.After(exp) {
+			delete(r.temporary[user], p)
+		}
+	}
+	r.temporary[user][password] = expires
+}
+
+// authenticate checks a login against the user's password and its
+// temporary ones; it returns the user and until when the login is good.
+func (r *Registry) authenticate(name, password string) (User, time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if u, ok := r.users[name]; ok && subtle.ConstantTimeCompare([]byte(u.Password), []byte(password)) == 1 {
+		return u, time.Time{}, true
+	}
+	for p, exp := range r.temporary[name] {
+		if subtle.ConstantTimeCompare([]byte(p), []byte(password)) == 1 && time.Now().Before(exp) {
+			u, ok := r.users[name]
+			if !ok {
+				u = User{Name: name}
+			}
+			return u, exp, true
+		}
+	}
+	return User{}, time.Time{}, false
 }
 
 // SetPassword changes a user's password: from then on the registry takes

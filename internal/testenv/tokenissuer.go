@@ -4,7 +4,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -88,10 +87,15 @@ func (ti *tokenIssuer) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 
 	subject := ""
+	lifetime := 5 * time.Minute
 	var grantable func(repo string) bool
 	if hasAuth {
-		u, ok := ti.reg.user(user)
-		if !ok || subtle.ConstantTimeCompare([]byte(u.Password), []byte(password)) != 1 {
+		u, until, ok := ti.reg.authenticate(user, password)
+		if ok && !until.IsZero() && time.Until(until) < lifetime {
+			// A registry token never outlives the login it was got with.
+			lifetime = time.Until(until)
+		}
+		if !ok {
 			w.Header().Set("WWW-Authenticate", `Basic realm="regcred-test"`)
 			writeJSON(w, http.StatusUnauthorized, map[string]any{"errors": []map[string]string{{"code": "UNAUTHORIZED", "message": "authentication required"}}})
 			return
@@ -125,7 +129,7 @@ func (ti *tokenIssuer) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		Issuer:     ti.issuer,
 		Subject:    subject,
 		Audience:   token.AudienceList{ti.service},
-		Expiration: now.Add(5 * time.Minute).Unix(),
+		Expiration: now.Add(lifetime).Unix(),
 		NotBefore:  now.Add(-time.Minute).Unix(),
 		IssuedAt:   now.Unix(),
 		JWTID:      randomString(8),
@@ -139,7 +143,7 @@ func (ti *tokenIssuer) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
 		"token":        raw,
 		"access_token": raw,
-		"expires_in":   300,
+		"expires_in":   int(lifetime.Seconds()),
 		"issued_at":    now.UTC().Format(time.RFC3339),
 	})
 }

@@ -1,0 +1,157 @@
+// Package cloudsrc resolves credentials whose source is a cloud token
+// (ecr, gcp, acr) or a kubelet credential provider plugin: it builds the
+// cloud package's fetchers from a credential's spec, reading key Secrets
+// and minting ServiceAccount tokens through the API server, and serves
+// tokens from a shared cloud.Cache.
+package cloudsrc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/cloud"
+	"regcred.dev/regcred/internal/source"
+)
+
+// serviceAccountTokenSeconds is the life of the ServiceAccount tokens
+// minted for web identities: they are used at once and thrown away.
+const serviceAccountTokenSeconds = 600
+
+// Builder makes fetchers for credentials.
+type Builder struct {
+	// Reader reads key Secrets (an uncached API reader).
+	Reader client.Reader
+	// Client mints ServiceAccount tokens (TokenRequest).
+	Client client.Client
+	Env    cloud.Env
+}
+
+// IsCloud reports whether a source is served by this package.
+func IsCloud(s *v1alpha1.CredentialSource) bool {
+	return s.ECR != nil || s.GCP != nil || s.ACR != nil || s.CredentialProvider != nil
+}
+
+// Fetcher builds the fetcher of a cloud source whose identity lives in
+// namespace. It does no I/O: keys and tokens are read when a token is
+// fetched, so Key() can index credentials.
+func (b *Builder) Fetcher(src *v1alpha1.CredentialSource, namespace string, registries []string) (cloud.Fetcher, error) {
+	switch {
+	case src.ECR != nil:
+		s := src.ECR
+		return &cloud.ECR{Region: s.Region, RegistryIDs: s.RegistryIDs, Public: s.Public, Endpoint: s.Endpoint,
+			Identity: b.identity(s.Identity, namespace), Env: b.Env}, nil
+	case src.GCP != nil:
+		s := src.GCP
+		return &cloud.GCP{TokenURL: s.TokenURL, Identity: b.identity(s.Identity, namespace), Env: b.Env}, nil
+	case src.ACR != nil:
+		s := src.ACR
+		return &cloud.ACR{Registry: s.Registry, TenantID: s.TenantID, ClientID: s.ClientID, AuthorityHost: s.AuthorityHost,
+			Identity: b.identity(s.Identity, namespace), Env: b.Env}, nil
+	case src.CredentialProvider != nil:
+		s := src.CredentialProvider
+		p := &cloud.Plugin{Command: s.Command, Args: s.Args, Registries: registries, Run: b.Env}
+		for _, e := range s.Env {
+			p.Env = append(p.Env, e.Name+"="+e.Value)
+		}
+		if s.DefaultCacheDuration != nil {
+			p.DefaultCacheDuration = s.DefaultCacheDuration.Duration
+		}
+		if s.Timeout != nil {
+			p.Timeout = s.Timeout.Duration
+		}
+		return p, nil
+	}
+	return nil, errors.New("not a cloud source")
+}
+
+func (b *Builder) identity(id v1alpha1.CloudIdentity, namespace string) cloud.Identity {
+	switch {
+	case id.WebIdentity != nil:
+		w := id.WebIdentity
+		sa := namespace + "/" + w.ServiceAccountName
+		return cloud.Identity{WebIdentity: &cloud.WebIdentity{ServiceAccount: sa, Audience: w.Audience, RoleARN: w.RoleARN,
+			Token: func(ctx context.Context) (string, error) { return b.mint(ctx, namespace, w.ServiceAccountName, w.Audience) }}}
+	case id.SecretRef != nil:
+		name := id.SecretRef.Name
+		return cloud.Identity{KeysID: namespace + "/" + name, Keys: func(ctx context.Context) (map[string][]byte, error) {
+			var s corev1.Secret
+			if err := b.Reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &s); err != nil {
+				if apierrors.IsNotFound(err) {
+					return nil, &cloud.Error{Reason: cloud.IdentityNotFound, Message: fmt.Sprintf("keys Secret %s/%s not found", namespace, name)}
+				}
+				return nil, &cloud.Error{Reason: cloud.TokenRequestFailed, Message: fmt.Sprintf("read keys Secret %s/%s: %v", namespace, name, err)}
+			}
+			return s.Data, nil
+		}}
+	}
+	return cloud.Identity{}
+}
+
+// mint asks the API server for a ServiceAccount token for audience.
+func (b *Builder) mint(ctx context.Context, namespace, name, audience string) (string, error) {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+		Audiences: []string{audience}, ExpirationSeconds: ptr.To[int64](serviceAccountTokenSeconds)}}
+	if err := b.Client.SubResource("token").Create(ctx, sa, tr); err != nil {
+		if apierrors.IsNotFound(err) {
+			return "", &cloud.Error{Reason: cloud.IdentityNotFound, Message: fmt.Sprintf("ServiceAccount %s/%s not found", namespace, name)}
+		}
+		if apierrors.IsForbidden(err) {
+			return "", &cloud.Error{Reason: cloud.AccessDenied, Message: fmt.Sprintf("regcred may not mint tokens for ServiceAccount %s/%s", namespace, name)}
+		}
+		return "", &cloud.Error{Reason: cloud.TokenRequestFailed, Message: fmt.Sprintf("mint a token for ServiceAccount %s/%s: %v", namespace, name, err)}
+	}
+	if tr.Status.Token == "" {
+		return "", &cloud.Error{Reason: cloud.TokenRequestFailed, Message: fmt.Sprintf("the API server minted no token for ServiceAccount %s/%s", namespace, name)}
+	}
+	return tr.Status.Token, nil
+}
+
+// Provider serves a cloud source's token from the cache.
+type Provider struct {
+	Cache   *cloud.Cache
+	Fetcher cloud.Fetcher
+}
+
+var _ source.Provider = (*Provider)(nil)
+
+// Resolve returns the token as a docker config keyed by the credential's
+// registries.
+func (p *Provider) Resolve(ctx context.Context, req source.Request) (*source.Result, error) {
+	lease, err := p.Cache.Get(ctx, p.Fetcher)
+	if err != nil {
+		return nil, SourceError(err)
+	}
+	return &source.Result{
+		Config:      lease.Config(req.Registries),
+		Version:     strconv.FormatInt(lease.ReceivedAt.UnixNano(), 10),
+		ExpiresAt:   lease.ExpiresAt,
+		RefreshedAt: lease.ReceivedAt,
+		RefreshAt:   lease.RefreshAt,
+		RefreshErr:  lease.LastError,
+	}, nil
+}
+
+// SourceError turns a token failure into a source failure with the
+// condition reason of its class.
+func SourceError(err error) *source.Error {
+	var ce *cloud.Error
+	if !errors.As(err, &ce) {
+		return &source.Error{Reason: source.Reason(v1alpha1.ReasonTokenRequestFailed), Message: err.Error()}
+	}
+	reason := source.Reason(ce.Reason)
+	if ce.Reason == cloud.Invalid {
+		reason = source.Invalid
+	}
+	return &source.Error{Reason: reason, Message: ce.Message}
+}
