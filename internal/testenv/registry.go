@@ -78,14 +78,14 @@ type Registry struct {
 	// User may pull and push everything.
 	User User
 
-	mu     sync.Mutex // guards users and temporary
-	users  map[string]User
+	mu    sync.Mutex // guards users and temporary
+	users map[string]User
 	// temporary are short-lived passwords per user, with their expiry:
 	// the registry logins cloud token services hand out.
 	temporary map[string]map[string]time.Time
-	server *httptest.Server
-	app    *handlers.App
-	dir    string
+	server    *httptest.Server
+	app       *handlers.App
+	dir       string
 }
 
 // RegistryOption configures StartRegistry.

@@ -80,7 +80,9 @@ func (b *Builder) identity(id v1alpha1.CloudIdentity, namespace string) cloud.Id
 		w := id.WebIdentity
 		sa := namespace + "/" + w.ServiceAccountName
 		return cloud.Identity{WebIdentity: &cloud.WebIdentity{ServiceAccount: sa, Audience: w.Audience, RoleARN: w.RoleARN,
-			Token: func(ctx context.Context) (string, error) { return b.mint(ctx, namespace, w.ServiceAccountName, w.Audience) }}}
+			Token: func(ctx context.Context) (string, error) {
+				return b.mint(ctx, namespace, w.ServiceAccountName, w.Audience)
+			}}}
 	case id.SecretRef != nil:
 		name := id.SecretRef.Name
 		return cloud.Identity{KeysID: namespace + "/" + name, Keys: func(ctx context.Context) (map[string][]byte, error) {
