@@ -68,8 +68,11 @@ type Cache struct {
 }
 
 type entry struct {
-	fetcher   Fetcher
-	token     *Token
+	fetcher Fetcher
+	token   *Token
+	// previous is the token the last refresh replaced: copies still
+	// holding it are current until it expires.
+	previous  *Token
 	refreshAt time.Time
 	err       *Error
 	failures  int
@@ -85,6 +88,8 @@ type Lease struct {
 	// LastError is why the last refresh failed, while this token is still
 	// good; nil when it did not.
 	LastError *Error
+	// Previous is the token this one replaced, while it is still good.
+	Previous *Token
 }
 
 // NewCache makes a cache; Close stops its timers.
@@ -149,6 +154,9 @@ func (c *Cache) Get(ctx context.Context, f Fetcher) (*Lease, error) {
 	now := c.opts.Now()
 	if e.token != nil && now.Before(e.token.ExpiresAt) {
 		l := &Lease{Token: e.token, RefreshAt: e.refreshAt, LastError: e.err}
+		if e.previous != nil && now.Before(e.previous.ExpiresAt) {
+			l.Previous = e.previous
+		}
 		if e.err != nil {
 			l.RefreshAt = e.retryAt
 		}
@@ -241,9 +249,12 @@ func (c *Cache) store(key string, tok *Token, err *Error) fetchResult {
 	now := c.opts.Now()
 	var r fetchResult
 	if err == nil {
+		if e.token != nil && now.Before(e.token.ExpiresAt) {
+			e.previous = e.token
+		}
 		e.token, e.err, e.failures, e.retryAt = tok, nil, 0, time.Time{}
 		e.refreshAt = c.refreshTime(tok)
-		r = fetchResult{lease: &Lease{Token: tok, RefreshAt: e.refreshAt}, changed: true}
+		r = fetchResult{lease: &Lease{Token: tok, RefreshAt: e.refreshAt, Previous: e.previous}, changed: true}
 	} else {
 		r.changed = e.err == nil || e.err.Reason != err.Reason || e.err.Message != err.Message
 		e.err = err

@@ -1,9 +1,9 @@
 package controller
 
 import (
-	"bytes"
 	"context"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -97,7 +97,7 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		if !desired[s.Namespace] {
 			continue
 		}
-		if src.Err != nil || bytes.Equal(s.Data[corev1.DockerConfigJsonKey], src.Data) {
+		if src.Err != nil || src.current(s.Data[corev1.DockerConfigJsonKey]) {
 			synced++
 		}
 	}
@@ -121,6 +121,12 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		cond.Status, cond.Reason = metav1.ConditionTrue, v1alpha1.ReasonSynced
 		cond.Message = fmt.Sprintf("Secret %s synced to %d namespaces", c.SecretName(), synced)
 	}
+	if src.Err == nil && src.Token != nil && src.Token.RefreshErr != nil {
+		// The last good token still serves: say so, and why the next one
+		// did not come.
+		cond.Message += fmt.Sprintf("; refreshing the token failed (%s): %s; the token in the Secrets expires at %s",
+			src.Token.RefreshErr.Reason, src.Token.RefreshErr.Message, src.Token.ExpiresAt.UTC().Format(time.RFC3339))
+	}
 
 	before := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ConditionReady)
 	if before == nil || before.Status != cond.Status || before.Reason != cond.Reason {
@@ -133,12 +139,22 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		}
 		log.Info("ready condition changed", logkeys.Status, cond.Status, logkeys.Reason, cond.Reason)
 	}
+	if src.Err == nil && src.Token != nil && src.Token.RefreshErr != nil && (before == nil || before.Message != cond.Message) {
+		r.recorder.Eventf(c.Object, nil, corev1.EventTypeWarning, string(src.Token.RefreshErr.Reason), "RefreshToken",
+			"refreshing the token failed: %s; the current token expires at %s", src.Token.RefreshErr.Message, src.Token.ExpiresAt.UTC().Format(time.RFC3339))
+	}
 
 	err = r.updateStatus(ctx, c, func(st *v1alpha1.CredentialStatus) {
 		st.ObservedGeneration = c.Object.GetGeneration()
 		meta.SetStatusCondition(&st.Conditions, cond)
 		st.SecretName = c.SecretName()
 		st.SourceVersion = src.Version
+		switch {
+		case src.Token != nil:
+			st.Token = &v1alpha1.TokenStatus{ExpiresAt: timeOf(src.Token.ExpiresAt), RefreshedAt: timeOf(src.Token.RefreshedAt), NextRefreshAt: timeOf(src.Token.RefreshAt)}
+		case src.Err == nil:
+			st.Token = nil
+		}
 		st.Namespaces = v1alpha1.NamespaceCounts{
 			Desired: int32(len(desired)), Synced: synced, Failed: int32(len(fails)),
 			Summary: fmt.Sprintf("%d/%d", synced, len(desired)),
@@ -157,10 +173,22 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		ready = 1
 	}
 	credentialReady.WithLabelValues(string(c.Kind), c.Namespace, c.Name).Set(ready)
+	if src.Token != nil {
+		credentialExpiry.WithLabelValues(string(c.Kind), c.Namespace, c.Name).Set(float64(src.Token.ExpiresAt.Unix()))
+	}
 	credentialNamespaces.WithLabelValues(string(c.Kind), c.Namespace, c.Name, "desired").Set(float64(len(desired)))
 	credentialNamespaces.WithLabelValues(string(c.Kind), c.Namespace, c.Name, "synced").Set(float64(synced))
 	credentialNamespaces.WithLabelValues(string(c.Kind), c.Namespace, c.Name, "failed").Set(float64(len(fails)))
 	return ctrl.Result{}, err
+}
+
+// timeOf is a status time, to the second as the API keeps it.
+func timeOf(t time.Time) *metav1.Time {
+	if t.IsZero() {
+		return nil
+	}
+	mt := metav1.NewTime(t.Truncate(time.Second))
+	return &mt
 }
 
 // copies are the managed Secrets rendered from the credential.

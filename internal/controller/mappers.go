@@ -98,6 +98,7 @@ func (w *wiring) credentialsSelecting(kind credential.Kind) handler.MapFunc {
 func (w *wiring) credentialsOfSourceSecret(kind credential.Kind) handler.TypedMapFunc[*metav1.PartialObjectMetadata, reconcile.Request] {
 	return func(ctx context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
 		w.renders.invalidateSecret(o.Namespace, o.Name)
+		w.forgetTokens(ctx, o)
 		bySource := client.MatchingFields{indexSourceSecret: o.Namespace + "/" + o.Name}
 		if kind == credential.KindCluster {
 			return w.credentials(ctx, kind, bySource)
@@ -113,6 +114,7 @@ func (w *wiring) credentialsOfSourceSecret(kind credential.Kind) handler.TypedMa
 // rather than after conflictRetry.
 func (w *wiring) namespacesOfSourceSecret(ctx context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
 	w.renders.invalidateSecret(o.Namespace, o.Name)
+	w.forgetTokens(ctx, o)
 	bySource := client.MatchingFields{indexSourceSecret: o.Namespace + "/" + o.Name}
 	if len(w.credentials(ctx, credential.KindCluster, bySource)) > 0 {
 		return w.allNamespaces(ctx, o)
@@ -121,4 +123,32 @@ func (w *wiring) namespacesOfSourceSecret(ctx context.Context, o *metav1.Partial
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.Namespace}}}
 	}
 	return nil
+}
+
+// forgetTokens drops the tokens got with the keys in a Secret that
+// changed (rotated, created after the credential, deleted), so the next
+// read asks with the keys as they are now.
+func (w *wiring) forgetTokens(ctx context.Context, o *metav1.PartialObjectMetadata) {
+	if w.renders.tokens == nil {
+		return
+	}
+	bySource := client.MatchingFields{indexSourceSecret: o.Namespace + "/" + o.Name}
+	var cluster v1alpha1.ClusterRegistryCredentialList
+	var namespaced v1alpha1.RegistryCredentialList
+	if err := w.client.List(ctx, &cluster, bySource); err != nil {
+		return
+	}
+	if err := w.client.List(ctx, &namespaced, client.InNamespace(o.Namespace), bySource); err != nil {
+		return
+	}
+	for i := range cluster.Items {
+		if k := w.renders.tokenKey(credential.FromCluster(&cluster.Items[i])); k != "" {
+			w.renders.tokens.Forget(k)
+		}
+	}
+	for i := range namespaced.Items {
+		if k := w.renders.tokenKey(credential.FromNamespaced(&namespaced.Items[i])); k != "" {
+			w.renders.tokens.Forget(k)
+		}
+	}
 }

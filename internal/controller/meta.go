@@ -31,6 +31,9 @@ const (
 	// indexSourceSecret indexes credentials by "namespace/name" of their
 	// source Secret.
 	indexSourceSecret = "regcred.dev/source-secret"
+	// indexTokenKey indexes credentials with a cloud source by the key of
+	// their token in the token cache.
+	indexTokenKey = "regcred.dev/token-key"
 )
 
 // getCredential reads a credential of either kind.

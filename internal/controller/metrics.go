@@ -30,14 +30,30 @@ var (
 		Name: "regcred_sync_writes_total",
 		Help: "Writes made while syncing, by operation: a resync with nothing to do makes none.",
 	}, []string{"operation"})
+
+	credentialExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "regcred_credential_expiry_timestamp_seconds",
+		Help: "When the short-lived token of a cloud or plugin credential expires, as a Unix time.",
+	}, []string{"kind", "namespace", "name"})
+
+	tokenRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "regcred_token_requests_total",
+		Help: "Token requests to clouds and credential provider plugins, by source kind.",
+	}, []string{"source"})
+
+	tokenRequestErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "regcred_token_request_errors_total",
+		Help: "Failed token requests, by source kind and reason (TokenRequestFailed, IdentityNotFound, AccessDenied, Throttled, SourceInvalid).",
+	}, []string{"source", "reason"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(credentialReady, credentialNamespaces, syncErrors, syncWrites)
+	metrics.Registry.MustRegister(credentialReady, credentialNamespaces, syncErrors, syncWrites, credentialExpiry, tokenRequests, tokenRequestErrors)
 }
 
 func deleteCredentialMetrics(c credential.Key) {
 	credentialReady.DeleteLabelValues(string(c.Kind), c.Namespace, c.Name)
+	credentialExpiry.DeleteLabelValues(string(c.Kind), c.Namespace, c.Name)
 	for _, s := range []string{"desired", "synced", "failed"} {
 		credentialNamespaces.DeleteLabelValues(string(c.Kind), c.Namespace, c.Name, s)
 	}

@@ -15,10 +15,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/cloud"
 	"regcred.dev/regcred/internal/credential"
+	"regcred.dev/regcred/internal/source/cloudsrc"
 )
 
 // +kubebuilder:rbac:groups=regcred.dev,resources=clusterregistrycredentials;registrycredentials,verbs=get;list;watch;update;patch
@@ -26,6 +29,7 @@ import (
 // +kubebuilder:rbac:groups=regcred.dev,resources=clusterregistrycredentials/finalizers;registrycredentials/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups="",resources=serviceaccounts/token,verbs=create
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
@@ -37,6 +41,11 @@ type Options struct {
 	Namespace string
 	// MaxConcurrentReconciles of the namespace controller.
 	MaxConcurrentReconciles int
+	// Cloud is how cloud sources reach their clouds (an HTTP client, a
+	// clock); the zero value uses the system's roots.
+	Cloud cloud.Env
+	// Tokens tunes the token cache of cloud sources.
+	Tokens cloud.CacheOptions
 }
 
 // CacheOptions restricts the manager's cache to what regcred manages:
@@ -75,24 +84,44 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*NamespaceRecon
 		return nil, err
 	}
 	if err := idx.IndexField(ctx, &v1alpha1.ClusterRegistryCredential{}, indexSourceSecret, func(o client.Object) []string {
-		if ref := o.(*v1alpha1.ClusterRegistryCredential).Spec.Source.SecretRef; ref != nil {
-			return []string{opts.Namespace + "/" + ref.Name}
-		}
-		return nil
+		return sourceSecrets(&o.(*v1alpha1.ClusterRegistryCredential).Spec.Source, opts.Namespace)
 	}); err != nil {
 		return nil, err
 	}
 	if err := idx.IndexField(ctx, &v1alpha1.RegistryCredential{}, indexSourceSecret, func(o client.Object) []string {
 		c := o.(*v1alpha1.RegistryCredential)
-		if ref := c.Spec.Source.SecretRef; ref != nil {
-			return []string{c.Namespace + "/" + ref.Name}
-		}
-		return nil
+		return sourceSecrets(&c.Spec.Source, c.Namespace)
 	}); err != nil {
 		return nil, err
 	}
 
-	srcs := newRenderer(mgr.GetAPIReader(), opts.Namespace)
+	events := newTokenEvents(mgr.GetClient())
+	tokenOpts := opts.Tokens
+	tokenOpts.OnChange, tokenOpts.InUse, tokenOpts.Observer = events.changed, events.inUse, tokenMetrics{}
+	tokens := cloud.NewCache(tokenOpts)
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		<-ctx.Done()
+		tokens.Close()
+		return nil
+	})); err != nil {
+		return nil, err
+	}
+	clouds := &cloudsrc.Builder{Reader: mgr.GetAPIReader(), Client: mgr.GetClient(), Env: opts.Cloud}
+	srcs := newRenderer(mgr.GetAPIReader(), opts.Namespace, clouds, tokens)
+	for _, obj := range []client.Object{&v1alpha1.ClusterRegistryCredential{}, &v1alpha1.RegistryCredential{}} {
+		if err := idx.IndexField(ctx, obj, indexTokenKey, func(o client.Object) []string {
+			c, err := credential.From(o)
+			if err != nil {
+				return nil
+			}
+			if k := srcs.tokenKey(c); k != "" {
+				return []string{k}
+			}
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+	}
 	fails := newFailures()
 	recorder := mgr.GetEventRecorder("regcred")
 	watches, err := newSourceWatches(mgr)
@@ -114,6 +143,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*NamespaceRecon
 	for _, src := range watches.sources(w.namespacesOfSourceSecret) {
 		nsBuilder = nsBuilder.WatchesRawSource(src)
 	}
+	nsBuilder = nsBuilder.WatchesRawSource(events.namespaceSource())
 	if err := nsBuilder.Complete(nsr); err != nil {
 		return nil, err
 	}
@@ -132,6 +162,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*NamespaceRecon
 			Watches(&corev1.Secret{}, delayed(w.ownerOf(kind))).
 			Watches(&corev1.Namespace{}, delayed(w.credentialsSelecting(kind)), builder.WithPredicates(namespaceChanged())).
 			WatchesRawSource(&notifySource{f: fails, kind: kind}).
+			WatchesRawSource(events.credentialSource(kind)).
 			WithOptions(controller.Options{MaxConcurrentReconciles: 2, RateLimiter: RateLimiter()})
 		for _, src := range watches.sources(w.credentialsOfSourceSecret(kind)) {
 			b = b.WatchesRawSource(src)
@@ -141,6 +172,28 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*NamespaceRecon
 		}
 	}
 	return nsr, nil
+}
+
+// sourceSecrets are "namespace/name" of the Secrets a source reads: the
+// registry Secret, or a cloud identity's keys.
+func sourceSecrets(src *v1alpha1.CredentialSource, namespace string) []string {
+	var ids []*v1alpha1.CloudIdentity
+	switch {
+	case src.SecretRef != nil:
+		return []string{namespace + "/" + src.SecretRef.Name}
+	case src.ECR != nil:
+		ids = append(ids, &src.ECR.Identity)
+	case src.GCP != nil:
+		ids = append(ids, &src.GCP.Identity)
+	case src.ACR != nil:
+		ids = append(ids, &src.ACR.Identity)
+	}
+	for _, id := range ids {
+		if id.SecretRef != nil {
+			return []string{namespace + "/" + id.SecretRef.Name}
+		}
+	}
+	return nil
 }
 
 // statusDelay batches the status updates of a credential while its copies

@@ -32,7 +32,8 @@ func newSourceWatches(mgr ctrl.Manager) (*sourceWatches, error) {
 		return nil, err
 	}
 	sw := &sourceWatches{}
-	for _, t := range []string{dockercfg.SecretTypeDockerConfigJSON, dockercfg.SecretTypeDockercfg, dockercfg.SecretTypeBasicAuth} {
+	// Opaque Secrets hold the keys of cloud identities.
+	for _, t := range []string{dockercfg.SecretTypeDockerConfigJSON, dockercfg.SecretTypeDockercfg, dockercfg.SecretTypeBasicAuth, string(corev1.SecretTypeOpaque)} {
 		c, err := cache.New(mgr.GetConfig(), cache.Options{
 			Scheme:               mgr.GetScheme(),
 			Mapper:               mgr.GetRESTMapper(),

@@ -16,8 +16,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/cloud"
 	"regcred.dev/regcred/internal/manager"
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/fakecloud"
 )
 
 const regcredNamespace = "regcred-system"
@@ -29,6 +31,9 @@ var (
 	// running is the package's manager, for tests that look at its cache.
 	running ctrl.Manager
 	logs    = &lockedBuffer{}
+	// cloudTrust holds the CAs of the fake clouds and registries the
+	// tests start; the manager's cloud client trusts them.
+	cloudTrust = &fakecloud.Trust{}
 )
 
 func TestMain(m *testing.M) { os.Exit(suite.Run(m)) }
@@ -67,7 +72,8 @@ func startManager(t *testing.T) client.Client {
 			return
 		}
 		ctrl.SetLogger(zap.New(zap.WriteTo(logs), zap.UseDevMode(true), zap.Level(zapcore.Level(-2))))
-		mgr, err := manager.New(ctx, manager.Options{RestConfig: cp.Config, Namespace: regcredNamespace, MetricsAddr: "0", ProbeAddr: "0", QPS: 200, Burst: 400})
+		mgr, err := manager.New(ctx, manager.Options{RestConfig: cp.Config, Namespace: regcredNamespace, MetricsAddr: "0", ProbeAddr: "0", QPS: 200, Burst: 400,
+			Cloud: cloud.Env{HTTPClient: cloudTrust.Client()}})
 		if err != nil {
 			mgrErr = err
 			cancel()

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"regcred.dev/regcred/internal/cloud"
 	"regcred.dev/regcred/internal/controller"
 	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/webhook"
@@ -44,6 +45,11 @@ type Options struct {
 	MaxConcurrentReconciles int
 	// Webhook configures the Pod admission webhook; nil disables it.
 	Webhook *WebhookOptions
+	// Cloud is how cloud sources reach their clouds; the zero value uses
+	// the system's roots.
+	Cloud cloud.Env
+	// Tokens tunes the refresh of cloud tokens.
+	Tokens cloud.CacheOptions
 }
 
 // WebhookOptions configure the admission webhook.
@@ -119,7 +125,8 @@ func New(ctx context.Context, opts Options) (ctrl.Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create manager: %w", err)
 	}
-	ensurer, err := controller.Setup(ctx, mgr, controller.Options{Namespace: opts.Namespace, MaxConcurrentReconciles: opts.MaxConcurrentReconciles})
+	ensurer, err := controller.Setup(ctx, mgr, controller.Options{Namespace: opts.Namespace, MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
+		Cloud: opts.Cloud, Tokens: opts.Tokens})
 	if err != nil {
 		return nil, fmt.Errorf("set up controllers: %w", err)
 	}

@@ -34,6 +34,9 @@ type Result struct {
 	// RefreshedAt is when the token was got, RefreshAt when the next one
 	// will be asked for.
 	RefreshedAt, RefreshAt time.Time
+	// Previous is the config of the token this one replaced, while that
+	// is still good: copies holding it are not out of date.
+	Previous *dockercfg.Config
 	// RefreshErr is why the last refresh failed while the token served
 	// is still good; nil when it did not.
 	RefreshErr error

@@ -134,14 +134,20 @@ func (p *Provider) Resolve(ctx context.Context, req source.Request) (*source.Res
 	if err != nil {
 		return nil, SourceError(err)
 	}
-	return &source.Result{
+	res := &source.Result{
 		Config:      lease.Config(req.Registries),
 		Version:     strconv.FormatInt(lease.ReceivedAt.UnixNano(), 10),
 		ExpiresAt:   lease.ExpiresAt,
 		RefreshedAt: lease.ReceivedAt,
 		RefreshAt:   lease.RefreshAt,
-		RefreshErr:  lease.LastError,
-	}, nil
+	}
+	if lease.LastError != nil {
+		res.RefreshErr = lease.LastError
+	}
+	if lease.Previous != nil {
+		res.Previous = lease.Previous.Config(req.Registries)
+	}
+	return res, nil
 }
 
 // SourceError turns a token failure into a source failure with the

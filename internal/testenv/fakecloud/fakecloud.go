@@ -8,6 +8,7 @@
 package fakecloud
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -26,6 +27,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"regcred.dev/regcred/internal/pki"
 )
@@ -253,4 +256,32 @@ func (t *Trust) Client() *http.Client {
 		InsecureSkipVerify: true, //nolint:gosec
 		VerifyConnection:   verify,
 	}}}
+}
+
+// ClusterOIDC reads the API server's ServiceAccount issuer and keys, from
+// its OIDC discovery endpoints, as a cloud trusting the cluster does.
+func ClusterOIDC(ctx context.Context, cfg *rest.Config) (*OIDC, error) {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/.well-known/openid-configuration").DoRaw(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("OIDC discovery: %w", err)
+	}
+	var disco struct {
+		Issuer string `json:"issuer"`
+	}
+	if err := json.Unmarshal(raw, &disco); err != nil {
+		return nil, err
+	}
+	raw, err = cs.CoreV1().RESTClient().Get().AbsPath("/openid/v1/jwks").DoRaw(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("OIDC keys: %w", err)
+	}
+	keys, err := ParseJWKS(raw)
+	if err != nil {
+		return nil, err
+	}
+	return &OIDC{Issuer: disco.Issuer, Keys: keys}, nil
 }
