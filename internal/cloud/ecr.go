@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -207,6 +208,10 @@ func classifyAWS(err error, op string, id Identity) error {
 	var re *awshttp.ResponseError
 	if errors.As(err, &re) && re.HTTPStatusCode() == http.StatusTooManyRequests {
 		return errorf(Throttled, "%s as %s: throttled (HTTP 429)", op, id.Describe())
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		return errorf(TokenRequestFailed, "%s as %s: cannot reach AWS: %v", op, id.Describe(), unwrapAll(err))
 	}
 	if strings.Contains(err.Error(), "failed to retrieve credentials") || strings.Contains(err.Error(), "no EC2 IMDS role found") {
 		return errorf(IdentityNotFound, "%s: no AWS credentials found for %s: %v", op, id.Describe(), unwrapAll(err))

@@ -2,9 +2,12 @@ package cloud
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 
 	"cloud.google.com/go/compute/metadata"
@@ -104,6 +107,8 @@ func (s subjectSupplier) SubjectToken(ctx context.Context, _ externalaccount.Sup
 	return s.id.subjectToken(ctx)
 }
 
+var stsStatus = regexp.MustCompile(`status code (\d+): (?s)(.*)$`)
+
 // classifyOAuth turns an OAuth2 or metadata error into a reason. The
 // token endpoint's error code and description never carry a token.
 func classifyOAuth(err error, op string, id Identity) error {
@@ -112,12 +117,31 @@ func classifyOAuth(err error, op string, id Identity) error {
 		return ce
 	}
 	var re *oauth2.RetrieveError
-	if errors.As(err, &re) {
+	if !errors.As(err, &re) {
+		// The STS exchange reports "status code N: BODY" in plain text.
+		if m := stsStatus.FindStringSubmatch(err.Error()); m != nil {
+			status, _ := strconv.Atoi(m[1])
+			re = &oauth2.RetrieveError{Response: &http.Response{StatusCode: status}, Body: []byte(m[2])}
+		}
+	}
+	if re != nil {
 		status := 0
 		if re.Response != nil {
 			status = re.Response.StatusCode
 		}
-		detail := strings.TrimSpace(re.ErrorCode + " " + re.ErrorDescription)
+		code, desc := re.ErrorCode, re.ErrorDescription
+		if code == "" {
+			// Some flows leave the body unparsed; an OAuth2 error body
+			// holds a code and a description, never a token.
+			var body struct {
+				Error            string `json:"error"`
+				ErrorDescription string `json:"error_description"`
+			}
+			if json.Unmarshal(re.Body, &body) == nil {
+				code, desc = body.Error, body.ErrorDescription
+			}
+		}
+		detail := strings.TrimSpace(code + " " + desc)
 		if detail == "" {
 			detail = http.StatusText(status)
 		}
@@ -126,7 +150,7 @@ func classifyOAuth(err error, op string, id Identity) error {
 		case status == http.StatusTooManyRequests:
 			return &Error{Reason: Throttled, Message: msg}
 		case status == http.StatusUnauthorized || status == http.StatusForbidden,
-			re.ErrorCode == "invalid_grant", re.ErrorCode == "invalid_client", re.ErrorCode == "unauthorized_client", re.ErrorCode == "access_denied":
+			code == "invalid_grant", code == "invalid_client", code == "unauthorized_client", code == "access_denied":
 			return &Error{Reason: AccessDenied, Message: msg}
 		}
 		return &Error{Reason: TokenRequestFailed, Message: msg}

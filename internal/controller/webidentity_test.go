@@ -1,0 +1,108 @@
+package controller_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/testenv/fakecloud"
+)
+
+// trustCluster makes a fake cloud trust the control plane's
+// ServiceAccount issuer, as an IAM OIDC provider or a workload identity
+// pool does.
+func trustCluster(t *testing.T) *fakecloud.OIDC {
+	t.Helper()
+	o, err := fakecloud.ClusterOIDC(bg, suite.ControlPlane(t).Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+func tenantCred(ns, name string, src v1alpha1.CredentialSource, registries ...string) *v1alpha1.RegistryCredential {
+	rc := &v1alpha1.RegistryCredential{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	rc.Spec.Registries = registries
+	rc.Spec.Source = src
+	return rc
+}
+
+// TestWebIdentityPerTenant: each tenant's RegistryCredential gets its
+// token as the tenant's own ServiceAccount, exchanged with AWS STS and
+// Google STS; a ServiceAccount the cloud does not trust is refused.
+func TestWebIdentityPerTenant(t *testing.T) {
+	c := startManager(t)
+	oidc := trustCluster(t)
+	w := newTokenWorld(t, time.Hour)
+	w.aws.TrustOIDC(oidc)
+	// The SDK finds STS here, as it would a VPC endpoint.
+	t.Setenv("AWS_ENDPOINT_URL_STS", w.aws.URL)
+	g, err := fakecloud.StartGoogle(w.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	g.TrustOIDC(oidc)
+	cloudTrust.Add(g.CA.CertPEM)
+
+	const provider = "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/clusters/providers/test"
+	role := w.aws.RoleARN("puller")
+	trusted := newNamespace(t, c, "tenant-ok", nil)
+	untrusted := newNamespace(t, c, "tenant-no", nil)
+	for _, ns := range []string{trusted, untrusted} {
+		createSA(t, c, ns, "puller", nil)
+	}
+	w.aws.AllowRole(role, "system:serviceaccount:"+trusted+":puller")
+	g.AllowProvider(provider, "system:serviceaccount:"+trusted+":puller")
+
+	ecr := func() v1alpha1.CredentialSource {
+		return v1alpha1.CredentialSource{ECR: &v1alpha1.ECRSource{Region: "eu-west-1", Endpoint: w.aws.URL, Identity: v1alpha1.CloudIdentity{
+			WebIdentity: &v1alpha1.WebIdentity{ServiceAccountName: "puller", Audience: "sts.amazonaws.com", RoleARN: role}}}}
+	}
+	gcp := func() v1alpha1.CredentialSource {
+		return v1alpha1.CredentialSource{GCP: &v1alpha1.GCPSource{TokenURL: g.URL + "/v1/token", Identity: v1alpha1.CloudIdentity{
+			WebIdentity: &v1alpha1.WebIdentity{ServiceAccountName: "puller", Audience: provider}}}}
+	}
+	for _, ns := range []string{trusted, untrusted} {
+		for name, src := range map[string]v1alpha1.CredentialSource{"ecr": ecr(), "gcp": gcp()} {
+			rc := tenantCred(ns, name, src, w.reg.Host)
+			rc.Spec.SecretName = name
+			if err := c.Create(bg, rc); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { deleteAndWait(t, c, rc) })
+		}
+	}
+
+	for _, name := range []string{"ecr", "gcp"} {
+		registryReady(t, c, trusted, name, metav1.ConditionTrue, v1alpha1.ReasonSynced, "1/1", "")
+		var data []byte
+		waitFor(t, "the "+name+" copy", func() bool {
+			d, _, err := secretData(bg, c, trusted, name)
+			data = d
+			return err == nil && d != nil
+		})
+		if err := w.pull(data); err != nil {
+			t.Errorf("pull with the %s web identity token: %v", name, err)
+		}
+		got := registryReady(t, c, untrusted, name, metav1.ConditionFalse, v1alpha1.ReasonAccessDenied, "0/1", "")
+		if msg := got.Status.Conditions[0].Message; !strings.Contains(msg, untrusted) && !strings.Contains(msg, "denied") && !strings.Contains(msg, "AccessDenied") {
+			t.Errorf("%s in the untrusted tenant: message %q says nothing of who was refused", name, msg)
+		}
+	}
+	if n := w.aws.TokensForRole(role); n < 1 {
+		t.Errorf("%d ECR tokens issued to the role's sessions, want the trusted tenant's", n)
+	}
+
+	// A ServiceAccount that does not exist is IdentityNotFound.
+	rc := tenantCred(trusted, "ghost", v1alpha1.CredentialSource{ECR: &v1alpha1.ECRSource{Region: "eu-west-1", Endpoint: w.aws.URL,
+		Identity: v1alpha1.CloudIdentity{WebIdentity: &v1alpha1.WebIdentity{ServiceAccountName: "ghost", Audience: "sts.amazonaws.com", RoleARN: role}}}}, w.reg.Host)
+	if err := c.Create(bg, rc); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { deleteAndWait(t, c, rc) })
+	registryReady(t, c, trusted, "ghost", metav1.ConditionFalse, v1alpha1.ReasonIdentityNotFound, "0/1", "ServiceAccount "+trusted+"/ghost not found")
+}
