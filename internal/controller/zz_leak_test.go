@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -58,11 +59,45 @@ func TestNoSecretInLogsEventsStatusOrMetrics(t *testing.T) {
 		return nil
 	})
 
-	var obj v1alpha1.ClusterRegistryCredential
+	// A cloud source: its keys and the tokens it got, through a refresh
+	// and a revoked identity.
+	w := newTokenWorld(t, 3*time.Second)
+	keys, keyID := w.keysSecret(t, c, regcredNamespace)
+	var keySecret corev1.Secret
+	if err := c.Get(bg, client.ObjectKey{Namespace: regcredNamespace, Name: keys}, &keySecret); err != nil {
+		t.Fatal(err)
+	}
+	secretKey := string(keySecret.Data["aws_secret_access_key"])
+	ecr := ecrCred("leak-ecr", w.aws.URL, keys, sel, w.reg.Host)
+	if err := c.Create(bg, ecr); err != nil {
+		t.Fatal(err)
+	}
+	var tokens []string
+	waitFor(t, "two ECR tokens in the copy", func() bool {
+		d, _, err := secretData(bg, c, ns, "regcred-leak-ecr")
+		if err != nil || d == nil {
+			return false
+		}
+		if p := passwordOf(t, d, w.reg.Host); len(tokens) == 0 || tokens[len(tokens)-1] != p {
+			tokens = append(tokens, p)
+		}
+		return len(tokens) >= 2
+	})
+	w.aws.RevokeAccessKey(keyID)
+	clusterReady(t, c, "leak-ecr", metav1.ConditionFalse, v1alpha1.ReasonAccessDenied, "")
+
+	var obj, ecrObj v1alpha1.ClusterRegistryCredential
 	if err := c.Get(bg, client.ObjectKey{Name: "leak"}, &obj); err != nil {
 		t.Fatal(err)
 	}
-	status := fmt.Sprintf("%+v", obj.Status)
+	if err := c.Get(bg, client.ObjectKey{Name: "leak-ecr"}, &ecrObj); err != nil {
+		t.Fatal(err)
+	}
+	status := fmt.Sprintf("%+v\n%+v", obj.Status, ecrObj.Status)
+	ecrEvents, err := eventsFor(bg, c, "leak-ecr")
+	if err != nil {
+		t.Fatal(err)
+	}
 	events, err := eventsFor(bg, c, "leak")
 	if err != nil {
 		t.Fatal(err)
@@ -75,21 +110,27 @@ func TestNoSecretInLogsEventsStatusOrMetrics(t *testing.T) {
 	for _, f := range families {
 		fmt.Fprintf(&metricText, "%s\n", f.String())
 	}
-	for where, text := range map[string]string{"status": status, "events": events, "metrics": metricText.String(), "logs": logs.String()} {
+	for where, text := range map[string]string{"status": status, "events": events + ecrEvents, "metrics": metricText.String(), "logs": logs.String()} {
 		if text == "" {
 			t.Errorf("%s: nothing to look at", where)
 		}
-		for _, needle := range []string{canary, canary[:12]} {
+		needles := []string{canary, canary[:12], secretKey}
+		for _, tok := range tokens {
+			needles = append(needles, tok, tok[:20])
+		}
+		for _, needle := range needles {
 			if strings.Contains(text, needle) {
 				t.Errorf("%s contains the password", where)
 			}
 		}
 	}
 	// The metrics regcred promises are there.
-	for _, name := range []string{"regcred_credential_ready", "regcred_credential_namespaces", "regcred_sync_writes_total", "controller_runtime_reconcile_time_seconds"} {
+	for _, name := range []string{"regcred_credential_ready", "regcred_credential_namespaces", "regcred_sync_writes_total", "controller_runtime_reconcile_time_seconds",
+		"regcred_credential_expiry_timestamp_seconds", "regcred_token_requests_total", "regcred_token_request_errors_total"} {
 		if !strings.Contains(metricText.String(), name) {
 			t.Errorf("metric %s missing", name)
 		}
 	}
 	deleteAndWait(t, c, cred)
+	deleteAndWait(t, c, ecr)
 }

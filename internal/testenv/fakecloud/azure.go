@@ -77,7 +77,11 @@ func (a *Azure) NewClientSecret(clientID string) string {
 }
 
 // RevokeClient deletes an application's secret.
-func (a *Azure) RevokeClient(clientID string) { a.mu.Lock(); delete(a.secrets, clientID); a.mu.Unlock() }
+func (a *Azure) RevokeClient(clientID string) {
+	a.mu.Lock()
+	delete(a.secrets, clientID)
+	a.mu.Unlock()
+}
 
 // TrustOIDC makes federated credentials accept ServiceAccount tokens of
 // the issuer.
