@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	dockerconfig "github.com/docker/cli/cli/config"
 	"github.com/spf13/cobra"
@@ -32,6 +33,7 @@ type secretCreateOptions struct {
 	registries    []string
 	output        string
 	apply         bool
+	cloud         cloudFlags
 	kube          kubeFlags
 }
 
@@ -51,6 +53,14 @@ or from an existing docker config file, whose credential helpers
 actual credentials:
   --from-docker-config FILE [--registry HOST ...]
 
+or from a short-lived cloud token, got with your own identity the way the
+cloud's CLI finds it (environment, profile, SSO, metadata server):
+  --from-ecr REGION | --from-ecr-public | --from-gcp |
+  --from-acr LOGIN-SERVER --tenant-id ID [--client-id ID]   [--registry HOST ...]
+Such a Secret stops working when the token expires (ECR 12 hours, Google
+about 1 hour, ACR about 3 hours); for Secrets that stay current, make a
+ClusterRegistryCredential with spec.source.ecr, gcp or acr instead.
+
 The rendered config is the one "kubectl create secret docker-registry"
 writes (username, password and auth), which Docker, containerd, CRI-O,
 podman and skopeo all read. There is no --password flag: a password on the
@@ -62,6 +72,9 @@ command line ends up in shell history and process listings.`,
   # Pipe a token in and apply it to the cluster.
   echo "$GHCR_TOKEN" | regcred secret create ghcr --server ghcr.io \
     --username acme-bot --password-stdin --apply -n team-a
+
+  # A one-off ECR Secret for your account's registry in eu-west-1.
+  regcred secret create ecr --from-ecr eu-west-1 -n team-a --apply
 
   # Convert your docker login (credential helpers included) for two registries.
   regcred secret create mine --from-docker-config ~/.docker/config.json \
@@ -78,7 +91,8 @@ command line ends up in shell history and process listings.`,
 	f.BoolVar(&o.passwordStdin, "password-stdin", false, "read the password or token from standard input")
 	f.StringVar(&o.passwordFile, "password-file", "", "read the password or token from this file")
 	f.StringVar(&o.fromConfig, "from-docker-config", "", "take the credentials from this docker config file (config.json)")
-	f.StringArrayVar(&o.registries, "registry", nil, "with --from-docker-config: only this registry (repeatable; default: every registry in the file)")
+	f.StringArrayVar(&o.registries, "registry", nil, "with --from-docker-config: only this registry (default: every registry in the file); with a cloud token: key it by this registry (default: the account's ECR registry, Google's hosts, the ACR login server) (repeatable)")
+	o.cloud.addFlags(f)
 	f.StringVarP(&o.output, "output", "o", "yaml", "manifest format: yaml or json")
 	f.BoolVar(&o.apply, "apply", false, "create or update the Secret in the cluster (server-side apply) instead of printing it")
 	o.kube.addFlags(f, true)
@@ -96,7 +110,18 @@ func (o *secretCreateOptions) run(cmd *cobra.Command, s Streams, name string) er
 		cfg *dockercfg.Config
 		err error
 	)
-	if o.fromConfig != "" {
+	if o.cloud.set() {
+		if o.fromConfig != "" || o.server != "" || o.username != "" || o.passwordStdin || o.passwordFile != "" || o.email != "" {
+			return usageErrorf("a cloud token (--from-ecr, --from-ecr-public, --from-gcp, --from-acr) cannot be combined with --from-docker-config, --server, --username, --email or a password")
+		}
+		var expires time.Time
+		cfg, expires, err = o.cloud.config(cmd.Context(), o.registries)
+		if err == nil {
+			fmt.Fprintf(cmd.ErrOrStderr(), "the token expires at %s (in %s)\n", expires.UTC().Format(time.RFC3339), time.Until(expires).Round(time.Minute))
+		}
+	} else if o.cloud.endpoint != "" || o.cloud.tenantID != "" || o.cloud.clientID != "" || len(o.cloud.caFiles) > 0 {
+		return usageErrorf("--endpoint, --tenant-id, --client-id and --cloud-ca-file only apply with --from-ecr, --from-ecr-public, --from-gcp or --from-acr")
+	} else if o.fromConfig != "" {
 		if o.server != "" || o.username != "" || o.passwordStdin || o.passwordFile != "" || o.email != "" {
 			return usageErrorf("--from-docker-config cannot be combined with --server, --username, --email, --password-stdin or --password-file")
 		}

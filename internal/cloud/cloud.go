@@ -56,6 +56,9 @@ type Token struct {
 	ReceivedAt time.Time
 	// ExpiresAt is when it stops working, on the local clock.
 	ExpiresAt time.Time
+	// Registry is the registry host the cloud named with the token (ECR's
+	// proxyEndpoint), if it did.
+	Registry string
 }
 
 // Config renders the token as a docker config keyed by registries.

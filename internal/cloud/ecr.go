@@ -68,8 +68,9 @@ func (f *ECR) Fetch(ctx context.Context) (*Token, error) {
 	}
 	received := f.Env.now()
 	var (
-		encoded string
-		expires *time.Time
+		encoded  string
+		expires  *time.Time
+		registry = "public.ecr.aws"
 	)
 	if f.Public {
 		out, err := ecrpublic.NewFromConfig(cfg, func(o *ecrpublic.Options) {
@@ -104,6 +105,7 @@ func (f *ECR) Fetch(ctx context.Context) (*Token, error) {
 		// region, whichever registries were named.
 		d := out.AuthorizationData[0]
 		encoded, expires = aws.ToString(d.AuthorizationToken), d.ExpiresAt
+		registry = strings.TrimPrefix(aws.ToString(d.ProxyEndpoint), "https://")
 	}
 	user, pass, err := decodeBasicToken(encoded)
 	if err != nil {
@@ -112,7 +114,7 @@ func (f *ECR) Fetch(ctx context.Context) (*Token, error) {
 	if expires == nil {
 		return nil, errorf(TokenRequestFailed, "ECR returned a token without an expiry")
 	}
-	return &Token{Auth: Auth{Username: user, Password: pass}, ReceivedAt: received, ExpiresAt: *expires}, nil
+	return &Token{Auth: Auth{Username: user, Password: pass}, ReceivedAt: received, ExpiresAt: *expires, Registry: registry}, nil
 }
 
 func (f *ECR) awsConfig(ctx context.Context) (aws.Config, error) {
