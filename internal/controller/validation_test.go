@@ -1,6 +1,7 @@
 package controller_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -41,6 +42,42 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		}, "selector is required when mode is Selector"},
 		{"unknown mode", func(c *v1alpha1.ClusterRegistryCredential) { c.Spec.ServiceAccounts.Mode = "Some" }, `Unsupported value: "Some"`},
 		{"bad secret name", func(c *v1alpha1.ClusterRegistryCredential) { c.Spec.SecretName = "Bad_Name" }, "secretName must be a valid Secret name"},
+		{"two sources", func(c *v1alpha1.ClusterRegistryCredential) { c.Spec.Source.GCP = &v1alpha1.GCPSource{} },
+			"exactly one source must be set: secretRef, ecr, gcp, acr or credentialProvider"},
+		{"ecr without region", func(c *v1alpha1.ClusterRegistryCredential) {
+			c.Spec.Source = v1alpha1.CredentialSource{ECR: &v1alpha1.ECRSource{}}
+		}, "region is required for private ECR"},
+		{"ecr bad region", func(c *v1alpha1.ClusterRegistryCredential) {
+			c.Spec.Source = v1alpha1.CredentialSource{ECR: &v1alpha1.ECRSource{Region: "Mars"}}
+		}, "spec.source.ecr.region"},
+		{"ecr bad registry id", func(c *v1alpha1.ClusterRegistryCredential) {
+			c.Spec.Source = v1alpha1.CredentialSource{ECR: &v1alpha1.ECRSource{Region: "eu-west-1", RegistryIDs: []string{"12345"}}}
+		}, "spec.source.ecr.registryIds[0]"},
+		{"ecr plain http endpoint", func(c *v1alpha1.ClusterRegistryCredential) {
+			c.Spec.Source = v1alpha1.CredentialSource{ECR: &v1alpha1.ECRSource{Region: "eu-west-1", Endpoint: "http://ecr.example.com"}}
+		}, "spec.source.ecr.endpoint"},
+		{"two identities", func(c *v1alpha1.ClusterRegistryCredential) {
+			c.Spec.Source = v1alpha1.CredentialSource{GCP: &v1alpha1.GCPSource{Identity: v1alpha1.CloudIdentity{
+				SecretRef: &v1alpha1.SecretReference{Name: "k"}, WebIdentity: &v1alpha1.WebIdentity{ServiceAccountName: "sa", Audience: "a"}}}}
+		}, "set secretRef or webIdentity, not both"},
+		{"web identity without audience", func(c *v1alpha1.ClusterRegistryCredential) {
+			c.Spec.Source = v1alpha1.CredentialSource{GCP: &v1alpha1.GCPSource{Identity: v1alpha1.CloudIdentity{
+				WebIdentity: &v1alpha1.WebIdentity{ServiceAccountName: "sa"}}}}
+		}, "spec.source.gcp.identity.webIdentity.audience"},
+		{"bad role ARN", func(c *v1alpha1.ClusterRegistryCredential) {
+			c.Spec.Source = v1alpha1.CredentialSource{ECR: &v1alpha1.ECRSource{Region: "eu-west-1", Identity: v1alpha1.CloudIdentity{
+				WebIdentity: &v1alpha1.WebIdentity{ServiceAccountName: "sa", Audience: "sts.amazonaws.com", RoleARN: "role/puller"}}}}
+		}, "spec.source.ecr.identity.webIdentity.roleARN"},
+		{"acr without registry", func(c *v1alpha1.ClusterRegistryCredential) {
+			c.Spec.Source = v1alpha1.CredentialSource{ACR: &v1alpha1.ACRSource{}}
+		}, "spec.source.acr.registry"},
+		{"relative plugin path", func(c *v1alpha1.ClusterRegistryCredential) {
+			c.Spec.Source = v1alpha1.CredentialSource{CredentialProvider: &v1alpha1.CredentialProviderSource{Command: "ecr-credential-provider"}}
+		}, "spec.source.credentialProvider.command"},
+		{"bad plugin env name", func(c *v1alpha1.ClusterRegistryCredential) {
+			c.Spec.Source = v1alpha1.CredentialSource{CredentialProvider: &v1alpha1.CredentialProviderSource{Command: "/plugins/p",
+				Env: []v1alpha1.EnvVar{{Name: "A B", Value: "x"}}}}
+		}, "spec.source.credentialProvider.env[0].name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			obj := base()
@@ -64,6 +101,24 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		t.Fatalf("valid credential rejected: %v", err)
 	}
 	defer func() { _ = c.Delete(bg, ok) }()
+	for i, src := range []v1alpha1.CredentialSource{
+		{ECR: &v1alpha1.ECRSource{Region: "eu-west-1", RegistryIDs: []string{"123456789012"}}},
+		{ECR: &v1alpha1.ECRSource{Public: true}},
+		{GCP: &v1alpha1.GCPSource{Identity: v1alpha1.CloudIdentity{WebIdentity: &v1alpha1.WebIdentity{ServiceAccountName: "puller",
+			Audience: "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/k"}}}},
+		{ACR: &v1alpha1.ACRSource{Registry: "example.azurecr.io", TenantID: "t", ClientID: "c", Identity: v1alpha1.CloudIdentity{SecretRef: &v1alpha1.SecretReference{Name: "azure"}}}},
+		{CredentialProvider: &v1alpha1.CredentialProviderSource{Command: "/plugins/ecr-credential-provider", Args: []string{"get-credentials"},
+			Env: []v1alpha1.EnvVar{{Name: "AWS_PROFILE", Value: "pull"}}}},
+	} {
+		cloudOK := base()
+		cloudOK.Name = fmt.Sprintf("validation-cloud-%d", i)
+		cloudOK.Spec.Source = src
+		if err := c.Create(bg, cloudOK); err != nil {
+			t.Errorf("valid cloud source %d rejected: %v", i, err)
+			continue
+		}
+		_ = c.Delete(bg, cloudOK)
+	}
 	if ok.Spec.ServiceAccounts.Mode != v1alpha1.ServiceAccountsAll || !ok.Spec.PodInjection.InjectionEnabled() || ok.Spec.PodInjection.Enabled == nil {
 		t.Errorf("defaults not applied: %+v %+v", ok.Spec.ServiceAccounts, ok.Spec.PodInjection)
 	}

@@ -16,9 +16,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/cloud"
 	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/manager/inprocess"
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/fakecloud"
 )
 
 const regcredNS = "regcred-system"
@@ -26,6 +28,9 @@ const regcredNS = "regcred-system"
 var (
 	regcredOnce sync.Once
 	regcredErr  error
+	// cloudTrust holds the CAs of the fake clouds tests start; regcred's
+	// cloud client trusts them.
+	cloudTrust = &fakecloud.Trust{}
 )
 
 // withRegcred is the cluster with one regcred manager (controllers and the
@@ -49,7 +54,8 @@ func startRegcred(cl *testenv.Cluster) error {
 		return err
 	}
 	ctrl.SetLogger(zap.New(zap.WriteTo(io.Discard)))
-	done, err := inprocess.Start(ctx, cl.Config, inprocess.Options{Namespace: regcredNS, CertDir: certDir})
+	done, err := inprocess.Start(ctx, cl.Config, inprocess.Options{Namespace: regcredNS, CertDir: certDir,
+		Cloud: cloud.Env{HTTPClient: cloudTrust.Client()}})
 	suite.OnStop(func() {
 		cancel()
 		if done != nil {

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"regcred.dev/regcred/internal/cloud"
 	"regcred.dev/regcred/internal/manager"
 )
 
@@ -29,6 +30,8 @@ type Options struct {
 	FailurePolicy string
 	// MetricsAddr, "0" (the default) for none.
 	MetricsAddr string
+	// Cloud is how cloud sources reach their clouds.
+	Cloud cloud.Env
 }
 
 // Start starts the manager and returns once its webhook serves; the
@@ -54,6 +57,7 @@ func Start(ctx context.Context, cfg *rest.Config, opts Options) (done <-chan str
 		RestConfig: cfg, Namespace: opts.Namespace, MetricsAddr: opts.MetricsAddr, ProbeAddr: "0",
 		Webhook: &manager.WebhookOptions{Host: "127.0.0.1", Port: port, CertDir: opts.CertDir, ManageCertificates: true, Register: true,
 			FailurePolicy: opts.FailurePolicy},
+		Cloud: opts.Cloud,
 	})
 	if err != nil {
 		return nil, err
