@@ -6,6 +6,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/distribution/reference"
 	"github.com/spf13/cobra"
 
 	"regcred.dev/regcred/internal/keyring"
@@ -86,6 +87,7 @@ invalid input.`,
 				}
 				opts = append(opts, registry.WithRootCAs(pool))
 			}
+			flags.cloudKeys = []string{reference.Domain(named)}
 			set, err := flags.load(cmd.Context())
 			if err != nil {
 				return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -20,19 +21,29 @@ type credFlags struct {
 	dockerConfigs []string
 	secrets       []string
 	pod           string
-	kube          kubeFlags
+	cloud         cloudFlags
+	// cloudKeys are the registries a cloud token is keyed by: the image's
+	// (check, resolve), else the cloud's own.
+	cloudKeys []string
+	kube      kubeFlags
 }
 
 func (c *credFlags) addFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&c.dockerConfigs, "docker-config", nil, "a docker config file (config.json, or a legacy .dockercfg), read like the node's own config: tried after pull secrets (repeatable)")
 	fs.StringArrayVar(&c.secrets, "secret", nil, "a pull Secret NAMESPACE/NAME in the cluster, read like a Pod's imagePullSecrets entry (repeatable, in order)")
 	fs.StringVar(&c.pod, "pod", "", "a Pod NAMESPACE/NAME: use its imagePullSecrets as the kubelet does")
+	c.cloud.addFlags(fs)
 	c.kube.addFlags(fs, false)
 }
 
 func (c *credFlags) validate() error {
-	if len(c.dockerConfigs) == 0 && len(c.secrets) == 0 && c.pod == "" {
-		return usageErrorf("give at least one of --docker-config, --secret or --pod")
+	if len(c.dockerConfigs) == 0 && len(c.secrets) == 0 && c.pod == "" && !c.cloud.set() {
+		return usageErrorf("give at least one of --docker-config, --secret, --pod, or a cloud token (--from-ecr, --from-ecr-public, --from-gcp, --from-acr)")
+	}
+	if c.cloud.set() {
+		if _, err := c.cloud.fetcher(); err != nil {
+			return err
+		}
 	}
 	for _, s := range append(append([]string(nil), c.secrets...), c.pod) {
 		if s == "" {
@@ -109,6 +120,19 @@ func (c *credFlags) load(ctx context.Context) (*credentialSet, error) {
 		return nil, err
 	default:
 		set.pullSecrets = kr
+	}
+
+	if c.cloud.set() {
+		// A token regcred would write into a credential's Secrets, tried
+		// as a node credential after the pull Secrets.
+		cfg, expires, err := c.cloud.config(ctx, c.cloudKeys)
+		if err != nil {
+			return nil, err
+		}
+		origin := fmt.Sprintf("%s token (expires %s)", c.cloud.kind(), expires.UTC().Format(time.RFC3339))
+		node := &keyring.Keyring{}
+		node.Add(origin, cfg)
+		set.nodes = append(set.nodes, node)
 	}
 
 	for _, path := range c.dockerConfigs {

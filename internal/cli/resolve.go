@@ -5,6 +5,7 @@ import (
 	"io"
 	"text/tabwriter"
 
+	"github.com/distribution/reference"
 	"github.com/spf13/cobra"
 
 	"regcred.dev/regcred/internal/keyring"
@@ -82,9 +83,11 @@ Output never contains a password or token.`,
 				return err
 			}
 			for _, img := range args {
-				if _, err := keyring.NormalizeImage(img); err != nil {
+				named, err := keyring.ParseImage(img)
+				if err != nil {
 					return &usageError{err}
 				}
+				flags.cloudKeys = append(flags.cloudKeys, reference.Domain(named))
 			}
 			set, err := flags.load(cmd.Context())
 			if err != nil {

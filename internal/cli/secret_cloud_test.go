@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,5 +58,48 @@ func TestSecretCreateFromECR(t *testing.T) {
 	_, stderr, code = run(t, "", "secret", "create", "ecr", "--from-ecr", "eu-west-1", "--cloud-ca-file", ca, "--registry", reg.Host)
 	if code == 0 || !strings.Contains(stderr, "UnrecognizedClientException") || strings.Contains(stderr, secret) {
 		t.Errorf("revoked key: exit %d, stderr %q; want a failure naming AWS's answer and no secret", code, stderr)
+	}
+}
+
+// TestCheckWithECRToken: check tries a fresh ECR token, keyed by the
+// image's registry, against the registry like a pull.
+func TestCheckWithECRToken(t *testing.T) {
+	reg, err := testenv.StartRegistry(testenv.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	if _, err := reg.PushRandomImage(context.Background(), "team/app:v1"); err != nil {
+		t.Fatal(err)
+	}
+	a, err := fakecloud.StartAWS(reg, "eu-west-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	id, secret := a.NewAccessKey()
+	dir := t.TempDir()
+	awsCA, regCA := filepath.Join(dir, "aws.pem"), filepath.Join(dir, "reg.pem")
+	for path, pem := range map[string][]byte{awsCA: a.CA.CertPEM, regCA: reg.CA.CertPEM} {
+		if err := os.WriteFile(path, pem, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("AWS_ACCESS_KEY_ID", id)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", secret)
+	t.Setenv("AWS_ENDPOINT_URL_ECR", a.URL)
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "none"))
+
+	stdout, stderr, code := run(t, "", "check", reg.Ref("team/app:v1"), "--from-ecr", "eu-west-1", "--cloud-ca-file", awsCA, "--ca-file", regCA)
+	if code != 0 {
+		t.Fatalf("exit %d: %s\n%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "ECR eu-west-1 token (expires") || !strings.Contains(stdout, "Pull would succeed with attempt #1") {
+		t.Errorf("output does not show the ECR token working:\n%s", stdout)
+	}
+	if strings.Contains(stdout+stderr, secret) {
+		t.Error("output shows the secret key")
 	}
 }

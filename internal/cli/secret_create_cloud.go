@@ -42,6 +42,20 @@ func (c *cloudFlags) addFlags(f *pflag.FlagSet) {
 	f.StringArrayVar(&c.caFiles, "cloud-ca-file", nil, "trust this CA (PEM) for the cloud's endpoints besides the system's (repeatable)")
 }
 
+// kind names the cloud asked, for origins and messages.
+func (c *cloudFlags) kind() string {
+	switch {
+	case c.ecrPublic:
+		return "ECR Public"
+	case c.ecrRegion != "":
+		return "ECR " + c.ecrRegion
+	case c.gcp:
+		return "Google"
+	default:
+		return "ACR " + c.acr
+	}
+}
+
 func (c *cloudFlags) set() bool {
 	return c.ecrRegion != "" || c.ecrPublic || c.gcp || c.acr != ""
 }
