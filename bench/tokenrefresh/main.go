@@ -12,7 +12,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -47,7 +49,8 @@ func main() {
 }
 
 func run() error {
-	ctx, cancel := context.WithCancel(context.Background())
+	// Ctrl-C stops the control plane too.
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	log.SetLogger(logr.Discard()) // the manager logs nowhere
 	cp, err := testenv.StartControlPlane(testenv.WithSchemeAdder(v1alpha1.AddToScheme),
@@ -120,6 +123,9 @@ func run() error {
 	for r := 1; r <= *refreshes; r++ {
 		// The fake counts the request as it answers: the wait starts there.
 		for aws.TokensForKey(id) == prevRequests {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 			time.Sleep(5 * time.Millisecond)
 		}
 		issued := time.Now()
@@ -139,7 +145,7 @@ func run() error {
 // than old, and returns it.
 func waitAllHold(ctx context.Context, c client.Client, want int, old string) (string, error) {
 	deadline := time.Now().Add(10 * time.Minute)
-	for time.Now().Before(deadline) {
+	for time.Now().Before(deadline) && ctx.Err() == nil {
 		var list corev1.SecretList
 		if err := c.List(ctx, &list, client.MatchingLabels{"regcred.dev/managed": "true"}); err != nil {
 			return "", err

@@ -170,22 +170,40 @@ func (p *Plugin) run(ctx context.Context, registry string) (*credentialproviderv
 		return nil, errorf(TokenRequestFailed, "credential provider plugin %s printed more than %d bytes", p.Command, maxPluginOutput)
 	}
 
+	return parsePluginResponse(p.Command, stdout.Bytes())
+}
+
+// parsePluginResponse decodes a plugin's answer strictly, as the kubelet
+// does; errors never quote it.
+func parsePluginResponse(command string, out []byte) (*credentialproviderv1.CredentialProviderResponse, error) {
 	var resp credentialproviderv1.CredentialProviderResponse
-	dec := json.NewDecoder(bytes.NewReader(stdout.Bytes()))
+	dec := json.NewDecoder(bytes.NewReader(out))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&resp); err != nil {
-		return nil, errorf(TokenRequestFailed, "credential provider plugin %s printed something that is not a CredentialProviderResponse (%d bytes, not shown)", p.Command, stdout.Len())
+		return nil, errorf(TokenRequestFailed, "credential provider plugin %s printed something that is not a CredentialProviderResponse (%d bytes, not shown)", command, len(out))
 	}
 	if resp.APIVersion != credentialproviderv1.SchemeGroupVersion.String() || resp.Kind != "CredentialProviderResponse" {
 		return nil, errorf(TokenRequestFailed, "credential provider plugin %s answered with apiVersion %q kind %q; want %s CredentialProviderResponse",
-			p.Command, resp.APIVersion, resp.Kind, credentialproviderv1.SchemeGroupVersion.String())
+			command, clip(resp.APIVersion), clip(resp.Kind), credentialproviderv1.SchemeGroupVersion.String())
 	}
 	switch resp.CacheKeyType {
 	case credentialproviderv1.ImagePluginCacheKeyType, credentialproviderv1.RegistryPluginCacheKeyType, credentialproviderv1.GlobalPluginCacheKeyType:
 	default:
-		return nil, errorf(TokenRequestFailed, "credential provider plugin %s answered with cacheKeyType %q; want Image, Registry or Global", p.Command, resp.CacheKeyType)
+		return nil, errorf(TokenRequestFailed, "credential provider plugin %s answered with cacheKeyType %q; want Image, Registry or Global", command, clip(string(resp.CacheKeyType)))
+	}
+	if resp.CacheDuration != nil && resp.CacheDuration.Duration < 0 {
+		return nil, errorf(TokenRequestFailed, "credential provider plugin %s answered with a negative cacheDuration", command)
 	}
 	return &resp, nil
+}
+
+// clip bounds a value quoted from a plugin's answer: type names are short,
+// and anything longer is not shown.
+func clip(s string) string {
+	if len(s) > 64 {
+		return "(a long value, not shown)"
+	}
+	return s
 }
 
 // limitedBuffer keeps at most max bytes.
