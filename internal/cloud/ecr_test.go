@@ -160,3 +160,35 @@ func TestECRFailures(t *testing.T) {
 		})
 	}
 }
+
+// TestECRClockSkew: a cloud whose expiry is already past on the local
+// clock gets a message naming clock skew, and no token is served.
+func TestECRClockSkew(t *testing.T) {
+	w := newWorld(t)
+	a := startAWS(t, w)
+	id, secret := a.NewAccessKey()
+	a.SetSkew(-13 * time.Hour)
+	f := &cloud.ECR{Region: "eu-west-1", Endpoint: a.URL, Env: cloud.Env{HTTPClient: fakecloud.ClientTrusting(a.CA.CertPEM)},
+		Identity: keysIdentity(map[string]string{cloud.AWSAccessKeyID: id, cloud.AWSSecretAccessKey: secret})}
+	c := cloud.NewCache(cloud.CacheOptions{})
+	defer c.Close()
+	_, err := c.Get(context.Background(), f)
+	var ce *cloud.Error
+	if !errors.As(err, &ce) || !strings.Contains(ce.Message, "clock skewed") {
+		t.Fatalf("got %v, want a failure naming clock skew", err)
+	}
+	// A cloud running ahead reports a longer life: the refresh comes at
+	// half of it, still well before the real expiry of a 12-hour token
+	// with minutes of skew.
+	a.SetSkew(10 * time.Minute)
+	f2 := *f
+	f2.Region = "eu-west-1"
+	f2.Identity.KeysID = "regcred/other-keys"
+	l, err := c.Get(context.Background(), &f2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if real := time.Now().Add(12 * time.Hour); !l.RefreshAt.Before(real) {
+		t.Errorf("refresh at %s, after the real expiry %s", l.RefreshAt, real)
+	}
+}

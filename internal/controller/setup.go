@@ -106,6 +106,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*NamespaceRecon
 	})); err != nil {
 		return nil, err
 	}
+	if err := mgr.Add(leader{events}); err != nil {
+		return nil, err
+	}
 	clouds := &cloudsrc.Builder{Reader: mgr.GetAPIReader(), Client: mgr.GetClient(), Env: opts.Cloud}
 	srcs := newRenderer(mgr.GetAPIReader(), opts.Namespace, clouds, tokens)
 	for _, obj := range []client.Object{&v1alpha1.ClusterRegistryCredential{}, &v1alpha1.RegistryCredential{}} {
@@ -124,7 +127,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*NamespaceRecon
 	}
 	fails := newFailures()
 	recorder := mgr.GetEventRecorder("regcred")
-	watches, err := newSourceWatches(mgr)
+	watches, err := newSourceWatches(mgr, opts.Namespace)
 	if err != nil {
 		return nil, err
 	}

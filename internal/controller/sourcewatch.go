@@ -20,34 +20,49 @@ import (
 // one cache per source Secret type, selected on the server by field
 // "type", leaving out regcred's own copies. Secrets of other types (the
 // Opaque, TLS, token and Helm release Secrets that make up most of a
-// cluster) are never sent to regcred at all, and those that are keep only
-// their name, namespace and resourceVersion in memory.
+// cluster) are never sent to regcred at all, except the Opaque Secrets of
+// regcred's own namespace, and those that are keep only their name,
+// namespace and resourceVersion in memory.
 type sourceWatches struct {
 	caches []cache.Cache
 }
 
-func newSourceWatches(mgr ctrl.Manager) (*sourceWatches, error) {
+func newSourceWatches(mgr ctrl.Manager, regcredNamespace string) (*sourceWatches, error) {
 	notManaged, err := labels.NewRequirement(credential.LabelManaged, selection.DoesNotExist, nil)
 	if err != nil {
 		return nil, err
 	}
 	sw := &sourceWatches{}
-	// Opaque Secrets hold the keys of cloud identities.
-	for _, t := range []string{dockercfg.SecretTypeDockerConfigJSON, dockercfg.SecretTypeDockercfg, dockercfg.SecretTypeBasicAuth, string(corev1.SecretTypeOpaque)} {
+	add := func(secretType string, namespaces map[string]cache.Config) error {
 		c, err := cache.New(mgr.GetConfig(), cache.Options{
 			Scheme:               mgr.GetScheme(),
 			Mapper:               mgr.GetRESTMapper(),
+			DefaultNamespaces:    namespaces,
 			DefaultLabelSelector: labels.NewSelector().Add(*notManaged),
-			DefaultFieldSelector: fields.OneTermEqualSelector("type", t),
+			DefaultFieldSelector: fields.OneTermEqualSelector("type", secretType),
 			DefaultTransform:     stripToIdentity,
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if err := mgr.Add(c); err != nil {
-			return nil, err
+			return err
 		}
 		sw.caches = append(sw.caches, c)
+		return nil
+	}
+	for _, t := range []string{dockercfg.SecretTypeDockerConfigJSON, dockercfg.SecretTypeDockercfg, dockercfg.SecretTypeBasicAuth} {
+		if err := add(t, nil); err != nil {
+			return nil, err
+		}
+	}
+	// Opaque Secrets hold the keys of cloud identities. Only regcred's own
+	// namespace is watched (ClusterRegistryCredentials' keys): Opaque
+	// Secrets are most of a cluster's. A tenant's keys Secret is read at
+	// each token request instead, so a rotated key is used from the next
+	// refresh on, and a missing one is retried with backoff.
+	if err := add(string(corev1.SecretTypeOpaque), map[string]cache.Config{regcredNamespace: {}}); err != nil {
+		return nil, err
 	}
 	return sw, nil
 }

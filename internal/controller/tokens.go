@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -25,6 +26,10 @@ type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
 // credentials, so their status follows.
 type tokenEvents struct {
 	client client.Client
+	// leading is set while this replica is the leader: only the leader
+	// refreshes tokens in the background. Another replica's webhook may
+	// still get a token on demand, which it drops at its refresh time.
+	leading atomic.Bool
 
 	mu          sync.Mutex
 	namespaces  queue
@@ -74,9 +79,12 @@ func (te *tokenEvents) users(ctx context.Context, key string) ([]credential.Key,
 	return out, nil
 }
 
-// inUse keeps a token refreshed while a credential uses it. A failed
-// read keeps it too.
+// inUse keeps a token refreshed while a credential uses it and this
+// replica leads. A failed read keeps it too.
 func (te *tokenEvents) inUse(key string) bool {
+	if !te.leading.Load() {
+		return false
+	}
 	users, err := te.users(context.Background(), key)
 	return err != nil || len(users) > 0
 }
@@ -113,6 +121,19 @@ func (te *tokenEvents) changed(key string) {
 		}
 	}
 }
+
+// leader is a runnable that marks the replica as leading while it runs.
+type leader struct{ te *tokenEvents }
+
+func (l leader) Start(ctx context.Context) error {
+	l.te.leading.Store(true)
+	<-ctx.Done()
+	l.te.leading.Store(false)
+	return nil
+}
+
+// NeedLeaderElection: it starts when this replica is elected.
+func (leader) NeedLeaderElection() bool { return true }
 
 // tokenMetrics counts token requests.
 type tokenMetrics struct{}

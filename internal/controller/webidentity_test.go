@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/testenv"
 	"regcred.dev/regcred/internal/testenv/fakecloud"
 )
 
@@ -105,4 +106,52 @@ func TestWebIdentityPerTenant(t *testing.T) {
 	}
 	t.Cleanup(func() { deleteAndWait(t, c, rc) })
 	registryReady(t, c, trusted, "ghost", metav1.ConditionFalse, v1alpha1.ReasonIdentityNotFound, "0/1", "ServiceAccount "+trusted+"/ghost not found")
+}
+
+// TestACRWebIdentity: a tenant's ServiceAccount token is a federated
+// client assertion at Entra ID, and the Entra token is exchanged at the
+// registry's /oauth2/exchange for the refresh token the copy holds.
+func TestACRWebIdentity(t *testing.T) {
+	c := startManager(t)
+	oidc := trustCluster(t)
+	az, err := fakecloud.StartAzure("11111111-2222-3333-4444-555555555555")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(az.Close)
+	az.TrustOIDC(oidc)
+	reg, err := testenv.StartRegistry(testenv.Token, testenv.WithHandler("/oauth2/exchange", az.Exchange()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reg.Close)
+	az.ServeRegistry(reg.Host, reg)
+	if _, err := reg.PushRandomImage(bg, "team/app:v1"); err != nil {
+		t.Fatal(err)
+	}
+	cloudTrust.Add(az.CA.CertPEM)
+	cloudTrust.Add(reg.CA.CertPEM)
+	w := &tokenWorld{reg: reg}
+
+	ns := newNamespace(t, c, "tenant-acr", nil)
+	createSA(t, c, ns, "puller", nil)
+	az.AllowFederated("app-acr", "system:serviceaccount:"+ns+":puller")
+	rc := tenantCred(ns, "acr", v1alpha1.CredentialSource{ACR: &v1alpha1.ACRSource{Registry: reg.Host, TenantID: az.Tenant, ClientID: "app-acr",
+		AuthorityHost: az.URL + "/", Identity: v1alpha1.CloudIdentity{WebIdentity: &v1alpha1.WebIdentity{ServiceAccountName: "puller", Audience: "api://AzureADTokenExchange"}}}},
+		reg.Host)
+	if err := c.Create(bg, rc); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { deleteAndWait(t, c, rc) })
+	got := registryReady(t, c, ns, "acr", metav1.ConditionTrue, v1alpha1.ReasonSynced, "1/1", "")
+	if got.Status.Token == nil || got.Status.Token.ExpiresAt == nil || time.Until(got.Status.Token.ExpiresAt.Time) < 2*time.Hour {
+		t.Errorf("status.token = %+v, want the 3-hour expiry of the refresh token", got.Status.Token)
+	}
+	d, _, err := secretData(bg, c, ns, "regcred-acr")
+	if err != nil || d == nil {
+		t.Fatalf("no copy: %v", err)
+	}
+	if err := w.pull(d); err != nil {
+		t.Errorf("pull with the ACR refresh token: %v", err)
+	}
 }
