@@ -420,8 +420,13 @@ type ClusterRegistryCredentialList struct {
 }
 
 // RegistryCredential is a tenant's registry credential: it acts only in its
-// own namespace and reads its source Secret from there.
+// own namespace and reads its source Secret from there. It may not act as
+// regcred's manager: no plugin, no ambient cloud identity.
 //
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.source.credentialProvider)",message="a RegistryCredential cannot run a credential provider plugin (it would run as regcred's manager): use a ClusterRegistryCredential"
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.source.ecr) || (has(self.spec.source.ecr.identity) && (has(self.spec.source.ecr.identity.secretRef) || has(self.spec.source.ecr.identity.webIdentity)))",message="a RegistryCredential cannot use the manager's own cloud identity: set spec.source.ecr.identity.webIdentity (a ServiceAccount of its namespace) or identity.secretRef"
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.source.gcp) || (has(self.spec.source.gcp.identity) && (has(self.spec.source.gcp.identity.secretRef) || has(self.spec.source.gcp.identity.webIdentity)))",message="a RegistryCredential cannot use the manager's own cloud identity: set spec.source.gcp.identity.webIdentity (a ServiceAccount of its namespace) or identity.secretRef"
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.source.acr) || (has(self.spec.source.acr.identity) && (has(self.spec.source.acr.identity.secretRef) || has(self.spec.source.acr.identity.webIdentity)))",message="a RegistryCredential cannot use the manager's own cloud identity: set spec.source.acr.identity.webIdentity (a ServiceAccount of its namespace) or identity.secretRef"
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=rc,categories=regcred

@@ -37,6 +37,7 @@ type managerOptions struct {
 	webhookRegister       bool
 	webhookConfiguration  string
 	webhookFailurePolicy  string
+	pluginDir             string
 	webhookTimeoutSeconds int32
 }
 
@@ -112,6 +113,7 @@ removes it) and regcred keeps only its caBundle. See docs/webhook.md.`,
 				MetricsAddr:             o.metricsAddr,
 				ProbeAddr:               o.probeAddr,
 				LeaderElect:             o.leaderElect,
+				PluginDir:               o.pluginDir,
 				QPS:                     o.qps,
 				Burst:                   o.burst,
 				MaxConcurrentReconciles: o.maxConcurrentReconciles,
@@ -142,6 +144,7 @@ removes it) and regcred keeps only its caBundle. See docs/webhook.md.`,
 	f.StringVar(&o.webhookCerts, "webhook-certs", "self", `"self": regcred keeps a CA and serving certificate in the Secret regcred-webhook-tls, rotates them and keeps the caBundle current; "external": cert-manager (or another tool) writes --webhook-cert-dir and the caBundle`)
 	f.BoolVar(&o.webhookRegister, "webhook-register", true, "create and update the MutatingWebhookConfiguration; false when the Helm chart or config/default installs it (with --webhook-certs=self regcred then keeps only its caBundle)")
 	f.StringVar(&o.webhookConfiguration, "webhook-configuration-name", "regcred", "name of the MutatingWebhookConfiguration")
+	f.StringVar(&o.pluginDir, "credential-provider-dir", "", "directory of kubelet credential provider plugins that credentials' spec.source.credentialProvider may run (plugins run as the manager, so only from here; empty turns plugin sources off)")
 	f.StringVar(&o.webhookFailurePolicy, "webhook-failure-policy", "Ignore", "Ignore (a webhook outage never blocks Pods; the ServiceAccount patch is the backstop) or Fail")
 	f.Int32Var(&o.webhookTimeoutSeconds, "webhook-timeout-seconds", 5, "how long the API server waits for the webhook (1-30)")
 	return cmd

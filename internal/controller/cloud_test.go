@@ -3,6 +3,8 @@ package controller_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -262,5 +264,61 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestCredentialProviderPlugin: a ClusterRegistryCredential runs a kubelet
+// credential provider plugin from the manager's plugin directory, and its
+// answer pulls; a plugin elsewhere is refused.
+func TestCredentialProviderPlugin(t *testing.T) {
+	c := startManager(t)
+	reg, err := testenv.StartRegistry(testenv.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reg.Close)
+	if _, err := reg.PushRandomImage(bg, "team/app:v1"); err != nil {
+		t.Fatal(err)
+	}
+	w := &tokenWorld{reg: reg}
+	password := "plugin-password-7f3a"
+	reg.AllowTemporary("plugin-robot", password, time.Now().Add(time.Hour))
+	script := "#!/bin/sh\ncat >/dev/null\nprintf '{\"apiVersion\":\"credentialprovider.kubelet.k8s.io/v1\",\"kind\":\"CredentialProviderResponse\",\"cacheKeyType\":\"Registry\",\"cacheDuration\":\"10m\",\"auth\":{\"%s\":{\"username\":\"plugin-robot\",\"password\":\"%s\"}}}' \"$REGISTRY\" \"$PLUGIN_PASSWORD\"\n"
+	plugin := filepath.Join(pluginDir, "test-plugin")
+	if err := os.WriteFile(plugin, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	outside := filepath.Join(t.TempDir(), "test-plugin")
+	if err := os.WriteFile(outside, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	label := map[string]string{"plugin": "yes"}
+	ns := newNamespace(t, c, "plugin", label)
+	for name, cmd := range map[string]string{"plugin-in": plugin, "plugin-out": outside} {
+		cr := &v1alpha1.ClusterRegistryCredential{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		cr.Spec.Registries = []string{reg.Host}
+		cr.Spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: label}
+		cr.Spec.SecretName = name
+		cr.Spec.Source.CredentialProvider = &v1alpha1.CredentialProviderSource{Command: cmd,
+			Env: []v1alpha1.EnvVar{{Name: "REGISTRY", Value: reg.Host}, {Name: "PLUGIN_PASSWORD", Value: password}}}
+		if err := c.Create(bg, cr); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { deleteAndWait(t, c, cr) })
+	}
+	got := clusterReady(t, c, "plugin-in", metav1.ConditionTrue, v1alpha1.ReasonSynced, "1/1")
+	if got.Status.Token == nil || got.Status.Token.ExpiresAt == nil || time.Until(got.Status.Token.ExpiresAt.Time) > 10*time.Minute {
+		t.Errorf("status.token = %+v, want the plugin's 10m cacheDuration", got.Status.Token)
+	}
+	d, _, err := secretData(bg, c, ns, "plugin-in")
+	if err != nil || d == nil {
+		t.Fatalf("no copy: %v", err)
+	}
+	if err := w.pull(d); err != nil {
+		t.Errorf("pull with the plugin's answer: %v", err)
+	}
+	bad := clusterReady(t, c, "plugin-out", metav1.ConditionFalse, v1alpha1.ReasonSourceInvalid, "0/1")
+	if msg := meta.FindStatusCondition(bad.Status.Conditions, v1alpha1.ConditionReady).Message; !strings.Contains(msg, "the only directory plugins run from") {
+		t.Errorf("message %q does not say where plugins may run from", msg)
 	}
 }

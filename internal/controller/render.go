@@ -92,7 +92,7 @@ func (s *renderer) fetcher(c *credential.Credential) (cloud.Fetcher, error) {
 	if s.clouds == nil {
 		return nil, errors.New("cloud sources are not enabled")
 	}
-	return s.clouds.Fetcher(&c.Spec.Source, c.SourceNamespace(s.regcredNamespace), c.Spec.Registries)
+	return s.clouds.Fetcher(&c.Spec.Source, c.SourceNamespace(s.regcredNamespace), c.Spec.Registries, c.Kind == credential.KindNamespaced)
 }
 
 // tokenKey is the token cache key of a credential with a cloud source,

@@ -46,6 +46,9 @@ type Options struct {
 	Cloud cloud.Env
 	// Tokens tunes the token cache of cloud sources.
 	Tokens cloud.CacheOptions
+	// PluginDir is where credential provider plugins may run from; empty
+	// turns plugin sources off.
+	PluginDir string
 }
 
 // CacheOptions restricts the manager's cache to what regcred manages:
@@ -109,7 +112,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*NamespaceRecon
 	if err := mgr.Add(leader{events}); err != nil {
 		return nil, err
 	}
-	clouds := &cloudsrc.Builder{Reader: mgr.GetAPIReader(), Client: mgr.GetClient(), Env: opts.Cloud}
+	clouds := &cloudsrc.Builder{Reader: mgr.GetAPIReader(), Client: mgr.GetClient(), Env: opts.Cloud, PluginDir: opts.PluginDir}
 	srcs := newRenderer(mgr.GetAPIReader(), opts.Namespace, clouds, tokens)
 	for _, obj := range []client.Object{&v1alpha1.ClusterRegistryCredential{}, &v1alpha1.RegistryCredential{}} {
 		if err := idx.IndexField(ctx, obj, indexTokenKey, func(o client.Object) []string {

@@ -34,6 +34,8 @@ var (
 	// cloudTrust holds the CAs of the fake clouds and registries the
 	// tests start; the manager's cloud client trusts them.
 	cloudTrust = &fakecloud.Trust{}
+	// pluginDir is the manager's --credential-provider-dir.
+	pluginDir string
 )
 
 func TestMain(m *testing.M) { os.Exit(suite.Run(m)) }
@@ -71,9 +73,14 @@ func startManager(t *testing.T) client.Client {
 			cancel()
 			return
 		}
+		if pluginDir, mgrErr = os.MkdirTemp("", "regcred-plugins-"); mgrErr != nil {
+			cancel()
+			return
+		}
+		suite.OnStop(func() { _ = os.RemoveAll(pluginDir) })
 		ctrl.SetLogger(zap.New(zap.WriteTo(logs), zap.UseDevMode(true), zap.Level(zapcore.Level(-2))))
 		mgr, err := manager.New(ctx, manager.Options{RestConfig: cp.Config, Namespace: regcredNamespace, MetricsAddr: "0", ProbeAddr: "0", QPS: 200, Burst: 400,
-			Cloud: cloud.Env{HTTPClient: cloudTrust.Client()}})
+			Cloud: cloud.Env{HTTPClient: cloudTrust.Client()}, PluginDir: pluginDir})
 		if err != nil {
 			mgrErr = err
 			cancel()

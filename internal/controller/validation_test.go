@@ -119,6 +119,31 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		}
 		_ = c.Delete(bg, cloudOK)
 	}
+	// A tenant may not act as the manager.
+	for name, src := range map[string]v1alpha1.CredentialSource{
+		"a RegistryCredential cannot use the manager's own cloud identity: set spec.source.ecr.identity.webIdentity": {ECR: &v1alpha1.ECRSource{Region: "eu-west-1"}},
+		"a RegistryCredential cannot use the manager's own cloud identity: set spec.source.gcp.identity.webIdentity": {GCP: &v1alpha1.GCPSource{}},
+		"a RegistryCredential cannot run a credential provider plugin":                                               {CredentialProvider: &v1alpha1.CredentialProviderSource{Command: "/plugins/p"}},
+	} {
+		rc := &v1alpha1.RegistryCredential{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "validation-tenant"}}
+		rc.Spec.Registries = []string{"r.example.com"}
+		rc.Spec.Source = src
+		err := c.Create(bg, rc)
+		if err == nil {
+			_ = c.Delete(bg, rc)
+			t.Errorf("RegistryCredential accepted, want %q", name)
+		} else if !strings.Contains(err.Error(), name) {
+			t.Errorf("error %q does not contain %q", err, name)
+		}
+	}
+	tenantOK := &v1alpha1.RegistryCredential{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "validation-tenant-ok"}}
+	tenantOK.Spec.Registries = []string{"r.example.com"}
+	tenantOK.Spec.Source.ECR = &v1alpha1.ECRSource{Region: "eu-west-1", Identity: v1alpha1.CloudIdentity{SecretRef: &v1alpha1.SecretReference{Name: "keys"}}}
+	if err := c.Create(bg, tenantOK); err != nil {
+		t.Errorf("a tenant's ECR source with its own keys rejected: %v", err)
+	} else {
+		_ = c.Delete(bg, tenantOK)
+	}
 	if ok.Spec.ServiceAccounts.Mode != v1alpha1.ServiceAccountsAll || !ok.Spec.PodInjection.InjectionEnabled() || ok.Spec.PodInjection.Enabled == nil {
 		t.Errorf("defaults not applied: %+v %+v", ok.Spec.ServiceAccounts, ok.Spec.PodInjection)
 	}

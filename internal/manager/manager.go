@@ -50,6 +50,9 @@ type Options struct {
 	Cloud cloud.Env
 	// Tokens tunes the refresh of cloud tokens.
 	Tokens cloud.CacheOptions
+	// PluginDir is where credential provider plugins may run from; empty
+	// turns plugin sources off.
+	PluginDir string
 }
 
 // WebhookOptions configure the admission webhook.
@@ -126,7 +129,7 @@ func New(ctx context.Context, opts Options) (ctrl.Manager, error) {
 		return nil, fmt.Errorf("create manager: %w", err)
 	}
 	ensurer, err := controller.Setup(ctx, mgr, controller.Options{Namespace: opts.Namespace, MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
-		Cloud: opts.Cloud, Tokens: opts.Tokens})
+		Cloud: opts.Cloud, Tokens: opts.Tokens, PluginDir: opts.PluginDir})
 	if err != nil {
 		return nil, fmt.Errorf("set up controllers: %w", err)
 	}

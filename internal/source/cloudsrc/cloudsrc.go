@@ -9,7 +9,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strconv"
+	"strings"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -34,6 +36,9 @@ type Builder struct {
 	// Client mints ServiceAccount tokens (TokenRequest).
 	Client client.Client
 	Env    cloud.Env
+	// PluginDir is the only directory credential provider plugins may be
+	// run from; empty turns plugin sources off.
+	PluginDir string
 }
 
 // IsCloud reports whether a source is served by this package.
@@ -43,8 +48,13 @@ func IsCloud(s *v1alpha1.CredentialSource) bool {
 
 // Fetcher builds the fetcher of a cloud source whose identity lives in
 // namespace. It does no I/O: keys and tokens are read when a token is
-// fetched, so Key() can index credentials.
-func (b *Builder) Fetcher(src *v1alpha1.CredentialSource, namespace string, registries []string) (cloud.Fetcher, error) {
+// fetched, so Key() can index credentials. A tenant's source (a
+// RegistryCredential's) may not act as the manager: no ambient identity,
+// no plugin.
+func (b *Builder) Fetcher(src *v1alpha1.CredentialSource, namespace string, registries []string, tenant bool) (cloud.Fetcher, error) {
+	if err := b.allowed(src, tenant); err != nil {
+		return nil, err
+	}
 	switch {
 	case src.ECR != nil:
 		s := src.ECR
@@ -72,6 +82,45 @@ func (b *Builder) Fetcher(src *v1alpha1.CredentialSource, namespace string, regi
 		return p, nil
 	}
 	return nil, errors.New("not a cloud source")
+}
+
+// ErrTenantAmbient and ErrTenantPlugin refuse a RegistryCredential what
+// would let a tenant act as regcred's manager.
+var (
+	ErrTenantAmbient = errors.New("a RegistryCredential cannot use the manager's own cloud identity: set identity.webIdentity (a ServiceAccount of its namespace) or identity.secretRef")
+	ErrTenantPlugin  = errors.New("a RegistryCredential cannot run a credential provider plugin (it would run as regcred's manager): use a ClusterRegistryCredential")
+)
+
+func (b *Builder) allowed(src *v1alpha1.CredentialSource, tenant bool) error {
+	if p := src.CredentialProvider; p != nil {
+		if tenant {
+			return ErrTenantPlugin
+		}
+		if b.PluginDir == "" {
+			return errors.New("credential provider plugins are off: start the manager with --credential-provider-dir DIR and put the plugin there")
+		}
+		dir := filepath.Clean(b.PluginDir) + string(filepath.Separator)
+		if !strings.HasPrefix(filepath.Clean(p.Command), dir) {
+			return fmt.Errorf("credential provider plugin %s is not in %s, the only directory plugins run from", p.Command, b.PluginDir)
+		}
+		return nil
+	}
+	if !tenant {
+		return nil
+	}
+	var id *v1alpha1.CloudIdentity
+	switch {
+	case src.ECR != nil:
+		id = &src.ECR.Identity
+	case src.GCP != nil:
+		id = &src.GCP.Identity
+	case src.ACR != nil:
+		id = &src.ACR.Identity
+	}
+	if id != nil && id.SecretRef == nil && id.WebIdentity == nil {
+		return ErrTenantAmbient
+	}
+	return nil
 }
 
 func (b *Builder) identity(id v1alpha1.CloudIdentity, namespace string) cloud.Identity {
