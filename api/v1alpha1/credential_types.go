@@ -78,7 +78,7 @@ type CredentialSource struct {
 }
 
 // ECRSource configures Amazon ECR tokens.
-// +kubebuilder:validation:XValidation:rule="(has(self.public) && self.public) || (has(self.region) && self.region != '')",message="region is required for private ECR"
+// +kubebuilder:validation:XValidation:rule="(has(self.public) && self.public) || (has(self.region) && size(self.region) > 0)",message="region is required for private ECR"
 // +kubebuilder:validation:XValidation:rule="!(has(self.public) && self.public && has(self.registryIds))",message="registryIds are for private ECR only"
 type ECRSource struct {
 	// Region of the registries, like eu-west-1. ECR Public always uses
