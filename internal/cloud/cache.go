@@ -178,9 +178,15 @@ func (c *Cache) fetch(ctx context.Context, key string) (*Lease, error) {
 	v, _, _ := c.group.Do(key, func() (any, error) {
 		c.mu.Lock()
 		e := c.entries[key]
-		if e == nil || c.closed {
+		switch {
+		case c.closed:
 			c.mu.Unlock()
-			return fetchResult{err: errorf(TokenRequestFailed, "token cache closed")}, nil
+			return fetchResult{err: errorf(TokenRequestFailed, "the token cache is closed: the manager is stopping")}, nil
+		case e == nil:
+			// Forgotten (its keys changed) since the caller looked: the
+			// caller's own fetcher asks again.
+			c.mu.Unlock()
+			return fetchResult{err: errorf(TokenRequestFailed, "the token was dropped while it was being asked for; retrying")}, nil
 		}
 		f := e.fetcher
 		c.mu.Unlock()
