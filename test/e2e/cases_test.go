@@ -32,6 +32,25 @@ func (e env) registry(t *testing.T, mode testenv.AuthMode) *testenv.Registry {
 	return reg
 }
 
+// ownRegistry is a registry of the test's own (one it may change: rotate
+// a password, issue short-lived logins), trusted by the node, holding the
+// test image as app:1.
+func (e env) ownRegistry(t *testing.T, mode testenv.AuthMode) *testenv.Registry {
+	t.Helper()
+	reg, err := testenv.StartRegistry(mode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reg.Close)
+	if err := e.TrustRegistry(reg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.PushTestImage(bg, "app:1"); err != nil {
+		t.Fatal(err)
+	}
+	return reg
+}
+
 func labels(kv ...string) map[string]string {
 	m := map[string]string{}
 	for i := 0; i+1 < len(kv); i += 2 {

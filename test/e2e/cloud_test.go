@@ -27,17 +27,7 @@ import (
 // with what regcred refreshed in place.
 func TestECRTokenOutlivesItsFirstToken(t *testing.T) {
 	e := withRegcred(t)
-	reg, err := testenv.StartRegistry(testenv.Token)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(reg.Close)
-	if err := e.TrustRegistry(reg); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := reg.PushTestImage(bg, "app:1"); err != nil {
-		t.Fatal(err)
-	}
+	reg := e.ownRegistry(t, testenv.Token)
 	aws, err := fakecloud.StartAWS(reg, "eu-west-1")
 	if err != nil {
 		t.Fatal(err)

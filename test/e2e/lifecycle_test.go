@@ -27,17 +27,7 @@ import (
 // kubelet's re-verification of cached images.
 func TestRotation(t *testing.T) {
 	e := withRegcred(t)
-	reg, err := testenv.StartRegistry(testenv.Basic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(reg.Close)
-	if err := e.TrustRegistry(reg); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := reg.PushTestImage(bg, "app:1"); err != nil {
-		t.Fatal(err)
-	}
+	reg := e.ownRegistry(t, testenv.Basic)
 	src := e.sourceSecret(t, regcredNS, "rotate-robot", reg)
 	e.clusterCredential(t, "rotate", "rotate-robot", labels("e2e", "rotate"), []string{reg.Host}, nil)
 	old := e.namespace(t, "rotate-old", labels("e2e", "rotate"))
