@@ -459,3 +459,17 @@ func init() {
 
 // InjectionEnabled reports whether the webhook may add the Secret to Pods.
 func (p PodInjection) InjectionEnabled() bool { return p.Enabled == nil || *p.Enabled }
+
+// CloudIdentity is the identity of an ecr, gcp or acr source; nil for
+// sources without one.
+func (s *CredentialSource) CloudIdentity() *CloudIdentity {
+	switch {
+	case s.ECR != nil:
+		return &s.ECR.Identity
+	case s.GCP != nil:
+		return &s.GCP.Identity
+	case s.ACR != nil:
+		return &s.ACR.Identity
+	}
+	return nil
+}

@@ -378,8 +378,6 @@ func (c *Cache) Len() int {
 	return len(c.entries)
 }
 
-func asError(err error, target **Error) bool { return errors.As(err, target) }
-
 // asCloudError classifies any error a fetcher returned.
 func asCloudError(err error, kind string) *Error {
 	if err == nil {

@@ -8,6 +8,7 @@ package cloud
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -205,7 +206,7 @@ func (i Identity) subjectToken(ctx context.Context) (string, error) {
 	tok, err := i.WebIdentity.Token(ctx)
 	if err != nil {
 		var ce *Error
-		if asError(err, &ce) {
+		if errors.As(err, &ce) {
 			return "", ce
 		}
 		return "", errorf(IdentityNotFound, "mint a token for ServiceAccount %s: %v", i.WebIdentity.ServiceAccount, err)

@@ -183,21 +183,11 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*NamespaceRecon
 // sourceSecrets are "namespace/name" of the Secrets a source reads: the
 // registry Secret, or a cloud identity's keys.
 func sourceSecrets(src *v1alpha1.CredentialSource, namespace string) []string {
-	var ids []*v1alpha1.CloudIdentity
-	switch {
-	case src.SecretRef != nil:
+	if src.SecretRef != nil {
 		return []string{namespace + "/" + src.SecretRef.Name}
-	case src.ECR != nil:
-		ids = append(ids, &src.ECR.Identity)
-	case src.GCP != nil:
-		ids = append(ids, &src.GCP.Identity)
-	case src.ACR != nil:
-		ids = append(ids, &src.ACR.Identity)
 	}
-	for _, id := range ids {
-		if id.SecretRef != nil {
-			return []string{namespace + "/" + id.SecretRef.Name}
-		}
+	if id := src.CloudIdentity(); id != nil && id.SecretRef != nil {
+		return []string{namespace + "/" + id.SecretRef.Name}
 	}
 	return nil
 }

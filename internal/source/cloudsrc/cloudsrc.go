@@ -108,16 +108,7 @@ func (b *Builder) allowed(src *v1alpha1.CredentialSource, tenant bool) error {
 	if !tenant {
 		return nil
 	}
-	var id *v1alpha1.CloudIdentity
-	switch {
-	case src.ECR != nil:
-		id = &src.ECR.Identity
-	case src.GCP != nil:
-		id = &src.GCP.Identity
-	case src.ACR != nil:
-		id = &src.ACR.Identity
-	}
-	if id != nil && id.SecretRef == nil && id.WebIdentity == nil {
+	if id := src.CloudIdentity(); id != nil && id.SecretRef == nil && id.WebIdentity == nil {
 		return ErrTenantAmbient
 	}
 	return nil
