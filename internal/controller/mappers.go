@@ -30,8 +30,14 @@ func namespaceOf(_ context.Context, o client.Object) []reconcile.Request {
 }
 
 func (w *wiring) allNamespaces(ctx context.Context, _ client.Object) []reconcile.Request {
+	return namespaceRequests(ctx, w.client)
+}
+
+// namespaceRequests is a request for every namespace in the cache; a
+// failed read is logged and maps to none.
+func namespaceRequests(ctx context.Context, c client.Reader) []reconcile.Request {
 	var nsList corev1.NamespaceList
-	if err := w.client.List(ctx, &nsList, client.UnsafeDisableDeepCopy); err != nil {
+	if err := c.List(ctx, &nsList, client.UnsafeDisableDeepCopy); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "list namespaces to map an event")
 		return nil
 	}
@@ -98,7 +104,6 @@ func (w *wiring) credentialsSelecting(kind credential.Kind) handler.MapFunc {
 func (w *wiring) credentialsOfSourceSecret(kind credential.Kind) handler.TypedMapFunc[*metav1.PartialObjectMetadata, reconcile.Request] {
 	return func(ctx context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
 		w.renders.invalidateSecret(o.Namespace, o.Name)
-		w.forgetTokens(ctx, o)
 		bySource := client.MatchingFields{indexSourceSecret: o.Namespace + "/" + o.Name}
 		if kind == credential.KindCluster {
 			return w.credentials(ctx, kind, bySource)
@@ -127,7 +132,9 @@ func (w *wiring) namespacesOfSourceSecret(ctx context.Context, o *metav1.Partial
 
 // forgetTokens drops the tokens got with the keys in a Secret that
 // changed (rotated, created after the credential, deleted), so the next
-// read asks with the keys as they are now.
+// read asks with the keys as they are now. It runs once per event, from
+// the namespace controller's mapper: each forget costs a token request,
+// and the new token's arrival enqueues the credentials itself.
 func (w *wiring) forgetTokens(ctx context.Context, o *metav1.PartialObjectMetadata) {
 	if w.renders.tokens == nil {
 		return

@@ -5,7 +5,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -111,13 +110,8 @@ func (te *tokenEvents) changed(key string) {
 		}
 	}
 	if allNamespaces && nsq != nil {
-		var list corev1.NamespaceList
-		if err := te.client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
-			ctrl.Log.WithName("tokens").Error(err, "list namespaces for a refreshed token")
-			return
-		}
-		for i := range list.Items {
-			nsq.Add(reconcile.Request{NamespacedName: types.NamespacedName{Name: list.Items[i].Name}})
+		for _, req := range namespaceRequests(ctrl.LoggerInto(ctx, ctrl.Log.WithName("tokens")), te.client) {
+			nsq.Add(req)
 		}
 	}
 }
