@@ -19,7 +19,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -29,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/bench/internal/parallel"
 	"regcred.dev/regcred/bench/internal/stats"
 	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/testenv"
@@ -82,7 +82,7 @@ func run() error {
 	for i := range names {
 		names[i] = fmt.Sprintf("bench-%04d", i)
 	}
-	if err := parallel(16, names, func(ns string) error {
+	if err := parallel.Each(16, names, func(ns string) error {
 		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"bench": "yes"}}}); err != nil {
 			return err
 		}
@@ -172,7 +172,7 @@ func run() error {
 		idx[i] = strconv.Itoa(i)
 	}
 	t1 := time.Now()
-	if err := parallel(16, idx, func(s string) error {
+	if err := parallel.Each(16, idx, func(s string) error {
 		i, _ := strconv.Atoi(s)
 		return c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: names[i%len(names)], Name: "unrelated-" + s},
 			Data: map[string][]byte{"payload": []byte(payload)}})
@@ -390,35 +390,4 @@ func freeAddr() string {
 		panic(err)
 	}
 	return addr
-}
-
-func parallel(workers int, items []string, f func(string) error) error {
-	ch := make(chan string)
-	errCh := make(chan error, workers)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for it := range ch {
-				if err := f(it); err != nil {
-					select {
-					case errCh <- err:
-					default:
-					}
-				}
-			}
-		}()
-	}
-	for _, it := range items {
-		ch <- it
-	}
-	close(ch)
-	wg.Wait()
-	select {
-	case err := <-errCh:
-		return err
-	default:
-		return nil
-	}
 }

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/bench/internal/parallel"
 	"regcred.dev/regcred/internal/cloud"
 	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/manager"
@@ -82,7 +82,7 @@ func run() error {
 	for i := range names {
 		names[i] = fmt.Sprintf("bench-%04d", i)
 	}
-	if err := parallel(16, names, func(ns string) error {
+	if err := parallel.Each(16, names, func(ns string) error {
 		return c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"bench": "yes"}}})
 	}); err != nil {
 		return err
@@ -170,35 +170,4 @@ func waitAllHold(ctx context.Context, c client.Client, want int, old string) (st
 		time.Sleep(100 * time.Millisecond)
 	}
 	return "", fmt.Errorf("copies did not converge on one token")
-}
-
-func parallel(n int, items []string, f func(string) error) error {
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-		ch   = make(chan string)
-	)
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for it := range ch {
-				if err := f(it); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for _, it := range items {
-		ch <- it
-	}
-	close(ch)
-	wg.Wait()
-	if len(errs) > 0 {
-		return errs[0]
-	}
-	return nil
 }
