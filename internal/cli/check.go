@@ -9,6 +9,7 @@ import (
 	"github.com/distribution/reference"
 	"github.com/spf13/cobra"
 
+	"regcred.dev/regcred/internal/doctor"
 	"regcred.dev/regcred/internal/keyring"
 	"regcred.dev/regcred/internal/registry"
 )
@@ -17,15 +18,7 @@ type checkOutput struct {
 	Image            string         `json:"image"`
 	PullWouldSucceed bool           `json:"pullWouldSucceed"`
 	Error            string         `json:"error,omitempty"`
-	Attempts         []checkAttempt `json:"attempts"`
-}
-
-type checkAttempt struct {
-	Key       string `json:"key,omitempty"`
-	Username  string `json:"username,omitempty"`
-	Source    string `json:"source,omitempty"`
-	Anonymous bool   `json:"anonymous,omitempty"`
-	registry.Result
+	Attempts         []doctor.Attempt `json:"attempts"`
 }
 
 func newCheckCommand() *cobra.Command {
@@ -94,24 +87,12 @@ invalid input.`,
 			}
 			printWarnings(cmd.ErrOrStderr(), set)
 
-			out := checkOutput{Image: image, Attempts: []checkAttempt{}}
+			out := checkOutput{Image: image, Attempts: []doctor.Attempt{}}
 			if set.malformed != nil {
 				out.Error = fmt.Sprintf("%v: the kubelet fails every pull of a Pod that lists it, before contacting the registry", set.malformed)
 			} else {
-				candidates := set.candidates(named.Name())
-				if len(candidates) == 0 {
-					res := registry.Check(cmd.Context(), image, registry.Credential{}, opts...)
-					out.Attempts = append(out.Attempts, checkAttempt{Anonymous: true, Result: res})
-					out.PullWouldSucceed = res.Reason == registry.OK
-				}
-				for _, c := range candidates {
-					res := registry.Check(cmd.Context(), image, registry.Credential{Username: c.Username, Password: c.Password}, opts...)
-					out.Attempts = append(out.Attempts, checkAttempt{Key: c.Key, Username: c.Username, Source: c.Origin, Result: res})
-					if res.Reason == registry.OK {
-						out.PullWouldSucceed = true
-						break
-					}
-				}
+				res := doctor.Try(cmd.Context(), image, set.candidates(named.Name()), opts...)
+				out.PullWouldSucceed, out.Attempts = res.PullWouldSucceed, res.Attempts
 			}
 
 			if output == "table" {

@@ -42,10 +42,11 @@ The CLI resolves which credentials the kubelet would try for an image and
 checks them against the registry, naming the failure (Unauthorized, Denied,
 NotFound, RateLimited, TLS, DNS, Connection, Timeout).
 
-A credential's source today is a Secret (dockerconfigjson, dockercfg or
-basic-auth), which anything can write: a person, a CI job, External Secrets.
-Not yet built: cloud token sources that refresh themselves (ECR, Artifact
-Registry, ACR) and a doctor that explains a Pod stuck in ImagePullBackOff.
+A credential's source is a Secret (dockerconfigjson, dockercfg or
+basic-auth), which anything can write (a person, a CI job, External
+Secrets), or a cloud token regcred refreshes itself (ECR, Artifact
+Registry, ACR, a kubelet credential provider plugin). "regcred doctor"
+explains a Pod stuck in ImagePullBackOff and prints the fix.
 
 The same matching rules as the kubelet are used everywhere, so "regcred says it
 matches" means "the kubelet will use it".
@@ -59,7 +60,7 @@ Also usable as a kubectl plugin: install the binary as kubectl-regcred and run
 	root.SetOut(s.Out)
 	root.SetErr(s.Err)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
-	root.AddCommand(newVersionCommand(), newResolveCommand(), newCheckCommand(), newSecretCommand(s), newManagerCommand(), newManifestsCommand(s), newMirrorCommand(s))
+	root.AddCommand(newVersionCommand(), newResolveCommand(), newCheckCommand(), newSecretCommand(s), newManagerCommand(), newManifestsCommand(s), newMirrorCommand(s), newDoctorCommand())
 	return root
 }
 

@@ -1,0 +1,173 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"regcred.dev/regcred/internal/credential"
+	"regcred.dev/regcred/internal/doctor"
+	"regcred.dev/regcred/internal/registry"
+)
+
+type doctorOptions struct {
+	kube             kubeFlags
+	output           string
+	check            bool
+	caFile           string
+	insecure         bool
+	timeout          time.Duration
+	regcredNamespace string
+}
+
+func newDoctorCommand() *cobra.Command {
+	var o doctorOptions
+	cmd := &cobra.Command{
+		Use:   "doctor [pod/NAME | deploy/NAME | sts/NAME | ds/NAME | job/NAME]",
+		Short: "Explain why Pods fail to pull their images, and how to fix it",
+		Long: `Explain every pull failure: for each container, init container, ephemeral
+container and image volume the kubelet cannot pull (ErrImagePull,
+ImagePullBackOff, InvalidImageName, ErrImageNeverPull, or a missing pull
+Secret), read what the kubelet said, name the cause, and say why the Pod
+has no working credential:
+
+  causes     Unauthorized, Denied, NotFound, RateLimited, TLS, DNS,
+             Connection, Timeout, InvalidImageName, NeverPull,
+             MissingSecret, MalformedSecret, TokenExpired, Other
+  diagnoses  which regcred credential covers the image and why it did not
+             reach the Pod: the namespace is excluded or not selected,
+             podInjection is disabled or opted out, the Pod predates the
+             credential (the kubelet never re-reads a Pod's pull secrets),
+             the ServiceAccount was patched after the Pod was made, the
+             Secret is missing or someone else's, the source is invalid,
+             the cloud token expired, the webhook was not called
+
+Each finding ends with a command that fixes it. No secret value is printed.
+
+Scope: the whole cluster by default; -n NAMESPACE for one namespace; or one
+Pod or workload (pod/NAME, deploy/NAME, ...) in -n's namespace (default:
+the context's).
+
+With --check the doctor also tries the Pod's credentials against the
+registry in the kubelet's order, as "regcred check" does, and shows Docker
+Hub's remaining pulls; it is off by default because it talks to
+registries.
+
+Exit status: 0 when nothing fails to pull, 1 when something does, 2 on
+invalid input (a bad flag, a Pod that does not exist).`,
+		Example: `  # Everything stuck in ImagePullBackOff, cluster-wide.
+  regcred doctor
+
+  # One namespace, as JSON for a script.
+  regcred doctor -n team-a -o json
+
+  # A Deployment's Pods, also asking the registry.
+  regcred doctor deploy/api -n team-a --check`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return usageErrorf("%s takes at most one KIND/NAME (got %d arguments); see %s --help", cmd.CommandPath(), len(args), cmd.CommandPath())
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := validateOutput(o.output, "text", "json", "yaml"); err != nil {
+				return err
+			}
+			if o.timeout <= 0 {
+				return usageErrorf("--timeout must be positive")
+			}
+			target := doctor.Target{Namespace: o.kube.namespace}
+			if len(args) == 1 {
+				kind, name, err := parseKindName(args[0])
+				if err != nil {
+					return err
+				}
+				target = doctor.Target{Namespace: o.kube.resolvedNamespace(), Kind: kind, Name: name}
+			}
+			var regOpts []registry.Option
+			if o.check {
+				regOpts = append(regOpts, registry.WithTimeout(o.timeout), registry.WithInsecure(o.insecure))
+				if o.caFile != "" {
+					pool, err := caPool([]string{o.caFile})
+					if err != nil {
+						return err
+					}
+					regOpts = append(regOpts, registry.WithRootCAs(pool))
+				}
+			}
+			cfg, err := o.kube.restConfig()
+			if err != nil {
+				return err
+			}
+			scheme, err := credential.Scheme()
+			if err != nil {
+				return err
+			}
+			c, err := client.New(cfg, client.Options{Scheme: scheme})
+			if err != nil {
+				return fmt.Errorf("connect to the cluster: %w", err)
+			}
+			snap, err := doctor.Collect(cmd.Context(), c, target, o.regcredNamespace)
+			var nf *doctor.ErrNotFound
+			if errors.As(err, &nf) {
+				return &usageError{err}
+			}
+			if err != nil {
+				return err
+			}
+			report := doctor.Diagnose(snap, target.String())
+			if o.check {
+				(&doctor.Checker{Options: regOpts}).Check(cmd.Context(), snap, report)
+			}
+			if o.output == "text" {
+				err = doctor.WriteText(cmd.OutOrStdout(), report)
+			} else {
+				err = printObject(cmd.OutOrStdout(), o.output, report)
+			}
+			if err != nil {
+				return err
+			}
+			if report.PodsFailing > 0 {
+				return &silentError{code: exitFailure}
+			}
+			return nil
+		},
+	}
+	o.kube.addFlags(cmd.Flags(), true)
+	cmd.Flags().StringVarP(&o.output, "output", "o", "text", "output format: text, json or yaml (the JSON schema is stable: apiVersion "+doctor.APIVersion+")")
+	cmd.Flags().BoolVar(&o.check, "check", false, "also try the Pods' credentials against the registries (network access to them)")
+	cmd.Flags().StringVar(&o.caFile, "ca-file", "", "with --check: PEM file of CA certificates to trust for registries, added to the system's")
+	cmd.Flags().BoolVar(&o.insecure, "insecure", false, "with --check: allow plain HTTP registries")
+	cmd.Flags().DurationVar(&o.timeout, "timeout", 20*time.Second, "with --check: time limit for each attempt")
+	cmd.Flags().StringVar(&o.regcredNamespace, "regcred-namespace", "regcred-system", "the namespace regcred runs in (it never syncs there)")
+	return cmd
+}
+
+// parseKindName reads kubectl's KIND/NAME with its short names.
+func parseKindName(arg string) (kind, name string, err error) {
+	k, n, ok := strings.Cut(arg, "/")
+	if !ok || k == "" || n == "" || strings.Contains(n, "/") {
+		return "", "", usageErrorf("%q is not KIND/NAME (pod/NAME, deploy/NAME, sts/NAME, ds/NAME, rs/NAME, job/NAME)", arg)
+	}
+	switch strings.ToLower(k) {
+	case "pod", "pods", "po":
+		kind = "pod"
+	case "deploy", "deployment", "deployments":
+		kind = "deployment"
+	case "sts", "statefulset", "statefulsets":
+		kind = "statefulset"
+	case "ds", "daemonset", "daemonsets":
+		kind = "daemonset"
+	case "rs", "replicaset", "replicasets":
+		kind = "replicaset"
+	case "job", "jobs":
+		kind = "job"
+	default:
+		return "", "", usageErrorf("cannot diagnose %q: use pod, deploy, sts, ds, rs or job", k)
+	}
+	return kind, n, nil
+}
