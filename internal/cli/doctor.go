@@ -18,7 +18,7 @@ type doctorOptions struct {
 	kube             kubeFlags
 	output           string
 	check            bool
-	caFile           string
+	caFiles          []string
 	insecure         bool
 	timeout          time.Duration
 	regcredNamespace string
@@ -91,8 +91,8 @@ invalid input (a bad flag, a Pod that does not exist).`,
 			var regOpts []registry.Option
 			if o.check {
 				regOpts = append(regOpts, registry.WithTimeout(o.timeout), registry.WithInsecure(o.insecure))
-				if o.caFile != "" {
-					pool, err := caPool([]string{o.caFile})
+				if len(o.caFiles) > 0 {
+					pool, err := caPool(o.caFiles)
 					if err != nil {
 						return err
 					}
@@ -140,7 +140,7 @@ invalid input (a bad flag, a Pod that does not exist).`,
 	o.kube.addFlags(cmd.Flags(), true)
 	cmd.Flags().StringVarP(&o.output, "output", "o", "text", "output format: text, json or yaml (the JSON schema is stable: apiVersion "+doctor.APIVersion+")")
 	cmd.Flags().BoolVar(&o.check, "check", false, "also try the Pods' credentials against the registries (network access to them)")
-	cmd.Flags().StringVar(&o.caFile, "ca-file", "", "with --check: PEM file of CA certificates to trust for registries, added to the system's")
+	cmd.Flags().StringArrayVar(&o.caFiles, "ca-file", nil, "with --check: PEM file of CA certificates to trust for registries, added to the system's (repeatable)")
 	cmd.Flags().BoolVar(&o.insecure, "insecure", false, "with --check: allow plain HTTP registries")
 	cmd.Flags().DurationVar(&o.timeout, "timeout", 20*time.Second, "with --check: time limit for each attempt")
 	cmd.Flags().StringVar(&o.regcredNamespace, "regcred-namespace", "regcred-system", "the namespace regcred runs in (it never syncs there)")

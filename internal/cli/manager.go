@@ -38,6 +38,7 @@ type managerOptions struct {
 	webhookConfiguration  string
 	webhookFailurePolicy  string
 	pluginDir             string
+	pullFailureMetrics    bool
 	webhookTimeoutSeconds int32
 }
 
@@ -114,6 +115,7 @@ removes it) and regcred keeps only its caBundle. See docs/webhook.md.`,
 				ProbeAddr:               o.probeAddr,
 				LeaderElect:             o.leaderElect,
 				PluginDir:               o.pluginDir,
+				PullFailureMetrics:      o.pullFailureMetrics,
 				QPS:                     o.qps,
 				Burst:                   o.burst,
 				MaxConcurrentReconciles: o.maxConcurrentReconciles,
@@ -144,6 +146,7 @@ removes it) and regcred keeps only its caBundle. See docs/webhook.md.`,
 	f.StringVar(&o.webhookCerts, "webhook-certs", "self", `"self": regcred keeps a CA and serving certificate in the Secret regcred-webhook-tls, rotates them and keeps the caBundle current; "external": cert-manager (or another tool) writes --webhook-cert-dir and the caBundle`)
 	f.BoolVar(&o.webhookRegister, "webhook-register", true, "create and update the MutatingWebhookConfiguration; false when the Helm chart or config/default installs it (with --webhook-certs=self regcred then keeps only its caBundle)")
 	f.StringVar(&o.webhookConfiguration, "webhook-configuration-name", "regcred", "name of the MutatingWebhookConfiguration")
+	f.BoolVar(&o.pullFailureMetrics, "pull-failure-metrics", true, "watch the kubelet's pull-failure Events (Warning Events of Pods, selected by the API server) and count them in regcred_image_pull_failures_total")
 	f.StringVar(&o.pluginDir, "credential-provider-dir", "", "directory of kubelet credential provider plugins that credentials' spec.source.credentialProvider may run (plugins run as the manager, so only from here; empty turns plugin sources off)")
 	f.StringVar(&o.webhookFailurePolicy, "webhook-failure-policy", "Ignore", "Ignore (a webhook outage never blocks Pods; the ServiceAccount patch is the backstop) or Fail")
 	f.Int32Var(&o.webhookTimeoutSeconds, "webhook-timeout-seconds", 5, "how long the API server waits for the webhook (1-30)")

@@ -100,7 +100,9 @@ func Collect(ctx context.Context, c client.Reader, target Target, regcredNamespa
 	// Only Pods that fail need their surroundings read.
 	var failingPods []*corev1.Pod
 	for _, p := range pods {
-		if len(failingImages(p, s.Events[p.UID])) > 0 {
+		// Whether a pull Secret is malformed is known only once they are
+		// read: until then any unexplained waiting reason may be one.
+		if len(failingImages(p, s.Events[p.UID], true)) > 0 {
 			failingPods = append(failingPods, p)
 		}
 	}

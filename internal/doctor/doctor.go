@@ -178,14 +178,14 @@ type failing struct {
 }
 
 func diagnosePod(s *Snapshot, pod *corev1.Pod) []Finding {
-	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed || !pod.DeletionTimestamp.IsZero() {
-		return nil
-	}
-	fails := failingImages(pod, s.Events[pod.UID])
-	if len(fails) == 0 {
+	if !candidate(pod) || !pod.DeletionTimestamp.IsZero() {
 		return nil
 	}
 	pc := newPodContext(s, pod)
+	fails := failingImages(pod, s.Events[pod.UID], pc.badPull != nil)
+	if len(fails) == 0 {
+		return nil
+	}
 	var out []Finding
 	for _, f := range fails {
 		out = append(out, pc.diagnose(f))
@@ -193,9 +193,16 @@ func diagnosePod(s *Snapshot, pod *corev1.Pod) []Finding {
 	return out
 }
 
+// notPullReasons are waiting reasons that are not about a pull.
+var notPullReasons = []string{"", "ContainerCreating", "PodInitializing", "CrashLoopBackOff", "CreateContainerConfigError",
+	"CreateContainerError", "RunContainerError", "PreStartHookError", "PostStartHookError", "ContainerStatusUnknown"}
+
 // failingImages lists the images a Pod waits on because of a failed pull,
-// each once, with the kubelet's latest word on it.
-func failingImages(pod *corev1.Pod, events []corev1.Event) []failing {
+// each once, with the kubelet's latest word on it. When a pull Secret of the
+// Pod is malformed (malformed), the kubelet's waiting reason is the parse
+// error itself ("illegal base64 data at input byte 0"): any reason that is
+// not known to be about something else counts.
+func failingImages(pod *corev1.Pod, events []corev1.Event, malformed bool) []failing {
 	kinds := map[string]string{}
 	specImage := map[string]string{}
 	for _, c := range pod.Spec.InitContainers {
@@ -220,14 +227,14 @@ func failingImages(pod *corev1.Pod, events []corev1.Event) []failing {
 	statuses := slices.Concat(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses, pod.Status.EphemeralContainerStatuses)
 	for _, st := range statuses {
 		w := st.State.Waiting
-		if w == nil || !slices.Contains(PullWaitingReasons, w.Reason) {
+		if w == nil || !(slices.Contains(PullWaitingReasons, w.Reason) || (malformed && !slices.Contains(notPullReasons, w.Reason))) {
 			continue
 		}
 		image := ImageOfMessage(w.Message)
 		if image == "" {
 			image = specImage[st.Name]
 		}
-		f := failing{kind: kinds[st.Name], name: st.Name, image: image, waiting: w.Reason, message: w.Message}
+		f := failing{kind: kinds[st.Name], name: st.Name, image: image, waiting: w.Reason, message: cmp.Or(w.Message, w.Reason)}
 		if f.kind == "" {
 			f.kind = "container"
 		}

@@ -16,6 +16,7 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -53,6 +54,9 @@ type Options struct {
 	// PluginDir is where credential provider plugins may run from; empty
 	// turns plugin sources off.
 	PluginDir string
+	// PullFailureMetrics watches the kubelet's pull-failure Events for
+	// regcred_image_pull_failures_total.
+	PullFailureMetrics bool
 }
 
 // WebhookOptions configure the admission webhook.
@@ -132,6 +136,15 @@ func New(ctx context.Context, opts Options) (ctrl.Manager, error) {
 		Cloud: opts.Cloud, Tokens: opts.Tokens, PluginDir: opts.PluginDir})
 	if err != nil {
 		return nil, fmt.Errorf("set up controllers: %w", err)
+	}
+	if opts.PullFailureMetrics {
+		cs, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		if err := mgr.Add(&controller.PullFailureWatch{Clientset: cs, Reader: mgr.GetClient(), Log: ctrl.Log.WithName("pull-failures")}); err != nil {
+			return nil, err
+		}
 	}
 	if opts.Webhook != nil {
 		if err := setupWebhook(ctx, mgr, opts, ensurer); err != nil {

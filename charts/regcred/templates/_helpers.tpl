@@ -51,3 +51,10 @@ app.kubernetes.io/component: manager
 {{- define "regcred.webhookCertSecret" -}}
 {{- printf "%s-webhook-cert" (include "regcred.fullname" .) }}
 {{- end }}
+
+{{/* regcred.seconds turns a duration like 15m into seconds. */}}
+{{- define "regcred.seconds" -}}
+{{- $d := toString . -}}
+{{- $n := trimSuffix "s" (trimSuffix "m" (trimSuffix "h" $d)) | int -}}
+{{- if hasSuffix "h" $d -}}{{ mul $n 3600 }}{{- else if hasSuffix "m" $d -}}{{ mul $n 60 }}{{- else -}}{{ $n }}{{- end -}}
+{{- end }}

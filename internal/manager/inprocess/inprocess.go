@@ -57,7 +57,7 @@ func Start(ctx context.Context, cfg *rest.Config, opts Options) (done <-chan str
 		RestConfig: cfg, Namespace: opts.Namespace, MetricsAddr: opts.MetricsAddr, ProbeAddr: "0",
 		Webhook: &manager.WebhookOptions{Host: "127.0.0.1", Port: port, CertDir: opts.CertDir, ManageCertificates: true, Register: true,
 			FailurePolicy: opts.FailurePolicy},
-		Cloud: opts.Cloud,
+		Cloud: opts.Cloud, PullFailureMetrics: true,
 	})
 	if err != nil {
 		return nil, err

@@ -1,0 +1,192 @@
+package doctor
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+
+	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/credential"
+)
+
+var t0 = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+
+const unauthorized = `Failed to pull image "reg.example/app:1": failed to resolve reference "reg.example/app:1": pulling from host reg.example failed with status code [manifests 1]: 401 Unauthorized`
+
+// fixture is a cluster with one namespace "team", a default
+// ServiceAccount, a Deployment's Pod waiting on reg.example/app:1 with the
+// kubelet's 401, and a ClusterRegistryCredential "robot" for reg.example
+// whose Secret regcred-robot is in the namespace, made before the Pod.
+type fixture struct {
+	s    *Snapshot
+	pod  *corev1.Pod
+	cred *v1alpha1.ClusterRegistryCredential
+}
+
+func newFixture() *fixture {
+	f := &fixture{}
+	f.pod = &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "web-1", UID: "pod-uid", CreationTimestamp: metav1.NewTime(t0),
+			OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "web-5d9c", UID: "rs-uid", Controller: ptr.To(true)}}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "reg.example/app:1"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodPending, ContainerStatuses: []corev1.ContainerStatus{{Name: "app", Image: "reg.example/app:1",
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: WaitingImagePullBackOff,
+				Message: `Back-off pulling image "reg.example/app:1": ErrImagePull: 401 Unauthorized`}}}}},
+	}
+	f.cred = &v1alpha1.ClusterRegistryCredential{ObjectMeta: metav1.ObjectMeta{Name: "robot", CreationTimestamp: metav1.NewTime(t0.Add(-time.Hour))}}
+	f.cred.Spec.Registries = []string{"reg.example"}
+	f.cred.Spec.Source.SecretRef = &v1alpha1.SecretReference{Name: "robot-source"}
+	f.cred.Status.Conditions = []metav1.Condition{{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonSynced}}
+	synced := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "regcred-robot", CreationTimestamp: metav1.NewTime(t0.Add(-time.Hour)),
+		Annotations: map[string]string{credential.AnnotationCredential: "ClusterRegistryCredential/robot"}},
+		Type: corev1.SecretTypeDockerConfigJson, Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"reg.example":{"username":"u","password":"s3cr3t-value"}}}`)}}
+	f.s = &Snapshot{Now: t0.Add(time.Minute), RegcredNamespace: "regcred-system", RegcredInstalled: true, SecretsReadable: true,
+		Pods: []*corev1.Pod{f.pod},
+		Events: map[types.UID][]corev1.Event{"pod-uid": {{Reason: EventFailed, Message: unauthorized, LastTimestamp: metav1.NewTime(t0)}}},
+		Namespaces: map[string]*corev1.Namespace{"team": {ObjectMeta: metav1.ObjectMeta{Name: "team"}}},
+		ServiceAccounts: map[string]*corev1.ServiceAccount{"team/default": {ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "default"}}},
+		Secrets:         map[string]*corev1.Secret{"team/regcred-robot": synced},
+		Webhook:         &Webhook{Configuration: "regcred", FailurePolicy: "Ignore"},
+		Workloads:       map[types.UID]string{"rs-uid": "deployment/web"},
+	}
+	return f
+}
+
+func (f *fixture) diagnose(t *testing.T) Finding {
+	t.Helper()
+	f.s.Credentials = []*credential.Credential{credential.FromCluster(f.cred)}
+	r := Diagnose(f.s, "cluster")
+	if len(r.Findings) != 1 || r.PodsFailing != 1 || r.PodsChecked != 1 {
+		t.Fatalf("report %+v, want one finding", r)
+	}
+	return r.Findings[0]
+}
+
+func TestDiagnose(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		change    func(*fixture)
+		cause     Cause
+		diagnosis Diagnosis
+		fix       string
+	}{
+		{"webhook not called", func(*fixture) {}, Unauthorized, DiagWebhookNotCalled, "kubectl -n team rollout restart deployment/web"},
+		{"webhook not registered", func(f *fixture) { f.s.Webhook = nil }, Unauthorized, DiagWebhookNotRegistered, "webhook.enabled=true"},
+		{"pod predates the secret", func(f *fixture) {
+			f.s.Secrets["team/regcred-robot"].CreationTimestamp = metav1.NewTime(t0.Add(time.Second))
+		}, Unauthorized, DiagPodPredatesCredential, "rollout restart deployment/web"},
+		{"service account patched later", func(f *fixture) {
+			f.s.ServiceAccounts["team/default"].ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred-robot"}}
+		}, Unauthorized, DiagServiceAccountLater, "rollout restart deployment/web"},
+		{"injection disabled", func(f *fixture) { f.cred.Spec.PodInjection.Enabled = ptr.To(false) }, Unauthorized, DiagInjectionDisabled,
+			`kubectl patch clusterregistrycredential robot --type merge -p '{"spec":{"podInjection":{"enabled":true}}}'`},
+		{"namespace opts out", func(f *fixture) { f.s.Namespaces["team"].Labels = map[string]string{credential.LabelInject: "false"} }, Unauthorized, DiagInjectionOptedOut,
+			"kubectl label namespace team regcred.dev/inject-"},
+		{"secret foreign", func(f *fixture) { f.s.Secrets["team/regcred-robot"].Annotations = nil }, Unauthorized, DiagSecretForeign, "kubectl -n team delete secret regcred-robot"},
+		{"secret not synced", func(f *fixture) { delete(f.s.Secrets, "team/regcred-robot") }, Unauthorized, DiagSecretMissing, "status.failures"},
+		{"source invalid", func(f *fixture) {
+			delete(f.s.Secrets, "team/regcred-robot")
+			f.cred.Status.Conditions[0].Status, f.cred.Status.Conditions[0].Reason = metav1.ConditionFalse, v1alpha1.ReasonSourceNotFound
+		}, Unauthorized, DiagSourceInvalid, "kubectl describe clusterregistrycredential robot"},
+		{"namespace not selected", func(f *fixture) {
+			f.cred.Spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"pulls": "reg", "env": "prod"}}
+		}, Unauthorized, DiagNamespaceNotSelected, "kubectl label namespace team env=prod pulls=reg"},
+		{"always excluded", func(f *fixture) {
+			f.pod.Namespace = "kube-system"
+			f.s.Namespaces["kube-system"] = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kube-system"}}
+		}, Unauthorized, DiagNamespaceExcluded, "RegistryCredential"},
+		{"token expired", func(f *fixture) {
+			f.pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred-robot"}}
+			f.cred.Spec.Source = v1alpha1.CredentialSource{ECR: &v1alpha1.ECRSource{Region: "eu-west-1"}}
+			f.cred.Status.Token = &v1alpha1.TokenStatus{ExpiresAt: ptr.To(metav1.NewTime(t0))}
+		}, TokenExpired, DiagTokenExpired, "kubectl describe clusterregistrycredential robot"},
+		{"credential rejected", func(f *fixture) {
+			f.pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred-robot"}}
+		}, Unauthorized, DiagCredentialRejected, "regcred secret create robot-source -n regcred-system --server reg.example"},
+		{"denied", func(f *fixture) {
+			f.pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred-robot"}}
+			f.s.Events["pod-uid"][0].Message = strings.Replace(unauthorized, "401 Unauthorized", "403 Forbidden", 1)
+		}, Denied, DiagCredentialRejected, "regcred secret create robot-source"},
+		{"never pull", func(f *fixture) {
+			f.pod.Status.ContainerStatuses[0].State.Waiting = &corev1.ContainerStateWaiting{Reason: WaitingErrImageNeverPull,
+				Message: `Container image "reg.example/app:1" is not present with pull policy of Never`}
+		}, NeverPull, DiagNeverPull, "imagePullPolicy"},
+		{"no credential", func(f *fixture) { f.cred.Spec.Registries = []string{"other.example"} }, Unauthorized, DiagNoCredential,
+			"regcred secret create reg-example-pull -n regcred-system --server reg.example"},
+		{"bare pod", func(f *fixture) { f.pod.OwnerReferences = nil }, Unauthorized, DiagWebhookNotCalled,
+			"kubectl -n team get pod web-1 -o yaml | kubectl replace --force -f -"},
+		{"secrets unreadable", func(f *fixture) {
+			f.s.SecretsReadable = false
+			f.pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred-robot"}}
+		}, Unauthorized, DiagWebhookNotCalled, "rollout restart"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture()
+			tc.change(f)
+			got := f.diagnose(t)
+			if got.Cause != tc.cause || got.Diagnosis != tc.diagnosis {
+				t.Errorf("cause %s, diagnosis %s, want %s, %s (%s)", got.Cause, got.Diagnosis, tc.cause, tc.diagnosis, got.Explanation)
+			}
+			if !strings.Contains(got.Fix, tc.fix) {
+				t.Errorf("fix %q does not contain %q", got.Fix, tc.fix)
+			}
+			if got.KubeletMessage != f.s.Events["pod-uid"][0].Message && got.Cause != NeverPull {
+				t.Errorf("kubelet message %q, want the Event's", got.KubeletMessage)
+			}
+			var b strings.Builder
+			if err := WriteText(&b, &Report{Findings: []Finding{got}, PodsFailing: 1, PodsChecked: 1}); err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(b.String(), "s3cr3t-value") || strings.Contains(got.Explanation+got.Fix, "s3cr3t-value") {
+				t.Error("the report holds the password")
+			}
+		})
+	}
+}
+
+// TestHealthyPods: Running Pods, Pods still creating and Pods that failed
+// for other reasons are not findings.
+func TestHealthyPods(t *testing.T) {
+	f := newFixture()
+	f.pod.Status.ContainerStatuses[0].State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}
+	f.pod.Status.Phase = corev1.PodRunning
+	crash := f.pod.DeepCopy()
+	crash.UID, crash.Name = "crash", "crash"
+	crash.Status.Phase = corev1.PodRunning
+	crash.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}
+	f.s.Pods = append(f.s.Pods, crash)
+	r := Diagnose(f.s, "cluster")
+	if len(r.Findings) != 0 || r.PodsChecked != 2 || r.PodsFailing != 0 {
+		t.Errorf("report %+v, want no findings", r)
+	}
+}
+
+// TestImageVolumeAndMalformed: the kubelet names an image volume's image
+// in the waiting message of the container that mounts it; a malformed pull
+// Secret shows as the parse error in the waiting reason.
+func TestImageVolumeAndMalformed(t *testing.T) {
+	f := newFixture()
+	f.pod.Spec.Volumes = []corev1.Volume{{Name: "model", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: "reg.example/model:2"}}}}
+	f.pod.Status.ContainerStatuses[0].State.Waiting.Message = `Back-off pulling image "reg.example/model:2": ErrImagePull: not found`
+	f.s.Events = nil
+	got := f.diagnose(t)
+	if got.Kind != "imageVolume" || got.Name != "model" || got.Image != "reg.example/model:2" {
+		t.Errorf("finding %s %s %s, want image volume model", got.Kind, got.Name, got.Image)
+	}
+
+	f = newFixture()
+	f.pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "broken"}}
+	f.s.Secrets["team/broken"] = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "broken"}, Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"reg.example":{"auth":"!!"}}}`)}}
+	f.pod.Status.ContainerStatuses[0].State.Waiting = &corev1.ContainerStateWaiting{Reason: "illegal base64 data at input byte 0"}
+	f.s.Events = nil
+	got = f.diagnose(t)
+	if got.Cause != MalformedSecret || got.Diagnosis != DiagMalformedSecret || got.PullSecrets[0].State != "malformed" {
+		t.Errorf("finding %+v, want the malformed Secret", got)
+	}
+}

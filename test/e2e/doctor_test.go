@@ -1,0 +1,451 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/cli"
+	"regcred.dev/regcred/internal/doctor"
+	"regcred.dev/regcred/internal/testenv"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// doctorCase is one cause of a pull failure, produced for real on the
+// node: the kubelet's own Events are what the doctor reads.
+type doctorCase struct {
+	name      string
+	cause     doctor.Cause
+	diagnosis doctor.Diagnosis
+	// hosts maps a registry host to its name in the golden files.
+	hosts map[string]string
+	ns    string
+}
+
+// TestDoctor produces each cause of a failed pull on the real node — no
+// credential, a wrong password, a revoked user, a missing Secret, a
+// malformed Secret, an image that does not exist (in an image volume), an
+// excluded namespace, a namespace the selector does not pick, a Pod older
+// than its credential, the webhook down, a registry answering 429 with
+// Docker Hub's headers, an untrusted certificate, a closed port, an
+// invalid name — and checks `regcred doctor`'s classification, diagnosis
+// and fix, in text and JSON, against golden files.
+func TestDoctor(t *testing.T) {
+	e := withRegcred(t)
+	shared := e.ownRegistry(t, testenv.Basic)
+	var cases []*doctorCase
+	add := func(name string, cause doctor.Cause, diag doctor.Diagnosis, nsLabels map[string]string, hosts ...*testenv.Registry) *doctorCase {
+		c := &doctorCase{name: name, cause: cause, diagnosis: diag, hosts: map[string]string{shared.Host: "shared.registry"}}
+		for i, r := range hosts {
+			c.hosts[r.Host] = fmt.Sprintf("%s%d.registry", name, i)
+		}
+		c.ns = e.namespace(t, "doctor-"+name, nsLabels)
+		cases = append(cases, c)
+		return c
+	}
+	create := func(p *corev1.Pod) {
+		t.Helper()
+		if err := e.c.Create(bg, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// No credential anywhere for the registry; the image is an init
+	// container's.
+	c := add("nocred", doctor.Unauthorized, doctor.DiagNoCredential, nil)
+	p := pod(c.ns, "app", shared.Ref("app:1"))
+	p.Spec.InitContainers = []corev1.Container{{Name: "init", Image: shared.Ref("app:1"), ImagePullPolicy: corev1.PullAlways}}
+	create(p)
+
+	// A tenant's credential with a wrong password.
+	c = add("wrongpass", doctor.Unauthorized, doctor.DiagCredentialRejected, nil)
+	e.tenantCredential(t, c.ns, "robot", shared.Host, shared.User.Name, "not-the-password")
+	e.waitSynced(t, &v1alpha1.RegistryCredential{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "robot"}})
+	create(pod(c.ns, "app", shared.Ref("app:1")))
+
+	// A user that worked, then was revoked.
+	revokedReg := e.ownRegistry(t, testenv.Token)
+	c = add("revoked", doctor.Unauthorized, doctor.DiagCredentialRejected, nil, revokedReg)
+	e.tenantCredential(t, c.ns, "robot", revokedReg.Host, revokedReg.User.Name, revokedReg.User.Password)
+	e.waitSynced(t, &v1alpha1.RegistryCredential{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "robot"}})
+	create(pod(c.ns, "before", revokedReg.Ref("app:1")))
+	e.waitRunning(t, c.ns, "before")
+	if err := revokedReg.SetPassword(revokedReg.User.Name, "revoked-"+c.ns); err != nil {
+		t.Fatal(err)
+	}
+	create(pod(c.ns, "app", revokedReg.Ref("app:1")))
+
+	// The Pod lists a Secret that does not exist.
+	c = add("missing", doctor.MissingSecret, doctor.DiagMissingSecret, nil)
+	p = pod(c.ns, "app", shared.Ref("app:1"))
+	p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "gone"}}
+	create(p)
+
+	// The Pod lists a Secret the kubelet cannot parse (valid JSON, so the
+	// API server takes it; an auth that is not base64).
+	c = add("malformed", doctor.MalformedSecret, doctor.DiagMalformedSecret, nil)
+	bad := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "broken"}, Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"` + shared.Host + `":{"auth":"!!not base64!!"}}}`)}}
+	create2(t, e, bad)
+	p = pod(c.ns, "app", shared.Ref("app:1"))
+	p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "broken"}}
+	create(p)
+
+	// A working credential, and an image volume whose image is not there.
+	c = add("notfound", doctor.NotFound, doctor.DiagImageNotFound, nil)
+	e.tenantCredential(t, c.ns, "robot", shared.Host, shared.User.Name, shared.User.Password)
+	e.waitSynced(t, &v1alpha1.RegistryCredential{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "robot"}})
+	p = pod(c.ns, "app", shared.Ref("app:1"))
+	p.Spec.Volumes = []corev1.Volume{{Name: "model", VolumeSource: corev1.VolumeSource{
+		Image: &corev1.ImageVolumeSource{Reference: shared.Ref("model:missing"), PullPolicy: corev1.PullAlways}}}}
+	p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "model", MountPath: "/model"}}
+	create(p)
+
+	// A ClusterRegistryCredential that excludes the namespace.
+	excludedReg := e.ownRegistry(t, testenv.Basic)
+	c = add("excluded", doctor.Unauthorized, doctor.DiagNamespaceExcluded, labels("e2e", "doctor-excluded"), excludedReg)
+	e.sourceSecret(t, regcredNS, "doctor-excluded", excludedReg)
+	e.clusterCredential(t, "doctor-excluded", "doctor-excluded", labels("e2e", "doctor-excluded"), []string{excludedReg.Host}, func(cr *v1alpha1.ClusterRegistryCredential) {
+		cr.Spec.ExcludeNamespaces = []string{cases[len(cases)-1].ns} // this case's
+	})
+	create(pod(c.ns, "app", excludedReg.Ref("app:1")))
+
+	// A ClusterRegistryCredential whose selector does not pick the
+	// namespace.
+	selectReg := e.ownRegistry(t, testenv.Basic)
+	c = add("notselected", doctor.Unauthorized, doctor.DiagNamespaceNotSelected, nil, selectReg)
+	e.sourceSecret(t, regcredNS, "doctor-notselected", selectReg)
+	e.clusterCredential(t, "doctor-notselected", "doctor-notselected", labels("e2e", "doctor-selected"), []string{selectReg.Host}, nil)
+	create(pod(c.ns, "app", selectReg.Ref("app:1")))
+
+	// The Pod was made before the credential: regcred then syncs the
+	// Secret and patches the ServiceAccount, but the kubelet never
+	// re-reads the Pod's pull secrets.
+	lateReg := e.ownRegistry(t, testenv.Basic)
+	c = add("predates", doctor.Unauthorized, doctor.DiagPodPredatesCredential, labels("e2e", "doctor-predates"), lateReg)
+	create(pod(c.ns, "app", lateReg.Ref("app:1")))
+	e.waitPullFailure(t, c.ns, "app")
+	e.sourceSecret(t, regcredNS, "doctor-predates", lateReg)
+	e.clusterCredential(t, "doctor-predates", "doctor-predates", labels("e2e", "doctor-predates"), []string{lateReg.Host}, nil)
+	e.waitServiceAccountLists(t, c.ns, "default", "regcred-doctor-predates")
+
+	// The webhook is down (failurePolicy Ignore) when the Pod is made;
+	// only the webhook would have given it the Secret.
+	downReg := e.ownRegistry(t, testenv.Basic)
+	c = add("webhookdown", doctor.Unauthorized, doctor.DiagWebhookNotCalled, labels("e2e", "doctor-webhookdown"), downReg)
+	e.sourceSecret(t, regcredNS, "doctor-webhookdown", downReg)
+	e.clusterCredential(t, "doctor-webhookdown", "doctor-webhookdown", labels("e2e", "doctor-webhookdown"), []string{downReg.Host}, func(cr *v1alpha1.ClusterRegistryCredential) {
+		cr.Spec.ServiceAccounts.Mode = v1alpha1.ServiceAccountsNone
+	})
+	e.waitSecret(t, c.ns, "regcred-doctor-webhookdown")
+	e.withWebhookDown(t, func() { create(pod(c.ns, "app", downReg.Ref("app:1"))) })
+
+	// A registry that rate-limits like Docker Hub.
+	limitReg := e.rateLimitedRegistry(t)
+	c = add("ratelimited", doctor.RateLimited, doctor.DiagRateLimited, nil, limitReg)
+	limited := c
+	e.tenantCredential(t, c.ns, "robot", limitReg.Host, limitReg.User.Name, limitReg.User.Password)
+	e.waitSynced(t, &v1alpha1.RegistryCredential{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "robot"}})
+	create(pod(c.ns, "app", limitReg.Ref("ratelimited/app:1")))
+
+	// A registry whose certificate the node does not trust: the node
+	// trusts another CA for it.
+	untrusted, err := testenv.StartRegistry(testenv.Basic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(untrusted.Close)
+	if err := e.TrustHost(untrusted.Host, shared.CAFile); err != nil {
+		t.Fatal(err)
+	}
+	c = add("tls", doctor.TLS, doctor.DiagNetwork, nil, untrusted)
+	create(pod(c.ns, "app", untrusted.Ref("app:1")))
+
+	// Nothing listens on the port.
+	closed := closedPort(t)
+	c = add("connection", doctor.Connection, doctor.DiagNetwork, nil)
+	c.hosts[closed] = "closed.registry"
+	create(pod(c.ns, "app", closed+"/app:1"))
+
+	// A reference the kubelet cannot parse.
+	c = add("invalid", doctor.InvalidImageName, doctor.DiagInvalidImageName, nil)
+	create(pod(c.ns, "app", shared.Host+"/App:1"))
+
+	for _, c := range cases {
+		e.waitDoctorSees(t, c)
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			text, code := e.runDoctor(t, "-n", c.ns)
+			if code != 1 {
+				t.Errorf("exit code %d, want 1:\n%s", code, text)
+			}
+			golden(t, c.name+".txt", c.normalize(text))
+			js, _ := e.runDoctor(t, "-n", c.ns, "-o", "json")
+			var r doctor.Report
+			if err := json.Unmarshal([]byte(js), &r); err != nil {
+				t.Fatalf("-o json: %v\n%s", err, js)
+			}
+			if len(r.Findings) == 0 || r.Findings[0].Cause != c.cause || r.Findings[0].Diagnosis != c.diagnosis {
+				t.Errorf("findings %+v, want cause %s diagnosis %s", r.Findings, c.cause, c.diagnosis)
+			}
+			golden(t, c.name+".json", c.normalize(js))
+		})
+	}
+
+	t.Run("check", func(t *testing.T) {
+		// --check asks the registry and shows the rate limit.
+		text, code := e.runDoctor(t, "-n", limited.ns, "--check", "--ca-file", limitReg.CAFile)
+		if code != 1 || !strings.Contains(text, "rate limit: 0 of 100 pulls left") || !strings.Contains(text, "RateLimited (HTTP 429)") {
+			t.Errorf("exit %d, want the registry's 429 and Docker Hub's remaining pulls:\n%s", code, text)
+		}
+	})
+	t.Run("pod and deployment scope", func(t *testing.T) {
+		text, code := e.runDoctor(t, "pod/app", "-n", cases[0].ns)
+		if code != 1 || !strings.Contains(text, "init container init") {
+			t.Errorf("exit %d:\n%s", code, text)
+		}
+		if _, code := e.runDoctor(t, "pod/nope", "-n", cases[0].ns); code != 2 {
+			t.Errorf("a Pod that does not exist: exit %d, want 2", code)
+		}
+		if text, code := e.runDoctor(t, "-n", "default"); code != 0 || !strings.Contains(text, "No Pod fails to pull") {
+			t.Errorf("a namespace without failures: exit %d:\n%s", code, text)
+		}
+	})
+	t.Run("secrets never appear", func(t *testing.T) {
+		all, _ := e.runDoctor(t, "-o", "json", "--check", "--ca-file", shared.CAFile)
+		for _, secret := range []string{shared.User.Password, revokedReg.User.Password, limitReg.User.Password, excludedReg.User.Password} {
+			if strings.Contains(all, secret) {
+				t.Errorf("the report holds a password")
+			}
+		}
+	})
+}
+
+func create2(t *testing.T, e env, o client.Object) {
+	t.Helper()
+	if err := e.c.Create(bg, o); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// normalize replaces what changes from run to run: namespace names,
+// registry ports, and whether the kubelet is pulling or backing off.
+func (c *doctorCase) normalize(s string) string {
+	s = strings.ReplaceAll(s, c.ns, "doctor-"+c.name)
+	for host, name := range c.hosts {
+		s = strings.ReplaceAll(s, host, name)
+		s = strings.ReplaceAll(s, url.QueryEscape(host), url.QueryEscape(name))
+	}
+	s = strings.ReplaceAll(s, "ImagePullBackOff", "ErrImagePull")
+	return s
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", "doctor", name)
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to write it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from the golden file:\n--- got\n%s\n--- want\n%s", name, got, want)
+	}
+}
+
+// runDoctor runs `regcred doctor ARGS` against the cluster.
+func (e env) runDoctor(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := cli.Execute(append([]string{"doctor", "--kubeconfig", e.Kubeconfig, "--regcred-namespace", regcredNS}, args...), nil, &out, &errOut)
+	if errOut.Len() > 0 {
+		t.Logf("stderr: %s", errOut.String())
+	}
+	return out.String(), code
+}
+
+// waitDoctorSees waits until the kubelet has reported the failure the case
+// is about, so that the doctor reads it.
+func (e env) waitDoctorSees(t *testing.T, c *doctorCase) {
+	t.Helper()
+	testenv.Eventually(t, pullWait, func(ctx context.Context) error {
+		text, _ := e.runDoctor(t, "-n", c.ns, "-o", "json")
+		var r doctor.Report
+		if err := json.Unmarshal([]byte(text), &r); err != nil {
+			return fmt.Errorf("%v: %s", err, text)
+		}
+		if len(r.Findings) == 0 || r.Findings[0].Cause != c.cause || r.Findings[0].KubeletMessage == "" {
+			return fmt.Errorf("%s: no finding of cause %s yet: %s", c.name, c.cause, text)
+		}
+		return nil
+	})
+}
+
+// tenantCredential makes a RegistryCredential in ns whose source Secret
+// holds user and password for host.
+func (e env) tenantCredential(t *testing.T, ns, name, host, user, password string) {
+	t.Helper()
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-source"}, Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: dockerConfig(t, host, user, password)}}
+	create2(t, e, s)
+	rc := &v1alpha1.RegistryCredential{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	rc.Spec.Registries = []string{host}
+	rc.Spec.Source.SecretRef = &v1alpha1.SecretReference{Name: s.Name}
+	create2(t, e, rc)
+	t.Cleanup(func() { e.deleteAndWait(t, rc) })
+}
+
+// waitSynced waits until a credential is Ready.
+func (e env) waitSynced(t *testing.T, obj client.Object) {
+	t.Helper()
+	testenv.Eventually(t, pullWait, func(ctx context.Context) error {
+		if err := e.c.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		var conds []metav1.Condition
+		switch o := obj.(type) {
+		case *v1alpha1.RegistryCredential:
+			conds = o.Status.Conditions
+		case *v1alpha1.ClusterRegistryCredential:
+			conds = o.Status.Conditions
+		}
+		for _, c := range conds {
+			if c.Type == v1alpha1.ConditionReady && c.Status == metav1.ConditionTrue && c.ObservedGeneration == obj.GetGeneration() {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s not Ready: %v", obj.GetName(), conds)
+	})
+}
+
+func (e env) waitSecret(t *testing.T, ns, name string) {
+	t.Helper()
+	testenv.Eventually(t, pullWait, func(ctx context.Context) error {
+		return e.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &corev1.Secret{})
+	})
+}
+
+func (e env) waitServiceAccountLists(t *testing.T, ns, sa, secret string) {
+	t.Helper()
+	testenv.Eventually(t, pullWait, func(ctx context.Context) error {
+		var s corev1.ServiceAccount
+		if err := e.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: sa}, &s); err != nil {
+			return err
+		}
+		if !containsRef(s.ImagePullSecrets, secret) {
+			return fmt.Errorf("ServiceAccount %s/%s lists %v", ns, sa, s.ImagePullSecrets)
+		}
+		return nil
+	})
+}
+
+func containsRef(refs []corev1.LocalObjectReference, name string) bool {
+	for _, r := range refs {
+		if r.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// withWebhookDown points regcred's webhook registration at a port nobody
+// listens on while fn runs, as when every replica is down: with
+// failurePolicy Ignore the API server admits Pods without it.
+func (e env) withWebhookDown(t *testing.T, fn func()) {
+	t.Helper()
+	var cfgs admissionregistrationv1.MutatingWebhookConfigurationList
+	if err := e.c.List(bg, &cfgs); err != nil {
+		t.Fatal(err)
+	}
+	var cfg *admissionregistrationv1.MutatingWebhookConfiguration
+	for i := range cfgs.Items {
+		if len(cfgs.Items[i].Webhooks) == 1 && cfgs.Items[i].Webhooks[0].Name == doctor.WebhookName {
+			cfg = &cfgs.Items[i]
+		}
+	}
+	if cfg == nil {
+		t.Fatal("regcred's webhook is not registered")
+	}
+	orig := cfg.DeepCopy()
+	down := cfg.DeepCopy()
+	down.Webhooks[0].ClientConfig.URL = ptr.To("https://" + closedPort(t) + "/mutate-pods")
+	down.Webhooks[0].FailurePolicy = ptr.To(admissionregistrationv1.Ignore)
+	if err := e.c.Update(bg, down); err != nil {
+		t.Fatal(err)
+	}
+	restore := func() {
+		var cur admissionregistrationv1.MutatingWebhookConfiguration
+		if err := e.c.Get(bg, client.ObjectKeyFromObject(orig), &cur); err != nil {
+			t.Error(err)
+			return
+		}
+		cur.Webhooks = orig.Webhooks
+		if err := e.c.Update(bg, &cur); err != nil {
+			t.Error(err)
+		}
+	}
+	defer restore()
+	fn()
+}
+
+// rateLimitedRegistry is a token registry, trusted by the node, whose
+// repository ratelimited/app answers every request like Docker Hub over
+// its limit: 429 with ratelimit headers.
+func (e env) rateLimitedRegistry(t *testing.T) *testenv.Registry {
+	t.Helper()
+	limited := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("ratelimit-limit", "100;w=21600")
+		w.Header().Set("ratelimit-remaining", "0;w=21600")
+		w.Header().Set("docker-ratelimit-source", "127.0.0.1")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusTooManyRequests)
+		_, _ = w.Write([]byte(`{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit. You may increase the limit by authenticating and upgrading: https://www.docker.com/increase-rate-limit"}]}`))
+	})
+	reg, err := testenv.StartRegistry(testenv.Token, testenv.WithHandler("/v2/ratelimited/", limited))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reg.Close)
+	if err := e.TrustRegistry(reg); err != nil {
+		t.Fatal(err)
+	}
+	return reg
+}
+
+// closedPort is a loopback host:port nothing listens on.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	return addr
+}
