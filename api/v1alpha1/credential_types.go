@@ -41,6 +41,13 @@ type CredentialSpec struct {
 	// +optional
 	// +kubebuilder:default={enabled: true}
 	PodInjection PodInjection `json:"podInjection,omitempty"`
+
+	// Verify probes the registry with the credential the way a pull starts
+	// (token, then a manifest HEAD, which Docker Hub does not count as a
+	// pull) and reports the answer in the Verified condition. Off when
+	// unset.
+	// +optional
+	Verify *Verify `json:"verify,omitempty"`
 }
 
 // CredentialSource says where a credential comes from.
@@ -261,6 +268,22 @@ type ServiceAccountSelection struct {
 	Selector *metav1.LabelSelector `json:"selector,omitempty"`
 }
 
+// Verify is what to probe and how often.
+type Verify struct {
+	// Image to probe: a reference to an image the credential should be
+	// able to pull (host/repository:tag or @digest). Its registry must be
+	// one of spec.registries.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	Image string `json:"image"`
+	// Interval between probes, at least 1m (default 1h). Never more than
+	// one probe per interval is made, whatever the number of replicas.
+	// +optional
+	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m')",message="verify.interval must be at least 1m"
+	Interval metav1.Duration `json:"interval,omitempty"`
+}
+
 // PodInjection configures the admission webhook for a credential.
 type PodInjection struct {
 	// Enabled lets the webhook add the Secret to matching Pods. Default:
@@ -299,6 +322,24 @@ type CredentialStatus struct {
 	// Token describes the short-lived token of a cloud or plugin source.
 	// +optional
 	Token *TokenStatus `json:"token,omitempty"`
+	// Verify records the last spec.verify probe.
+	// +optional
+	Verify *VerifyStatus `json:"verify,omitempty"`
+}
+
+// VerifyStatus is when the registry was last probed and what it said of
+// its rate limit.
+type VerifyStatus struct {
+	// ProbedAt is when the last probe ran.
+	ProbedAt *metav1.Time `json:"probedAt,omitempty"`
+	// NextProbeAt is when the next one is due.
+	NextProbeAt *metav1.Time `json:"nextProbeAt,omitempty"`
+	// Image is what was probed.
+	Image string `json:"image,omitempty"`
+	// RateLimitRemaining is the pulls left that the registry announced
+	// (Docker Hub's ratelimit-remaining), when it did.
+	// +optional
+	RateLimitRemaining *int32 `json:"rateLimitRemaining,omitempty"`
 }
 
 // TokenStatus is when a short-lived token was got and when it stops
@@ -369,6 +410,15 @@ const (
 	ReasonAccessDenied = "AccessDenied"
 	// ReasonThrottled: the cloud throttled token requests.
 	ReasonThrottled = "Throttled"
+
+	// ConditionVerified says whether the registry accepted the credential
+	// at the last spec.verify probe. Its reason is the registry's answer:
+	// OK, Unauthorized, Denied, NotFound, RateLimited, TLS, DNS,
+	// Connection, Timeout, Other, or NoCredential when the credential has
+	// no entry for the probed image.
+	ConditionVerified = "Verified"
+	// ReasonNoCredential: the credential has no entry for the image.
+	ReasonNoCredential = "NoCredential"
 )
 
 // ClusterRegistryCredentialSpec adds namespace selection to CredentialSpec.
@@ -401,6 +451,7 @@ type ClusterRegistryCredentialSpec struct {
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`,priority=1
 // +kubebuilder:printcolumn:name="Token Expires",type=string,JSONPath=`.status.token.expiresAt`,priority=1
+// +kubebuilder:printcolumn:name="Verified",type=string,JSONPath=`.status.conditions[?(@.type=="Verified")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ClusterRegistryCredential struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -435,6 +486,7 @@ type ClusterRegistryCredentialList struct {
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`,priority=1
 // +kubebuilder:printcolumn:name="Token Expires",type=string,JSONPath=`.status.token.expiresAt`,priority=1
+// +kubebuilder:printcolumn:name="Verified",type=string,JSONPath=`.status.conditions[?(@.type=="Verified")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type RegistryCredential struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -14,6 +14,7 @@ import (
 
 	"regcred.dev/regcred/internal/logkeys"
 	"regcred.dev/regcred/internal/manager"
+	"regcred.dev/regcred/internal/registry"
 )
 
 type managerOptions struct {
@@ -39,6 +40,7 @@ type managerOptions struct {
 	webhookFailurePolicy  string
 	pluginDir             string
 	pullFailureMetrics    bool
+	registryCAFiles       []string
 	webhookTimeoutSeconds int32
 }
 
@@ -107,6 +109,14 @@ removes it) and regcred keeps only its caBundle. See docs/webhook.md.`,
 					return &usageError{err}
 				}
 			}
+			var regOpts []registry.Option
+			if len(o.registryCAFiles) > 0 {
+				pool, err := caPool(o.registryCAFiles)
+				if err != nil {
+					return err
+				}
+				regOpts = append(regOpts, registry.WithRootCAs(pool))
+			}
 			mgr, err := manager.New(cmd.Context(), manager.Options{
 				Webhook:                 wh,
 				RestConfig:              cfg,
@@ -116,6 +126,7 @@ removes it) and regcred keeps only its caBundle. See docs/webhook.md.`,
 				LeaderElect:             o.leaderElect,
 				PluginDir:               o.pluginDir,
 				PullFailureMetrics:      o.pullFailureMetrics,
+				Registry:                regOpts,
 				QPS:                     o.qps,
 				Burst:                   o.burst,
 				MaxConcurrentReconciles: o.maxConcurrentReconciles,
@@ -146,6 +157,7 @@ removes it) and regcred keeps only its caBundle. See docs/webhook.md.`,
 	f.StringVar(&o.webhookCerts, "webhook-certs", "self", `"self": regcred keeps a CA and serving certificate in the Secret regcred-webhook-tls, rotates them and keeps the caBundle current; "external": cert-manager (or another tool) writes --webhook-cert-dir and the caBundle`)
 	f.BoolVar(&o.webhookRegister, "webhook-register", true, "create and update the MutatingWebhookConfiguration; false when the Helm chart or config/default installs it (with --webhook-certs=self regcred then keeps only its caBundle)")
 	f.StringVar(&o.webhookConfiguration, "webhook-configuration-name", "regcred", "name of the MutatingWebhookConfiguration")
+	f.StringArrayVar(&o.registryCAFiles, "registry-ca-file", nil, "PEM file of CA certificates to trust, besides the system's, when probing registries for spec.verify (repeatable)")
 	f.BoolVar(&o.pullFailureMetrics, "pull-failure-metrics", true, "watch the kubelet's pull-failure Events (Warning Events of Pods, selected by the API server) and count them in regcred_image_pull_failures_total")
 	f.StringVar(&o.pluginDir, "credential-provider-dir", "", "directory of kubelet credential provider plugins that credentials' spec.source.credentialProvider may run (plugins run as the manager, so only from here; empty turns plugin sources off)")
 	f.StringVar(&o.webhookFailurePolicy, "webhook-failure-policy", "Ignore", "Ignore (a webhook outage never blocks Pods; the ServiceAccount patch is the backstop) or Fail")

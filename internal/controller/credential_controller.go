@@ -32,6 +32,7 @@ type CredentialReconciler struct {
 	renders          *renderer
 	failures         *failures
 	recorder         events.EventRecorder
+	verifier         *verifier
 }
 
 // Reconcile implements reconcile.Reconciler.
@@ -144,8 +145,38 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			"refreshing the token failed: %s; the current token expires at %s", src.Token.RefreshErr.Message, src.Token.ExpiresAt.UTC().Format(time.RFC3339))
 	}
 
+	var (
+		verified    *metav1.Condition
+		verifyState *v1alpha1.VerifyStatus
+		result      ctrl.Result
+	)
+	if c.Spec.Verify != nil && src.Err == nil {
+		due, next := r.verifier.due(c)
+		if due {
+			cond, st := r.verifier.probe(ctx, c, src.Data)
+			verified, verifyState, next = &cond, st, st.NextProbeAt.Time
+			if old := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ConditionVerified); old == nil || old.Status != cond.Status || old.Reason != cond.Reason {
+				eventType := corev1.EventTypeNormal
+				if cond.Status != metav1.ConditionTrue {
+					eventType = corev1.EventTypeWarning
+				}
+				r.recorder.Eventf(c.Object, nil, eventType, "Verify"+cond.Reason, "Verify", "%s", cond.Message)
+				log.Info("verified condition changed", logkeys.Status, cond.Status, logkeys.Reason, cond.Reason)
+			}
+		}
+		result.RequeueAfter = time.Until(next) + time.Second
+	}
+
 	err = r.updateStatus(ctx, c, func(st *v1alpha1.CredentialStatus) {
 		st.ObservedGeneration = c.Object.GetGeneration()
+		switch {
+		case c.Spec.Verify == nil:
+			meta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionVerified)
+			st.Verify = nil
+		case verified != nil:
+			meta.SetStatusCondition(&st.Conditions, *verified)
+			st.Verify = verifyState
+		}
 		meta.SetStatusCondition(&st.Conditions, cond)
 		st.SecretName = c.SecretName()
 		st.SourceVersion = src.Version
@@ -179,7 +210,12 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	credentialNamespaces.WithLabelValues(string(c.Kind), c.Namespace, c.Name, "desired").Set(float64(len(desired)))
 	credentialNamespaces.WithLabelValues(string(c.Kind), c.Namespace, c.Name, "synced").Set(float64(synced))
 	credentialNamespaces.WithLabelValues(string(c.Kind), c.Namespace, c.Name, "failed").Set(float64(len(fails)))
-	return ctrl.Result{}, err
+	if c.Spec.Verify == nil {
+		setVerifiedMetric(c, nil)
+	} else if verified != nil {
+		setVerifiedMetric(c, verified)
+	}
+	return result, err
 }
 
 // timeOf is a status time, to the second as the API keeps it.

@@ -54,6 +54,7 @@ func init() {
 func deleteCredentialMetrics(c credential.Key) {
 	credentialReady.DeleteLabelValues(string(c.Kind), c.Namespace, c.Name)
 	credentialExpiry.DeleteLabelValues(string(c.Kind), c.Namespace, c.Name)
+	credentialVerified.DeleteLabelValues(string(c.Kind), c.Namespace, c.Name)
 	for _, s := range []string{"desired", "synced", "failed"} {
 		credentialNamespaces.DeleteLabelValues(string(c.Kind), c.Namespace, c.Name, s)
 	}

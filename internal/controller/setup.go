@@ -21,6 +21,7 @@ import (
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/cloud"
 	"regcred.dev/regcred/internal/credential"
+	"regcred.dev/regcred/internal/registry"
 	"regcred.dev/regcred/internal/source/cloudsrc"
 )
 
@@ -49,6 +50,8 @@ type Options struct {
 	// PluginDir is where credential provider plugins may run from; empty
 	// turns plugin sources off.
 	PluginDir string
+	// Registry configures spec.verify probes (CAs to trust, a transport).
+	Registry []registry.Option
 }
 
 // CacheOptions restricts the manager's cache to what regcred manages:
@@ -156,7 +159,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*NamespaceRecon
 
 	for _, kind := range []credential.Kind{credential.KindCluster, credential.KindNamespaced} {
 		cr := &CredentialReconciler{kind: kind, client: mgr.GetClient(), regcredNamespace: opts.Namespace,
-			renders: srcs, failures: fails, recorder: recorder}
+			renders: srcs, failures: fails, recorder: recorder, verifier: &verifier{options: opts.Registry, now: time.Now}}
 		var forObj client.Object = &v1alpha1.ClusterRegistryCredential{}
 		name := "clusterregistrycredential"
 		if kind == credential.KindNamespaced {

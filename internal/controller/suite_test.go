@@ -18,6 +18,7 @@ import (
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/cloud"
 	"regcred.dev/regcred/internal/manager"
+	"regcred.dev/regcred/internal/registry"
 	"regcred.dev/regcred/internal/testenv"
 	"regcred.dev/regcred/internal/testenv/fakecloud"
 )
@@ -80,7 +81,7 @@ func startManager(t *testing.T) client.Client {
 		suite.OnStop(func() { _ = os.RemoveAll(pluginDir) })
 		ctrl.SetLogger(zap.New(zap.WriteTo(logs), zap.UseDevMode(true), zap.Level(zapcore.Level(-2))))
 		mgr, err := manager.New(ctx, manager.Options{RestConfig: cp.Config, Namespace: regcredNamespace, MetricsAddr: "0", ProbeAddr: "0", QPS: 200, Burst: 400,
-			Cloud: cloud.Env{HTTPClient: cloudTrust.Client()}, PluginDir: pluginDir})
+			Cloud: cloud.Env{HTTPClient: cloudTrust.Client()}, PluginDir: pluginDir, Registry: []registry.Option{registry.WithTransport(cloudTrust.Client().Transport)}})
 		if err != nil {
 			mgrErr = err
 			cancel()

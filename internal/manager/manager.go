@@ -25,6 +25,7 @@ import (
 	"regcred.dev/regcred/internal/cloud"
 	"regcred.dev/regcred/internal/controller"
 	"regcred.dev/regcred/internal/credential"
+	"regcred.dev/regcred/internal/registry"
 	"regcred.dev/regcred/internal/webhook"
 )
 
@@ -57,6 +58,8 @@ type Options struct {
 	// PullFailureMetrics watches the kubelet's pull-failure Events for
 	// regcred_image_pull_failures_total.
 	PullFailureMetrics bool
+	// Registry configures spec.verify probes (CAs to trust).
+	Registry []registry.Option
 }
 
 // WebhookOptions configure the admission webhook.
@@ -133,7 +136,7 @@ func New(ctx context.Context, opts Options) (ctrl.Manager, error) {
 		return nil, fmt.Errorf("create manager: %w", err)
 	}
 	ensurer, err := controller.Setup(ctx, mgr, controller.Options{Namespace: opts.Namespace, MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
-		Cloud: opts.Cloud, Tokens: opts.Tokens, PluginDir: opts.PluginDir})
+		Cloud: opts.Cloud, Tokens: opts.Tokens, PluginDir: opts.PluginDir, Registry: opts.Registry})
 	if err != nil {
 		return nil, fmt.Errorf("set up controllers: %w", err)
 	}

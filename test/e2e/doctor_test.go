@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/cli"
@@ -229,6 +230,28 @@ func TestDoctor(t *testing.T) {
 			t.Errorf("a namespace without failures: exit %d:\n%s", code, text)
 		}
 	})
+	t.Run("metrics", func(t *testing.T) {
+		// The manager counted the same kubelet Events: by the registry key
+		// of a credential that covers the image, "other" for registries no
+		// credential covers, "none" for a missing Secret.
+		for _, want := range []struct{ registry, reason string }{
+			{shared.Host, "Unauthorized"},
+			{limitReg.Host, "RateLimited"},
+			{"other", "Connection"},
+			{"other", "TLS"},
+			{"none", "MissingSecret"},
+		} {
+			testenv.Eventually(t, pullWait, func(context.Context) error {
+				if n := pullFailureCount(t, want.registry, want.reason); n < 1 {
+					return fmt.Errorf("regcred_image_pull_failures_total{registry=%q,reason=%q} = %v", want.registry, want.reason, n)
+				}
+				return nil
+			})
+		}
+		if n := pullFailureCount(t, closed, "Connection"); n != 0 {
+			t.Errorf("a registry no credential covers has its own label value (%v)", n)
+		}
+	})
 	t.Run("secrets never appear", func(t *testing.T) {
 		all, _ := e.runDoctor(t, "-o", "json", "--check", "--ca-file", shared.CAFile)
 		for _, secret := range []string{shared.User.Password, revokedReg.User.Password, limitReg.User.Password, excludedReg.User.Password} {
@@ -436,6 +459,31 @@ func (e env) rateLimitedRegistry(t *testing.T) *testenv.Registry {
 		t.Fatal(err)
 	}
 	return reg
+}
+
+// pullFailureCount reads regcred_image_pull_failures_total of the
+// manager running in this process.
+func pullFailureCount(t *testing.T, registry, reason string) float64 {
+	t.Helper()
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "regcred_image_pull_failures_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			got := map[string]string{}
+			for _, l := range m.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			if got["registry"] == registry && got["reason"] == reason {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
 
 // closedPort is a loopback host:port nothing listens on.

@@ -1,0 +1,121 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/credential"
+	"regcred.dev/regcred/internal/dockercfg"
+	"regcred.dev/regcred/internal/doctor"
+	"regcred.dev/regcred/internal/keyring"
+	"regcred.dev/regcred/internal/registry"
+)
+
+var (
+	credentialVerified = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "regcred_credential_verified",
+		Help: "1 when the last spec.verify probe of the credential succeeded, else 0; absent without spec.verify.",
+	}, []string{"kind", "namespace", "name"})
+
+	rateLimitRemaining = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "regcred_registry_rate_limit_remaining",
+		Help: "Pulls left that a registry announced (Docker Hub's ratelimit-remaining) at the last spec.verify probe, by registry.",
+	}, []string{"registry"})
+)
+
+func init() { metrics.Registry.MustRegister(credentialVerified, rateLimitRemaining) }
+
+// verifyTimeout bounds one probe, which runs inside a reconcile.
+const verifyTimeout = 10 * time.Second
+
+// verifier probes credentials with spec.verify. Probes run in the
+// credential reconciler, on the leader only, and the time of the last one
+// is kept in the status: a new leader waits out the interval too, so a
+// credential is never probed more than once per interval.
+type verifier struct {
+	options []registry.Option
+	now     func() time.Time
+}
+
+// due says whether c's probe is due, and if not, when it is.
+func (v *verifier) due(c *credential.Credential) (bool, time.Time) {
+	st := c.Status.Verify
+	if st == nil || st.ProbedAt == nil {
+		return true, time.Time{}
+	}
+	next := st.ProbedAt.Add(verifyInterval(c))
+	return !v.now().Before(next), next
+}
+
+func verifyInterval(c *credential.Credential) time.Duration {
+	if d := c.Spec.Verify.Interval.Duration; d >= time.Minute {
+		return d
+	}
+	if c.Spec.Verify.Interval.Duration == 0 {
+		return time.Hour
+	}
+	return time.Minute
+}
+
+// probe checks the rendered docker config against the registry of the
+// spec's image the way a pull starts, and returns the Verified condition
+// and the status to record.
+func (v *verifier) probe(ctx context.Context, c *credential.Credential, data []byte) (metav1.Condition, *v1alpha1.VerifyStatus) {
+	now := v.now()
+	image := c.Spec.Verify.Image
+	st := &v1alpha1.VerifyStatus{ProbedAt: timeOf(now), NextProbeAt: timeOf(now.Add(verifyInterval(c))), Image: image}
+	cond := metav1.Condition{Type: v1alpha1.ConditionVerified, Status: metav1.ConditionFalse, ObservedGeneration: c.Object.GetGeneration()}
+	named, err := keyring.ParseImage(image)
+	if err != nil {
+		cond.Reason, cond.Message = string(registry.Other), fmt.Sprintf("spec.verify.image: %v", err)
+		return cond, st
+	}
+	cfg, err := dockercfg.ParseDockerConfigJSON(data)
+	if err != nil {
+		cond.Reason, cond.Message = string(registry.Other), "the rendered config cannot be read"
+		return cond, st
+	}
+	kr := &keyring.Keyring{}
+	kr.Add(c.Key.String(), cfg)
+	candidates := kr.Lookup(named.Name())
+	if len(candidates) == 0 {
+		cond.Reason = v1alpha1.ReasonNoCredential
+		cond.Message = fmt.Sprintf("no registry of the credential covers %s: add its registry to spec.registries or probe another image", image)
+		return cond, st
+	}
+	ctx, cancel := context.WithTimeout(ctx, verifyTimeout)
+	defer cancel()
+	res := doctor.Try(ctx, image, candidates, append([]registry.Option{registry.WithTimeout(verifyTimeout)}, v.options...)...)
+	last := res.Attempts[len(res.Attempts)-1]
+	cond.Reason = string(last.Reason)
+	if res.PullWouldSucceed {
+		cond.Status = metav1.ConditionTrue
+		cond.Message = fmt.Sprintf("the registry accepted %s for %s (manifest %s)", last.Username, image, last.Digest)
+	} else {
+		cond.Message = fmt.Sprintf("%s: %s", last.Message, last.Hint)
+	}
+	if rl := last.RateLimit; rl != nil {
+		n := int32(rl.Remaining)
+		st.RateLimitRemaining = &n
+		rateLimitRemaining.WithLabelValues(keyHost(named.String())).Set(float64(rl.Remaining))
+	}
+	return cond, st
+}
+
+func setVerifiedMetric(c *credential.Credential, cond *metav1.Condition) {
+	if cond == nil {
+		credentialVerified.DeleteLabelValues(string(c.Kind), c.Namespace, c.Name)
+		return
+	}
+	v := 0.0
+	if cond.Status == metav1.ConditionTrue {
+		v = 1
+	}
+	credentialVerified.WithLabelValues(string(c.Kind), c.Namespace, c.Name).Set(v)
+}
