@@ -15,9 +15,9 @@ import (
 )
 
 type checkOutput struct {
-	Image            string         `json:"image"`
-	PullWouldSucceed bool           `json:"pullWouldSucceed"`
-	Error            string         `json:"error,omitempty"`
+	Image            string           `json:"image"`
+	PullWouldSucceed bool             `json:"pullWouldSucceed"`
+	Error            string           `json:"error,omitempty"`
 	Attempts         []doctor.Attempt `json:"attempts"`
 }
 

@@ -196,4 +196,3 @@ func keyHost(key string) string {
 	}
 	return host
 }
-

@@ -46,9 +46,9 @@ func newFixture() *fixture {
 		Annotations: map[string]string{credential.AnnotationCredential: "ClusterRegistryCredential/robot"}},
 		Type: corev1.SecretTypeDockerConfigJson, Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"reg.example":{"username":"u","password":"s3cr3t-value"}}}`)}}
 	f.s = &Snapshot{Now: t0.Add(time.Minute), RegcredNamespace: "regcred-system", RegcredInstalled: true, SecretsReadable: true,
-		Pods: []*corev1.Pod{f.pod},
-		Events: map[types.UID][]corev1.Event{"pod-uid": {{Reason: EventFailed, Message: unauthorized, LastTimestamp: metav1.NewTime(t0)}}},
-		Namespaces: map[string]*corev1.Namespace{"team": {ObjectMeta: metav1.ObjectMeta{Name: "team"}}},
+		Pods:            []*corev1.Pod{f.pod},
+		Events:          map[types.UID][]corev1.Event{"pod-uid": {{Reason: EventFailed, Message: unauthorized, LastTimestamp: metav1.NewTime(t0)}}},
+		Namespaces:      map[string]*corev1.Namespace{"team": {ObjectMeta: metav1.ObjectMeta{Name: "team"}}},
 		ServiceAccounts: map[string]*corev1.ServiceAccount{"team/default": {ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "default"}}},
 		Secrets:         map[string]*corev1.Secret{"team/regcred-robot": synced},
 		Webhook:         &Webhook{Configuration: "regcred", FailurePolicy: "Ignore"},
