@@ -48,6 +48,21 @@ type PullFailureWatch struct {
 	// Reader lists credentials (the manager's cache).
 	Reader client.Reader
 	Log    logr.Logger
+
+	mu        sync.Mutex
+	informers []toolscache.SharedIndexInformer
+}
+
+// HasSynced reports whether every watch has listed what exists.
+func (w *PullFailureWatch) HasSynced() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, inf := range w.informers {
+		if !inf.HasSynced() {
+			return false
+		}
+	}
+	return len(w.informers) == len(doctor.PullEventReasons)
 }
 
 // NeedLeaderElection: one replica counts.
@@ -90,6 +105,9 @@ func (w *PullFailureWatch) Start(ctx context.Context) error {
 		}); err != nil {
 			return err
 		}
+		w.mu.Lock()
+		w.informers = append(w.informers, inf)
+		w.mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

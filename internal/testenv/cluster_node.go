@@ -215,16 +215,16 @@ conntrack:
 func (c *Cluster) TrustRegistry(r *Registry) error { return c.TrustHost(r.Host, r.CAFile) }
 
 // TrustHost makes the node's containerd reach host over TLS, trusting the
-// CAs of caFile. The hosts.toml has a [host] entry and no server: with a
-// server entry, containerd tries it (without the CA) after a [host] entry
-// answers "not found", and the kubelet then reports that fallback's x509
-// error instead of the registry's 404.
+// CAs of caFile. Both entries of the hosts.toml carry the CA: containerd
+// tries the [host] entry, then the server entry whenever the first answers
+// "not found", and without the CA there the kubelet would report that
+// fallback's x509 error instead of the registry's 404.
 func (c *Cluster) TrustHost(host, caFile string) error {
 	dir := filepath.Join(c.certsDir, host)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	hosts := fmt.Sprintf("[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = %q\n", "https://"+host, caFile)
+	hosts := fmt.Sprintf("server = %q\nca = %q\n\n[host.%q]\n  ca = %q\n", "https://"+host, caFile, "https://"+host, caFile)
 	return os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(hosts), 0o600)
 }
 
