@@ -405,7 +405,7 @@ func (pc *podContext) diagnose(f failing) Finding {
 			covering[c.Origin] = true
 		}
 	}
-	out.PullSecrets = slices.Clone(pc.secrets)
+	out.PullSecrets = append([]PullSecretState{}, pc.secrets...)
 	for i := range out.PullSecrets {
 		out.PullSecrets[i].Covers = covering[pod.Namespace+"/"+out.PullSecrets[i].Name]
 	}
@@ -494,6 +494,12 @@ func (pc *podContext) explain(out *Finding, creds []credView, podHasCredential b
 				fmt.Sprintf("regcred check %s --pod %s/%s  # then fix the image name or tag, or push the image", out.Image, ns, pod.Name))
 			return
 		}
+	}
+
+	if out.Cause == Other && podHasCredential {
+		set(DiagUnknown, "the kubelet's message names no cause regcred knows; the Pod has a credential for the image",
+			fmt.Sprintf("regcred check %s --pod %s/%s  # asks the registry the way the pull did", out.Image, ns, pod.Name))
+		return
 	}
 
 	// From here the registry refused, or did not know, an image this Pod

@@ -123,9 +123,9 @@ func TestDoctor(t *testing.T) {
 	excludedReg := e.ownRegistry(t, testenv.Basic)
 	c = add("excluded", doctor.Unauthorized, doctor.DiagNamespaceExcluded, labels("e2e", "doctor-excluded"), excludedReg)
 	e.sourceSecret(t, regcredNS, "doctor-excluded", excludedReg)
-	e.clusterCredential(t, "doctor-excluded", "doctor-excluded", labels("e2e", "doctor-excluded"), []string{excludedReg.Host}, func(cr *v1alpha1.ClusterRegistryCredential) {
-		cr.Spec.ExcludeNamespaces = []string{cases[len(cases)-1].ns} // this case's
-	})
+	e.waitSynced(t, e.clusterCredential(t, "doctor-excluded", "doctor-excluded", labels("e2e", "doctor-excluded"), []string{excludedReg.Host}, func(cr *v1alpha1.ClusterRegistryCredential) {
+		cr.Spec.ExcludeNamespaces = []string{c.ns}
+	}))
 	create(pod(c.ns, "app", excludedReg.Ref("app:1")))
 
 	// A ClusterRegistryCredential whose selector does not pick the
@@ -133,7 +133,7 @@ func TestDoctor(t *testing.T) {
 	selectReg := e.ownRegistry(t, testenv.Basic)
 	c = add("notselected", doctor.Unauthorized, doctor.DiagNamespaceNotSelected, nil, selectReg)
 	e.sourceSecret(t, regcredNS, "doctor-notselected", selectReg)
-	e.clusterCredential(t, "doctor-notselected", "doctor-notselected", labels("e2e", "doctor-selected"), []string{selectReg.Host}, nil)
+	e.waitSynced(t, e.clusterCredential(t, "doctor-notselected", "doctor-notselected", labels("e2e", "doctor-selected"), []string{selectReg.Host}, nil))
 	create(pod(c.ns, "app", selectReg.Ref("app:1")))
 
 	// The Pod was made before the credential: regcred then syncs the
@@ -144,18 +144,18 @@ func TestDoctor(t *testing.T) {
 	create(pod(c.ns, "app", lateReg.Ref("app:1")))
 	e.waitPullFailure(t, c.ns, "app")
 	e.sourceSecret(t, regcredNS, "doctor-predates", lateReg)
-	e.clusterCredential(t, "doctor-predates", "doctor-predates", labels("e2e", "doctor-predates"), []string{lateReg.Host}, nil)
+	predates := e.clusterCredential(t, "doctor-predates", "doctor-predates", labels("e2e", "doctor-predates"), []string{lateReg.Host}, nil)
 	e.waitServiceAccountLists(t, c.ns, "default", "regcred-doctor-predates")
+	e.waitSynced(t, predates)
 
 	// The webhook is down (failurePolicy Ignore) when the Pod is made;
 	// only the webhook would have given it the Secret.
 	downReg := e.ownRegistry(t, testenv.Basic)
 	c = add("webhookdown", doctor.Unauthorized, doctor.DiagWebhookNotCalled, labels("e2e", "doctor-webhookdown"), downReg)
 	e.sourceSecret(t, regcredNS, "doctor-webhookdown", downReg)
-	e.clusterCredential(t, "doctor-webhookdown", "doctor-webhookdown", labels("e2e", "doctor-webhookdown"), []string{downReg.Host}, func(cr *v1alpha1.ClusterRegistryCredential) {
+	e.waitSynced(t, e.clusterCredential(t, "doctor-webhookdown", "doctor-webhookdown", labels("e2e", "doctor-webhookdown"), []string{downReg.Host}, func(cr *v1alpha1.ClusterRegistryCredential) {
 		cr.Spec.ServiceAccounts.Mode = v1alpha1.ServiceAccountsNone
-	})
-	e.waitSecret(t, c.ns, "regcred-doctor-webhookdown")
+	}))
 	e.withWebhookDown(t, func() { create(pod(c.ns, "app", downReg.Ref("app:1"))) })
 
 	// A registry that rate-limits like Docker Hub.
@@ -273,9 +273,11 @@ func create2(t *testing.T, e env, o client.Object) {
 // registry ports, and whether the kubelet is pulling or backing off.
 func (c *doctorCase) normalize(s string) string {
 	s = strings.ReplaceAll(s, c.ns, "doctor-"+c.name)
+	dashed := strings.NewReplacer(".", "-", ":", "-")
 	for host, name := range c.hosts {
 		s = strings.ReplaceAll(s, host, name)
 		s = strings.ReplaceAll(s, url.QueryEscape(host), url.QueryEscape(name))
+		s = strings.ReplaceAll(s, dashed.Replace(host), dashed.Replace(name))
 	}
 	s = strings.ReplaceAll(s, "ImagePullBackOff", "ErrImagePull")
 	return s
@@ -364,13 +366,6 @@ func (e env) waitSynced(t *testing.T, obj client.Object) {
 			}
 		}
 		return fmt.Errorf("%s not Ready: %v", obj.GetName(), conds)
-	})
-}
-
-func (e env) waitSecret(t *testing.T, ns, name string) {
-	t.Helper()
-	testenv.Eventually(t, pullWait, func(ctx context.Context) error {
-		return e.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &corev1.Secret{})
 	})
 }
 

@@ -74,6 +74,7 @@ func (e env) sourceSecret(t *testing.T, ns, name string, reg *testenv.Registry) 
 	if err := e.c.Create(bg, s); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = e.c.Delete(bg, s) })
 	return s
 }
 
