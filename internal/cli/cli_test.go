@@ -71,6 +71,12 @@ func TestBadInput(t *testing.T) {
 		{"secret from empty config", []string{"secret", "create", "x", "--from-docker-config", empty}, "holds no credentials"},
 		{"secret from malformed config", []string{"secret", "create", "x", "--from-docker-config", malformed}, "is not valid JSON"},
 		{"secret registry without config", []string{"secret", "create", "x", "--registry", "r.io"}, "--registry only applies with --from-docker-config"},
+		{"doctor bad kind", []string{"doctor", "svc/web"}, `cannot diagnose "svc"`},
+		{"doctor not kind/name", []string{"doctor", "web"}, `"web" is not KIND/NAME`},
+		{"doctor two targets", []string{"doctor", "pod/a", "pod/b"}, "takes at most one KIND/NAME (got 2 arguments)"},
+		{"doctor bad output", []string{"doctor", "-o", "xml"}, `unknown output format "xml"`},
+		{"doctor bad timeout", []string{"doctor", "--check", "--timeout", "0s"}, "--timeout must be positive"},
+		{"doctor bad CA file", []string{"doctor", "--check", "--ca-file", pw}, "holds no PEM certificate"},
 		{"secret bad server key", []string{"secret", "create", "x", "--server", "exa mple.com:port", "--username", "u", "--password-file", pw}, "--server"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
