@@ -80,6 +80,8 @@ func TestDemoPullsForReal(t *testing.T) {
 	for _, re := range []string{
 		`pod/web-\S+\s+(ErrImagePull|ImagePullBackOff): Failed to pull image "127\.0\.0\.1:\d+/shop/web:1\.0".*401 Unauthorized`,
 		`kind: ClusterRegistryCredential`,
+		`Unauthorized \(PodPredatesCredential\): ClusterRegistryCredential private-registry covers this image, but the Pod was created before the credential`,
+		`fix: kubectl -n shop rollout restart deployment/web`,
 		`pod/web-\S+\s+Running \S+ later, imagePullSecrets \[regcred-private-registry\]`,
 	} {
 		if !regexp.MustCompile(re).MatchString(story) {

@@ -14,6 +14,7 @@ import (
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/dockercfg"
+	"regcred.dev/regcred/internal/doctor"
 	"regcred.dev/regcred/internal/manager/inprocess"
 	"regcred.dev/regcred/internal/testenv"
 )
@@ -100,6 +101,13 @@ func tellStory(ctx context.Context, cl *testenv.Cluster, reg *testenv.Registry) 
 
 `, reg.Host, regcredNamespace)
 
+	// The doctor explains the stuck Pod once the Secret is in place.
+	finding, err := diagnose(ctx, c)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(&story, "   regcred doctor -n shop:\n   %s (%s): %s\n   fix: %s\n\n", finding.Cause, finding.Diagnosis, finding.Explanation, finding.Fix)
+
 	// The kubelet never re-reads a Pod's pull Secrets: the stuck Pod is
 	// replaced, and its successor gets the Secret.
 	start := time.Now()
@@ -119,6 +127,30 @@ func tellStory(ctx context.Context, cl *testenv.Cluster, reg *testenv.Registry) 
 	fmt.Fprintf(&story, "3. The stuck Pod replaced (a kubelet never re-reads a Pod's pull Secrets):\n")
 	fmt.Fprintf(&story, "   pod/%s  Running %s later, imagePullSecrets %v\n", running.Name, time.Since(start).Round(100*time.Millisecond), secrets)
 	return story.String(), nil
+}
+
+// diagnose waits until the credential's Secret is in namespace shop and
+// returns what `regcred doctor -n shop` says of the stuck Pod.
+func diagnose(ctx context.Context, c client.Client) (*doctor.Finding, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for {
+		err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "regcred-private-registry"}, &corev1.Secret{})
+		if err == nil {
+			snap, err := doctor.Collect(ctx, c, doctor.Target{Namespace: "shop"}, regcredNamespace)
+			if err != nil {
+				return nil, err
+			}
+			if r := doctor.Diagnose(snap, "namespace shop"); len(r.Findings) > 0 {
+				return &r.Findings[0], nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for the doctor's finding: %w", ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // waitPod waits until a Pod of namespace ns, with its Events, satisfies
