@@ -28,10 +28,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/bench/internal/benchenv"
 	"regcred.dev/regcred/bench/internal/parallel"
 	"regcred.dev/regcred/bench/internal/stats"
 	"regcred.dev/regcred/internal/dockercfg"
-	"regcred.dev/regcred/internal/testenv"
 )
 
 var (
@@ -65,8 +65,7 @@ func run() error {
 		return fmt.Errorf("build regcred (run from the repository root): %v\n%s", err, out)
 	}
 
-	cp, err := testenv.StartControlPlane(testenv.WithSchemeAdder(v1alpha1.AddToScheme),
-		testenv.WithAPIServerArg("max-requests-inflight", "1000"), testenv.WithAPIServerArg("max-mutating-requests-inflight", "500"))
+	cp, err := benchenv.ControlPlane()
 	if err != nil {
 		return err
 	}

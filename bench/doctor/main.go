@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/bench/internal/benchenv"
 	"regcred.dev/regcred/bench/internal/parallel"
 	"regcred.dev/regcred/internal/controller"
 	"regcred.dev/regcred/internal/credential"
@@ -62,8 +63,7 @@ func main() {
 func run() error {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	cp, err := testenv.StartControlPlane(testenv.WithSchemeAdder(v1alpha1.AddToScheme),
-		testenv.WithAPIServerArg("max-requests-inflight", "1000"), testenv.WithAPIServerArg("max-mutating-requests-inflight", "500"))
+	cp, err := benchenv.ControlPlane()
 	if err != nil {
 		return err
 	}
@@ -318,6 +318,7 @@ func describe(req *http.Request) string {
 	}
 	return verb + " " + segs[0]
 }
+
 type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

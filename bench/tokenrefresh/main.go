@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/bench/internal/benchenv"
 	"regcred.dev/regcred/bench/internal/parallel"
 	"regcred.dev/regcred/internal/cloud"
 	"regcred.dev/regcred/internal/dockercfg"
@@ -53,8 +54,7 @@ func run() error {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	log.SetLogger(logr.Discard()) // the manager logs nowhere
-	cp, err := testenv.StartControlPlane(testenv.WithSchemeAdder(v1alpha1.AddToScheme),
-		testenv.WithAPIServerArg("max-requests-inflight", "1000"), testenv.WithAPIServerArg("max-mutating-requests-inflight", "500"))
+	cp, err := benchenv.ControlPlane()
 	if err != nil {
 		return err
 	}
