@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -32,6 +33,10 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 			"each registry must be a host"},
 		{"registry with a tag", func(c *v1alpha1.ClusterRegistryCredential) { c.Spec.Registries = []string{"ghcr.io/org/app:v1"} },
 			"each registry must be a host"},
+		{"verify interval too short", func(c *v1alpha1.ClusterRegistryCredential) {
+			c.Spec.Verify = &v1alpha1.Verify{Image: "r.io/app:1", Interval: metav1.Duration{Duration: 30 * time.Second}}
+		}, "verify.interval must be at least 1m"},
+		{"verify without image", func(c *v1alpha1.ClusterRegistryCredential) { c.Spec.Verify = &v1alpha1.Verify{} }, "spec.verify.image"},
 		{"no source", func(c *v1alpha1.ClusterRegistryCredential) { c.Spec.Source = v1alpha1.CredentialSource{} },
 			"exactly one source must be set"},
 		{"selector without Selector mode", func(c *v1alpha1.ClusterRegistryCredential) {

@@ -413,7 +413,7 @@ func (pc *podContext) diagnose(f failing) Finding {
 	var creds []credView
 	if repo != "" {
 		for _, c := range pc.s.Credentials {
-			if c.Kind == credential.KindNamespaced && c.Namespace != pod.Namespace {
+			if (c.Kind == credential.KindNamespaced && c.Namespace != pod.Namespace) || c.Deleting() {
 				continue
 			}
 			m, _ := c.Matcher()
