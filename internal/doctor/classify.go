@@ -112,7 +112,9 @@ func Classify(message string) Cause {
 }
 
 // imageQuoted finds the image a kubelet message is about.
-var imageQuoted = regexp.MustCompile(`(?:Failed to pull image|Back-off pulling image|Container image|Failed to apply default image tag|image pull failed for) "?([^"\s:][^"\s]*)"?`)
+// The runtime's own words count too: a waiting container's message may be
+// the bare CRI error, "rpc error: ... failed to pull and unpack image "X"".
+var imageQuoted = regexp.MustCompile(`(?:Failed to pull image|Back-off pulling image|Container image|Failed to apply default image tag|image pull failed for|failed to pull and unpack image|failed to resolve reference) "?([^"\s:][^"\s]*)"?`)
 
 // ImageOfMessage is the image a kubelet pull message names, or "".
 func ImageOfMessage(message string) string {

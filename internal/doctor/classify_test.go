@@ -47,6 +47,7 @@ func TestImageOfMessage(t *testing.T) {
 		`Container image "a:1" is not present with pull policy of Never`:     "a:1",
 		`Failed to apply default image tag "X/Y:1": couldn't parse`:          "X/Y:1",
 		`image pull failed for r/a:1 because the registry is unavailable: x`: "r/a:1",
+		`rpc error: code = NotFound desc = failed to pull and unpack image "r:5000/model:missing": failed to resolve reference "r:5000/model:missing": not found`: "r:5000/model:missing",
 		`Error: ErrImagePull`: "",
 	} {
 		if got := ImageOfMessage(msg); got != want {

@@ -606,6 +606,9 @@ func (pc *podContext) whyNotDelivered(out *Finding, v credView, recreate string)
 				fmt.Sprintf("kubectl -n %s delete secret %s  # if nobody needs it; regcred then writes its own (or set spec.secretName)", ns, v.secret))
 			return
 		}
+		// Creation times have a resolution of one second: within the same
+		// second neither is before the other, and the ServiceAccount test
+		// below decides.
 		if pod.CreationTimestamp.Before(&sec.CreationTimestamp) {
 			why := fmt.Sprintf("%s covers this image, but the Pod was created before its Secret %s reached %s", name, v.secret, ns)
 			if pod.CreationTimestamp.Time.Before(v.c.Object.GetCreationTimestamp().Time) {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -143,6 +144,9 @@ func TestDoctor(t *testing.T) {
 	c = add("predates", doctor.Unauthorized, doctor.DiagPodPredatesCredential, labels("e2e", "doctor-predates"), lateReg)
 	create(pod(c.ns, "app", lateReg.Ref("app:1")))
 	e.waitPullFailure(t, c.ns, "app")
+	// Creation times count whole seconds: the credential must come in a
+	// later one for "before" to be seen.
+	e.waitNextSecond(t, c.ns, "app")
 	e.sourceSecret(t, regcredNS, "doctor-predates", lateReg)
 	predates := e.clusterCredential(t, "doctor-predates", "doctor-predates", labels("e2e", "doctor-predates"), []string{lateReg.Host}, nil)
 	e.waitServiceAccountLists(t, c.ns, "default", "regcred-doctor-predates")
@@ -327,6 +331,27 @@ func (e env) waitDoctorSees(t *testing.T, c *doctorCase) {
 		}
 		if len(r.Findings) == 0 || r.Findings[0].Cause != c.cause || r.Findings[0].KubeletMessage == "" {
 			return fmt.Errorf("%s: no finding of cause %s yet: %s", c.name, c.cause, text)
+		}
+		// The golden files hold the kubelet's Event, not the waiting
+		// status that comes before it (a malformed Secret has none).
+		if c.cause != doctor.MalformedSecret && !strings.HasPrefix(r.Findings[0].KubeletMessage, "Failed to ") {
+			return fmt.Errorf("%s: the kubelet's Event has not come yet: %s", c.name, r.Findings[0].KubeletMessage)
+		}
+		return nil
+	})
+}
+
+// waitNextSecond waits until the clock is in a later second than the
+// Pod's creation time.
+func (e env) waitNextSecond(t *testing.T, ns, name string) {
+	t.Helper()
+	var p corev1.Pod
+	if err := e.c.Get(bg, client.ObjectKey{Namespace: ns, Name: name}, &p); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, pullWait, func(context.Context) error {
+		if !time.Now().After(p.CreationTimestamp.Add(time.Second)) {
+			return fmt.Errorf("still in the second the Pod was made")
 		}
 		return nil
 	})
