@@ -190,3 +190,30 @@ func TestImageVolumeAndMalformed(t *testing.T) {
 		t.Errorf("finding %+v, want the malformed Secret", got)
 	}
 }
+
+// FuzzDiagnose: whatever the kubelet wrote, whatever a pull Secret holds and
+// whatever the image, Diagnose does not panic, names a diagnosis and a fix
+// for each finding, and never repeats the Secret's password.
+func FuzzDiagnose(f *testing.F) {
+	f.Add("ImagePullBackOff", unauthorized, "reg.example/app:1", []byte(`{"auths":{"reg.example":{"username":"u","password":"s3cr3t-value"}}}`))
+	f.Add("illegal base64 data", "", "reg.example/App:1", []byte(`{"auths":{"reg.example":{"auth":"!!"}}}`))
+	f.Add("ErrImagePull", `Failed to pull image "x": 429 Too Many Requests`, "", []byte(`{}`))
+	f.Fuzz(func(t *testing.T, reason, message, image string, secret []byte) {
+		fx := newFixture()
+		fx.pod.Spec.Containers[0].Image = image
+		fx.pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred-robot"}, {Name: "missing"}}
+		fx.s.Secrets["team/regcred-robot"].Data[corev1.DockerConfigJsonKey] = secret
+		fx.pod.Status.ContainerStatuses[0].State.Waiting = &corev1.ContainerStateWaiting{Reason: reason, Message: message}
+		fx.s.Events["pod-uid"][0].Message = message
+		fx.s.Credentials = []*credential.Credential{credential.FromCluster(fx.cred)}
+		r := Diagnose(fx.s, "cluster")
+		for _, got := range r.Findings {
+			if got.Diagnosis == "" || got.Fix == "" || got.Explanation == "" {
+				t.Fatalf("finding without a diagnosis, fix or explanation: %+v", got)
+			}
+			if strings.Contains(got.Explanation+got.Fix, "s3cr3t-value") && !strings.Contains(message+image+reason, "s3cr3t-value") {
+				t.Fatalf("the password reached the finding: %+v", got)
+			}
+		}
+	})
+}
