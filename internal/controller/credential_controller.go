@@ -75,6 +75,7 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			log.Info("cleanup done")
 		}
 		r.failures.forget(c.Key)
+		r.verifier.forget(c.Object.GetUID())
 		deleteCredentialMetrics(c.Key)
 		return ctrl.Result{}, nil
 	}
@@ -151,10 +152,9 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		result      ctrl.Result
 	)
 	if c.Spec.Verify != nil && src.Err == nil {
-		due, next := r.verifier.due(c)
-		if due {
-			cond, st := r.verifier.probe(ctx, c, src.Data)
-			verified, verifyState, next = &cond, st, st.NextProbeAt.Time
+		var next time.Time
+		verified, verifyState, next = r.verifier.result(ctx, c, src.Data)
+		if cond := verified; cond != nil {
 			if old := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ConditionVerified); old == nil || old.Status != cond.Status || old.Reason != cond.Reason {
 				eventType := corev1.EventTypeNormal
 				if cond.Status != metav1.ConditionTrue {

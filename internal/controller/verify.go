@@ -3,10 +3,12 @@ package controller
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"regcred.dev/regcred/api/v1alpha1"
@@ -41,16 +43,48 @@ const verifyTimeout = 10 * time.Second
 type verifier struct {
 	options []registry.Option
 	now     func() time.Time
+
+	// last is each credential's latest probe, for when its status write
+	// was lost (a conflict): the result is written again rather than the
+	// registry probed again.
+	mu   sync.Mutex
+	last map[types.UID]probeResult
 }
 
-// due says whether c's probe is due, and if not, when it is.
-func (v *verifier) due(c *credential.Credential) (bool, time.Time) {
-	st := c.Status.Verify
-	if st == nil || st.ProbedAt == nil {
-		return true, time.Time{}
+type probeResult struct {
+	cond metav1.Condition
+	st   *v1alpha1.VerifyStatus
+}
+
+// result is c's Verified condition and status: a new probe when one is
+// due, the latest one when its status write was lost, or nil when the
+// status holds the latest; next is when the next probe is due.
+func (v *verifier) result(ctx context.Context, c *credential.Credential, data []byte) (*metav1.Condition, *v1alpha1.VerifyStatus, time.Time) {
+	interval := verifyInterval(c)
+	if st := c.Status.Verify; st != nil && st.ProbedAt != nil && v.now().Before(st.ProbedAt.Add(interval)) {
+		return nil, nil, st.ProbedAt.Add(interval)
 	}
-	next := st.ProbedAt.Add(verifyInterval(c))
-	return !v.now().Before(next), next
+	v.mu.Lock()
+	last, ok := v.last[c.Object.GetUID()]
+	v.mu.Unlock()
+	if ok && v.now().Before(last.st.ProbedAt.Add(interval)) {
+		return &last.cond, last.st, last.st.ProbedAt.Add(interval)
+	}
+	cond, st := v.probe(ctx, c, data)
+	v.mu.Lock()
+	if v.last == nil {
+		v.last = map[types.UID]probeResult{}
+	}
+	v.last[c.Object.GetUID()] = probeResult{cond, st}
+	v.mu.Unlock()
+	return &cond, st, st.NextProbeAt.Time
+}
+
+// forget drops a deleted credential's latest probe.
+func (v *verifier) forget(uid types.UID) {
+	v.mu.Lock()
+	delete(v.last, uid)
+	v.mu.Unlock()
 }
 
 func verifyInterval(c *credential.Credential) time.Duration {
