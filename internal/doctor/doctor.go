@@ -450,17 +450,14 @@ func readyCondition(c *credential.Credential) *metav1.Condition {
 // explain fills the diagnosis, its explanation and the fix.
 func (pc *podContext) explain(out *Finding, creds []credView, podHasCredential bool) {
 	pod, ns := pc.pod, pc.pod.Namespace
-	set := func(d Diagnosis, explanation, fix string) {
-		out.Diagnosis, out.Explanation, out.Fix = d, explanation, fix
-	}
 	recreate := pc.recreateCommand()
 	switch out.Cause {
 	case InvalidImageName:
-		set(DiagInvalidImageName, fmt.Sprintf("the image reference %q cannot be parsed: the kubelet will not try it", out.Image),
+		out.conclude(DiagInvalidImageName, fmt.Sprintf("the image reference %q cannot be parsed: the kubelet will not try it", out.Image),
 			pc.setImageCommand(out))
 		return
 	case NeverPull:
-		set(DiagNeverPull, "imagePullPolicy is Never and the image is not on the node, or this Pod may not use the copy there",
+		out.conclude(DiagNeverPull, "imagePullPolicy is Never and the image is not on the node, or this Pod may not use the copy there",
 			fmt.Sprintf("kubectl -n %s patch %s --type json -p '[{\"op\":\"replace\",\"path\":\"/spec/%scontainers/0/imagePullPolicy\",\"value\":\"IfNotPresent\"}]'  # or preload the image on the nodes", ns, pc.workloadOrPod(), pc.templatePrefix()))
 		return
 	}
@@ -472,12 +469,12 @@ func (pc *podContext) explain(out *Finding, creds []credView, podHasCredential b
 		if owner := pc.secretOf[name]; owner != "" {
 			fix = fmt.Sprintf("kubectl -n %s delete secret %s  # %s writes it again; then: %s", ns, name, owner, recreate)
 		}
-		set(DiagMalformedSecret, expl, fix)
+		out.conclude(DiagMalformedSecret, expl, fix)
 		return
 	}
 	switch out.Cause {
 	case TLS, DNS, Connection, Timeout:
-		set(DiagNetwork, networkExplanation(out.Cause, registryHost(out.Image)),
+		out.conclude(DiagNetwork, networkExplanation(out.Cause, registryHost(out.Image)),
 			fmt.Sprintf("regcred check %s --pod %s/%s  # from where you run it; then fix the nodes' DNS, network or CA trust", out.Image, ns, pod.Name))
 		return
 	case RateLimited:
@@ -486,18 +483,18 @@ func (pc *podContext) explain(out *Finding, creds []credView, podHasCredential b
 			expl += " and this Pod pulls anonymously, which has the lowest limit"
 		}
 		fix := fmt.Sprintf("regcred check %s --pod %s/%s  # shows the pulls left; authenticate with a credential for %s, or pull through a mirror (ClusterImageMirror)", out.Image, ns, pod.Name, registryHost(out.Image))
-		set(DiagRateLimited, expl, fix)
+		out.conclude(DiagRateLimited, expl, fix)
 		return
 	case NotFound:
 		if podHasCredential || len(creds) == 0 {
-			set(DiagImageNotFound, fmt.Sprintf("the registry has no image %s: the repository or tag does not exist", out.Image),
+			out.conclude(DiagImageNotFound, fmt.Sprintf("the registry has no image %s: the repository or tag does not exist", out.Image),
 				fmt.Sprintf("regcred check %s --pod %s/%s  # then fix the image name or tag, or push the image", out.Image, ns, pod.Name))
 			return
 		}
 	}
 
 	if out.Cause == Other && podHasCredential {
-		set(DiagUnknown, "the kubelet's message names no cause regcred knows; the Pod has a credential for the image",
+		out.conclude(DiagUnknown, "the kubelet's message names no cause regcred knows; the Pod has a credential for the image",
 			fmt.Sprintf("regcred check %s --pod %s/%s  # asks the registry the way the pull did", out.Image, ns, pod.Name))
 		return
 	}
@@ -511,16 +508,16 @@ func (pc *podContext) explain(out *Finding, creds []credView, podHasCredential b
 			}
 			if expired(v.c, pc.s.Now) {
 				out.Cause = TokenExpired
-				set(DiagTokenExpired, fmt.Sprintf("the cloud token of %s expired at %s and was not refreshed", display(v.c), v.state.TokenExpiresAt),
+				out.conclude(DiagTokenExpired, fmt.Sprintf("the cloud token of %s expired at %s and was not refreshed", display(v.c), v.state.TokenExpiresAt),
 					fmt.Sprintf("kubectl describe %s  # the Ready condition says why the token was not refreshed", objectRef(v.c)))
 				return
 			}
 			if v.state.Ready == "False" {
-				set(DiagSourceInvalid, fmt.Sprintf("%s is not Ready (%s): its Secret may hold an old or no credential", display(v.c), v.state.Reason),
+				out.conclude(DiagSourceInvalid, fmt.Sprintf("%s is not Ready (%s): its Secret may hold an old or no credential", display(v.c), v.state.Reason),
 					fmt.Sprintf("kubectl describe %s", objectRef(v.c)))
 				return
 			}
-			set(DiagCredentialRejected, fmt.Sprintf("the registry refused the login of %s (Secret %s): its source holds a wrong, expired or revoked password, or one without pull access", display(v.c), v.secret),
+			out.conclude(DiagCredentialRejected, fmt.Sprintf("the registry refused the login of %s (Secret %s): its source holds a wrong, expired or revoked password, or one without pull access", display(v.c), v.secret),
 				sourceFix(v.c, pc.s.RegcredNamespace, registryHost(out.Image)))
 			return
 		}
@@ -530,19 +527,19 @@ func (pc *podContext) explain(out *Finding, creds []credView, podHasCredential b
 				names = append(names, p.Name)
 			}
 		}
-		set(DiagCredentialRejected, fmt.Sprintf("the registry refused the login of pull Secret %s, which regcred does not manage", strings.Join(names, ", ")),
+		out.conclude(DiagCredentialRejected, fmt.Sprintf("the registry refused the login of pull Secret %s, which regcred does not manage", strings.Join(names, ", ")),
 			fmt.Sprintf("regcred secret create %s -n %s --server %s --username USER --password-stdin --apply  # with a working password or token", names[0], ns, registryHost(out.Image)))
 		return
 	}
 
 	if len(pc.missing) > 0 && len(creds) == 0 {
 		out.Cause = MissingSecret
-		set(DiagMissingSecret, fmt.Sprintf("the Pod lists pull Secret %s, which does not exist in %s; the kubelet skipped it and pulled without a credential", strings.Join(pc.missing, ", "), ns),
+		out.conclude(DiagMissingSecret, fmt.Sprintf("the Pod lists pull Secret %s, which does not exist in %s; the kubelet skipped it and pulled without a credential", strings.Join(pc.missing, ", "), ns),
 			fmt.Sprintf("regcred secret create %s -n %s --server %s --username USER --password-stdin --apply  # then: %s", pc.missing[0], ns, registryHost(out.Image), recreate))
 		return
 	}
 	if len(creds) == 0 {
-		set(DiagNoCredential, fmt.Sprintf("no regcred credential covers %s, and no pull Secret of the Pod does: the kubelet pulled without a credential", registryHost(out.Image)),
+		out.conclude(DiagNoCredential, fmt.Sprintf("no regcred credential covers %s, and no pull Secret of the Pod does: the kubelet pulled without a credential", registryHost(out.Image)),
 			fmt.Sprintf("regcred secret create %s-pull -n %s --server %s --username USER --password-stdin --apply  # then a ClusterRegistryCredential with registries [%s] and source.secretRef %s-pull",
 				dnsLabel(registryHost(out.Image)), pc.s.RegcredNamespace, registryHost(out.Image), registryHost(out.Image), dnsLabel(registryHost(out.Image))))
 		return
@@ -560,41 +557,43 @@ func (pc *podContext) explain(out *Finding, creds []credView, podHasCredential b
 	pc.whyNotDelivered(out, v, recreate)
 }
 
+// conclude records the diagnosis, its explanation and the fix.
+func (f *Finding) conclude(d Diagnosis, explanation, fix string) {
+	f.Diagnosis, f.Explanation, f.Fix = d, explanation, fix
+}
+
 // whyNotDelivered explains why credential v's Secret is not in the Pod, or
 // not usable there.
 func (pc *podContext) whyNotDelivered(out *Finding, v credView, recreate string) {
 	pod, ns := pc.pod, pc.pod.Namespace
-	set := func(d Diagnosis, explanation, fix string) {
-		out.Diagnosis, out.Explanation, out.Fix = d, explanation, fix
-	}
 	name := display(v.c)
 	if v.c.Kind == credential.KindCluster {
 		switch {
 		case ns == pc.s.RegcredNamespace || slices.Contains(credential.AlwaysExcluded, ns):
-			set(DiagNamespaceExcluded, fmt.Sprintf("%s covers this image but never reaches namespace %s (regcred leaves it alone)", name, ns),
+			out.conclude(DiagNamespaceExcluded, fmt.Sprintf("%s covers this image but never reaches namespace %s (regcred leaves it alone)", name, ns),
 				fmt.Sprintf("kubectl -n %s create -f registrycredential.yaml  # a RegistryCredential of %s's own, with registries [%s]", ns, ns, registryHost(out.Image)))
 			return
 		case slices.Contains(v.c.Exclude, ns):
-			set(DiagNamespaceExcluded, fmt.Sprintf("%s covers this image but lists %s in spec.excludeNamespaces", name, ns),
+			out.conclude(DiagNamespaceExcluded, fmt.Sprintf("%s covers this image but lists %s in spec.excludeNamespaces", name, ns),
 				fmt.Sprintf("kubectl edit %s  # remove %s from spec.excludeNamespaces", objectRef(v.c), ns))
 			return
 		case pc.ns != nil:
 			if ok, err := v.c.AppliesTo(pc.ns, pc.s.RegcredNamespace); err == nil && !ok {
-				set(DiagNamespaceNotSelected, fmt.Sprintf("%s covers this image but its namespaceSelector does not pick namespace %s", name, ns),
+				out.conclude(DiagNamespaceNotSelected, fmt.Sprintf("%s covers this image but its namespaceSelector does not pick namespace %s", name, ns),
 					labelFix(v.c, ns))
 				return
 			}
 		}
 	}
 	if cond := v.state; cond.Ready == "False" && !pc.secretExists(v.secret) {
-		set(DiagSourceInvalid, fmt.Sprintf("%s covers this image but is not Ready (%s), so its Secret %s is not in %s", name, cond.Reason, v.secret, ns),
+		out.conclude(DiagSourceInvalid, fmt.Sprintf("%s covers this image but is not Ready (%s), so its Secret %s is not in %s", name, cond.Reason, v.secret, ns),
 			fmt.Sprintf("kubectl describe %s", objectRef(v.c)))
 		return
 	}
 	if pc.s.SecretsReadable {
 		sec, ok := pc.s.Secrets[ns+"/"+v.secret]
 		if !ok {
-			set(DiagSecretMissing, fmt.Sprintf("%s covers this image but its Secret %s is not in %s", name, v.secret, ns),
+			out.conclude(DiagSecretMissing, fmt.Sprintf("%s covers this image but its Secret %s is not in %s", name, v.secret, ns),
 				fmt.Sprintf("kubectl get %s -o jsonpath='{.status.failures}'  # why regcred could not write it", objectRef(v.c)))
 			if v.inPod {
 				out.Explanation += "; the Pod lists it and the kubelet skipped it"
@@ -602,7 +601,7 @@ func (pc *podContext) whyNotDelivered(out *Finding, v credView, recreate string)
 			return
 		}
 		if owner, ok := credential.OwnerOf(sec); !ok || owner != v.c.Key {
-			set(DiagSecretForeign, fmt.Sprintf("%s covers this image but Secret %s/%s belongs to someone else, and regcred never overwrites it", name, ns, v.secret),
+			out.conclude(DiagSecretForeign, fmt.Sprintf("%s covers this image but Secret %s/%s belongs to someone else, and regcred never overwrites it", name, ns, v.secret),
 				fmt.Sprintf("kubectl -n %s delete secret %s  # if nobody needs it; regcred then writes its own (or set spec.secretName)", ns, v.secret))
 			return
 		}
@@ -614,16 +613,16 @@ func (pc *podContext) whyNotDelivered(out *Finding, v credView, recreate string)
 			if pod.CreationTimestamp.Time.Before(v.c.Object.GetCreationTimestamp().Time) {
 				why = fmt.Sprintf("%s covers this image, but the Pod was created before the credential", name)
 			}
-			set(DiagPodPredatesCredential, why+"; the kubelet never re-reads a Pod's pull secrets: recreate it", recreate)
+			out.conclude(DiagPodPredatesCredential, why+"; the kubelet never re-reads a Pod's pull secrets: recreate it", recreate)
 			return
 		}
 	}
 	if pc.sa != nil && slices.ContainsFunc(pc.sa.ImagePullSecrets, func(r corev1.LocalObjectReference) bool { return r.Name == v.secret }) && len(pod.Spec.ImagePullSecrets) == 0 {
-		set(DiagServiceAccountLater, fmt.Sprintf("ServiceAccount %s lists %s now, but did not when the Pod was made; a Pod gets its ServiceAccount's pull secrets only at creation", pc.saName, v.secret), recreate)
+		out.conclude(DiagServiceAccountLater, fmt.Sprintf("ServiceAccount %s lists %s now, but did not when the Pod was made; a Pod gets its ServiceAccount's pull secrets only at creation", pc.saName, v.secret), recreate)
 		return
 	}
 	if !v.c.InjectionEnabled() {
-		set(DiagInjectionDisabled, fmt.Sprintf("%s covers this image but has podInjection disabled, and ServiceAccount %s does not list %s", name, pc.saName, v.secret),
+		out.conclude(DiagInjectionDisabled, fmt.Sprintf("%s covers this image but has podInjection disabled, and ServiceAccount %s does not list %s", name, pc.saName, v.secret),
 			fmt.Sprintf("kubectl patch %s --type merge -p '{\"spec\":{\"podInjection\":{\"enabled\":true}}}' && %s", objectRef(v.c), recreate))
 		return
 	}
@@ -634,23 +633,23 @@ func (pc *podContext) whyNotDelivered(out *Finding, v credView, recreate string)
 			where = "namespace " + ns
 			fix = fmt.Sprintf("kubectl label namespace %s %s- && %s", ns, credential.LabelInject, recreate)
 		}
-		set(DiagInjectionOptedOut, fmt.Sprintf("%s covers this image but %s opts out of injection (%s=false)", name, where, credential.LabelInject), fix)
+		out.conclude(DiagInjectionOptedOut, fmt.Sprintf("%s covers this image but %s opts out of injection (%s=false)", name, where, credential.LabelInject), fix)
 		return
 	}
 	if pc.s.Webhook == nil {
-		set(DiagWebhookNotRegistered, fmt.Sprintf("%s covers this image but regcred's Pod webhook is not registered, so nothing added %s to the Pod", name, v.secret),
+		out.conclude(DiagWebhookNotRegistered, fmt.Sprintf("%s covers this image but regcred's Pod webhook is not registered, so nothing added %s to the Pod", name, v.secret),
 			fmt.Sprintf("helm upgrade regcred regcred/regcred -n %s --reuse-values --set webhook.enabled=true  # then: %s", pc.s.RegcredNamespace, recreate))
 		return
 	}
 	if pod.CreationTimestamp.Time.Before(v.c.Object.GetCreationTimestamp().Time) {
-		set(DiagPodPredatesCredential, fmt.Sprintf("%s covers this image, but the Pod was created before the credential; the kubelet never re-reads a Pod's pull secrets: recreate it", name), recreate)
+		out.conclude(DiagPodPredatesCredential, fmt.Sprintf("%s covers this image, but the Pod was created before the credential; the kubelet never re-reads a Pod's pull secrets: recreate it", name), recreate)
 		return
 	}
 	expl := fmt.Sprintf("%s covers this image and its Secret was ready, but the webhook did not add it: it was not called when the Pod was made", name)
 	if strings.EqualFold(pc.s.Webhook.FailurePolicy, "Ignore") {
 		expl += " (failurePolicy Ignore lets Pods through while the webhook is down)"
 	}
-	set(DiagWebhookNotCalled, expl, fmt.Sprintf("kubectl -n %s get pods  # check the webhook's replicas; then: %s", pc.s.RegcredNamespace, recreate))
+	out.conclude(DiagWebhookNotCalled, expl, fmt.Sprintf("kubectl -n %s get pods  # check the webhook's replicas; then: %s", pc.s.RegcredNamespace, recreate))
 }
 
 func (pc *podContext) secretExists(name string) bool {
