@@ -62,12 +62,7 @@ func TestDoctor(t *testing.T) {
 		cases = append(cases, c)
 		return c
 	}
-	create := func(p *corev1.Pod) {
-		t.Helper()
-		if err := e.c.Create(bg, p); err != nil {
-			t.Fatal(err)
-		}
-	}
+	create := func(o client.Object) { e.create(t, o) }
 
 	// No credential anywhere for the registry; the image is an init
 	// container's.
@@ -105,7 +100,7 @@ func TestDoctor(t *testing.T) {
 	c = add("malformed", doctor.MalformedSecret, doctor.DiagMalformedSecret, nil)
 	bad := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "broken"}, Type: corev1.SecretTypeDockerConfigJson,
 		Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"` + shared.Host + `":{"auth":"!!not base64!!"}}}`)}}
-	create2(t, e, bad)
+	create(bad)
 	p = pod(c.ns, "app", shared.Ref("app:1"))
 	p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "broken"}}
 	create(p)
@@ -266,7 +261,7 @@ func TestDoctor(t *testing.T) {
 	})
 }
 
-func create2(t *testing.T, e env, o client.Object) {
+func (e env) create(t *testing.T, o client.Object) {
 	t.Helper()
 	if err := e.c.Create(bg, o); err != nil {
 		t.Fatal(err)
@@ -363,11 +358,11 @@ func (e env) tenantCredential(t *testing.T, ns, name, host, user, password strin
 	t.Helper()
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-source"}, Type: corev1.SecretTypeDockerConfigJson,
 		Data: map[string][]byte{corev1.DockerConfigJsonKey: dockerConfig(t, host, user, password)}}
-	create2(t, e, s)
+	e.create(t, s)
 	rc := &v1alpha1.RegistryCredential{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
 	rc.Spec.Registries = []string{host}
 	rc.Spec.Source.SecretRef = &v1alpha1.SecretReference{Name: s.Name}
-	create2(t, e, rc)
+	e.create(t, rc)
 	t.Cleanup(func() { e.deleteAndWait(t, rc) })
 }
 
