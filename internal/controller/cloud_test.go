@@ -32,16 +32,25 @@ type tokenWorld struct {
 	aws *fakecloud.AWS
 }
 
-func newTokenWorld(t *testing.T, life time.Duration) *tokenWorld {
+// tokenRegistry is a token-auth registry holding team/app:v1, whose CA
+// the manager trusts, closed when the test ends.
+func tokenRegistry(t *testing.T) *testenv.Registry {
 	t.Helper()
 	reg, err := testenv.StartRegistry(testenv.Token)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(reg.Close)
+	cloudTrust.Add(reg.CA.CertPEM)
 	if _, err := reg.PushRandomImage(bg, "team/app:v1"); err != nil {
 		t.Fatal(err)
 	}
+	return reg
+}
+
+func newTokenWorld(t *testing.T, life time.Duration) *tokenWorld {
+	t.Helper()
+	reg := tokenRegistry(t)
 	a, err := fakecloud.StartAWS(reg, "eu-west-1")
 	if err != nil {
 		t.Fatal(err)
@@ -272,14 +281,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // answer pulls; a plugin elsewhere is refused.
 func TestCredentialProviderPlugin(t *testing.T) {
 	c := startManager(t)
-	reg, err := testenv.StartRegistry(testenv.Token)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(reg.Close)
-	if _, err := reg.PushRandomImage(bg, "team/app:v1"); err != nil {
-		t.Fatal(err)
-	}
+	reg := tokenRegistry(t)
 	w := &tokenWorld{reg: reg}
 	password := "plugin-password-7f3a"
 	reg.AllowTemporary("plugin-robot", password, time.Now().Add(time.Hour))

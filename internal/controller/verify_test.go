@@ -23,21 +23,13 @@ import (
 // credential is reconciled for another reason.
 func TestVerify(t *testing.T) {
 	c := startManager(t)
-	reg, err := testenv.StartRegistry(testenv.Token)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(reg.Close)
-	cloudTrust.Add(reg.CA.CertPEM)
-	if _, err := reg.PushRandomImage(bg, "app:1"); err != nil {
-		t.Fatal(err)
-	}
+	reg := tokenRegistry(t)
 	for _, tc := range []struct {
 		name, password, image, reason string
 		status                        metav1.ConditionStatus
 	}{
-		{"verify-ok", reg.User.Password, reg.Ref("app:1"), "OK", metav1.ConditionTrue},
-		{"verify-wrong", "wrong-password", reg.Ref("app:1"), "Unauthorized", metav1.ConditionFalse},
+		{"verify-ok", reg.User.Password, reg.Ref("team/app:v1"), "OK", metav1.ConditionTrue},
+		{"verify-wrong", "wrong-password", reg.Ref("team/app:v1"), "Unauthorized", metav1.ConditionFalse},
 		{"verify-missing", reg.User.Password, reg.Ref("nope:1"), "NotFound", metav1.ConditionFalse},
 		{"verify-elsewhere", reg.User.Password, "other.example/app:1", v1alpha1.ReasonNoCredential, metav1.ConditionFalse},
 	} {
