@@ -168,15 +168,16 @@ func (w *PullFailureWatch) registryLabel(ctx context.Context, image string) stri
 		return registryOther
 	}
 	target := keyring.ParseTarget(named.Name())
+	// Read-only: the cache's objects need no copy for every Event.
 	var creds []*credential.Credential
 	var cluster v1alpha1.ClusterRegistryCredentialList
-	if err := w.Reader.List(ctx, &cluster); err == nil {
+	if err := w.Reader.List(ctx, &cluster, client.UnsafeDisableDeepCopy); err == nil {
 		for i := range cluster.Items {
 			creds = append(creds, credential.FromCluster(&cluster.Items[i]))
 		}
 	}
 	var tenants v1alpha1.RegistryCredentialList
-	if err := w.Reader.List(ctx, &tenants); err == nil {
+	if err := w.Reader.List(ctx, &tenants, client.UnsafeDisableDeepCopy); err == nil {
 		for i := range tenants.Items {
 			creds = append(creds, credential.FromNamespaced(&tenants.Items[i]))
 		}
