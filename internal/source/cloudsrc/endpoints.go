@@ -1,0 +1,68 @@
+package cloudsrc
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+
+	"regcred.dev/regcred/api/v1alpha1"
+)
+
+// tenantEndpoints refuses a tenant's endpoint overrides whose host the
+// manager does not allow: each one receives what regcred sends in the
+// tenant's name (a ServiceAccount token, a signed request, a client
+// secret) from the manager's network position.
+func (b *Builder) tenantEndpoints(src *v1alpha1.CredentialSource) error {
+	for field, u := range endpointOverrides(src) {
+		if u == "" || b.tenantHostAllowed(u) {
+			continue
+		}
+		host := u
+		if p, err := url.Parse(u); err == nil && p.Host != "" {
+			host = p.Host
+		}
+		if len(b.TenantEndpointHosts) == 0 {
+			return fmt.Errorf("a RegistryCredential cannot override %s (host %s): the manager allows no tenant endpoint hosts (--tenant-endpoint-hosts)", field, host)
+		}
+		return fmt.Errorf("a RegistryCredential cannot override %s with host %s: it is not in the manager's --tenant-endpoint-hosts (%s)",
+			field, host, strings.Join(b.TenantEndpointHosts, ","))
+	}
+	return nil
+}
+
+// endpointOverrides are the source's endpoint overrides by field.
+func endpointOverrides(src *v1alpha1.CredentialSource) map[string]string {
+	out := map[string]string{}
+	if src.ECR != nil {
+		out["spec.source.ecr.endpoint"] = src.ECR.Endpoint
+	}
+	if src.GCP != nil {
+		out["spec.source.gcp.tokenURL"] = src.GCP.TokenURL
+	}
+	if src.ACR != nil {
+		out["spec.source.acr.authorityHost"] = src.ACR.AuthorityHost
+	}
+	return out
+}
+
+// tenantHostAllowed reports whether rawURL is https and its host (with or
+// without the port) is in TenantEndpointHosts.
+func (b *Builder) tenantHostAllowed(rawURL string) bool {
+	return HostAllowed(rawURL, b.TenantEndpointHosts)
+}
+
+// HostAllowed reports whether rawURL is an https URL whose host, as
+// host:port or as the bare host name, is one of hosts (case-insensitive).
+func HostAllowed(rawURL string, hosts []string) bool {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
+		return false
+	}
+	for _, h := range hosts {
+		h = strings.TrimSpace(h)
+		if h != "" && (strings.EqualFold(h, u.Host) || strings.EqualFold(h, u.Hostname())) {
+			return true
+		}
+	}
+	return false
+}
