@@ -180,13 +180,16 @@ type CloudIdentity struct {
 type WebIdentity struct {
 	// ServiceAccountName is the ServiceAccount whose token is minted: in
 	// regcred's namespace for a ClusterRegistryCredential, else in the
-	// credential's.
+	// credential's. It must opt in with the annotation
+	// regcred.dev/token-audiences listing Audience, and may not be the
+	// manager's own.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	ServiceAccountName string `json:"serviceAccountName"`
 	// Audience of the ServiceAccount token: sts.amazonaws.com for AWS,
 	// the workload identity provider for Google,
-	// api://AzureADTokenExchange for Azure.
+	// api://AzureADTokenExchange for Azure. Never one the API server
+	// accepts.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
 	Audience string `json:"audience"`
@@ -194,11 +197,6 @@ type WebIdentity struct {
 	// +optional
 	// +kubebuilder:validation:Pattern=`^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$`
 	RoleARN string `json:"roleARN,omitempty"`
-	// ServiceAccountEmail is a Google service account to impersonate after
-	// the exchange (Google only; optional).
-	// +optional
-	// +kubebuilder:validation:MaxLength=256
-	ServiceAccountEmail string `json:"serviceAccountEmail,omitempty"`
 }
 
 // CredentialProviderSource runs a kubelet credential provider plugin.
@@ -414,11 +412,16 @@ const (
 	// ConditionVerified says whether the registry accepted the credential
 	// at the last spec.verify probe. Its reason is the registry's answer:
 	// OK, Unauthorized, Denied, NotFound, RateLimited, TLS, DNS,
-	// Connection, Timeout, Other, or NoCredential when the credential has
-	// no entry for the probed image.
+	// Connection, Timeout, Blocked, Other, or NoCredential when the
+	// credential has no entry for the probed image.
 	ConditionVerified = "Verified"
 	// ReasonNoCredential: the credential has no entry for the image.
 	ReasonNoCredential = "NoCredential"
+	// ReasonBlocked: the probed registry (or a tenant's cloud endpoint)
+	// resolves to a loopback, link-local or private address the manager
+	// may not reach for a RegistryCredential
+	// (--tenant-allow-private-networks lifts it).
+	ReasonBlocked = "Blocked"
 )
 
 // ClusterRegistryCredentialSpec adds namespace selection to CredentialSpec.

@@ -117,13 +117,15 @@ invalid input.`,
 func printCheckTable(w io.Writer, out checkOutput) {
 	fmt.Fprintf(w, "Image: %s\n", out.Image)
 	if out.Error != "" {
-		fmt.Fprintf(w, "Pull would fail: %s\n", out.Error)
+		fmt.Fprintf(w, "Pull would fail: %s\n", doctor.Sanitize(out.Error))
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "#\tKEY\tUSERNAME\tSOURCE\tRESULT")
 	for i, a := range out.Attempts {
-		key, user, source := a.Key, a.Username, a.Source
+		// Keys and user names come from Secrets: a tab or an escape in
+		// one must not break the table or the terminal.
+		key, user, source := doctor.Sanitize(a.Key), doctor.Sanitize(a.Username), doctor.Sanitize(a.Source)
 		if a.Anonymous {
 			key, user, source = "-", "(anonymous)", "no credential matches"
 		}
@@ -136,7 +138,7 @@ func printCheckTable(w io.Writer, out checkOutput) {
 	_ = tw.Flush()
 	for i, a := range out.Attempts {
 		if a.Reason != registry.OK {
-			fmt.Fprintf(w, "#%d %s: %s\n   hint: %s\n", i+1, a.Reason, a.Message, a.Hint)
+			fmt.Fprintf(w, "#%d %s: %s\n   hint: %s\n", i+1, a.Reason, doctor.Sanitize(a.Message), doctor.Sanitize(a.Hint))
 		}
 		if a.RateLimit != nil {
 			fmt.Fprintf(w, "#%d rate limit: %d of %d pulls left (window %s)\n", i+1, a.RateLimit.Remaining, a.RateLimit.Limit, a.RateLimit.Window)

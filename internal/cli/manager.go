@@ -39,6 +39,8 @@ type managerOptions struct {
 	webhookConfiguration  string
 	webhookFailurePolicy  string
 	pluginDir             string
+	tenantEndpointHosts   []string
+	tenantPrivateNets     []string
 	pullFailureMetrics    bool
 	registryCAFiles       []string
 	webhookTimeoutSeconds int32
@@ -118,18 +120,20 @@ removes it) and regcred keeps only its caBundle. See docs/webhook.md.`,
 				regOpts = append(regOpts, registry.WithRootCAs(pool))
 			}
 			mgr, err := manager.New(cmd.Context(), manager.Options{
-				Webhook:                 wh,
-				RestConfig:              cfg,
-				Namespace:               o.namespace,
-				MetricsAddr:             o.metricsAddr,
-				ProbeAddr:               o.probeAddr,
-				LeaderElect:             o.leaderElect,
-				PluginDir:               o.pluginDir,
-				PullFailureMetrics:      o.pullFailureMetrics,
-				Registry:                regOpts,
-				QPS:                     o.qps,
-				Burst:                   o.burst,
-				MaxConcurrentReconciles: o.maxConcurrentReconciles,
+				Webhook:                    wh,
+				RestConfig:                 cfg,
+				Namespace:                  o.namespace,
+				MetricsAddr:                o.metricsAddr,
+				ProbeAddr:                  o.probeAddr,
+				LeaderElect:                o.leaderElect,
+				PluginDir:                  o.pluginDir,
+				TenantEndpointHosts:        o.tenantEndpointHosts,
+				TenantAllowPrivateNetworks: o.tenantPrivateNets,
+				PullFailureMetrics:         o.pullFailureMetrics,
+				Registry:                   regOpts,
+				QPS:                        o.qps,
+				Burst:                      o.burst,
+				MaxConcurrentReconciles:    o.maxConcurrentReconciles,
 			})
 			if err != nil {
 				return err
@@ -159,6 +163,8 @@ removes it) and regcred keeps only its caBundle. See docs/webhook.md.`,
 	f.StringVar(&o.webhookConfiguration, "webhook-configuration-name", "regcred", "name of the MutatingWebhookConfiguration")
 	f.StringArrayVar(&o.registryCAFiles, "registry-ca-file", nil, "PEM file of CA certificates to trust, besides the system's, when probing registries for spec.verify (repeatable)")
 	f.BoolVar(&o.pullFailureMetrics, "pull-failure-metrics", true, "watch the kubelet's pull-failure Events (Warning Events of Pods, selected by the API server) and count them in regcred_image_pull_failures_total")
+	f.StringSliceVar(&o.tenantEndpointHosts, "tenant-endpoint-hosts", nil, "hosts (host or host:port, comma-separated) that RegistryCredentials' endpoint overrides (ecr.endpoint, gcp.tokenURL, acr.authorityHost) and a tenant Google key's token_uri may name; empty refuses every override")
+	f.StringSliceVar(&o.tenantPrivateNets, "tenant-allow-private-networks", nil, "CIDRs (comma-separated) in loopback, link-local or private ranges that RegistryCredentials' spec.verify probes and cloud endpoints may reach; the rest of those ranges is refused for tenants (ClusterRegistryCredentials are not restricted)")
 	f.StringVar(&o.pluginDir, "credential-provider-dir", "", "directory of kubelet credential provider plugins that credentials' spec.source.credentialProvider may run (plugins run as the manager, so only from here; empty turns plugin sources off)")
 	f.StringVar(&o.webhookFailurePolicy, "webhook-failure-policy", "Ignore", "Ignore (a webhook outage never blocks Pods; the ServiceAccount patch is the backstop) or Fail")
 	f.Int32Var(&o.webhookTimeoutSeconds, "webhook-timeout-seconds", 5, "how long the API server waits for the webhook (1-30)")

@@ -17,6 +17,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"regcred.dev/regcred/internal/egress"
 )
 
 // ACRClientSecret is the key of an Azure application's client secret in
@@ -71,7 +73,9 @@ func (f *ACR) Fetch(ctx context.Context) (*Token, error) {
 }
 
 func (f *ACR) clientOptions() azcore.ClientOptions {
-	o := azcore.ClientOptions{Transport: f.Env.client()}
+	// The cache retries with its own backoff; SDK retries would multiply
+	// requests to a failing (or hostile) endpoint.
+	o := azcore.ClientOptions{Transport: f.Env.client(), Retry: policy.RetryOptions{MaxRetries: -1}}
 	if f.AuthorityHost != "" {
 		o.Cloud = azcloud.Configuration{ActiveDirectoryAuthorityHost: f.AuthorityHost, Services: map[azcloud.ServiceName]azcloud.ServiceConfiguration{}}
 	}
@@ -143,7 +147,10 @@ func (f *ACR) exchange(ctx context.Context, aadToken string) (string, error) {
 		return "", errorf(TokenRequestFailed, "ACR token exchange at %s: %v", f.Registry, err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	body, err := io.ReadAll(resp.Body)
+	if errors.Is(err, egress.ErrBodyTooLarge) {
+		return "", errorf(TokenRequestFailed, "ACR token exchange at %s: HTTP %d: %v", f.Registry, resp.StatusCode, egress.ErrBodyTooLarge)
+	}
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests:
 		return "", errorf(Throttled, "ACR token exchange at %s: throttled (HTTP 429)", f.Registry)
@@ -188,6 +195,9 @@ func classifyAzure(err error, id Identity) error {
 			status = af.RawResponse.StatusCode
 		}
 		msg := fmt.Sprintf("Entra ID token request as %s: HTTP %d", id.Describe(), status)
+		if errors.Is(err, egress.ErrBodyTooLarge) || strings.Contains(err.Error(), egress.ErrBodyTooLarge.Error()) {
+			msg += ": " + egress.ErrBodyTooLarge.Error()
+		}
 		switch {
 		case status == http.StatusTooManyRequests:
 			return &Error{Reason: Throttled, Message: msg}

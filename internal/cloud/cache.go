@@ -41,6 +41,16 @@ type CacheOptions struct {
 	RequestsPerSecond float64
 	// FetchTimeout bounds one request. Default 1m.
 	FetchTimeout time.Duration
+	// TenantRequestsPerSecond limits the requests of each tenant's
+	// tokens (Tenanted fetchers), which do not take from
+	// RequestsPerSecond: one tenant's endpoint cannot use up the
+	// others'. Default 1, with a burst of 5.
+	TenantRequestsPerSecond float64
+	// TenantMinRefresh is the shortest time between two requests for one
+	// tenant token, refresh or retry. Default 1m.
+	TenantMinRefresh time.Duration
+	// TenantFetchTimeout bounds one request of a tenant token. Default 10s.
+	TenantFetchTimeout time.Duration
 	// OnChange is called, without locks held, when a token was replaced,
 	// expired, or its failure changed: whoever copies it should look again.
 	OnChange func(key string)
@@ -64,12 +74,47 @@ type Cache struct {
 
 	mu      sync.Mutex
 	entries map[string]*entry
+	tenants map[string]*tenantState
 	closed  bool
+}
+
+// tenantState is one tenant's limiter, kept while it has tokens.
+type tenantState struct {
+	limiter *rate.Limiter
+	entries int
+}
+
+// Tenanted is a Fetcher whose identity and endpoints a tenant chose (a
+// RegistryCredential's). The cache limits each tenant on its own, with a
+// shorter timeout and a longer least refresh interval.
+type Tenanted interface {
+	Fetcher
+	// Tenant names the tenant: the credential's namespace.
+	Tenant() string
+}
+
+// ForTenant marks f as a tenant's.
+func ForTenant(f Fetcher, tenant string) Fetcher { return tenantFetcher{Fetcher: f, tenant: tenant} }
+
+type tenantFetcher struct {
+	Fetcher
+	tenant string
+}
+
+func (f tenantFetcher) Tenant() string { return f.tenant }
+
+func tenantOf(f Fetcher) string {
+	if t, ok := f.(Tenanted); ok {
+		return t.Tenant()
+	}
+	return ""
 }
 
 type entry struct {
 	fetcher Fetcher
-	token   *Token
+	// tenant is the fetcher's tenant; "" for the cluster's own.
+	tenant string
+	token  *Token
 	// previous is the token the last refresh replaced: copies still
 	// holding it are current until it expires.
 	previous  *Token
@@ -118,11 +163,21 @@ func NewCache(opts CacheOptions) *Cache {
 	if opts.FetchTimeout <= 0 {
 		opts.FetchTimeout = time.Minute
 	}
+	if opts.TenantRequestsPerSecond <= 0 {
+		opts.TenantRequestsPerSecond = 1
+	}
+	if opts.TenantMinRefresh <= 0 {
+		opts.TenantMinRefresh = time.Minute
+	}
+	if opts.TenantFetchTimeout <= 0 {
+		opts.TenantFetchTimeout = 10 * time.Second
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	burst := max(1, int(opts.RequestsPerSecond))
-	return &Cache{opts: opts, limiter: rate.NewLimiter(rate.Limit(opts.RequestsPerSecond), burst), entries: map[string]*entry{}}
+	return &Cache{opts: opts, limiter: rate.NewLimiter(rate.Limit(opts.RequestsPerSecond), burst),
+		entries: map[string]*entry{}, tenants: map[string]*tenantState{}}
 }
 
 // Close stops every refresh.
@@ -136,6 +191,53 @@ func (c *Cache) Close() {
 		}
 	}
 	c.entries = map[string]*entry{}
+	c.tenants = map[string]*tenantState{}
+}
+
+// setTenant moves e to tenant t's limiter. Called with c.mu held.
+func (c *Cache) setTenant(e *entry, t string) {
+	if e.tenant == t {
+		return
+	}
+	c.releaseTenant(e.tenant)
+	e.tenant = t
+	if t == "" {
+		return
+	}
+	ts := c.tenants[t]
+	if ts == nil {
+		ts = &tenantState{limiter: rate.NewLimiter(rate.Limit(c.opts.TenantRequestsPerSecond), 5)}
+		c.tenants[t] = ts
+	}
+	ts.entries++
+}
+
+func (c *Cache) releaseTenant(t string) {
+	if ts := c.tenants[t]; ts != nil {
+		if ts.entries--; ts.entries <= 0 {
+			delete(c.tenants, t)
+		}
+	}
+}
+
+// drop removes an entry. Called with c.mu held.
+func (c *Cache) drop(key string) {
+	e := c.entries[key]
+	if e == nil {
+		return
+	}
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	c.releaseTenant(e.tenant)
+	delete(c.entries, key)
+}
+
+// TenantLimiters is how many tenants' limiters the cache holds.
+func (c *Cache) TenantLimiters() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.tenants)
 }
 
 // Get returns a token that has not expired, asking for one only when the
@@ -151,6 +253,7 @@ func (c *Cache) Get(ctx context.Context, f Fetcher) (*Lease, error) {
 	}
 	// The newest fetcher reads the newest identity (a rotated key).
 	e.fetcher = f
+	c.setTenant(e, tenantOf(f))
 	now := c.opts.Now()
 	if e.token != nil && now.Before(e.token.ExpiresAt) {
 		l := &Lease{Token: e.token, RefreshAt: e.refreshAt, LastError: e.err}
@@ -173,52 +276,102 @@ func (c *Cache) Get(ctx context.Context, f Fetcher) (*Lease, error) {
 }
 
 // fetch asks for a token once for all concurrent callers, and stores the
-// outcome.
+// outcome. A caller waits until its ctx is done, not longer: the request
+// goes on, and OnChange tells when its answer is in.
 func (c *Cache) fetch(ctx context.Context, key string) (*Lease, error) {
-	v, _, _ := c.group.Do(key, func() (any, error) {
-		c.mu.Lock()
-		e := c.entries[key]
-		switch {
-		case c.closed:
-			c.mu.Unlock()
-			return fetchResult{err: errorf(TokenRequestFailed, "the token cache is closed: the manager is stopping")}, nil
-		case e == nil:
-			// Forgotten (its keys changed) since the caller looked: the
-			// caller's own fetcher asks again.
-			c.mu.Unlock()
-			return fetchResult{err: errorf(TokenRequestFailed, "the token was dropped while it was being asked for; retrying")}, nil
+	ch := c.group.DoChan(key, func() (any, error) { return c.request(ctx, key), nil })
+	var r fetchResult
+	select {
+	case res := <-ch:
+		r = res.Val.(fetchResult)
+	case <-ctx.Done():
+		if c.opts.OnChange != nil {
+			go func() { <-ch; c.opts.OnChange(key) }()
 		}
-		f := e.fetcher
-		c.mu.Unlock()
-
-		// The request outlives a cancelled caller: others wait on it.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.FetchTimeout)
-		defer cancel()
-		var (
-			tok *Token
-			err error
-		)
-		if err = c.limiter.Wait(fctx); err == nil {
-			tok, err = f.Fetch(fctx)
-		}
-		if err == nil {
-			err = c.check(tok)
-		}
-		cerr := asCloudError(err, f.Kind())
-		if c.opts.Observer != nil {
-			reason := Reason("")
-			if cerr != nil {
-				reason = cerr.Reason
-			}
-			c.opts.Observer.TokenFetched(f.Kind(), reason)
-		}
-		return c.store(key, tok, cerr), nil
-	})
-	r := v.(fetchResult)
+		return nil, errorf(TokenRequestFailed, "the token request is taking long; its answer is used when it comes")
+	}
 	if r.err != nil {
 		return nil, r.err
 	}
 	return r.lease, nil
+}
+
+// request makes one token request and stores its outcome.
+func (c *Cache) request(ctx context.Context, key string) fetchResult {
+	f, tenant, limiter, timeout, ferr := c.target(key)
+	if ferr != nil {
+		return fetchResult{err: ferr}
+	}
+	// The request outlives a cancelled caller: others wait on it.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	var (
+		tok *Token
+		err error
+	)
+	if tenant == "" {
+		err = limiter.Wait(fctx)
+	} else if !waitBriefly(fctx, limiter) {
+		err = errorf(Throttled, "namespace %s asks for tokens faster than %g a second; retrying later", tenant, c.opts.TenantRequestsPerSecond)
+	}
+	if err == nil {
+		tok, err = f.Fetch(fctx)
+	}
+	if err == nil {
+		err = c.check(tok)
+	}
+	cerr := asCloudError(err, f.Kind())
+	if c.opts.Observer != nil {
+		reason := Reason("")
+		if cerr != nil {
+			reason = cerr.Reason
+		}
+		c.opts.Observer.TokenFetched(f.Kind(), reason)
+	}
+	return c.store(key, tok, cerr)
+}
+
+// tenantMaxWait is the longest a tenant's request queues for its
+// limiter: beyond it the request is refused as throttled (and retried
+// after TenantMinRefresh), so a tenant's backlog is never waited out.
+const tenantMaxWait = time.Second
+
+func waitBriefly(ctx context.Context, l *rate.Limiter) bool {
+	r := l.Reserve()
+	d := r.Delay()
+	if d > tenantMaxWait {
+		r.Cancel()
+		return false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		r.Cancel()
+		return false
+	}
+}
+
+// target is what a request for key uses: its fetcher and tenant, and the
+// limiter and timeout of the tenant, or the cluster's own.
+func (c *Cache) target(key string) (Fetcher, string, *rate.Limiter, time.Duration, *Error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.entries[key]
+	switch {
+	case c.closed:
+		return nil, "", nil, 0, errorf(TokenRequestFailed, "the token cache is closed: the manager is stopping")
+	case e == nil:
+		// Forgotten (its keys changed) since the caller looked: the
+		// caller's own fetcher asks again.
+		return nil, "", nil, 0, errorf(TokenRequestFailed, "the token was dropped while it was being asked for; retrying")
+	}
+	if ts := c.tenants[e.tenant]; ts != nil {
+		return e.fetcher, e.tenant, ts.limiter, c.opts.TenantFetchTimeout, nil
+	}
+	return e.fetcher, e.tenant, c.limiter, c.opts.FetchTimeout, nil
 }
 
 type fetchResult struct {
@@ -259,13 +412,13 @@ func (c *Cache) store(key string, tok *Token, err *Error) fetchResult {
 			e.previous = e.token
 		}
 		e.token, e.err, e.failures, e.retryAt = tok, nil, 0, time.Time{}
-		e.refreshAt = c.refreshTime(tok)
+		e.refreshAt = c.refreshTime(tok, e.tenant != "")
 		r = fetchResult{lease: &Lease{Token: tok, RefreshAt: e.refreshAt, Previous: e.previous}, changed: true}
 	} else {
 		r.changed = e.err == nil || e.err.Reason != err.Reason || e.err.Message != err.Message
 		e.err = err
 		e.failures++
-		e.retryAt = now.Add(c.backoff(e.failures, err.Reason))
+		e.retryAt = now.Add(c.backoff(e.failures, err.Reason, e.tenant != ""))
 		r.err = err
 		if e.token != nil && now.Before(e.token.ExpiresAt) {
 			// The last good token keeps serving until it expires.
@@ -280,14 +433,30 @@ func (c *Cache) store(key string, tok *Token, err *Error) fetchResult {
 	return r
 }
 
-func (c *Cache) refreshTime(tok *Token) time.Time {
+// minInterval is the least time between two requests for one token.
+func (c *Cache) minInterval(tenant bool) time.Duration {
+	if tenant {
+		return max(c.opts.MinRefresh, c.opts.TenantMinRefresh)
+	}
+	return c.opts.MinRefresh
+}
+
+func (c *Cache) refreshTime(tok *Token, tenant bool) time.Time {
 	life := tok.ExpiresAt.Sub(tok.ReceivedAt)
 	frac := c.opts.RefreshFraction * (1 + c.opts.Jitter*(2*rand.Float64()-1))
-	d := max(time.Duration(float64(life)*frac), c.opts.MinRefresh)
+	d := max(time.Duration(float64(life)*frac), c.minInterval(tenant))
 	return tok.ReceivedAt.Add(d)
 }
 
-func (c *Cache) backoff(failures int, reason Reason) time.Duration {
+func (c *Cache) backoff(failures int, reason Reason, tenant bool) time.Duration {
+	if tenant {
+		// No jitter below the least interval: it is a promise.
+		return max(c.backoffJittered(failures, reason), c.opts.TenantMinRefresh)
+	}
+	return c.backoffJittered(failures, reason)
+}
+
+func (c *Cache) backoffJittered(failures int, reason Reason) time.Duration {
 	d := c.opts.MinBackoff
 	for i := 1; i < failures && d < c.opts.MaxBackoff; i++ {
 		d *= 2
@@ -327,10 +496,7 @@ func (c *Cache) schedule(key string, e *entry, now time.Time) {
 func (c *Cache) wake(key string) {
 	if c.opts.InUse != nil && !c.opts.InUse(key) {
 		c.mu.Lock()
-		if e := c.entries[key]; e != nil && e.timer != nil {
-			e.timer.Stop()
-		}
-		delete(c.entries, key)
+		c.drop(key)
 		c.mu.Unlock()
 		return
 	}
@@ -365,10 +531,7 @@ func (c *Cache) wake(key string) {
 func (c *Cache) Forget(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e := c.entries[key]; e != nil && e.timer != nil {
-		e.timer.Stop()
-	}
-	delete(c.entries, key)
+	c.drop(key)
 }
 
 // Len is how many tokens the cache holds.

@@ -13,9 +13,11 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"regcred.dev/regcred/internal/dockercfg"
+	"regcred.dev/regcred/internal/egress"
 )
 
 // Kinds of sources, for metrics and messages.
@@ -117,17 +119,34 @@ type Fetcher interface {
 // Env is what fetchers need from their surroundings.
 type Env struct {
 	// HTTPClient talks to the cloud; nil is http.DefaultClient's
-	// transport with the system roots.
+	// transport with the system roots. Whatever it is, every answer is
+	// read through egress's cap (egress.MaxBody); build it with
+	// egress.Client to also guard its connections.
 	HTTPClient *http.Client
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 }
 
+// defaultClient is the client of an Env without one: capped answers,
+// redirects to the same host only. Plain HTTP stays allowed: the
+// metadata servers of ambient identities (Azure IMDS, GCE) speak it, and
+// tenants get an Env of their own, guarded and HTTPS only.
+var defaultClient = sync.OnceValue(func() *http.Client { return egress.Client(nil, egress.Policy{AllowHTTP: true}, 0) })
+
+// client is e's HTTP client with every answer capped at egress.MaxBody
+// and redirects kept to the same host over HTTPS, whoever built it: a
+// token endpoint is the tenant's to pick, and its answer reaches memory
+// and, as an error, status.
 func (e Env) client() *http.Client {
-	if e.HTTPClient != nil {
-		return e.HTTPClient
+	c := e.HTTPClient
+	if c == nil {
+		return defaultClient()
 	}
-	return http.DefaultClient
+	redirect := c.CheckRedirect
+	if redirect == nil {
+		redirect = egress.Policy{AllowHTTP: true}.CheckRedirect
+	}
+	return &http.Client{Transport: egress.Cap(c.Transport), Timeout: c.Timeout, Jar: c.Jar, CheckRedirect: redirect}
 }
 
 func (e Env) now() time.Time {

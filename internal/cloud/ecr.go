@@ -19,6 +19,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ecrpublic"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
+
+	"regcred.dev/regcred/internal/egress"
 )
 
 // ECR public tokens are issued in one region only.
@@ -138,6 +140,7 @@ func (f *ECR) awsConfig(ctx context.Context) (aws.Config, error) {
 	if err != nil {
 		return aws.Config{}, errorf(Invalid, "AWS configuration: %v", err)
 	}
+	cfg.HTTPClient = cappedAWS(cfg.HTTPClient)
 	if w := id.WebIdentity; w != nil {
 		if w.RoleARN == "" {
 			return aws.Config{}, errorf(Invalid, "an AWS web identity needs roleARN")
@@ -157,7 +160,8 @@ type identityTokenFunc func() ([]byte, error)
 func (f identityTokenFunc) GetIdentityToken() ([]byte, error) { return f() }
 
 // awsHTTPClient is the SDK's buildable client, so that AWS_CA_BUNDLE can
-// still add its roots, with the TLS settings and timeout of env's client.
+// still add its roots, with the TLS settings, dialer (egress's guard) and
+// timeout of env's client.
 func awsHTTPClient(env Env) aws.HTTPClient {
 	c := awshttp.NewBuildableClient()
 	if env.HTTPClient == nil {
@@ -166,11 +170,33 @@ func awsHTTPClient(env Env) aws.HTTPClient {
 	if env.HTTPClient.Timeout > 0 {
 		c = c.WithTimeout(env.HTTPClient.Timeout)
 	}
-	if tr, ok := env.HTTPClient.Transport.(*http.Transport); ok && tr.TLSClientConfig != nil {
-		tls := tr.TLSClientConfig.Clone()
-		c = c.WithTransportOptions(func(t *http.Transport) { t.TLSClientConfig = tls })
+	if tr, ok := egress.Base(env.HTTPClient.Transport); ok {
+		tls, dial := tr.TLSClientConfig, tr.DialContext
+		if tls != nil {
+			tls = tls.Clone()
+		}
+		c = c.WithTransportOptions(func(t *http.Transport) {
+			if tls != nil {
+				t.TLSClientConfig = tls
+			}
+			if dial != nil {
+				t.DialContext = dial
+			}
+		})
 	}
 	return c
+}
+
+// cappedAWS is the SDK's client as loaded (roots of AWS_CA_BUNDLE
+// included) behind egress's cap: an AWS endpoint can be the tenant's
+// (ecr.endpoint), and the SDK reads whole answers.
+func cappedAWS(c aws.HTTPClient) aws.HTTPClient {
+	b, ok := c.(*awshttp.BuildableClient)
+	if !ok {
+		return c
+	}
+	p := egress.Policy{}
+	return &http.Client{Transport: egress.Cap(b.GetTransport()), Timeout: b.GetTimeout(), CheckRedirect: p.CheckRedirect}
 }
 
 // decodeBasicToken splits a base64 "user:password" token.

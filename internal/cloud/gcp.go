@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -22,6 +23,10 @@ const GCPKeyFile = "key.json"
 // gcpScope lets the token read Artifact Registry and GCR.
 const gcpScope = "https://www.googleapis.com/auth/cloud-platform"
 
+// GCPDefaultTokenURL is where Google's service account keys are
+// exchanged for tokens (a key file's usual token_uri).
+const GCPDefaultTokenURL = "https://oauth2.googleapis.com/token"
+
 // gcpSTSTokenURL is Google's security token service.
 const gcpSTSTokenURL = "https://sts.googleapis.com/v1/token"
 
@@ -30,7 +35,11 @@ type GCP struct {
 	Identity Identity
 	// TokenURL overrides the STS endpoint of a web identity.
 	TokenURL string
-	Env      Env
+	// KeyTokenURLAllowed, when set, vets a key file's token_uri other
+	// than Google's: the key's signed assertion goes there, so a key
+	// from a tenant's Secret may not send the manager to any host.
+	KeyTokenURLAllowed func(tokenURL string) bool
+	Env                Env
 }
 
 var _ Fetcher = (*GCP)(nil)
@@ -86,6 +95,9 @@ func (f *GCP) tokenSource(ctx context.Context) (oauth2.TokenSource, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := f.checkKeyTokenURL(data[GCPKeyFile]); err != nil {
+			return nil, err
+		}
 		creds, err := google.CredentialsFromJSONWithTypeAndParams(ctx, data[GCPKeyFile], google.ServiceAccount, google.CredentialsParams{Scopes: []string{gcpScope}})
 		if err != nil {
 			// The parser's message may quote the key: say only where.
@@ -99,6 +111,26 @@ func (f *GCP) tokenSource(ctx context.Context) (oauth2.TokenSource, error) {
 		}
 		return creds.TokenSource, nil
 	}
+}
+
+// checkKeyTokenURL refuses a key whose token_uri is neither Google's nor
+// allowed. An unparsable key is left to the key parser's own error.
+func (f *GCP) checkKeyTokenURL(key []byte) error {
+	if f.KeyTokenURLAllowed == nil {
+		return nil
+	}
+	var k struct {
+		TokenURI string `json:"token_uri"`
+	}
+	if json.Unmarshal(key, &k) != nil || k.TokenURI == "" || k.TokenURI == GCPDefaultTokenURL || f.KeyTokenURLAllowed(k.TokenURI) {
+		return nil
+	}
+	host := "an unparsable URL"
+	if u, err := url.Parse(k.TokenURI); err == nil && u.Host != "" {
+		host = u.Host
+	}
+	return errorf(Invalid, "Secret %s: the token_uri of %s names host %s, which is not Google's (%s) and not an allowed tenant endpoint host",
+		f.Identity.KeysID, GCPKeyFile, host, GCPDefaultTokenURL)
 }
 
 type subjectSupplier struct{ id Identity }

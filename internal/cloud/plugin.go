@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,8 +23,10 @@ import (
 const (
 	DefaultPluginCacheDuration = 10 * time.Minute
 	DefaultPluginTimeout       = 30 * time.Second
-	// maxPluginOutput bounds what a plugin may print.
-	maxPluginOutput = 1 << 20
+	// maxPluginOutput bounds what a plugin may print on stdout and on
+	// stderr: an answer is a few hundred bytes; past this the plugin is
+	// killed.
+	maxPluginOutput = 64 << 10
 )
 
 // Plugin runs a kubelet image credential provider plugin (the exec API of
@@ -34,8 +35,16 @@ const (
 type Plugin struct {
 	Command string
 	Args    []string
-	// Env is added to the process's environment, as the kubelet does.
+	// Env ("NAME=value") is the plugin's environment, besides PATH: unlike
+	// the kubelet, regcred passes none of its own (its cloud identity,
+	// proxy settings, whatever the chart's extraEnv adds). Names that
+	// change what code the plugin loads (LD_*, PATH, ...) are refused.
 	Env []string
+	// Dir is the only directory plugins run from (--credential-provider-dir).
+	// Command runs only if the file it resolves to, through every symlink,
+	// is inside Dir (resolved likewise); the resolved path is what runs.
+	// Empty: no plugin runs.
+	Dir string
 	// Registries are asked for, each as the image of a request.
 	Registries           []string
 	DefaultCacheDuration time.Duration
@@ -141,21 +150,15 @@ func (p *Plugin) run(ctx context.Context, registry string) (*credentialproviderv
 	if err != nil {
 		return nil, errorf(TokenRequestFailed, "encode plugin request: %v", err)
 	}
-	cmd := exec.CommandContext(ctx, p.Command, p.Args...)
-	cmd.Env = append(os.Environ(), p.Env...)
-	cmd.Stdin = bytes.NewReader(req)
-	var stdout limitedBuffer
-	stdout.max = maxPluginOutput
-	cmd.Stdout = &stdout
-	var stderr limitedBuffer
-	stderr.max = maxPluginOutput
-	cmd.Stderr = &stderr
-	// A hanging plugin and whatever it started are killed together.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 2 * time.Second
-
-	err = cmd.Run()
+	path, err := p.resolve()
+	if err != nil {
+		return nil, err
+	}
+	env, err := pluginEnv(p.Env)
+	if err != nil {
+		return nil, err
+	}
+	out, err := runPlugin(ctx, path, p.Args, env, req)
 	switch {
 	case ctx.Err() == context.DeadlineExceeded:
 		return nil, errorf(TokenRequestFailed, "credential provider plugin %s did not answer within %s", p.Command, timeout)
@@ -163,14 +166,14 @@ func (p *Plugin) run(ctx context.Context, registry string) (*credentialproviderv
 		return nil, errorf(Invalid, "credential provider plugin %s: not found in the manager's file system", p.Command)
 	case errors.Is(err, os.ErrPermission):
 		return nil, errorf(Invalid, "credential provider plugin %s: not executable", p.Command)
+	case out.overflow != "":
+		return nil, errorf(TokenRequestFailed, "credential provider plugin %s printed more than %d bytes on %s and was stopped", p.Command, maxPluginOutput, out.overflow)
 	case err != nil:
 		// stdout and stderr may hold credentials: neither is shown.
-		return nil, errorf(TokenRequestFailed, "credential provider plugin %s failed: %v (%d bytes on stderr, not shown: it may hold secrets)", p.Command, err, stderr.Len())
-	case stdout.overflow:
-		return nil, errorf(TokenRequestFailed, "credential provider plugin %s printed more than %d bytes", p.Command, maxPluginOutput)
+		return nil, errorf(TokenRequestFailed, "credential provider plugin %s failed: %v (%d bytes on stderr, not shown: it may hold secrets)", p.Command, err, out.stderrLen)
 	}
 
-	return parsePluginResponse(p.Command, stdout.Bytes())
+	return parsePluginResponse(p.Command, out.stdout)
 }
 
 // parsePluginResponse decodes a plugin's answer strictly, as the kubelet
@@ -204,20 +207,4 @@ func clip(s string) string {
 		return "(a long value, not shown)"
 	}
 	return s
-}
-
-// limitedBuffer keeps at most max bytes.
-type limitedBuffer struct {
-	bytes.Buffer
-	max      int
-	overflow bool
-}
-
-func (b *limitedBuffer) Write(p []byte) (int, error) {
-	if room := b.max - b.Len(); len(p) > room {
-		b.overflow = true
-		b.Buffer.Write(p[:max(room, 0)])
-		return len(p), nil
-	}
-	return b.Buffer.Write(p)
 }

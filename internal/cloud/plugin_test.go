@@ -5,7 +5,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -48,7 +50,8 @@ func TestPluginAnswerPulls(t *testing.T) {
 	password := "plugin-issued-password"
 	w.reg.AllowTemporary("robot", password, time.Now().Add(time.Hour))
 	count := filepath.Join(t.TempDir(), "count")
-	p := &cloud.Plugin{Command: plugin(t, answering), Registries: []string{w.reg.Host},
+	cmd := plugin(t, answering)
+	p := &cloud.Plugin{Command: cmd, Dir: filepath.Dir(cmd), Registries: []string{w.reg.Host},
 		Env: []string{"PLUGIN_PASSWORD=" + password, "COUNT_FILE=" + count, "KEY_TYPE=Registry", `DURATION="cacheDuration":"5m0s",`}}
 	before := time.Now()
 	tok, err := p.Fetch(context.Background())
@@ -71,7 +74,8 @@ func TestPluginCacheKeyTypes(t *testing.T) {
 	}{{"Global", 1}, {"Registry", 2}, {"Image", 2}} {
 		t.Run(tt.keyType, func(t *testing.T) {
 			count := filepath.Join(t.TempDir(), "count")
-			p := &cloud.Plugin{Command: plugin(t, answering), Registries: []string{"a.example.com", "b.example.com:5000"},
+			cmd := plugin(t, answering)
+			p := &cloud.Plugin{Command: cmd, Dir: filepath.Dir(cmd), Registries: []string{"a.example.com", "b.example.com:5000"},
 				Env: []string{"PLUGIN_PASSWORD=x", "COUNT_FILE=" + count, "KEY_TYPE=" + tt.keyType, "DURATION="}, DefaultCacheDuration: 7 * time.Minute}
 			before := time.Now()
 			tok, err := p.Fetch(context.Background())
@@ -103,7 +107,7 @@ func TestPluginGlobalAnswerServesEveryRegistry(t *testing.T) {
 	count := filepath.Join(t.TempDir(), "count")
 	cmd := plugin(t, `cat >/dev/null; echo run >> "$COUNT_FILE"
 printf '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderResponse","cacheKeyType":"Global","auth":{"*.example.com":{"username":"u","password":"p"}}}'`)
-	p := &cloud.Plugin{Command: cmd, Registries: []string{"a.example.com", "b.example.com", "c.example.com"}, Env: []string{"COUNT_FILE=" + count}}
+	p := &cloud.Plugin{Command: cmd, Dir: filepath.Dir(cmd), Registries: []string{"a.example.com", "b.example.com", "c.example.com"}, Env: []string{"COUNT_FILE=" + count}}
 	tok, err := p.Fetch(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -135,15 +139,18 @@ func TestPluginFailures(t *testing.T) {
 			reason: cloud.TokenRequestFailed, want: `cacheKeyType "Forever"`},
 		{name: "no credentials", script: `cat >/dev/null; printf '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderResponse","cacheKeyType":"Registry","auth":{"other.example.com":{"username":"u","password":"` + secret + `"}}}'`,
 			reason: cloud.TokenRequestFailed, want: "gave no credentials for registry.example.com"},
-		{name: "not found", command: "/nonexistent/plugin", reason: cloud.Invalid, want: "not found"},
+		{name: "not found", command: "missing", reason: cloud.Invalid, want: "not found"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cmd := tt.command
-			if cmd == "" {
+			switch cmd {
+			case "":
 				cmd = plugin(t, tt.script)
+			case "missing":
+				cmd = filepath.Join(t.TempDir(), "plugin")
 			}
-			p := &cloud.Plugin{Command: cmd, Registries: []string{"registry.example.com"}, Timeout: tt.timeout}
+			p := &cloud.Plugin{Command: cmd, Dir: filepath.Dir(cmd), Registries: []string{"registry.example.com"}, Timeout: tt.timeout}
 			start := time.Now()
 			_, err := p.Fetch(context.Background())
 			var ce *cloud.Error
@@ -170,4 +177,171 @@ func TestPluginGlobRegistry(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Reason != cloud.Invalid {
 		t.Errorf("got %v, want SourceInvalid for a glob", err)
 	}
+}
+
+// answer is a plugin that answers for any registry, without checking.
+const answer = `cat >/dev/null
+printf '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderResponse","cacheKeyType":"Global","auth":{"r.example.com":{"username":"u","password":"p"}}}'
+`
+
+// fetchErr runs p and returns its *cloud.Error.
+func fetchErr(t *testing.T, p *cloud.Plugin) *cloud.Error {
+	t.Helper()
+	_, err := p.Fetch(context.Background())
+	var ce *cloud.Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("error %v, want a *cloud.Error", err)
+	}
+	return ce
+}
+
+// TestPluginSymlinkOutOfDir: a link inside --credential-provider-dir to a
+// program outside it is refused, and the program does not run; a link
+// that stays inside runs.
+func TestPluginSymlinkOutOfDir(t *testing.T) {
+	dir := t.TempDir()
+	count := filepath.Join(t.TempDir(), "count")
+	outside := plugin(t, `echo run >> "$COUNT_FILE"; `+answer)
+	link := filepath.Join(dir, "plugin")
+	if err := os.Symlink(outside, link); err != nil {
+		t.Fatal(err)
+	}
+	ce := fetchErr(t, &cloud.Plugin{Command: link, Dir: dir, Registries: []string{"r.example.com"}, Env: []string{"COUNT_FILE=" + count}})
+	if ce.Reason != cloud.Invalid || !strings.Contains(ce.Message, "outside "+dir) {
+		t.Errorf("got %s %q, want SourceInvalid: resolves outside the directory", ce.Reason, ce.Message)
+	}
+	// A lexical check passes ../ too: the resolved path is what counts.
+	dotdot := filepath.Join(dir, "..", filepath.Base(filepath.Dir(outside)), "plugin")
+	if ce := fetchErr(t, &cloud.Plugin{Command: dotdot, Dir: dir, Registries: []string{"r.example.com"}}); ce.Reason != cloud.Invalid {
+		t.Errorf("a path through .. : %s %q", ce.Reason, ce.Message)
+	}
+	if n := runs(t, count); n != 0 {
+		t.Errorf("the program outside the directory ran %d times", n)
+	}
+
+	inside := filepath.Join(dir, "real")
+	if err := os.WriteFile(inside, []byte("#!/bin/sh\n"+answer), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	alias := filepath.Join(dir, "alias")
+	if err := os.Symlink(inside, alias); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&cloud.Plugin{Command: alias, Dir: dir, Registries: []string{"r.example.com"}}).Fetch(context.Background()); err != nil {
+		t.Errorf("a link inside the directory: %v", err)
+	}
+	// No directory: no plugin.
+	if ce := fetchErr(t, &cloud.Plugin{Command: inside, Registries: []string{"r.example.com"}}); ce.Reason != cloud.Invalid {
+		t.Errorf("no Dir: %s %q", ce.Reason, ce.Message)
+	}
+}
+
+// TestPluginEnv: the plugin gets PATH and the spec's variables, nothing
+// of the manager's; variables that change what code runs are refused
+// before the plugin starts.
+func TestPluginEnv(t *testing.T) {
+	t.Setenv("REGCRED_MANAGER_ONLY", "manager-secret")
+	envFile := filepath.Join(t.TempDir(), "env")
+	cmd := plugin(t, `env > "$ENV_FILE"; `+answer)
+	p := &cloud.Plugin{Command: cmd, Dir: filepath.Dir(cmd), Registries: []string{"r.example.com"}, Env: []string{"ENV_FILE=" + envFile, "SETTING=a=b"}}
+	if _, err := p.Fetch(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(envFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := string(b)
+	for _, want := range []string{"PATH=/usr/bin:/bin\n", "SETTING=a=b\n", "ENV_FILE=" + envFile + "\n"} {
+		if !strings.Contains(env, want) {
+			t.Errorf("the plugin's environment lacks %q:\n%s", want, env)
+		}
+	}
+	if strings.Contains(env, "REGCRED_MANAGER_ONLY") || strings.Contains(env, "HOME=") {
+		t.Errorf("the plugin sees the manager's environment:\n%s", env)
+	}
+
+	for _, kv := range []string{"LD_PRELOAD=/tmp/evil.so", "LD_LIBRARY_PATH=/tmp", "PATH=/tmp/evil:/usr/bin", "DYLD_INSERT_LIBRARIES=/tmp/x", "GCONV_PATH=/tmp", "BASH_ENV=/tmp/x", "=x"} {
+		_ = os.Remove(envFile)
+		p := &cloud.Plugin{Command: cmd, Dir: filepath.Dir(cmd), Registries: []string{"r.example.com"}, Env: []string{"ENV_FILE=" + envFile, kv}}
+		ce := fetchErr(t, p)
+		name, _, _ := strings.Cut(kv, "=")
+		if ce.Reason != cloud.Invalid || !strings.Contains(ce.Message, "env "+name) && name != "" {
+			t.Errorf("env %s: got %s %q, want SourceInvalid naming it", kv, ce.Reason, ce.Message)
+		}
+		if _, err := os.Stat(envFile); err == nil {
+			t.Errorf("env %s: the plugin ran", kv)
+		}
+	}
+}
+
+// TestPluginOutputBounded: a plugin printing 10 MiB (or forever) on
+// stdout or stderr is stopped at 64 KiB with a one-line error.
+func TestPluginOutputBounded(t *testing.T) {
+	for name, script := range map[string]string{
+		"10 MiB stdout":        "cat >/dev/null; head -c 10485760 /dev/zero",
+		"10 MiB stderr":        "cat >/dev/null; head -c 10485760 /dev/zero >&2; " + answer,
+		"forever, no SIGPIPE":  "cat >/dev/null; trap '' PIPE; yes hunter2-secret",
+		"answer then too much": answer + "head -c 10485760 /dev/zero",
+	} {
+		t.Run(name, func(t *testing.T) {
+			cmd := plugin(t, script)
+			start := time.Now()
+			ce := fetchErr(t, &cloud.Plugin{Command: cmd, Dir: filepath.Dir(cmd), Registries: []string{"r.example.com"}, Timeout: 20 * time.Second})
+			if ce.Reason != cloud.TokenRequestFailed || !strings.Contains(ce.Message, "more than 65536 bytes") {
+				t.Errorf("got %s %q, want a bounded-output error", ce.Reason, ce.Message)
+			}
+			if strings.Contains(ce.Message, "\n") || len(ce.Message) > 200 || strings.Contains(ce.Message, "hunter2") {
+				t.Errorf("message %q: want one short line quoting nothing", ce.Message)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("took %s: the plugin was not stopped at the cap", d)
+			}
+		})
+	}
+}
+
+// TestPluginLeavesNoProcess: a plugin that starts a background child and
+// answers leaves nothing running, and its child holding stdout open does
+// not delay the answer.
+func TestPluginLeavesNoProcess(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	cmd := plugin(t, `sleep 300 &
+echo $! > "$PID_FILE"
+`+answer)
+	start := time.Now()
+	if _, err := (&cloud.Plugin{Command: cmd, Dir: filepath.Dir(cmd), Registries: []string{"r.example.com"}, Env: []string{"PID_FILE=" + pidFile}}).Fetch(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Errorf("the answer took %s: the child holding stdout held it", d)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("the plugin's child %d still runs after the plugin answered", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// alive: the process exists and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: the state follows the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }

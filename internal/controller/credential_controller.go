@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -18,6 +19,7 @@ import (
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/logkeys"
+	"regcred.dev/regcred/internal/redact"
 )
 
 // maxFailuresInStatus bounds status.failures.
@@ -41,6 +43,7 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	c, err := getCredential(ctx, r.client, key)
 	if apierrors.IsNotFound(err) {
 		r.failures.forget(key)
+		r.renders.forget(key)
 		deleteCredentialMetrics(key)
 		return ctrl.Result{}, nil
 	}
@@ -58,11 +61,14 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if c.Deleting() {
 		// The namespace controller removes the copies and ServiceAccount
 		// entries of a deleted credential; each removal wakes this one up.
-		if len(copies) > 0 {
-			log.V(1).Info("waiting for cleanup", logkeys.Count, len(copies))
+		// A copy already being deleted counts as removed: a finalizer
+		// someone else put on it must not hold the credential forever.
+		pending := slices.DeleteFunc(copies, func(s corev1.Secret) bool { return !s.DeletionTimestamp.IsZero() })
+		if len(pending) > 0 {
+			log.V(1).Info("waiting for cleanup", logkeys.Count, len(pending))
 			return ctrl.Result{}, r.updateStatus(ctx, c, func(st *v1alpha1.CredentialStatus) {
 				meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse,
-					Reason: v1alpha1.ReasonDeleting, Message: fmt.Sprintf("removing the Secret from %d namespaces", len(copies)), ObservedGeneration: c.Object.GetGeneration()})
+					Reason: v1alpha1.ReasonDeleting, Message: fmt.Sprintf("removing the Secret from %d namespaces", len(pending)), ObservedGeneration: c.Object.GetGeneration()})
 			})
 		}
 		if controllerutil.ContainsFinalizer(c.Object, credential.Finalizer) {
@@ -75,6 +81,7 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			log.Info("cleanup done")
 		}
 		r.failures.forget(c.Key)
+		r.renders.forget(c.Key)
 		r.verifier.forget(c.Object.GetUID())
 		deleteCredentialMetrics(c.Key)
 		return ctrl.Result{}, nil
@@ -129,6 +136,8 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		cond.Message += fmt.Sprintf("; refreshing the token failed (%s): %s; the token in the Secrets expires at %s",
 			src.Token.RefreshErr.Reason, src.Token.RefreshErr.Message, src.Token.ExpiresAt.UTC().Format(time.RFC3339))
 	}
+	// Source and token errors carry servers' text: one line, bounded.
+	cond.Message = redact.Message(cond.Message)
 
 	before := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ConditionReady)
 	if before == nil || before.Status != cond.Status || before.Reason != cond.Reason {
@@ -143,7 +152,7 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	if src.Err == nil && src.Token != nil && src.Token.RefreshErr != nil && (before == nil || before.Message != cond.Message) {
 		r.recorder.Eventf(c.Object, nil, corev1.EventTypeWarning, string(src.Token.RefreshErr.Reason), "RefreshToken",
-			"refreshing the token failed: %s; the current token expires at %s", src.Token.RefreshErr.Message, src.Token.ExpiresAt.UTC().Format(time.RFC3339))
+			"refreshing the token failed: %s; the current token expires at %s", redact.Message(src.Token.RefreshErr.Message), src.Token.ExpiresAt.UTC().Format(time.RFC3339))
 	}
 
 	var (
@@ -195,7 +204,7 @@ func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			if i == maxFailuresInStatus {
 				break
 			}
-			st.Failures = append(st.Failures, v1alpha1.NamespaceFailure{Namespace: f.Namespace, Message: f.Message})
+			st.Failures = append(st.Failures, v1alpha1.NamespaceFailure{Namespace: f.Namespace, Message: redact.Message(f.Message)})
 		}
 	})
 
@@ -227,7 +236,9 @@ func timeOf(t time.Time) *metav1.Time {
 	return &mt
 }
 
-// copies are the managed Secrets rendered from the credential.
+// copies are the managed Secrets rendered from the credential: those it
+// really owns (credential.Credential.Owns), not every Secret whose
+// annotation names it, which anyone writing Secrets can forge.
 func (r *CredentialReconciler) copies(ctx context.Context, c *credential.Credential) ([]corev1.Secret, error) {
 	var list corev1.SecretList
 	opts := []client.ListOption{client.MatchingFields{indexOwner: c.Key.String()}}
@@ -237,7 +248,7 @@ func (r *CredentialReconciler) copies(ctx context.Context, c *credential.Credent
 	if err := r.client.List(ctx, &list, opts...); err != nil {
 		return nil, err
 	}
-	return list.Items, nil
+	return slices.DeleteFunc(list.Items, func(s corev1.Secret) bool { return !c.Owns(&s) }), nil
 }
 
 func (r *CredentialReconciler) desiredNamespaces(ctx context.Context, c *credential.Credential) (map[string]bool, error) {

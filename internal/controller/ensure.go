@@ -25,11 +25,15 @@ func (r *NamespaceReconciler) EnsureSecret(ctx context.Context, c *credential.Cr
 	name := c.SecretName()
 	var cur corev1.Secret
 	err := r.client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &cur)
-	if err == nil && ownerKey(&cur) == c.Key.String() {
+	if err == nil && c.Owns(&cur) {
 		return nil
 	}
 	if err != nil && !apierrors.IsNotFound(err) {
 		return err
+	}
+	var existing *corev1.Secret
+	if err == nil {
+		existing = &cur
 	}
 	var ns corev1.Namespace
 	if err := r.client.Get(ctx, client.ObjectKey{Name: namespace}, &ns); err != nil {
@@ -38,13 +42,12 @@ func (r *NamespaceReconciler) EnsureSecret(ctx context.Context, c *credential.Cr
 	if ok, err := c.AppliesTo(&ns, r.regcredNamespace); err != nil || !ok {
 		return ErrNotApplicable
 	}
+	if err := r.claims(ctx, c, &ns, existing); err != nil {
+		return err
+	}
 	src := r.renders.get(ctx, c)
 	if src.Err != nil {
 		return src.Err
-	}
-	var existing *corev1.Secret
-	if err == nil {
-		existing = &cur
 	}
 	switch outcome, err := r.ensureSecret(ctx, c, &ns, name, src.Data, existing, FieldManagerWebhook); outcome {
 	case secretReady:
@@ -56,4 +59,34 @@ func (r *NamespaceReconciler) EnsureSecret(ctx context.Context, c *credential.Cr
 	default:
 		return err
 	}
+}
+
+// claims checks that c wins the claim on its Secret name in ns, in the
+// namespace controller's order (claimOrder): the webhook must not create a
+// Secret under a name the namespace controller gives to another
+// credential, nor take one over.
+func (r *NamespaceReconciler) claims(ctx context.Context, c *credential.Credential, ns *corev1.Namespace, cur *corev1.Secret) error {
+	all, err := r.credentialsIn(ctx, ns.Name)
+	if err != nil {
+		return err
+	}
+	name := c.SecretName()
+	rivals := []*credential.Credential{c}
+	for _, o := range all {
+		if o.Key == c.Key || o.SecretName() != name {
+			continue
+		}
+		if ok, err := o.AppliesTo(ns, r.regcredNamespace); err == nil && ok {
+			rivals = append(rivals, o)
+		}
+	}
+	existing := map[string]*corev1.Secret{}
+	if cur != nil {
+		existing[name] = cur
+	}
+	claimOrder(rivals, existing)
+	if w := rivals[0]; w.Key != c.Key {
+		return fmt.Errorf("Secret name %q is also used by %s", name, w.Key.String())
+	}
+	return nil
 }

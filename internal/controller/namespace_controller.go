@@ -72,13 +72,7 @@ func (r *NamespaceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			r.failures.set(c.Key, ns.Name, "")
 		}
 	}
-	sort.SliceStable(applicable, func(i, j int) bool {
-		oi, oj := owns(existing, applicable[i]), owns(existing, applicable[j])
-		if oi != oj {
-			return oi
-		}
-		return applicable[i].Key.String() < applicable[j].Key.String()
-	})
+	claimOrder(applicable, existing)
 
 	var (
 		errs    []error
@@ -98,7 +92,7 @@ func (r *NamespaceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		if src.Err != nil {
 			// A bad source leaves existing copies exactly as they are; the
 			// credential controller reports it.
-			if cur != nil && ownerKey(cur) == c.Key.String() {
+			if c.Owns(cur) {
 				ready[name] = c
 			}
 			r.failures.set(c.Key, ns.Name, "")
@@ -116,14 +110,22 @@ func (r *NamespaceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			requeue = conflictRetry
 		case secretFailed:
 			errs = append(errs, err)
+			// A failed write (a conflict, a timeout) leaves the Secret
+			// that is there in place: so are the ServiceAccount entries
+			// that point at it, or Pods created until the retry lose it.
+			if c.Owns(cur) {
+				ready[name] = c
+			}
 		}
 	}
 
 	// Remove managed Secrets no applicable credential claims. A claimed
-	// name is kept whoever owns it now: ensureSecret took it over or
-	// reported why it could not.
+	// name is kept whoever holds it now: ensureSecret repaired it or
+	// reported why it could not. Only a Secret that a credential of this
+	// namespace really owns is removed; one that merely carries the label
+	// (or a forged annotation) is not regcred's and is left alone.
 	for name, s := range existing {
-		if _, claimed := claim[name]; claimed {
+		if _, claimed := claim[name]; claimed || !ownedByAny(all, s) || !s.DeletionTimestamp.IsZero() {
 			continue
 		}
 		if err := r.removeFromServiceAccounts(ctx, ns.Name, name); err != nil {
@@ -144,9 +146,34 @@ func (r *NamespaceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	return ctrl.Result{RequeueAfter: requeue}, nil
 }
 
+// claimOrder sorts the credentials that want a Secret in one namespace in
+// the order they claim names: those that already own their Secret first,
+// so two credentials asking for one name do not take it from each other,
+// then by key (so a ClusterRegistryCredential comes before a
+// RegistryCredential). The namespace controller and the webhook's
+// EnsureSecret decide with it alike.
+func claimOrder(creds []*credential.Credential, existing map[string]*corev1.Secret) {
+	sort.SliceStable(creds, func(i, j int) bool {
+		oi, oj := owns(existing, creds[i]), owns(existing, creds[j])
+		if oi != oj {
+			return oi
+		}
+		return creds[i].Key.String() < creds[j].Key.String()
+	})
+}
+
 func owns(existing map[string]*corev1.Secret, c *credential.Credential) bool {
-	s, ok := existing[c.SecretName()]
-	return ok && ownerKey(s) == c.Key.String()
+	return c.Owns(existing[c.SecretName()])
+}
+
+// ownedByAny reports whether one of creds owns s.
+func ownedByAny(creds []*credential.Credential, s *corev1.Secret) bool {
+	for _, c := range creds {
+		if c.Owns(s) {
+			return true
+		}
+	}
+	return false
 }
 
 // credentialsIn lists every credential that could act in namespace.

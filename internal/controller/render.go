@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -45,7 +44,7 @@ type tokenInfo struct {
 // a token it replaced that still works (copies are rewritten in the
 // moments after each refresh).
 func (r *rendered) current(data []byte) bool {
-	return bytes.Equal(data, r.Data) || (r.Token != nil && r.Token.Previous != nil && bytes.Equal(data, r.Token.Previous))
+	return sameData(data, r.Data) || (r.Token != nil && r.Token.Previous != nil && sameData(data, r.Token.Previous))
 }
 
 // renderer resolves credentials' sources and remembers the result until the
@@ -59,16 +58,22 @@ type renderer struct {
 	clouds *cloudsrc.Builder
 	tokens *cloud.Cache
 
-	mu    sync.Mutex
-	memo  map[string]*rendered // key: memoKey
-	group singleflight.Group
+	mu   sync.Mutex
+	memo map[string]*rendered // key: memoKey
+	// users are the credentials rendered from each memo entry, and
+	// usedKey the entry of each: an entry lives while a credential uses
+	// it, so deleted or changed credentials leave nothing behind.
+	users   map[string]map[credential.Key]bool
+	usedKey map[credential.Key]string
+	group   singleflight.Group
 	// epoch counts invalidations, so that a read that started before the
 	// source changed cannot store its stale result after the change.
 	epoch uint64
 }
 
 func newRenderer(reader client.Reader, regcredNamespace string, clouds *cloudsrc.Builder, tokens *cloud.Cache) *renderer {
-	return &renderer{reader: reader, regcredNamespace: regcredNamespace, clouds: clouds, tokens: tokens, memo: map[string]*rendered{}}
+	return &renderer{reader: reader, regcredNamespace: regcredNamespace, clouds: clouds, tokens: tokens, memo: map[string]*rendered{},
+		users: map[string]map[credential.Key]bool{}, usedKey: map[credential.Key]string{}}
 }
 
 // provider returns the credential's source provider, an ID of what it
@@ -92,8 +97,23 @@ func (s *renderer) fetcher(c *credential.Credential) (cloud.Fetcher, error) {
 	if s.clouds == nil {
 		return nil, errors.New("cloud sources are not enabled")
 	}
-	return s.clouds.Fetcher(&c.Spec.Source, c.SourceNamespace(s.regcredNamespace), c.Spec.Registries, c.Kind == credential.KindNamespaced)
+	tenant := c.Kind == credential.KindNamespaced
+	f, err := s.clouds.Fetcher(&c.Spec.Source, c.SourceNamespace(s.regcredNamespace), c.Spec.Registries, tenant)
+	if err != nil || !tenant {
+		return f, err
+	}
+	// The token cache limits each tenant on its own.
+	return cloud.ForTenant(f, c.Namespace), nil
 }
+
+// Token waits: how long a reconcile worker or an admission request waits
+// for a token that is being asked for. The request goes on after, and the
+// token cache's OnChange brings the credential back when it is in, so one
+// tenant's slow endpoint holds a shared worker for seconds, not minutes.
+const (
+	tokenWait       = 10 * time.Second
+	tenantTokenWait = 2 * time.Second
+)
 
 // tokenKey is the token cache key of a credential with a cloud source,
 // else "".
@@ -124,10 +144,18 @@ func (s *renderer) get(ctx context.Context, c *credential.Credential) *rendered 
 	}
 	req := source.Request{Namespace: c.SourceNamespace(s.regcredNamespace), Registries: c.Spec.Registries}
 	if !cacheable {
-		return render(p.Resolve(ctx, req))
+		s.forget(c.Key) // its source may have been a Secret before
+		wait := tokenWait
+		if c.Kind == credential.KindNamespaced {
+			wait = tenantTokenWait
+		}
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		return render(p.Resolve(wctx, req))
 	}
 	key := memoKey(id, c.Spec.Registries)
 	s.mu.Lock()
+	s.use(c.Key, key)
 	r, ok := s.memo[key]
 	epoch := s.epoch
 	s.mu.Unlock()
@@ -139,7 +167,7 @@ func (s *renderer) get(ctx context.Context, c *credential.Credential) *rendered 
 		out := render(p.Resolve(ctx, req))
 		if out.Err == nil || out.Err.Reason != source.Unavailable {
 			s.mu.Lock()
-			if s.epoch == epoch {
+			if s.epoch == epoch && len(s.users[key]) > 0 {
 				s.memo[key] = out
 			}
 			s.mu.Unlock()
@@ -178,6 +206,44 @@ func render(res *source.Result, err error) *rendered {
 		}
 	}
 	return out
+}
+
+// use records that credential ck renders from memo entry key, dropping
+// the entry it used before if nobody else does. Called with s.mu held.
+func (s *renderer) use(ck credential.Key, key string) {
+	if old, ok := s.usedKey[ck]; ok && old != key {
+		s.release(ck, old)
+	}
+	s.usedKey[ck] = key
+	if s.users[key] == nil {
+		s.users[key] = map[credential.Key]bool{}
+	}
+	s.users[key][ck] = true
+}
+
+func (s *renderer) release(ck credential.Key, key string) {
+	delete(s.usedKey, ck)
+	delete(s.users[key], ck)
+	if len(s.users[key]) == 0 {
+		delete(s.users, key)
+		delete(s.memo, key)
+	}
+}
+
+// forget drops what the renderer keeps for a credential that is gone.
+func (s *renderer) forget(ck credential.Key) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if key, ok := s.usedKey[ck]; ok {
+		s.release(ck, key)
+	}
+}
+
+// memoLen is how many renderings are remembered.
+func (s *renderer) memoLen() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.memo)
 }
 
 // invalidateSecret forgets everything rendered from the Secret ns/name.

@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"maps"
@@ -67,52 +66,93 @@ const (
 	secretFailed
 )
 
-// ensureSecret creates or repairs the managed Secret.
+// ensureSecret creates or repairs the managed Secret. A Secret that is
+// not fully the credential's (see credential.Credential.Owns) is never
+// updated, replaced or deleted: it is left as it is and reported.
 func (r *NamespaceReconciler) ensureSecret(ctx context.Context, c *credential.Credential, ns *corev1.Namespace, name string, data []byte, cur *corev1.Secret, fieldManager string) (secretOutcome, error) {
-	log := ctrl.LoggerFrom(ctx).WithValues(logkeys.Secret, name, logkeys.Credential, c.Key.String())
 	want := r.desiredSecret(c, ns.Name, name, data)
-
 	if cur == nil {
-		err := r.client.Create(ctx, want, client.FieldOwner(fieldManager))
-		switch {
-		case err == nil:
-			syncWrites.WithLabelValues("create_secret").Inc()
-			log.V(1).Info("created Secret")
-			r.failures.set(c.Key, ns.Name, "")
-			return secretReady, nil
-		case apierrors.IsAlreadyExists(err):
-			// Not in the cache, so not labelled as regcred's, or the cache
-			// is behind. Look at the real thing.
-			var live corev1.Secret
-			if err := r.apiReader.Get(ctx, client.ObjectKeyFromObject(want), &live); err != nil {
-				return secretFailed, err
-			}
-			if live.Annotations[credential.AnnotationCredential] != c.Annotation() {
-				r.fail(ctx, c, ns.Name, fmt.Sprintf("Secret %s/%s exists and is not managed by regcred; it is left untouched: delete it or set another spec.secretName", ns.Name, name))
-				return secretStalled, nil
-			}
-			cur = &live // ours (the cache is behind, or the label was removed): repair it
-		case apierrors.IsNotFound(err) || apierrors.IsForbidden(err) && ns.Status.Phase == corev1.NamespaceTerminating:
-			return secretNamespaceGone, nil
-		default:
-			syncErrors.WithLabelValues("create_secret").Inc()
-			r.fail(ctx, c, ns.Name, fmt.Sprintf("create Secret %s: %v", name, apiReason(err)))
-			return secretFailed, err
+		outcome, live, err := r.createSecret(ctx, c, ns, want, fieldManager)
+		if live == nil {
+			return outcome, err
 		}
+		cur = live // the cache is behind: look at the real thing
 	}
-
+	if !c.Owns(cur) {
+		r.reportForeign(ctx, c, ns.Name, name)
+		return secretStalled, nil
+	}
+	if !cur.DeletionTimestamp.IsZero() {
+		// Being deleted, and a finalizer holds it: its removal wakes the
+		// namespace up, and the Secret is made again then.
+		r.fail(ctx, c, ns.Name, fmt.Sprintf("Secret %s/%s is being deleted and held by a finalizer; it is made again once it is gone", ns.Name, name))
+		return secretStalled, nil
+	}
 	if cur.Type != want.Type {
-		// The type of a Secret cannot change: replace it.
+		// The type of a Secret cannot change: replace it. The next round
+		// creates it, so a Secret that keeps coming back cannot loop here.
 		if err := r.deleteSecret(ctx, cur); err != nil {
 			return secretFailed, err
 		}
-		return r.ensureSecret(ctx, c, ns, name, data, nil, fieldManager)
+		outcome, live, err := r.createSecret(ctx, c, ns, want, fieldManager)
+		if live != nil {
+			return secretFailed, fmt.Errorf("Secret %s/%s is still being replaced", ns.Name, name)
+		}
+		return outcome, err
 	}
 	if secretUpToDate(cur, want) {
 		r.failures.set(c.Key, ns.Name, "")
 		return secretReady, nil
 	}
-	updated := cur.DeepCopy()
+	return r.updateSecret(ctx, c, ns.Name, cur, want, fieldManager)
+}
+
+// reportForeign records that a Secret the credential does not own holds
+// its name.
+func (r *NamespaceReconciler) reportForeign(ctx context.Context, c *credential.Credential, namespace, name string) {
+	r.fail(ctx, c, namespace, fmt.Sprintf("Secret %s/%s exists and is not managed by regcred for this credential; it is left untouched: delete it or set another spec.secretName", namespace, name))
+}
+
+// createSecret creates want. When a Secret of that name already exists it
+// returns the live one (read past the cache) for the caller to judge.
+func (r *NamespaceReconciler) createSecret(ctx context.Context, c *credential.Credential, ns *corev1.Namespace, want *corev1.Secret, fieldManager string) (secretOutcome, *corev1.Secret, error) {
+	err := r.client.Create(ctx, want, client.FieldOwner(fieldManager))
+	switch {
+	case err == nil:
+		syncWrites.WithLabelValues("create_secret").Inc()
+		ctrl.LoggerFrom(ctx).V(1).Info("created Secret", logkeys.Secret, want.Name, logkeys.Credential, c.Key.String())
+		r.failures.set(c.Key, ns.Name, "")
+		return secretReady, nil, nil
+	case apierrors.IsAlreadyExists(err):
+		// Not in the cache (not labelled, so not regcred's), or the cache
+		// is behind.
+		var live corev1.Secret
+		if err := r.apiReader.Get(ctx, client.ObjectKeyFromObject(want), &live); err != nil {
+			return secretFailed, nil, err
+		}
+		return secretFailed, &live, nil
+	case apierrors.IsNotFound(err) || apierrors.IsForbidden(err) && ns.Status.Phase == corev1.NamespaceTerminating:
+		return secretNamespaceGone, nil, nil
+	default:
+		syncErrors.WithLabelValues("create_secret").Inc()
+		r.fail(ctx, c, ns.Name, fmt.Sprintf("create Secret %s: %v", want.Name, apiReason(err)))
+		return secretFailed, nil, err
+	}
+}
+
+// updateSecret writes want's data and metadata over cur, a Secret the
+// credential owns. The write carries cur's resourceVersion, so a Secret
+// changed since it was judged is not overwritten.
+func (r *NamespaceReconciler) updateSecret(ctx context.Context, c *credential.Credential, namespace string, cur, want *corev1.Secret, fieldManager string) (secretOutcome, error) {
+	live, err := r.freshSecret(ctx, cur) // the cached copy is trimmed (cachetrim.go)
+	if err != nil {
+		return secretFailed, err
+	}
+	if secretUpToDate(live, want) {
+		r.failures.set(c.Key, namespace, "")
+		return secretReady, nil
+	}
+	updated := live.DeepCopy()
 	updated.Data = want.Data
 	if updated.Labels == nil {
 		updated.Labels = map[string]string{}
@@ -128,17 +168,17 @@ func (r *NamespaceReconciler) ensureSecret(ctx context.Context, c *credential.Cr
 			return secretFailed, err // requeued; the next read is fresh
 		}
 		syncErrors.WithLabelValues("update_secret").Inc()
-		r.fail(ctx, c, ns.Name, fmt.Sprintf("update Secret %s: %v", name, apiReason(err)))
+		r.fail(ctx, c, namespace, fmt.Sprintf("update Secret %s: %v", want.Name, apiReason(err)))
 		return secretFailed, err
 	}
 	syncWrites.WithLabelValues("update_secret").Inc()
-	log.Info("updated Secret")
-	r.failures.set(c.Key, ns.Name, "")
+	ctrl.LoggerFrom(ctx).Info("updated Secret", logkeys.Secret, want.Name, logkeys.Credential, c.Key.String())
+	r.failures.set(c.Key, namespace, "")
 	return secretReady, nil
 }
 
 func secretUpToDate(cur, want *corev1.Secret) bool {
-	if len(cur.Data) != 1 || !bytes.Equal(cur.Data[corev1.DockerConfigJsonKey], want.Data[corev1.DockerConfigJsonKey]) {
+	if len(cur.Data) != 1 || !sameData(cur.Data[corev1.DockerConfigJsonKey], want.Data[corev1.DockerConfigJsonKey]) {
 		return false
 	}
 	for k, v := range want.Labels {
@@ -156,9 +196,12 @@ func secretUpToDate(cur, want *corev1.Secret) bool {
 	})
 }
 
+// deleteSecret deletes s, a Secret regcred owns, only as it was judged:
+// the preconditions make a Secret replaced or changed since (its owner
+// reference removed, say) a conflict, which is left alone.
 func (r *NamespaceReconciler) deleteSecret(ctx context.Context, s *corev1.Secret) error {
-	uid := s.UID
-	err := r.client.Delete(ctx, s, client.Preconditions{UID: &uid})
+	uid, rv := s.UID, s.ResourceVersion
+	err := r.client.Delete(ctx, s, client.Preconditions{UID: &uid, ResourceVersion: &rv})
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 		syncErrors.WithLabelValues("delete_secret").Inc()
 		return err

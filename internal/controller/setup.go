@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -21,19 +22,31 @@ import (
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/cloud"
 	"regcred.dev/regcred/internal/credential"
+	"regcred.dev/regcred/internal/egress"
 	"regcred.dev/regcred/internal/registry"
 	"regcred.dev/regcred/internal/source/cloudsrc"
 )
 
-// +kubebuilder:rbac:groups=regcred.dev,resources=clusterregistrycredentials;registrycredentials,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=regcred.dev,resources=clusterregistrycredentials/status;registrycredentials/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=regcred.dev,resources=clusterregistrycredentials/finalizers;registrycredentials/finalizers,verbs=update
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups="",resources=serviceaccounts/token,verbs=create
+// The verbs are the calls the code makes, no more (docs/security.md argues
+// each; internal/release's TestChartRBACIsNeeded holds the chart to them):
+// credentials and ServiceAccounts are only patched, managed Secrets
+// created, updated and deleted, never patched.
+// +kubebuilder:rbac:groups=regcred.dev,resources=clusterregistrycredentials;registrycredentials,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=regcred.dev,resources=clusterregistrycredentials/status;registrycredentials/status,verbs=patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// Leader election (controller-runtime's Lease lock: get, create, update)
+// of the Lease regcred-manager (internal/manager's LeaderElectionID), in
+// regcred's namespace only; the chart binds it there.
+// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=regcred-system,resources=leases,verbs=create
+// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=regcred-system,resources=leases,resourceNames=regcred-manager,verbs=get;update
+//
+// Web identities (cloudsrc's mint: serviceaccounts/token create and
+// tokenreviews create) have no marker: the chart grants them only with
+// webIdentity.enabled (templates/rbac.yaml); without them a web identity
+// reports AccessDenied.
 
 // Options configure the controllers.
 type Options struct {
@@ -50,19 +63,46 @@ type Options struct {
 	// PluginDir is where credential provider plugins may run from; empty
 	// turns plugin sources off.
 	PluginDir string
+	// TenantEndpointHosts are the hosts RegistryCredentials' endpoint
+	// overrides may name; empty refuses every override.
+	TenantEndpointHosts []string
 	// Registry configures spec.verify probes (CAs to trust, a transport).
 	Registry []registry.Option
+	// TenantAllowPrivateNetworks are CIDRs (or addresses) in loopback,
+	// link-local or private ranges that RegistryCredentials' spec.verify
+	// probes and cloud endpoints may still reach; the rest of those
+	// ranges is refused for tenants.
+	TenantAllowPrivateNetworks []string
 }
 
 // CacheOptions restricts the manager's cache to what regcred manages:
 // Secrets only with regcred's label, and no managedFields on anything.
+// The kinds tenants write keep only what regcred reads (cachetrim.go).
 func CacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{credential.LabelManaged: "true"})},
+			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{credential.LabelManaged: "true"}),
+				Transform: trimmed(trimSecret)},
+			&corev1.ServiceAccount{}: {Transform: trimmed(trimServiceAccount)},
+			&corev1.Namespace{}:      {Transform: trimmed(trimNamespace)},
 		},
 	}
+}
+
+// tenantEnv is env for RegistryCredentials' cloud sources: the same
+// client settings, with connections to private addresses refused unless
+// guard allows them.
+func tenantEnv(env cloud.Env, guard *egress.Guard) cloud.Env {
+	var (
+		base    http.RoundTripper
+		timeout time.Duration
+	)
+	if env.HTTPClient != nil {
+		base, timeout = env.HTTPClient.Transport, env.HTTPClient.Timeout
+	}
+	env.HTTPClient = egress.Client(base, egress.Policy{Guard: guard}, timeout)
+	return env
 }
 
 // RateLimiter backs off per item, from 50ms to 5 minutes.
@@ -79,6 +119,10 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*NamespaceRecon
 	}
 	if opts.MaxConcurrentReconciles <= 0 {
 		opts.MaxConcurrentReconciles = 4
+	}
+	guard, err := egress.NewGuard(opts.TenantAllowPrivateNetworks)
+	if err != nil {
+		return nil, err
 	}
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(ctx, &corev1.Secret{}, indexOwner, func(o client.Object) []string {
@@ -115,7 +159,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*NamespaceRecon
 	if err := mgr.Add(leader{events}); err != nil {
 		return nil, err
 	}
-	clouds := &cloudsrc.Builder{Reader: mgr.GetAPIReader(), Client: mgr.GetClient(), Env: opts.Cloud, PluginDir: opts.PluginDir}
+	tenantCloud := tenantEnv(opts.Cloud, guard)
+	clouds := &cloudsrc.Builder{Reader: mgr.GetAPIReader(), Client: mgr.GetClient(), Env: opts.Cloud, TenantEnv: &tenantCloud, PluginDir: opts.PluginDir,
+		TenantEndpointHosts: opts.TenantEndpointHosts}
 	srcs := newRenderer(mgr.GetAPIReader(), opts.Namespace, clouds, tokens)
 	for _, obj := range []client.Object{&v1alpha1.ClusterRegistryCredential{}, &v1alpha1.RegistryCredential{}} {
 		if err := idx.IndexField(ctx, obj, indexTokenKey, func(o client.Object) []string {
@@ -159,7 +205,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*NamespaceRecon
 
 	for _, kind := range []credential.Kind{credential.KindCluster, credential.KindNamespaced} {
 		cr := &CredentialReconciler{kind: kind, client: mgr.GetClient(), regcredNamespace: opts.Namespace,
-			renders: srcs, failures: fails, recorder: recorder, verifier: &verifier{options: opts.Registry, now: time.Now}}
+			renders: srcs, failures: fails, recorder: recorder, verifier: &verifier{options: opts.Registry, now: time.Now, tenantGuard: guard}}
+		cr.verifier.record = cr.recordProbe
 		var forObj client.Object = &v1alpha1.ClusterRegistryCredential{}
 		name := "clusterregistrycredential"
 		if kind == credential.KindNamespaced {

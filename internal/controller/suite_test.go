@@ -37,6 +37,9 @@ var (
 	cloudTrust = &fakecloud.Trust{}
 	// pluginDir is the manager's --credential-provider-dir.
 	pluginDir string
+	// tenantEndpointHosts is the manager's --tenant-endpoint-hosts: the
+	// fake clouds listen on 127.0.0.1; "localhost" is a host it refuses.
+	tenantEndpointHosts = []string{"127.0.0.1"}
 )
 
 func TestMain(m *testing.M) { os.Exit(suite.Run(m)) }
@@ -81,7 +84,11 @@ func startManager(t *testing.T) client.Client {
 		suite.OnStop(func() { _ = os.RemoveAll(pluginDir) })
 		ctrl.SetLogger(zap.New(zap.WriteTo(logs), zap.UseDevMode(true), zap.Level(zapcore.Level(-2))))
 		mgr, err := manager.New(ctx, manager.Options{RestConfig: cp.Config, Namespace: regcredNamespace, MetricsAddr: "0", ProbeAddr: "0", QPS: 200, Burst: 400,
-			Cloud: cloud.Env{HTTPClient: cloudTrust.Client()}, PluginDir: pluginDir, Registry: []registry.Option{registry.WithTransport(cloudTrust.Client().Transport)}})
+			Cloud: cloud.Env{HTTPClient: cloudTrust.Client()}, PluginDir: pluginDir, TenantEndpointHosts: tenantEndpointHosts, Registry: []registry.Option{registry.WithTransport(cloudTrust.Client().Transport)},
+			// The test registries and clouds listen on 127.0.0.1: tenants
+			// may reach that address, and no other loopback or private
+			// one (TestTenantProbeOfPrivatePage serves on 127.0.0.2).
+			TenantAllowPrivateNetworks: []string{tenantAllowedNetwork}})
 		if err != nil {
 			mgrErr = err
 			cancel()

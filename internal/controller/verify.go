@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,7 +16,9 @@ import (
 	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/doctor"
+	"regcred.dev/regcred/internal/egress"
 	"regcred.dev/regcred/internal/keyring"
+	"regcred.dev/regcred/internal/redact"
 	"regcred.dev/regcred/internal/registry"
 )
 
@@ -36,6 +39,14 @@ func init() { metrics.Registry.MustRegister(credentialVerified, rateLimitRemaini
 // verifyTimeout bounds one probe, which runs inside a reconcile.
 const verifyTimeout = 10 * time.Second
 
+// recordRetry is how soon a probe whose recording failed is tried again.
+const recordRetry = 5 * time.Second
+
+// recordProbe writes st, the probe about to run, into c's status.
+func (r *CredentialReconciler) recordProbe(ctx context.Context, c *credential.Credential, st *v1alpha1.VerifyStatus) error {
+	return r.updateStatus(ctx, c, func(s *v1alpha1.CredentialStatus) { s.Verify = st })
+}
+
 // verifier probes credentials with spec.verify. Probes run in the
 // credential reconciler, on the leader only, and the time of the last one
 // is kept in the status: a new leader waits out the interval too, so a
@@ -43,6 +54,14 @@ const verifyTimeout = 10 * time.Second
 type verifier struct {
 	options []registry.Option
 	now     func() time.Time
+	// tenantGuard refuses a RegistryCredential's probe of loopback,
+	// link-local and private addresses: the tenant picks the image, and
+	// the manager's network position is not theirs to use.
+	tenantGuard *egress.Guard
+	// record writes a probe into the status before it runs, so that a
+	// probe that crashes the manager is not run again by its successor
+	// before the interval is up.
+	record func(ctx context.Context, c *credential.Credential, st *v1alpha1.VerifyStatus) error
 
 	// last is each credential's latest probe, for when its status write
 	// was lost (a conflict): the result is written again rather than the
@@ -69,6 +88,17 @@ func (v *verifier) result(ctx context.Context, c *credential.Credential, data []
 	v.mu.Unlock()
 	if ok && v.now().Before(last.st.ProbedAt.Add(interval)) {
 		return &last.cond, last.st, last.st.ProbedAt.Add(interval)
+	}
+	if v.record != nil {
+		now := v.now()
+		planned := &v1alpha1.VerifyStatus{ProbedAt: timeOf(now), NextProbeAt: timeOf(now.Add(interval)), Image: c.Spec.Verify.Image}
+		if c.Status.Verify != nil {
+			planned.RateLimitRemaining = c.Status.Verify.RateLimitRemaining
+		}
+		if err := v.record(ctx, c, planned); err != nil {
+			// Unrecorded, the probe does not run: try again shortly.
+			return nil, nil, now.Add(recordRetry)
+		}
 	}
 	cond, st := v.probe(ctx, c, data)
 	v.mu.Lock()
@@ -125,21 +155,53 @@ func (v *verifier) probe(ctx context.Context, c *credential.Credential, data []b
 	}
 	ctx, cancel := context.WithTimeout(ctx, verifyTimeout)
 	defer cancel()
-	res := doctor.Try(ctx, image, candidates, append([]registry.Option{registry.WithTimeout(verifyTimeout)}, v.options...)...)
-	last := res.Attempts[len(res.Attempts)-1]
+	last, ok := v.try(ctx, c, image, candidates)
 	cond.Reason = string(last.Reason)
-	if res.PullWouldSucceed {
+	if ok {
 		cond.Status = metav1.ConditionTrue
 		cond.Message = fmt.Sprintf("the registry accepted %s for %s (manifest %s)", last.Username, image, last.Digest)
 	} else {
 		cond.Message = fmt.Sprintf("%s: %s", last.Message, last.Hint)
 	}
+	cond.Message = redact.Message(cond.Message, secretsOf(candidates)...)
 	if rl := last.RateLimit; rl != nil {
 		n := int32(rl.Remaining)
 		st.RateLimitRemaining = &n
 		rateLimitRemaining.WithLabelValues(keyHost(named.String())).Set(float64(rl.Remaining))
 	}
 	return cond, st
+}
+
+// try probes with each candidate in turn until one works. Plain HTTP is
+// allowed only for a candidate whose own registry key says http://; a
+// tenant's probe is guarded.
+func (v *verifier) try(ctx context.Context, c *credential.Credential, image string, candidates []keyring.Credential) (doctor.Attempt, bool) {
+	var last doctor.Attempt
+	for _, cand := range candidates {
+		opts := append([]registry.Option{registry.WithTimeout(verifyTimeout)}, v.options...)
+		opts = append(opts, registry.WithInsecure(strings.HasPrefix(cand.Key, "http://")))
+		if c.Kind == credential.KindNamespaced {
+			guard := v.tenantGuard
+			if guard == nil {
+				guard = &egress.Guard{}
+			}
+			opts = append(opts, registry.WithGuard(guard))
+		}
+		res := doctor.Try(ctx, image, []keyring.Credential{cand}, opts...)
+		last = res.Attempts[len(res.Attempts)-1]
+		if res.PullWouldSucceed {
+			return last, true
+		}
+	}
+	return last, false
+}
+
+func secretsOf(candidates []keyring.Credential) []redact.Secret {
+	out := make([]redact.Secret, 0, 2*len(candidates))
+	for _, c := range candidates {
+		out = append(out, redact.Secret{Username: c.Username, Password: c.Password}, redact.Secret{Username: c.Username, Password: c.IdentityToken})
+	}
+	return out
 }
 
 func setVerifiedMetric(c *credential.Credential, cond *metav1.Condition) {

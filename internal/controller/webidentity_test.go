@@ -54,7 +54,7 @@ func TestWebIdentityPerTenant(t *testing.T) {
 	trusted := newNamespace(t, c, "tenant-ok", nil)
 	untrusted := newNamespace(t, c, "tenant-no", nil)
 	for _, ns := range []string{trusted, untrusted} {
-		createSA(t, c, ns, "puller", nil)
+		createOptedInSA(t, c, ns, "puller", "sts.amazonaws.com", provider)
 	}
 	w.aws.AllowRole(role, "system:serviceaccount:"+trusted+":puller")
 	g.AllowProvider(provider, "system:serviceaccount:"+trusted+":puller")
@@ -134,7 +134,7 @@ func TestACRWebIdentity(t *testing.T) {
 	w := &tokenWorld{reg: reg}
 
 	ns := newNamespace(t, c, "tenant-acr", nil)
-	createSA(t, c, ns, "puller", nil)
+	createOptedInSA(t, c, ns, "puller", "api://AzureADTokenExchange")
 	az.AllowFederated("app-acr", "system:serviceaccount:"+ns+":puller")
 	rc := tenantCred(ns, "acr", v1alpha1.CredentialSource{ACR: &v1alpha1.ACRSource{Registry: reg.Host, TenantID: az.Tenant, ClientID: "app-acr",
 		AuthorityHost: az.URL + "/", Identity: v1alpha1.CloudIdentity{WebIdentity: &v1alpha1.WebIdentity{ServiceAccountName: "puller", Audience: "api://AzureADTokenExchange"}}}},

@@ -7,6 +7,8 @@
 package credential
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
@@ -41,6 +43,10 @@ const (
 	// LabelInject set to "false" on a namespace or a Pod opts it out of the
 	// admission webhook.
 	LabelInject = "regcred.dev/inject"
+	// AnnotationTokenAudiences on a ServiceAccount opts it in to web
+	// identity tokens: a comma-separated list of the audiences regcred
+	// may mint its tokens for. Without it regcred mints none.
+	AnnotationTokenAudiences = "regcred.dev/token-audiences"
 )
 
 // AlwaysExcluded are namespaces a ClusterRegistryCredential never reaches
@@ -100,6 +106,31 @@ func OwnerOf(secret *corev1.Secret) (Key, bool) {
 	return Key{}, false
 }
 
+// Owns reports whether secret is really the credential's: the managed
+// label, the owner annotation and an owner reference to this very object
+// (by UID) all agree. Anyone who can write Secrets in a namespace can set
+// a label or an annotation; the UID names one live object, so a Secret
+// that lacks it was not written by regcred for this credential and is
+// never updated or deleted for it.
+func (c *Credential) Owns(secret *corev1.Secret) bool {
+	if secret == nil || secret.Labels[LabelManaged] != "true" {
+		return false
+	}
+	if key, ok := OwnerOf(secret); !ok || key != c.Key {
+		return false
+	}
+	uid := c.Object.GetUID()
+	if uid == "" {
+		return false
+	}
+	for _, ref := range secret.OwnerReferences {
+		if ref.UID == uid && ref.Kind == string(c.Kind) && ref.Name == c.Name {
+			return true
+		}
+	}
+	return false
+}
+
 // Credential is either kind, seen the same way.
 type Credential struct {
 	Key
@@ -151,7 +182,28 @@ func (c *Credential) SecretName() string {
 	if c.Spec.SecretName != "" {
 		return c.Spec.SecretName
 	}
-	return "regcred-" + c.Name
+	return DefaultSecretName(c.Name)
+}
+
+// maxSecretName is the longest object name (a DNS subdomain).
+const maxSecretName = 253
+
+// DefaultSecretName is "regcred-" + the credential's name. A credential's
+// name may itself be 253 characters long, so a name that would be longer
+// than a Secret's may be is cut and ends in a hash of the whole name:
+// still deterministic, still a valid DNS subdomain, and two long names
+// that differ only past the cut do not collide.
+func DefaultSecretName(credentialName string) string {
+	name := "regcred-" + credentialName
+	if len(name) <= maxSecretName {
+		return name
+	}
+	sum := sha256.Sum256([]byte(credentialName))
+	suffix := "-" + hex.EncodeToString(sum[:])[:12]
+	// The cut may leave a '.' or '-' at the end; a label must end with a
+	// letter or digit.
+	head := strings.TrimRight(name[:maxSecretName-len(suffix)], ".-")
+	return head + suffix
 }
 
 // Deleting reports whether the credential is being deleted.

@@ -7,18 +7,20 @@ import (
 )
 
 // WriteText prints the report for a person: a summary, then for each
-// failing image its cause in one line and the fix as a command.
+// failing image its cause in one line and the fix as a command. Every
+// line goes through Sanitize: names, images, Event messages and
+// registries' answers are written by others.
 func WriteText(w io.Writer, r *Report) error {
 	var b strings.Builder
 	for _, n := range r.Notes {
-		fmt.Fprintf(&b, "Note: %s\n", n)
+		line(&b, "Note: %s", n)
 	}
 	if len(r.Findings) == 0 {
-		fmt.Fprintf(&b, "No Pod fails to pull an image (%s, %d Pods checked).\n", r.Scope, r.PodsChecked)
+		line(&b, "No Pod fails to pull an image (%s, %d Pods checked).", r.Scope, r.PodsChecked)
 		_, err := io.WriteString(w, b.String())
 		return err
 	}
-	fmt.Fprintf(&b, "%d of %d Pods fail to pull (%s): %d %s.\n", r.PodsFailing, r.PodsChecked, r.Scope, len(r.Findings), plural(len(r.Findings), "image", "images"))
+	line(&b, "%d of %d Pods fail to pull (%s): %d %s.", r.PodsFailing, r.PodsChecked, r.Scope, len(r.Findings), plural(len(r.Findings), "image", "images"))
 	for _, f := range r.Findings {
 		b.WriteString("\n")
 		pod := f.Namespace + "/" + f.Pod
@@ -29,12 +31,12 @@ func WriteText(w io.Writer, r *Report) error {
 		if f.Waiting != "" {
 			waiting = " [" + f.Waiting + "]"
 		}
-		fmt.Fprintf(&b, "%s %s %s: %s%s\n", pod, kindWord(f.Kind), f.Name, f.Image, waiting)
-		fmt.Fprintf(&b, "  cause:   %s (%s): %s\n", f.Cause, f.Diagnosis, f.Explanation)
+		line(&b, "%s %s %s: %s%s", pod, kindWord(f.Kind), f.Name, f.Image, waiting)
+		line(&b, "  cause:   %s (%s): %s", f.Cause, f.Diagnosis, f.Explanation)
 		if f.KubeletMessage != "" {
-			fmt.Fprintf(&b, "  kubelet: %s\n", oneLine(f.KubeletMessage))
+			line(&b, "  kubelet: %s", oneLine(f.KubeletMessage))
 		}
-		fmt.Fprintf(&b, "  fix:     %s\n", f.Fix)
+		line(&b, "  fix:     %s", f.Fix)
 		if f.Check != nil {
 			for i, a := range f.Check.Attempts {
 				who := a.Username + " from " + a.Source
@@ -45,9 +47,9 @@ func WriteText(w io.Writer, r *Report) error {
 				if a.HTTPStatus != 0 {
 					status += fmt.Sprintf(" (HTTP %d)", a.HTTPStatus)
 				}
-				fmt.Fprintf(&b, "  check #%d %s: %s\n", i+1, who, status)
+				line(&b, "  check #%d %s: %s", i+1, who, status)
 				if a.RateLimit != nil {
-					fmt.Fprintf(&b, "    rate limit: %d of %d pulls left (window %s)\n", a.RateLimit.Remaining, a.RateLimit.Limit, a.RateLimit.Window)
+					line(&b, "    rate limit: %d of %d pulls left (window %s)", a.RateLimit.Remaining, a.RateLimit.Limit, a.RateLimit.Window)
 				}
 			}
 			if f.Check.PullWouldSucceed {
@@ -80,3 +82,9 @@ func plural(n int, one, many string) string {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// line writes one line of the report, sanitized.
+func line(b *strings.Builder, format string, args ...any) {
+	b.WriteString(Sanitize(fmt.Sprintf(format, args...)))
+	b.WriteByte('\n')
+}

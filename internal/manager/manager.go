@@ -55,6 +55,12 @@ type Options struct {
 	// PluginDir is where credential provider plugins may run from; empty
 	// turns plugin sources off.
 	PluginDir string
+	// TenantEndpointHosts are the hosts RegistryCredentials' endpoint
+	// overrides may name; empty refuses every override.
+	TenantEndpointHosts []string
+	// TenantAllowPrivateNetworks lifts the guard on RegistryCredentials'
+	// probes and cloud endpoints for these CIDRs.
+	TenantAllowPrivateNetworks []string
 	// PullFailureMetrics watches the kubelet's pull-failure Events for
 	// regcred_image_pull_failures_total.
 	PullFailureMetrics bool
@@ -136,7 +142,8 @@ func New(ctx context.Context, opts Options) (ctrl.Manager, error) {
 		return nil, fmt.Errorf("create manager: %w", err)
 	}
 	ensurer, err := controller.Setup(ctx, mgr, controller.Options{Namespace: opts.Namespace, MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
-		Cloud: opts.Cloud, Tokens: opts.Tokens, PluginDir: opts.PluginDir, Registry: opts.Registry})
+		Cloud: opts.Cloud, Tokens: opts.Tokens, PluginDir: opts.PluginDir, Registry: opts.Registry,
+		TenantEndpointHosts: opts.TenantEndpointHosts, TenantAllowPrivateNetworks: opts.TenantAllowPrivateNetworks})
 	if err != nil {
 		return nil, fmt.Errorf("set up controllers: %w", err)
 	}

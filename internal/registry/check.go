@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +24,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"regcred.dev/regcred/internal/egress"
+	"regcred.dev/regcred/internal/redact"
 )
 
 // Reason classifies the outcome of a check.
@@ -39,11 +43,15 @@ const (
 	DNS          Reason = "DNS"
 	Connection   Reason = "Connection"
 	Timeout      Reason = "Timeout"
-	Other        Reason = "Other"
+	// Blocked: the address is in a range the manager may not reach for
+	// the credential (a tenant's probe of loopback, link-local or a
+	// private network).
+	Blocked Reason = "Blocked"
+	Other   Reason = "Other"
 )
 
 // Reasons lists every Reason, in a stable order.
-var Reasons = []Reason{OK, Unauthorized, Denied, NotFound, RateLimited, TLS, DNS, Connection, Timeout, Other}
+var Reasons = []Reason{OK, Unauthorized, Denied, NotFound, RateLimited, TLS, DNS, Connection, Timeout, Blocked, Other}
 
 // Hint is a one-line suggestion for a person.
 func (r Reason) Hint() string {
@@ -66,6 +74,8 @@ func (r Reason) Hint() string {
 		return "the registry could not be reached: check that it is up and the port is right, and firewalls, proxies and network policies"
 	case Timeout:
 		return "the registry did not answer in time: check network reachability and proxies, or retry"
+	case Blocked:
+		return "probe a registry on a public address, or ask the cluster admin to allow its network (--tenant-allow-private-networks)"
 	default:
 		return "unexpected answer from the registry: see the message"
 	}
@@ -97,6 +107,7 @@ type options struct {
 	rootCAs   *x509.CertPool
 	timeout   time.Duration
 	insecure  bool
+	guard     *egress.Guard
 	userAgent string
 	// Copy and Mirror.
 	keychain    authn.Keychain
@@ -143,6 +154,11 @@ func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout =
 // reach without TLS.
 func WithInsecure(insecure bool) Option { return func(o *options) { o.insecure = insecure } }
 
+// WithGuard refuses connections to loopback, link-local and private
+// addresses, checked on the address dialled, except what guard allows.
+// Check only: for probes of targets a tenant chose.
+func WithGuard(guard *egress.Guard) Option { return func(o *options) { o.guard = guard } }
+
 // WithUserAgent sets the User-Agent header.
 func WithUserAgent(ua string) Option { return func(o *options) { o.userAgent = ua } }
 
@@ -165,14 +181,8 @@ func (c Credential) authenticator() authn.Authenticator {
 	}
 }
 
-func (c Credential) secrets() []string {
-	var out []string
-	for _, s := range []string{c.Password, c.IdentityToken} {
-		if len(s) >= 3 {
-			out = append(out, s)
-		}
-	}
-	return out
+func (c Credential) secrets() []redact.Secret {
+	return []redact.Secret{{Username: c.Username, Password: c.Password}, {Username: c.Username, Password: c.IdentityToken}}
 }
 
 // Check authenticates to the registry of image the way a pull does — ping
@@ -196,7 +206,7 @@ func Check(ctx context.Context, image string, cred Credential, opts ...Option) R
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 
-	rec := &recorder{inner: o.baseTransport(), registryHost: ref.Context().RegistryStr()}
+	rec := &recorder{inner: o.checkTransport(), registryHost: ref.Context().RegistryStr()}
 	desc, err := remote.Head(ref,
 		remote.WithContext(ctx),
 		remote.WithAuth(cred.authenticator()),
@@ -217,8 +227,16 @@ func Check(ctx context.Context, image string, cred Credential, opts ...Option) R
 	if res.Hint == "" {
 		res.Hint = res.Reason.Hint()
 	}
-	res.Message = redact(res.Message, cred.secrets())
+	res.Message = redact.Message(res.Message, cred.secrets()...)
 	return res
+}
+
+// checkTransport is the base transport behind egress's: answers capped at
+// egress.MaxBody, plain HTTP only for an insecure registry, redirects only
+// to the same host, and the guard if there is one. Copy and Mirror move
+// blobs and keep the base transport.
+func (o *options) checkTransport() http.RoundTripper {
+	return egress.Transport(o.baseTransport(), egress.Policy{AllowHTTP: o.insecure, Guard: o.guard})
 }
 
 func (o *options) baseTransport() http.RoundTripper {
@@ -240,6 +258,9 @@ func classify(ctx context.Context, err error, insecure bool) Result {
 		return Result{Reason: OK}
 	}
 	msg := err.Error()
+	if res, ok := classifyEgress(err); ok {
+		return res
+	}
 	if !insecure {
 		if res, ok := classifyNetwork(ctx, err, msg); ok {
 			return res
@@ -247,7 +268,7 @@ func classify(ctx context.Context, err error, insecure bool) Result {
 	}
 	var terr *transport.Error
 	if errors.As(err, &terr) {
-		res := Result{HTTPStatus: terr.StatusCode, Message: msg}
+		res := Result{HTTPStatus: terr.StatusCode, Message: statusMessage(terr)}
 		for _, d := range terr.Errors {
 			switch d.Code {
 			case transport.DeniedErrorCode:
@@ -389,11 +410,51 @@ func parseRateValue(v string) (n int, window string, ok bool) {
 	return n, window, true
 }
 
-// redact removes secret values from text that came from a server or an
-// error chain, in case either echoes them.
-func redact(s string, secrets []string) string {
-	for _, sec := range secrets {
-		s = strings.ReplaceAll(s, sec, "<redacted>")
+// classifyEgress reports what egress refused, by class only. A refused
+// address is reported before anything else: the plain-HTTP fallback of
+// go-containerregistry is joined to it, and neither says more than that.
+func classifyEgress(err error) (Result, bool) {
+	var big *egress.BodyTooLargeError
+	switch {
+	case errors.Is(err, egress.ErrBlocked):
+		return Result{Reason: Blocked, Message: egress.ErrBlocked.Error()}, true
+	case errors.As(err, &big):
+		return Result{Reason: Other, HTTPStatus: big.StatusCode, Message: big.Error()}, true
+	case errors.Is(err, egress.ErrRedirect):
+		return Result{Reason: Other, Message: egress.ErrRedirect.Error()}, true
 	}
-	return s
+	return Result{}, false
+}
+
+// statusMessage says what a registry answered — status, where, and the
+// error codes of the registry API — without its text: a body is the
+// server's to write, so none of it is copied verbatim into a condition.
+func statusMessage(terr *transport.Error) string {
+	msg := fmt.Sprintf("HTTP %d %s", terr.StatusCode, http.StatusText(terr.StatusCode))
+	if r := terr.Request; r != nil && r.URL != nil {
+		msg += " from " + r.URL.Host + r.URL.Path
+	}
+	var codes []string
+	for _, d := range terr.Errors {
+		if c := string(d.Code); isErrorCode(c) && !slices.Contains(codes, c) {
+			codes = append(codes, c)
+		}
+	}
+	if len(codes) > 0 {
+		msg += " (" + strings.Join(codes, ", ") + ")"
+	}
+	return msg
+}
+
+// isErrorCode: registry API error codes are short upper-case words.
+func isErrorCode(c string) bool {
+	if c == "" || len(c) > 32 {
+		return false
+	}
+	for _, r := range c {
+		if (r < 'A' || r > 'Z') && r != '_' {
+			return false
+		}
+	}
+	return true
 }

@@ -19,7 +19,6 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -58,14 +57,10 @@ type SecretEnsurer interface {
 }
 
 // WatchForChanges marks the snapshot stale whenever a credential or mirror
-// changes in the cache.
+// changes in the cache in a way the snapshot sees (not its status).
 func (h *Handler) WatchForChanges(ctx context.Context, c cache.Cache) error {
 	h.dirty.Store(true)
-	mark := toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { h.dirty.Store(true) },
-		UpdateFunc: func(any, any) { h.dirty.Store(true) },
-		DeleteFunc: func(any) { h.dirty.Store(true) },
-	}
+	mark := h.changeHandler()
 	for _, obj := range []client.Object{&v1alpha1.ClusterRegistryCredential{}, &v1alpha1.RegistryCredential{}, &v1alpha1.ClusterImageMirror{}} {
 		inf, err := c.GetInformer(ctx, obj)
 		if err != nil {

@@ -17,8 +17,11 @@ import (
 	"regcred.dev/regcred/internal/logkeys"
 )
 
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;list;watch;create;update;patch
-// +kubebuilder:rbac:groups=regcred.dev,resources=clusterimagemirrors,verbs=get;list;watch
+// The MutatingWebhookConfiguration is read and written by name only (Get
+// and Update through the API reader, no list or watch): the chart grants
+// get and update on its configuration's name (templates/rbac.yaml), and
+// create only to `regcred manager --webhook-register` installs, whose
+// operators grant it themselves (create cannot be limited to a name).
 
 // Configuration is the MutatingWebhookConfiguration regcred registers.
 func (c Config) Configuration(caBundle []byte) *admissionregistrationv1.MutatingWebhookConfiguration {

@@ -2,12 +2,14 @@ package webhook
 
 import (
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	toolscache "k8s.io/client-go/tools/cache"
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/credential"
@@ -110,6 +112,33 @@ func NewSnapshot(regcredNamespace string, cluster []v1alpha1.ClusterRegistryCred
 	}
 	sort.Slice(s.mirrors, func(i, j int) bool { return s.mirrors[i].name < s.mirrors[j].name })
 	return s
+}
+
+// changeHandler marks the snapshot stale on the informer events that can
+// change it. Status writes (every token refresh, every namespace count)
+// are most of a credential's updates and change nothing the snapshot
+// compiles: spec (generation), labels, annotations and deletion.
+func (h *Handler) changeHandler() toolscache.ResourceEventHandlerFuncs {
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { h.dirty.Store(true) },
+		UpdateFunc: func(oldObj, newObj any) {
+			if snapshotChanged(oldObj, newObj) {
+				h.dirty.Store(true)
+			}
+		},
+		DeleteFunc: func(any) { h.dirty.Store(true) },
+	}
+}
+
+func snapshotChanged(oldObj, newObj any) bool {
+	o, ok1 := oldObj.(metav1.Object)
+	n, ok2 := newObj.(metav1.Object)
+	if !ok1 || !ok2 {
+		return true
+	}
+	return o.GetGeneration() != n.GetGeneration() || o.GetGeneration() == 0 ||
+		!maps.Equal(o.GetLabels(), n.GetLabels()) || !maps.Equal(o.GetAnnotations(), n.GetAnnotations()) ||
+		!o.GetDeletionTimestamp().Equal(n.GetDeletionTimestamp())
 }
 
 // credentialsFor lists the credentials that act in ns, cluster ones first.

@@ -23,8 +23,13 @@ import (
 	"regcred.dev/regcred/internal/pki"
 )
 
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=regcred.dev,resources=clusterimagemirrors,verbs=get;list;watch
+// The TLS Secret, in regcred's namespace: read and renewed by name;
+// create cannot be limited to a name (the object has none before it is
+// created). The cluster-wide Secret rules cover it too; this Role states
+// the need on its own.
+// +kubebuilder:rbac:groups="",namespace=regcred-system,resources=secrets,resourceNames=regcred-webhook-tls,verbs=get;update
+// +kubebuilder:rbac:groups="",namespace=regcred-system,resources=secrets,verbs=create
 
 const (
 	caValidity      = 10 * 365 * 24 * time.Hour

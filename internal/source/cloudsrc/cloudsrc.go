@@ -12,16 +12,15 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/cloud"
+	"regcred.dev/regcred/internal/redact"
 	"regcred.dev/regcred/internal/source"
 )
 
@@ -36,9 +35,30 @@ type Builder struct {
 	// Client mints ServiceAccount tokens (TokenRequest).
 	Client client.Client
 	Env    cloud.Env
+	// TenantEnv, when set, is the Env of RegistryCredentials' sources:
+	// its client refuses private addresses (egress's guard).
+	TenantEnv *cloud.Env
 	// PluginDir is the only directory credential provider plugins may be
 	// run from; empty turns plugin sources off.
 	PluginDir string
+	// TenantEndpointHosts are the hosts (host or host:port) a
+	// RegistryCredential's endpoint overrides, and the token_uri of a
+	// tenant's Google key, may name; empty refuses every override.
+	TenantEndpointHosts []string
+	// Self returns the user the manager runs as; nil asks the API server
+	// (a SelfSubjectReview). Asked once, on the first mint.
+	Self func(ctx context.Context) (string, error)
+
+	selfMu   sync.Mutex
+	selfName string
+}
+
+// env is the Env of a tenant's source or of a cluster one.
+func (b *Builder) env(tenant bool) cloud.Env {
+	if tenant && b.TenantEnv != nil {
+		return *b.TenantEnv
+	}
+	return b.Env
 }
 
 // IsCloud reports whether a source is served by this package.
@@ -50,7 +70,7 @@ func IsCloud(s *v1alpha1.CredentialSource) bool {
 // namespace. It does no I/O: keys and tokens are read when a token is
 // fetched, so Key() can index credentials. A tenant's source (a
 // RegistryCredential's) may not act as the manager: no ambient identity,
-// no plugin.
+// no plugin, no endpoint override to a host the manager does not allow.
 func (b *Builder) Fetcher(src *v1alpha1.CredentialSource, namespace string, registries []string, tenant bool) (cloud.Fetcher, error) {
 	if err := b.allowed(src, tenant); err != nil {
 		return nil, err
@@ -59,17 +79,21 @@ func (b *Builder) Fetcher(src *v1alpha1.CredentialSource, namespace string, regi
 	case src.ECR != nil:
 		s := src.ECR
 		return &cloud.ECR{Region: s.Region, RegistryIDs: s.RegistryIDs, Public: s.Public, Endpoint: s.Endpoint,
-			Identity: b.identity(s.Identity, namespace), Env: b.Env}, nil
+			Identity: b.identity(s.Identity, namespace), Env: b.env(tenant)}, nil
 	case src.GCP != nil:
 		s := src.GCP
-		return &cloud.GCP{TokenURL: s.TokenURL, Identity: b.identity(s.Identity, namespace), Env: b.Env}, nil
+		g := &cloud.GCP{TokenURL: s.TokenURL, Identity: b.identity(s.Identity, namespace), Env: b.env(tenant)}
+		if tenant {
+			g.KeyTokenURLAllowed = b.tenantHostAllowed
+		}
+		return g, nil
 	case src.ACR != nil:
 		s := src.ACR
 		return &cloud.ACR{Registry: s.Registry, TenantID: s.TenantID, ClientID: s.ClientID, AuthorityHost: s.AuthorityHost,
-			Identity: b.identity(s.Identity, namespace), Env: b.Env}, nil
+			Identity: b.identity(s.Identity, namespace), Env: b.env(tenant)}, nil
 	case src.CredentialProvider != nil:
 		s := src.CredentialProvider
-		p := &cloud.Plugin{Command: s.Command, Args: s.Args, Registries: registries, Run: b.Env}
+		p := &cloud.Plugin{Command: s.Command, Args: s.Args, Registries: registries, Run: b.Env, Dir: b.PluginDir}
 		for _, e := range s.Env {
 			p.Env = append(p.Env, e.Name+"="+e.Value)
 		}
@@ -111,7 +135,7 @@ func (b *Builder) allowed(src *v1alpha1.CredentialSource, tenant bool) error {
 	if id := src.CloudIdentity(); id != nil && id.SecretRef == nil && id.WebIdentity == nil {
 		return ErrTenantAmbient
 	}
-	return nil
+	return b.tenantEndpoints(src)
 }
 
 func (b *Builder) identity(id v1alpha1.CloudIdentity, namespace string) cloud.Identity {
@@ -137,26 +161,6 @@ func (b *Builder) identity(id v1alpha1.CloudIdentity, namespace string) cloud.Id
 		}}
 	}
 	return cloud.Identity{}
-}
-
-// mint asks the API server for a ServiceAccount token for audience.
-func (b *Builder) mint(ctx context.Context, namespace, name, audience string) (string, error) {
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
-	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
-		Audiences: []string{audience}, ExpirationSeconds: ptr.To[int64](serviceAccountTokenSeconds)}}
-	if err := b.Client.SubResource("token").Create(ctx, sa, tr); err != nil {
-		if apierrors.IsNotFound(err) {
-			return "", &cloud.Error{Reason: cloud.IdentityNotFound, Message: fmt.Sprintf("ServiceAccount %s/%s not found", namespace, name)}
-		}
-		if apierrors.IsForbidden(err) {
-			return "", &cloud.Error{Reason: cloud.AccessDenied, Message: fmt.Sprintf("regcred may not mint tokens for ServiceAccount %s/%s", namespace, name)}
-		}
-		return "", &cloud.Error{Reason: cloud.TokenRequestFailed, Message: fmt.Sprintf("mint a token for ServiceAccount %s/%s: %v", namespace, name, err)}
-	}
-	if tr.Status.Token == "" {
-		return "", &cloud.Error{Reason: cloud.TokenRequestFailed, Message: fmt.Sprintf("the API server minted no token for ServiceAccount %s/%s", namespace, name)}
-	}
-	return tr.Status.Token, nil
 }
 
 // Provider serves a cloud source's token from the cache.
@@ -195,11 +199,13 @@ func (p *Provider) Resolve(ctx context.Context, req source.Request) (*source.Res
 func SourceError(err error) *source.Error {
 	var ce *cloud.Error
 	if !errors.As(err, &ce) {
-		return &source.Error{Reason: source.Reason(v1alpha1.ReasonTokenRequestFailed), Message: err.Error()}
+		return &source.Error{Reason: source.Reason(v1alpha1.ReasonTokenRequestFailed), Message: redact.Message(err.Error())}
 	}
 	reason := source.Reason(ce.Reason)
 	if ce.Reason == cloud.Invalid {
 		reason = source.Invalid
 	}
-	return &source.Error{Reason: reason, Message: ce.Message}
+	// A token endpoint's answer may be quoted in the message: one line,
+	// bounded (cloud keeps tokens out of it).
+	return &source.Error{Reason: reason, Message: redact.Message(ce.Message)}
 }

@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/source"
 )
@@ -36,6 +37,14 @@ func (p *Provider) Resolve(ctx context.Context, req source.Request) (*source.Res
 	cfg, err := dockercfg.ParseSecretData(string(s.Type), s.Data, req.Registries)
 	if err != nil {
 		return nil, &source.Error{Reason: source.Invalid, Message: fmt.Sprintf("source Secret %s/%s: %v", req.Namespace, p.Name, err)}
+	}
+	// Only the entries the credential is for are copied: the source may
+	// hold logins for other registries, which must not reach every
+	// namespace the credential does.
+	all := len(cfg.Auths)
+	cfg, _ = credential.CoveredEntries(cfg, req.Registries)
+	if all > 0 && len(cfg.Auths) == 0 {
+		return nil, &source.Error{Reason: source.Invalid, Message: fmt.Sprintf("source Secret %s/%s: none of its %d entries is for spec.registries", req.Namespace, p.Name, all)}
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, &source.Error{Reason: source.Invalid, Message: fmt.Sprintf("source Secret %s/%s: %v", req.Namespace, p.Name, err)}
