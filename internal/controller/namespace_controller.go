@@ -16,6 +16,7 @@ import (
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/logkeys"
+	"regcred.dev/regcred/internal/redact"
 	"regcred.dev/regcred/internal/source"
 )
 
@@ -197,6 +198,9 @@ func (r *NamespaceReconciler) credentialsIn(ctx context.Context, namespace strin
 }
 
 func (r *NamespaceReconciler) fail(ctx context.Context, c *credential.Credential, namespace, message string) {
+	// API errors quote what a tenant wrote (names, webhook answers): bound
+	// them before they reach the log, the Event and status.failures.
+	message = redact.Message(message)
 	if r.failures.set(c.Key, namespace, message) {
 		ctrl.LoggerFrom(ctx).Info("sync failed", logkeys.Credential, c.Key.String(), logkeys.Reason, message)
 		r.recorder.Eventf(c.Object, nil, corev1.EventTypeWarning, v1alpha1.ReasonSyncFailed, "Sync", "namespace %s: %s", namespace, message)

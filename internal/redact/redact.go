@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 )
 
@@ -36,7 +35,7 @@ type Secret struct {
 func Message(s string, secrets ...Secret) string {
 	forms := Forms(secrets...)
 	s = replace(s, forms)
-	s = strip(s)
+	s = Printable(s)
 	// Stripping can join a secret split by control characters.
 	s = replace(s, forms)
 	return Truncate(s, MaxMessage)
@@ -153,22 +152,6 @@ func replace(s string, forms []string) string {
 		s = strings.ReplaceAll(s, f, Placeholder)
 	}
 	return s
-}
-
-// strip turns invalid UTF-8 into U+FFFD, line breaks and tabs into
-// spaces, and drops other control and format (bidi) characters, so a
-// message is one line that reads as it displays.
-func strip(s string) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	return strings.Map(func(r rune) rune {
-		switch {
-		case r == '\n' || r == '\r' || r == '\t':
-			return ' '
-		case unicode.IsControl(r), unicode.Is(unicode.Cf, r):
-			return -1
-		}
-		return r
-	}, s)
 }
 
 // Truncate cuts s to at most max bytes on a rune boundary, ending in "…".
