@@ -22,6 +22,7 @@ type managerOptions struct {
 	namespace               string
 	metricsAddr             string
 	probeAddr               string
+	pprofAddr               string
 	leaderElect             bool
 	qps                     float32
 	burst                   int
@@ -125,6 +126,7 @@ removes it) and regcred keeps only its caBundle. See docs/webhook.md.`,
 				Namespace:                  o.namespace,
 				MetricsAddr:                o.metricsAddr,
 				ProbeAddr:                  o.probeAddr,
+				PprofAddr:                  o.pprofAddr,
 				LeaderElect:                o.leaderElect,
 				PluginDir:                  o.pluginDir,
 				TenantEndpointHosts:        o.tenantEndpointHosts,
@@ -147,6 +149,9 @@ removes it) and regcred keeps only its caBundle. See docs/webhook.md.`,
 	f.StringVar(&o.namespace, "namespace", "regcred-system", "regcred's own namespace: holds ClusterRegistryCredential sources and the leader-election lease, and is never synced to")
 	f.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", `address of the Prometheus metrics endpoint ("0" disables it)`)
 	f.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", `address of /healthz and /readyz ("0" disables them)`)
+	// Hidden: for memory measurements (docs/benchmarks.md); profiles hold object contents.
+	f.StringVar(&o.pprofAddr, "pprof-bind-address", "", "address of net/http/pprof, for memory measurements (empty disables it)")
+	_ = f.MarkHidden("pprof-bind-address")
 	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader so that only one replica reconciles")
 	f.Float32Var(&o.qps, "kube-api-qps", 200, "queries per second to the API server")
 	f.IntVar(&o.burst, "kube-api-burst", 400, "burst of queries to the API server")

@@ -109,6 +109,11 @@ func TestManagerCommand(t *testing.T) {
 	}()
 	logs := func() string { logMu.Lock(); defer logMu.Unlock(); return logText.String() }
 
+	defer func() {
+		if t.Failed() {
+			t.Logf("manager log:\n%s", logs())
+		}
+	}()
 	testenv.Eventually(t, time.Minute, func(ctx context.Context) error {
 		var s corev1.Secret
 		return cp.Client.Get(ctx, client.ObjectKey{Namespace: target, Name: "regcred-cli-manager"}, &s)

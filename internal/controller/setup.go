@@ -77,16 +77,18 @@ type Options struct {
 
 // CacheOptions restricts the manager's cache to what regcred manages:
 // Secrets only with regcred's label, and no managedFields on anything.
-// The kinds tenants write keep only what regcred reads (cachetrim.go).
+// The kinds tenants write keep only what regcred reads (cachetrim.go),
+// and are listed in trimmed pages (pagedlist.go).
 func CacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{credential.LabelManaged: "true"}),
-				Transform: trimmed(trimSecret)},
-			&corev1.ServiceAccount{}: {Transform: trimmed(trimServiceAccount)},
-			&corev1.Namespace{}:      {Transform: trimmed(trimNamespace)},
+				Transform: tenantTrim(&corev1.Secret{})},
+			&corev1.ServiceAccount{}: {Transform: tenantTrim(&corev1.ServiceAccount{})},
+			&corev1.Namespace{}:      {Transform: tenantTrim(&corev1.Namespace{})},
 		},
+		NewInformer: pagedInformers(tenantTrim),
 	}
 }
 

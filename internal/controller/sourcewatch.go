@@ -5,7 +5,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
+	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -41,6 +43,8 @@ func newSourceWatches(mgr ctrl.Manager, regcredNamespace string) (*sourceWatches
 			DefaultLabelSelector: labels.NewSelector().Add(*notManaged),
 			DefaultFieldSelector: fields.OneTermEqualSelector("type", secretType),
 			DefaultTransform:     stripToIdentity,
+			// Tenants write these Secrets' metadata (256 KiB of annotations each).
+			NewInformer: pagedInformers(func(runtime.Object) toolscache.TransformFunc { return stripToIdentity }),
 		})
 		if err != nil {
 			return err

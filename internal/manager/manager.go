@@ -38,6 +38,9 @@ type Options struct {
 	MetricsAddr string
 	// ProbeAddr serves /healthz and /readyz; "0" disables.
 	ProbeAddr string
+	// PprofAddr serves net/http/pprof (memory measurements); "" or "0"
+	// disables. Profiles show object contents: loopback only.
+	PprofAddr string
 	// LeaderElect makes one replica reconcile at a time.
 	LeaderElect bool
 	// QPS and Burst limit the client's requests to the API server.
@@ -133,6 +136,7 @@ func New(ctx context.Context, opts Options) (ctrl.Manager, error) {
 		Cache:                         controller.CacheOptions(),
 		Metrics:                       metricsserver.Options{BindAddress: opts.MetricsAddr},
 		HealthProbeBindAddress:        opts.ProbeAddr,
+		PprofBindAddress:              opts.PprofAddr,
 		LeaderElection:                opts.LeaderElect,
 		LeaderElectionID:              "regcred-manager",
 		LeaderElectionNamespace:       opts.Namespace,

@@ -17,6 +17,29 @@ import (
 )
 
 // hostSnapshot is what a cluster changes on the host, in a comparable form.
+// loadedTables drops from an iptables-save dump the tables that hold only
+// built-in chains accepting everything: the first iptables command on a
+// fresh machine loads such tables, and they cannot be unloaded, yet they
+// change nothing on the host.
+func loadedTables(dump string) string {
+	var out strings.Builder
+	for _, table := range strings.SplitAfter(dump, "COMMIT\n") {
+		empty := true
+		for _, line := range strings.Split(table, "\n") {
+			switch {
+			case line == "", line == "COMMIT", strings.HasPrefix(line, "#"), strings.HasPrefix(line, "*"):
+			case strings.HasPrefix(line, ":") && strings.Contains(line, " ACCEPT "):
+			default:
+				empty = false
+			}
+		}
+		if !empty {
+			out.WriteString(table)
+		}
+	}
+	return out.String()
+}
+
 func hostSnapshot(t *testing.T) string {
 	t.Helper()
 	var b strings.Builder
@@ -26,7 +49,7 @@ func hostSnapshot(t *testing.T) string {
 		if err != nil {
 			t.Fatalf("%s: %v", cmd, err)
 		}
-		for _, line := range strings.Split(string(out), "\n") {
+		for _, line := range strings.Split(loadedTables(string(out)), "\n") {
 			if !strings.HasPrefix(line, "#") {
 				fmt.Fprintln(&b, counters.ReplaceAllString(line, ""))
 			}
