@@ -171,7 +171,7 @@ func awsHTTPClient(env Env) aws.HTTPClient {
 		c = c.WithTimeout(env.HTTPClient.Timeout)
 	}
 	if tr, ok := egress.Base(env.HTTPClient.Transport); ok {
-		tls, dial := tr.TLSClientConfig, tr.DialContext
+		tls, dial, proxy := tr.TLSClientConfig, tr.DialContext, tr.Proxy
 		if tls != nil {
 			tls = tls.Clone()
 		}
@@ -181,6 +181,9 @@ func awsHTTPClient(env Env) aws.HTTPClient {
 			}
 			if dial != nil {
 				t.DialContext = dial
+				// A guarded dialer comes without a proxy (egress.Transport),
+				// and the SDK's own proxy would route around it.
+				t.Proxy = proxy
 			}
 		})
 	}

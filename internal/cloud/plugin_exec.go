@@ -32,7 +32,11 @@ const outputGrace = 2 * time.Second
 var (
 	refusedEnvPrefixes = []string{"LD_", "DYLD_", "BASH_FUNC_"}
 	refusedEnvNames    = []string{"PATH", "GCONV_PATH", "GETCONF_DIR", "HOSTALIASES", "LOCALDOMAIN", "LOCPATH", "MALLOC_TRACE",
-		"NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "TZDIR", "BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "IFS", "PS4"}
+		"NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "TZDIR", "BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "IFS", "PS4",
+		// Interpreters' and libraries' code and start-up hooks.
+		"OPENSSL_CONF", "OPENSSL_ENGINES", "OPENSSL_MODULES", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE",
+		"NODE_OPTIONS", "NODE_PATH", "PERL5OPT", "PERL5LIB", "PERLLIB", "RUBYOPT", "RUBYLIB",
+		"JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH", "GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES"}
 )
 
 // pluginEnv is the environment a plugin runs with: PATH and the spec's

@@ -261,7 +261,7 @@ func TestPluginEnv(t *testing.T) {
 		t.Errorf("the plugin sees the manager's environment:\n%s", env)
 	}
 
-	for _, kv := range []string{"LD_PRELOAD=/tmp/evil.so", "LD_LIBRARY_PATH=/tmp", "PATH=/tmp/evil:/usr/bin", "DYLD_INSERT_LIBRARIES=/tmp/x", "GCONV_PATH=/tmp", "BASH_ENV=/tmp/x", "=x"} {
+	for _, kv := range []string{"LD_PRELOAD=/tmp/evil.so", "LD_LIBRARY_PATH=/tmp", "PATH=/tmp/evil:/usr/bin", "DYLD_INSERT_LIBRARIES=/tmp/x", "GCONV_PATH=/tmp", "BASH_ENV=/tmp/x", "OPENSSL_CONF=/tmp/x.cnf", "PYTHONPATH=/tmp", "NODE_OPTIONS=--require=/tmp/x.js", "JAVA_TOOL_OPTIONS=-javaagent:/tmp/x.jar", "=x"} {
 		_ = os.Remove(envFile)
 		p := &cloud.Plugin{Command: cmd, Dir: filepath.Dir(cmd), Registries: []string{"r.example.com"}, Env: []string{"ENV_FILE=" + envFile, kv}}
 		ce := fetchErr(t, p)

@@ -6,12 +6,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/credential"
 )
 
 // Tenants write ServiceAccounts, Namespaces' annotations and Secrets that
@@ -22,8 +24,13 @@ import (
 // ServiceAccount patch is a merge patch of the fields regcred changes, and
 // a Secret is read fresh from the API server before it is updated.
 
-// annotationPrefix is the prefix of the annotations regcred reads.
-const annotationPrefix = "regcred.dev/"
+// cachedAnnotations are the annotations regcred reads from its cache, and
+// maxCachedAnnotation bounds each value: regcred's own are a few KiB at
+// most, and a tenant who pads one only loses it from regcred's view (the
+// prefix alone would let regcred.dev/pad-N carry 256 KiB per object).
+var cachedAnnotations = []string{credential.AnnotationCredential, credential.AnnotationPullSecrets, credential.AnnotationTokenAudiences}
+
+const maxCachedAnnotation = 16 << 10
 
 // maxCachedSecretData is the largest .dockerconfigjson a cached managed
 // Secret keeps whole. A rendered docker config is a few KiB; a larger one
@@ -91,8 +98,8 @@ func trimMeta(m *metav1.ObjectMeta) {
 
 func regcredAnnotations(in map[string]string) map[string]string {
 	var out map[string]string
-	for k, v := range in {
-		if strings.HasPrefix(k, annotationPrefix) {
+	for _, k := range cachedAnnotations {
+		if v, ok := in[k]; ok && len(v) <= maxCachedAnnotation {
 			if out == nil {
 				out = map[string]string{}
 			}
@@ -121,6 +128,12 @@ func trimSecret(in any) {
 		return
 	}
 	trimMeta(&s.ObjectMeta)
+	// Only regcred's own label is read; the others are a tenant's to pad.
+	if v, ok := s.Labels[credential.LabelManaged]; ok {
+		s.Labels = map[string]string{credential.LabelManaged: v}
+	} else {
+		s.Labels = nil
+	}
 	s.StringData = nil
 	s.Immutable = nil
 	d, ok := s.Data[corev1.DockerConfigJsonKey]
@@ -130,6 +143,17 @@ func trimSecret(in any) {
 	case len(d) > maxCachedSecretData:
 		s.Data = map[string][]byte{corev1.DockerConfigJsonKey: dataDigest(d)}
 	}
+}
+
+// trimRegistryCredential keeps what a tenant's credential says (its spec
+// is bounded by validation) and regcred's status, but not the annotations
+// (kubectl's last-applied copy, or padding).
+func trimRegistryCredential(in any) {
+	c, ok := in.(*v1alpha1.RegistryCredential)
+	if !ok {
+		return
+	}
+	c.Annotations = regcredAnnotations(c.Annotations)
 }
 
 // trimNamespace keeps the metadata above (labels are what selectors

@@ -7,6 +7,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/credential"
 )
 
 func bigMeta(name string) metav1.ObjectMeta {
@@ -17,6 +20,8 @@ func bigMeta(name string) metav1.ObjectMeta {
 			"regcred.dev/pull-secrets":        "regcred-x",
 			"regcred.dev/token-audiences":     "sts.amazonaws.com",
 			"tenant.example.com/huge":         strings.Repeat("x", 250<<10),
+			"regcred.dev/pad-1":               strings.Repeat("x", 250<<10),
+			"regcred.dev/credential-x":        "{}",
 			"kubectl.kubernetes.io/last-seen": "{}",
 		},
 		OwnerReferences: []metav1.OwnerReference{{Kind: "RegistryCredential", Name: "c", UID: "o1"}},
@@ -26,11 +31,21 @@ func bigMeta(name string) metav1.ObjectMeta {
 
 func wantMetaKept(t *testing.T, o client.Object) {
 	t.Helper()
+	wantIdentityKept(t, o)
+	if o.GetLabels()["team"] != "a" {
+		t.Errorf("labels lost: %v", o.GetLabels())
+	}
+}
+
+// wantIdentityKept: identity, owner references and exactly the
+// annotations regcred reads, whatever else carries its prefix.
+func wantIdentityKept(t *testing.T, o client.Object) {
+	t.Helper()
 	if o.GetName() == "" || o.GetNamespace() != "tenant" || o.GetUID() != "u1" || o.GetResourceVersion() != "7" || o.GetGeneration() != 2 {
 		t.Errorf("identity lost: %+v", o)
 	}
-	if o.GetLabels()["team"] != "a" || len(o.GetOwnerReferences()) != 1 {
-		t.Errorf("labels or owner references lost: %v %v", o.GetLabels(), o.GetOwnerReferences())
+	if len(o.GetOwnerReferences()) != 1 {
+		t.Errorf("owner references lost: %v", o.GetOwnerReferences())
 	}
 	want := map[string]string{"regcred.dev/pull-secrets": "regcred-x", "regcred.dev/token-audiences": "sts.amazonaws.com"}
 	if got := o.GetAnnotations(); len(got) != len(want) || got["regcred.dev/pull-secrets"] != "regcred-x" || got["regcred.dev/token-audiences"] != "sts.amazonaws.com" {
@@ -78,9 +93,14 @@ func TestTrimSecret(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &corev1.Secret{ObjectMeta: bigMeta("regcred-x"), Type: corev1.SecretTypeDockerConfigJson, Data: tc.data}
+			s.Labels[credential.LabelManaged] = "true"
+			s.Labels["padding"] = strings.Repeat("x", 63)
 			out, _ := trimmed(trimSecret)(s)
 			got := out.(*corev1.Secret)
-			wantMetaKept(t, got)
+			wantIdentityKept(t, got)
+			if l := got.GetLabels(); len(l) != 1 || l[credential.LabelManaged] != "true" {
+				t.Errorf("labels = %v, want only %s", l, credential.LabelManaged)
+			}
 			if got.Type != corev1.SecretTypeDockerConfigJson {
 				t.Errorf("type = %q", got.Type)
 			}
@@ -140,5 +160,30 @@ func TestTrimPassesOtherObjectsThrough(t *testing.T) {
 	in := "not an object"
 	if out, err := trimmed(trimSecret)(in); err != nil || out != in {
 		t.Errorf("got %v, %v", out, err)
+	}
+}
+
+// An annotation regcred reads but padded past what regcred itself writes
+// is dropped too: the exact keys alone would still let a tenant put
+// 256 KiB per object into every replica's cache.
+func TestTrimDropsPaddedRegcredAnnotation(t *testing.T) {
+	sa := &corev1.ServiceAccount{ObjectMeta: bigMeta("default")}
+	sa.Annotations[credential.AnnotationPullSecrets] = strings.Repeat("a,", maxCachedAnnotation)
+	out, _ := trimmed(trimServiceAccount)(sa)
+	got := out.(*corev1.ServiceAccount).Annotations
+	if _, ok := got[credential.AnnotationPullSecrets]; ok || len(got) != 1 {
+		t.Errorf("annotations kept: %d keys", len(got))
+	}
+}
+
+func TestTrimRegistryCredential(t *testing.T) {
+	c := &v1alpha1.RegistryCredential{ObjectMeta: bigMeta("c"),
+		Spec: v1alpha1.CredentialSpec{Registries: []string{"harbor.example.com"}}}
+	c.Annotations["kubectl.kubernetes.io/last-applied-configuration"] = strings.Repeat("x", 200<<10)
+	out, _ := tenantTrim(&v1alpha1.RegistryCredential{})(c)
+	got := out.(*v1alpha1.RegistryCredential)
+	wantMetaKept(t, got)
+	if len(got.Spec.Registries) != 1 {
+		t.Error("spec lost")
 	}
 }

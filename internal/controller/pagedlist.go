@@ -1,6 +1,8 @@
 package controller
 
 import (
+	"regcred.dev/regcred/api/v1alpha1"
+
 	"context"
 	"time"
 
@@ -137,6 +139,8 @@ func tenantTrim(obj runtime.Object) toolscache.TransformFunc {
 		return trimmed(trimServiceAccount)
 	case *corev1.Namespace:
 		return trimmed(trimNamespace)
+	case *v1alpha1.RegistryCredential:
+		return trimmed(trimRegistryCredential)
 	}
 	return nil
 }

@@ -42,6 +42,7 @@ import (
 // regcred's namespace only; the chart binds it there.
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=regcred-system,resources=leases,verbs=create
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=regcred-system,resources=leases,resourceNames=regcred-manager,verbs=get;update
+// +kubebuilder:rbac:groups="",namespace=regcred-system,resources=events,verbs=create;patch
 //
 // Web identities (cloudsrc's mint: serviceaccounts/token create and
 // tokenreviews create) have no marker: the chart grants them only with
@@ -85,8 +86,9 @@ func CacheOptions() cache.Options {
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{credential.LabelManaged: "true"}),
 				Transform: tenantTrim(&corev1.Secret{})},
-			&corev1.ServiceAccount{}: {Transform: tenantTrim(&corev1.ServiceAccount{})},
-			&corev1.Namespace{}:      {Transform: tenantTrim(&corev1.Namespace{})},
+			&corev1.ServiceAccount{}:       {Transform: tenantTrim(&corev1.ServiceAccount{})},
+			&corev1.Namespace{}:            {Transform: tenantTrim(&corev1.Namespace{})},
+			&v1alpha1.RegistryCredential{}: {Transform: tenantTrim(&v1alpha1.RegistryCredential{})},
 		},
 		NewInformer: pagedInformers(tenantTrim),
 	}

@@ -65,6 +65,9 @@ func Transport(base http.RoundTripper, p Policy) http.RoundTripper {
 			tr.DialTLSContext = nil
 			tr.Dial = nil    //nolint:staticcheck // a set Dial would bypass the guard
 			tr.DialTLS = nil //nolint:staticcheck
+			// Through a proxy the guard would see only the proxy's
+			// address, and the proxy would reach the tenant's target.
+			tr.Proxy = nil
 		}
 		base = tr
 	} else if p.Guard != nil {

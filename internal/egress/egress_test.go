@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -139,8 +140,9 @@ func TestGuardRanges(t *testing.T) {
 		"127.0.0.1": false, "127.9.9.9": false, "::1": false, "169.254.169.254": false, "fe80::1": false,
 		"10.0.0.1": false, "172.16.3.4": false, "192.168.0.1": false, "fd00::1": false, "100.64.1.1": false,
 		"0.0.0.0": false, "::": false, "224.0.0.1": false, "ff02::1": false, "::ffff:127.0.0.1": false,
-		"::ffff:169.254.169.254": false,
-		"10.20.3.4":              true, "192.168.1.7": true, "8.8.8.8": true, "2001:4860:4860::8888": true, "1.1.1.1": true,
+		"::ffff:169.254.169.254": false, "198.18.0.1": false, "fec0::1": false, "64:ff9b:1::a00:1": false,
+		"2002:a00:1::1": false, "::10.0.0.1": false,
+		"10.20.3.4": true, "192.168.1.7": true, "8.8.8.8": true, "2001:4860:4860::8888": true, "1.1.1.1": true,
 	} {
 		if got := g.Allowed(netip.MustParseAddr(addr)); got != want {
 			t.Errorf("%s: allowed %t, want %t", addr, got, want)
@@ -174,6 +176,26 @@ func TestGuardAtConnect(t *testing.T) {
 	// rather than going unguarded.
 	if _, err := (&http.Client{Transport: Transport(roundTripperFunc(nil), Policy{Guard: g})}).Get(srv.URL); err == nil {
 		t.Error("an unguardable base was used unguarded")
+	}
+}
+
+// A guarded transport goes to its target itself: through a proxy the
+// guard would check the proxy's address, and the proxy would reach
+// whatever the tenant named.
+func TestGuardBypassesNoProxy(t *testing.T) {
+	proxied := 0
+	proxy := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { proxied++ }))
+	defer proxy.Close()
+	proxyURL, _ := url.Parse(proxy.URL)
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.Proxy = http.ProxyURL(proxyURL)
+	g, _ := NewGuard([]string{"127.0.0.1/32"})
+	_, err := Client(base, Policy{Guard: &Guard{}, AllowHTTP: true}, 5*time.Second).Get("http://127.0.0.2:9/")
+	if !errors.Is(err, ErrBlocked) || proxied != 0 {
+		t.Errorf("through a proxy: %v, %d requests reached the proxy", err, proxied)
+	}
+	if tr := Transport(base, Policy{Guard: g}).(*transport).inner.(*http.Transport); tr.Proxy != nil {
+		t.Error("a guarded transport keeps its proxy")
 	}
 }
 

@@ -22,6 +22,9 @@ var blockedRanges = mustPrefixes(
 	"0.0.0.0/8", "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
 	"169.254.0.0/16", "100.64.0.0/10", "224.0.0.0/4", "240.0.0.0/4", "192.0.0.0/24",
 	"::/128", "::1/128", "fe80::/10", "fc00::/7", "ff00::/8", "64:ff9b::/96", "2001:db8::/32",
+	// Benchmarking, site-local, local NAT64, 6to4 (which wraps any IPv4
+	// address) and IPv4-compatible addresses.
+	"198.18.0.0/15", "fec0::/10", "64:ff9b:1::/48", "2002::/16", "::/96",
 )
 
 // Guard refuses connections to blocked ranges unless an allowed prefix

@@ -52,6 +52,7 @@ var neededRules = []struct {
 	{"always", "cluster", "regcred.dev", "clusterregistrycredentials/status,registrycredentials/status", "patch", "", "status, patched with an optimistic lock"},
 	{"leader", "regcred-system", "coordination.k8s.io", "leases", "create", "", "the leader election Lease's first creation (create cannot name its object)"},
 	{"leader", "regcred-system", "coordination.k8s.io", "leases", "get,update", "regcred-manager", "leader election: read and renew the Lease, by name"},
+	{"leader", "regcred-system", "", "events", "create,patch", "", "leader election's Events (controller-runtime records them with the core/v1 recorder), in regcred's namespace only"},
 	{"selfcerts", "regcred-system", "", "secrets", "create", "", "the webhook's CA and serving certificate, the first time (create cannot name its object)"},
 	{"selfcerts", "regcred-system", "", "secrets", "get,update", "regcred-webhook-tls", "the webhook's CA and serving certificate, read and renewed by name"},
 	{"selfcerts", "cluster", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "get,update", "regcred", "the caBundle of the chart's MutatingWebhookConfiguration, by name; the chart creates and deletes it"},

@@ -27,7 +27,27 @@ func (b *Builder) tenantEndpoints(src *v1alpha1.CredentialSource) error {
 		return fmt.Errorf("a RegistryCredential cannot override %s with host %s: it is not in the manager's --tenant-endpoint-hosts (%s)",
 			field, host, strings.Join(b.TenantEndpointHosts, ","))
 	}
+	if a := src.ACR; a != nil && !acrLoginServer(a.Registry) && !HostAllowed("https://"+a.Registry, b.TenantEndpointHosts) {
+		// The Entra token, good for every registry the identity reads, is
+		// posted to https://<registry>/oauth2/exchange.
+		return fmt.Errorf("a RegistryCredential's spec.source.acr.registry %s is not an Azure login server (*%s) nor in the manager's --tenant-endpoint-hosts",
+			a.Registry, strings.Join(acrSuffixes, ", *"))
+	}
 	return nil
+}
+
+// acrSuffixes are the domains of Azure Container Registry login servers
+// (public, China, US Government clouds).
+var acrSuffixes = []string{".azurecr.io", ".azurecr.cn", ".azurecr.us"}
+
+func acrLoginServer(registry string) bool {
+	host := strings.ToLower(registry)
+	for _, sfx := range acrSuffixes {
+		if name, ok := strings.CutSuffix(host, sfx); ok && name != "" && !strings.ContainsAny(name, ".:") {
+			return true
+		}
+	}
+	return false
 }
 
 // endpointOverrides are the source's endpoint overrides by field.

@@ -193,3 +193,25 @@ func TestTenantEndpointOverrides(t *testing.T) {
 		t.Errorf("a tenant ECR source without override: %v", err)
 	}
 }
+
+// A tenant's ACR registry receives the Entra token (good for every
+// registry of the identity) at /oauth2/exchange: it must be an Azure login
+// server or an allowed host.
+func TestTenantACRRegistry(t *testing.T) {
+	web := v1alpha1.CloudIdentity{WebIdentity: &v1alpha1.WebIdentity{ServiceAccountName: "ci", Audience: "api://AzureADTokenExchange"}}
+	for registry, want := range map[string]bool{
+		"team.azurecr.io": true, "Team.AzureCR.io": true, "team.azurecr.cn": true, "team.azurecr.us": true,
+		"evil.example": false, "team.azurecr.io.evil.example": false, "a.b.azurecr.io": false, ".azurecr.io": false,
+		"team.azurecr.io:8443": false, "registry.example.com:5000": true,
+	} {
+		src := v1alpha1.CredentialSource{ACR: &v1alpha1.ACRSource{Registry: registry, Identity: web}}
+		b := &Builder{TenantEndpointHosts: []string{"registry.example.com"}}
+		_, err := b.Fetcher(&src, "shop", []string{registry}, true)
+		if got := err == nil; got != want {
+			t.Errorf("tenant ACR registry %s: allowed %t (%v), want %t", registry, got, err, want)
+		}
+		if _, err := b.Fetcher(&src, "regcred-system", []string{registry}, false); err != nil {
+			t.Errorf("a ClusterRegistryCredential's ACR registry %s: %v", registry, err)
+		}
+	}
+}
