@@ -8,18 +8,13 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -60,9 +55,9 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "regcred")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/regcred").CombinedOutput(); err != nil {
-		return fmt.Errorf("build regcred (run from the repository root): %v\n%s", err, out)
+	bin, err := benchenv.BuildRegcred(dir)
+	if err != nil {
+		return err
 	}
 
 	cp, err := benchenv.ControlPlane()
@@ -100,11 +95,11 @@ func run() error {
 	}
 
 	// Run 1: manager running, credentials applied.
-	m, err := startManager(bin, cp.Kubeconfig, dir)
+	m, err := benchenv.StartManager(bin, cp.Kubeconfig, regcredNS, dir, managerFlags()...)
 	if err != nil {
 		return err
 	}
-	idleRSS := m.rss()
+	idleRSS := m.RSS()
 	t0 := time.Now()
 	for i, host := range []string{"harbor.example.com", "ghcr.io"} {
 		cred := &v1alpha1.ClusterRegistryCredential{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cred-%d", i)}}
@@ -119,7 +114,7 @@ func run() error {
 		return err
 	}
 	converge := time.Since(t0)
-	writes, err := m.writes()
+	writes, err := syncWrites(m)
 	if err != nil {
 		return err
 	}
@@ -127,7 +122,7 @@ func run() error {
 	fmt.Printf("time from applying both credentials to every Secret and ServiceAccount in place and both Ready %d/%d: %s\n", *namespaces, *namespaces, converge.Round(time.Millisecond))
 	fmt.Printf("API writes by the manager: %s (ideal: %d Secrets created + %d ServiceAccount patches + a few status writes)\n", writes, 2**namespaces, *namespaces)
 	settle(m)
-	fmt.Printf("manager RSS: %s idle before the credentials, %s after converging (peak %s)\n", mib(idleRSS), mib(m.rss()), mib(m.hwm()))
+	fmt.Printf("manager RSS: %s idle before the credentials, %s after converging (peak %s)\n", benchenv.MiB(idleRSS), benchenv.MiB(m.RSS()), benchenv.MiB(m.HWM()))
 
 	// Latency of a new namespace.
 	lat, err := measureLatency(ctx, c, *latencyN)
@@ -140,24 +135,24 @@ func run() error {
 	// below really has nothing to change.
 	settle(m)
 	time.Sleep(2 * time.Second)
-	if err := m.stop(); err != nil {
+	if err := m.Stop(); err != nil {
 		return err
 	}
 
 	// Run 2: restart = full resync with nothing changed.
-	m, err = startManager(bin, cp.Kubeconfig, dir)
+	m, err = benchenv.StartManager(bin, cp.Kubeconfig, regcredNS, dir, managerFlags()...)
 	if err != nil {
 		return err
 	}
 	settle(m)
-	writes, err = m.writes()
+	writes, err = syncWrites(m)
 	if err != nil {
 		return err
 	}
-	baseRSS, baseHeap := m.rss(), m.heap()
+	baseRSS, baseHeap := m.RSS(), m.Heap()
 	fmt.Printf("\n## resync with nothing changed (manager restarted, every namespace reconciled again)\n")
 	fmt.Printf("API writes: %s\n", writes)
-	if err := m.stop(); err != nil {
+	if err := m.Stop(); err != nil {
 		return err
 	}
 
@@ -179,84 +174,34 @@ func run() error {
 		return err
 	}
 	fmt.Printf("\n## memory with %d unrelated 4 KiB Secrets (created in %s)\n", *unrelated, time.Since(t1).Round(time.Millisecond))
-	m, err = startManager(bin, cp.Kubeconfig, dir)
+	m, err = benchenv.StartManager(bin, cp.Kubeconfig, regcredNS, dir, managerFlags()...)
 	if err != nil {
 		return err
 	}
 	settle(m)
-	withRSS, withHeap := m.rss(), m.heap()
-	writes, _ = m.writes()
+	withRSS, withHeap := m.RSS(), m.Heap()
+	writes, _ = syncWrites(m)
 	fmt.Printf("manager after a resync: RSS %s without them, %s with them (peak %s); Go heap in use %s without, %s with; writes %s\n",
-		mib(baseRSS), mib(withRSS), mib(m.hwm()), mib(baseHeap), mib(withHeap), writes)
-	return m.stop()
+		benchenv.MiB(baseRSS), benchenv.MiB(withRSS), benchenv.MiB(m.HWM()), benchenv.MiB(baseHeap), benchenv.MiB(withHeap), writes)
+	return m.Stop()
 }
 
-type managerProc struct {
-	cmd         *exec.Cmd
-	metricsAddr string
-	probeAddr   string
-	log         *os.File
-}
-
-// startManager runs `regcred manager` and waits until it is ready.
-func startManager(bin, kubeconfig, dir string) (*managerProc, error) {
-	m := &managerProc{metricsAddr: freeAddr(), probeAddr: freeAddr()}
-	var err error
-	m.log, err = os.CreateTemp(dir, "manager-*.log")
-	if err != nil {
-		return nil, err
-	}
-	m.cmd = exec.Command(bin, "manager", "--kubeconfig", kubeconfig, "--namespace", regcredNS,
-		"--metrics-bind-address", m.metricsAddr, "--health-probe-bind-address", m.probeAddr,
-		"--kube-api-qps", strconv.Itoa(*qps), "--kube-api-burst", strconv.Itoa(*burst), "--concurrency", strconv.Itoa(*concurrency),
-		"--log-level", "error")
-	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
-	if err := m.cmd.Start(); err != nil {
-		return nil, err
-	}
-	return m, m.waitReady()
-}
-
-func (m *managerProc) waitReady() error {
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + m.probeAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("manager not ready; log in %s", m.log.Name())
-}
-
-func (m *managerProc) stop() error {
-	_ = m.cmd.Process.Signal(syscall.SIGTERM)
-	return m.cmd.Wait()
-}
-
-// writes sums regcred_sync_writes_total by operation.
-func (m *managerProc) writes() (string, error) {
-	resp, err := http.Get("http://" + m.metricsAddr + "/metrics")
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
+// syncWrites sums regcred_sync_writes_total by operation.
+func syncWrites(m *benchenv.Manager) (string, error) {
 	total := 0.0
 	var parts []string
-	s := bufio.NewScanner(resp.Body)
-	for s.Scan() {
-		line := s.Text()
+	err := m.Metrics(func(line string) {
 		if !strings.HasPrefix(line, "regcred_sync_writes_total{") {
-			continue
+			return
 		}
 		f := strings.Fields(line)
 		v, _ := strconv.ParseFloat(f[len(f)-1], 64)
 		total += v
 		op := strings.TrimSuffix(strings.TrimPrefix(f[0], `regcred_sync_writes_total{operation="`), `"}`)
 		parts = append(parts, fmt.Sprintf("%s %.0f", op, v))
+	})
+	if err != nil {
+		return "", err
 	}
 	sort.Strings(parts)
 	if len(parts) == 0 {
@@ -265,48 +210,13 @@ func (m *managerProc) writes() (string, error) {
 	return fmt.Sprintf("%.0f (%s)", total, strings.Join(parts, ", ")), nil
 }
 
-func (m *managerProc) procStatus(key string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, key+":") {
-			f := strings.Fields(line)
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb * 1024
-		}
-	}
-	return 0
-}
-
-// heap reads go_memstats_heap_inuse_bytes after a forced settle.
-func (m *managerProc) heap() int64 {
-	resp, err := http.Get("http://" + m.metricsAddr + "/metrics")
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	s := bufio.NewScanner(resp.Body)
-	for s.Scan() {
-		if strings.HasPrefix(s.Text(), "go_memstats_heap_inuse_bytes ") {
-			v, _ := strconv.ParseFloat(strings.Fields(s.Text())[1], 64)
-			return int64(v)
-		}
-	}
-	return 0
-}
-
-func (m *managerProc) rss() int64 { return m.procStatus("VmRSS") }
-func (m *managerProc) hwm() int64 { return m.procStatus("VmHWM") }
-
 // settle waits until the manager has made no write for two seconds.
-func settle(m *managerProc) {
+func settle(m *benchenv.Manager) {
 	last := ""
 	stable := time.Now()
 	for time.Since(stable) < 2*time.Second {
 		time.Sleep(200 * time.Millisecond)
-		w, _ := m.writes()
+		w, _ := syncWrites(m)
 		if w != last {
 			last, stable = w, time.Now()
 		}
@@ -381,12 +291,7 @@ func measureLatency(ctx context.Context, c client.Client, n int) ([]time.Duratio
 
 func pct(d []time.Duration, p int) time.Duration { return stats.Percentile(d, p, time.Millisecond) }
 
-func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
-
-func freeAddr() string {
-	addr, err := stats.FreeAddr()
-	if err != nil {
-		panic(err)
-	}
-	return addr
+// managerFlags are the client limits and concurrency the run measures.
+func managerFlags() []string {
+	return []string{"--kube-api-qps", strconv.Itoa(*qps), "--kube-api-burst", strconv.Itoa(*burst), "--concurrency", strconv.Itoa(*concurrency)}
 }

@@ -1,0 +1,130 @@
+package benchenv
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"regcred.dev/regcred/bench/internal/stats"
+)
+
+// BuildRegcred builds cmd/regcred into dir (run from the repository root).
+func BuildRegcred(dir string) (string, error) {
+	out := filepath.Join(dir, "regcred")
+	if b, err := exec.Command("go", "build", "-o", out, "./cmd/regcred").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build regcred (run from the repository root): %v\n%s", err, b)
+	}
+	return out, nil
+}
+
+// Manager is a `regcred manager` process of a load tool: its own metrics
+// and probe ports, its log in a file.
+type Manager struct {
+	cmd         *exec.Cmd
+	MetricsAddr string
+	probeAddr   string
+	log         *os.File
+}
+
+// StartManager runs `bin manager` against kubeconfig with regcred's
+// namespace and extra flags, logging errors only into a file in dir, and
+// waits until it is ready.
+func StartManager(bin, kubeconfig, namespace, dir string, flags ...string) (*Manager, error) {
+	metrics, err := stats.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	probe, err := stats.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	m := &Manager{MetricsAddr: metrics, probeAddr: probe}
+	if m.log, err = os.CreateTemp(dir, "manager-*.log"); err != nil {
+		return nil, err
+	}
+	args := append([]string{"manager", "--kubeconfig", kubeconfig, "--namespace", namespace,
+		"--metrics-bind-address", m.MetricsAddr, "--health-probe-bind-address", m.probeAddr, "--log-level", "error"}, flags...)
+	m.cmd = exec.Command(bin, args...)
+	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
+	if err := m.cmd.Start(); err != nil {
+		return nil, err
+	}
+	if err := m.waitReady(2 * time.Minute); err != nil {
+		_ = m.Stop()
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Manager) waitReady(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get("http://" + m.probeAddr + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("manager not ready; log in %s", m.log.Name())
+}
+
+// Stop sends SIGTERM and waits for the process.
+func (m *Manager) Stop() error {
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	return m.cmd.Wait()
+}
+
+// RSS and HWM (peak RSS) of the process, from /proc.
+func (m *Manager) RSS() int64 { return m.procStatus("VmRSS") }
+func (m *Manager) HWM() int64 { return m.procStatus("VmHWM") }
+
+func (m *Manager) procStatus(key string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, key+":") {
+			kb, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// Heap reads go_memstats_heap_inuse_bytes from the manager's metrics.
+func (m *Manager) Heap() int64 {
+	v := 0.0
+	_ = m.Metrics(func(line string) {
+		if strings.HasPrefix(line, "go_memstats_heap_inuse_bytes ") {
+			v, _ = strconv.ParseFloat(strings.Fields(line)[1], 64)
+		}
+	})
+	return int64(v)
+}
+
+// Metrics calls each with every line of the manager's /metrics.
+func (m *Manager) Metrics(each func(line string)) error {
+	resp, err := http.Get("http://" + m.MetricsAddr + "/metrics")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	s := bufio.NewScanner(resp.Body)
+	for s.Scan() {
+		each(s.Text())
+	}
+	return s.Err()
+}
+
+// MiB formats a byte count.
+func MiB(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
