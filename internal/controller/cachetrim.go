@@ -28,7 +28,9 @@ import (
 // maxCachedAnnotation bounds each value: regcred's own are a few KiB at
 // most, and a tenant who pads one only loses it from regcred's view (the
 // prefix alone would let regcred.dev/pad-N carry 256 KiB per object).
-var cachedAnnotations = []string{credential.AnnotationCredential, credential.AnnotationPullSecrets, credential.AnnotationTokenAudiences}
+// (regcred.dev/token-audiences is not among them: the opt-in is read past
+// the cache, right before a token is minted.)
+var cachedAnnotations = []string{credential.AnnotationCredential, credential.AnnotationPullSecrets}
 
 const maxCachedAnnotation = 16 << 10
 

@@ -46,7 +46,10 @@ func TestTenantObjectsTrimmedInCache(t *testing.T) {
 		if _, ok := got.Annotations["tenant.example.com/blob"]; ok {
 			return fmt.Errorf("the cache holds the tenant's %d KiB annotation", len(blob)>>10)
 		}
-		if got.Annotations["regcred.dev/token-audiences"] != "sts.amazonaws.com" || len(got.ImagePullSecrets) != 1 {
+		if _, ok := got.Annotations[credential.AnnotationTokenAudiences]; ok {
+			return fmt.Errorf("the cache holds the opt-in annotation, which is read past it")
+		}
+		if !strings.Contains(got.Annotations[credential.AnnotationPullSecrets], secretName) || len(got.ImagePullSecrets) != 1 {
 			return fmt.Errorf("the cache lost what regcred reads: %v %v", got.Annotations, got.ImagePullSecrets)
 		}
 		return nil

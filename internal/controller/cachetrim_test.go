@@ -47,8 +47,8 @@ func wantIdentityKept(t *testing.T, o client.Object) {
 	if len(o.GetOwnerReferences()) != 1 {
 		t.Errorf("owner references lost: %v", o.GetOwnerReferences())
 	}
-	want := map[string]string{"regcred.dev/pull-secrets": "regcred-x", "regcred.dev/token-audiences": "sts.amazonaws.com"}
-	if got := o.GetAnnotations(); len(got) != len(want) || got["regcred.dev/pull-secrets"] != "regcred-x" || got["regcred.dev/token-audiences"] != "sts.amazonaws.com" {
+	want := map[string]string{"regcred.dev/pull-secrets": "regcred-x"}
+	if got := o.GetAnnotations(); len(got) != len(want) || got["regcred.dev/pull-secrets"] != "regcred-x" {
 		t.Errorf("annotations = %d keys, want only regcred.dev/*: %v", len(got), want)
 	}
 	if len(o.GetManagedFields()) != 0 {
@@ -73,7 +73,7 @@ func TestTrimServiceAccount(t *testing.T) {
 		t.Error("secrets kept")
 	}
 	// Idempotent: the informer may transform an object twice.
-	if again, _ := trimmed(trimServiceAccount)(got); len(again.(*corev1.ServiceAccount).Annotations) != 2 {
+	if again, _ := trimmed(trimServiceAccount)(got); len(again.(*corev1.ServiceAccount).Annotations) != 1 {
 		t.Error("not idempotent")
 	}
 }
@@ -171,7 +171,7 @@ func TestTrimDropsPaddedRegcredAnnotation(t *testing.T) {
 	sa.Annotations[credential.AnnotationPullSecrets] = strings.Repeat("a,", maxCachedAnnotation)
 	out, _ := trimmed(trimServiceAccount)(sa)
 	got := out.(*corev1.ServiceAccount).Annotations
-	if _, ok := got[credential.AnnotationPullSecrets]; ok || len(got) != 1 {
+	if _, ok := got[credential.AnnotationPullSecrets]; ok || len(got) != 0 {
 		t.Errorf("annotations kept: %d keys", len(got))
 	}
 }

@@ -34,7 +34,7 @@ func TestCacheListsTenantObjectsInPages(t *testing.T) {
 	blob := strings.Repeat("b", 20<<10)
 	for i := 0; i < n; i++ {
 		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("sa-%02d", i),
-			Annotations: map[string]string{"tenant.example.com/blob": blob, "regcred.dev/token-audiences": "a"}}}
+			Annotations: map[string]string{"tenant.example.com/blob": blob, "regcred.dev/credential": "a"}}}
 		if err := c.Create(bg, sa); err != nil {
 			t.Fatal(err)
 		}
@@ -62,7 +62,7 @@ func TestCacheListsTenantObjectsInPages(t *testing.T) {
 	names := map[string]bool{}
 	for _, sa := range got.Items {
 		names[sa.Name] = true
-		if _, ok := sa.Annotations["tenant.example.com/blob"]; ok || sa.Annotations["regcred.dev/token-audiences"] != "a" {
+		if _, ok := sa.Annotations["tenant.example.com/blob"]; ok || sa.Annotations["regcred.dev/credential"] != "a" {
 			t.Errorf("%s not trimmed as the cache trims it", sa.Name)
 		}
 	}

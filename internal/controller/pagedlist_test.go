@@ -57,7 +57,7 @@ func (s *pagingServer) ListWithContext(_ context.Context, o metav1.ListOptions) 
 	for i := start; i < end; i++ {
 		list.Items = append(list.Items, corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{
 			Name: fmt.Sprintf("sa-%03d", i), Namespace: "tenant",
-			Annotations: map[string]string{"tenant.example.com/blob": strings.Repeat("a", 1<<10), "regcred.dev/token-audiences": "x"},
+			Annotations: map[string]string{"tenant.example.com/blob": strings.Repeat("a", 1<<10), "regcred.dev/credential": "x"},
 		}})
 	}
 	for i := range list.Items {
@@ -118,7 +118,7 @@ func TestPagedListTrimsEachPage(t *testing.T) {
 		if sa.Name != fmt.Sprintf("sa-%03d", i) {
 			t.Errorf("item %d is %s", i, sa.Name)
 		}
-		if _, ok := sa.Annotations["tenant.example.com/blob"]; ok || sa.Annotations["regcred.dev/token-audiences"] != "x" {
+		if _, ok := sa.Annotations["tenant.example.com/blob"]; ok || sa.Annotations["regcred.dev/credential"] != "x" {
 			t.Errorf("%s not trimmed as the cache trims it: %v", sa.Name, sa.Annotations)
 		}
 	}

@@ -41,15 +41,6 @@ func Message(s string, secrets ...Secret) string {
 	return Truncate(s, MaxMessage)
 }
 
-// Passwords is Message for bare secret values.
-func Passwords(s string, values ...string) string {
-	secrets := make([]Secret, 0, len(values))
-	for _, v := range values {
-		secrets = append(secrets, Secret{Password: v})
-	}
-	return Message(s, secrets...)
-}
-
 // Forms lists the encodings of the secrets a server could echo, longest
 // first so that a longer form is replaced before a shorter one inside it.
 func Forms(secrets ...Secret) []string {
