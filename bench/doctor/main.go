@@ -36,7 +36,8 @@ import (
 	"regcred.dev/regcred/internal/controller"
 	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/doctor"
-	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/kubeletmsg"
+	"regcred.dev/regcred/internal/testenv/controlplane"
 )
 
 var (
@@ -148,7 +149,7 @@ func run() error {
 // the Go heap in use with E pull-failure Events and U other Events in the
 // cluster, before and after the watch has listed them; then checks that
 // it counts new Events once each.
-func eventWatch(ctx context.Context, cp *testenv.ControlPlane) error {
+func eventWatch(ctx context.Context, cp *controlplane.ControlPlane) error {
 	c := cp.Client
 	idx := make([]string, *events+*unrelated)
 	for i := range idx {
@@ -167,7 +168,11 @@ func eventWatch(ctx context.Context, cp *testenv.ControlPlane) error {
 	if err != nil {
 		return err
 	}
-	w := &controller.PullFailureWatch{Clientset: cs, Reader: c, Log: logr.Discard()}
+	cat, err := catalogueOf(ctx, c)
+	if err != nil {
+		return err
+	}
+	w := &controller.PullFailureWatch{Clientset: cs, Catalogue: cat, Log: logr.Discard()}
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go func() { _ = w.Start(wctx) }()
@@ -195,6 +200,21 @@ func eventWatch(ctx context.Context, cp *testenv.ControlPlane) error {
 	return nil
 }
 
+// catalogueOf compiles the cluster's credentials, as the manager's
+// informers feed its catalogue.
+func catalogueOf(ctx context.Context, c client.Client) (*credential.Catalogue, error) {
+	var list v1alpha1.ClusterRegistryCredentialList
+	if err := c.List(ctx, &list); err != nil {
+		return nil, err
+	}
+	cat := credential.NewCatalogue("regcred-system")
+	for i := range list.Items {
+		cat.Put(&list.Items[i])
+	}
+	cat.MarkSynced()
+	return cat, nil
+}
+
 func benchEvent(i int, pullFailure bool) *corev1.Event {
 	ns := fmt.Sprintf("ns-%04d", i%*namespaces)
 	ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("bench.%d", i)},
@@ -202,7 +222,7 @@ func benchEvent(i int, pullFailure bool) *corev1.Event {
 		Source:         corev1.EventSource{Component: "kubelet"}, Count: 1, FirstTimestamp: metav1.Now(), LastTimestamp: metav1.Now()}
 	switch {
 	case pullFailure:
-		ev.Type, ev.Reason = corev1.EventTypeWarning, doctor.EventFailed
+		ev.Type, ev.Reason = corev1.EventTypeWarning, kubeletmsg.EventFailed
 		ev.Message = fmt.Sprintf(`Failed to pull image "%s/team/app:%d": failed to resolve reference: pulling from host %s failed with status code [manifests 1]: 401 Unauthorized`, registry, i, registry)
 	case i%2 == 0:
 		ev.Type, ev.Reason, ev.Message = corev1.EventTypeNormal, "Pulled", strings.Repeat("Successfully pulled image. ", 10)
@@ -256,7 +276,7 @@ func populate(ctx context.Context, c client.Client, ns string, fail bool) error 
 	msg := fmt.Sprintf(`Failed to pull image %q: failed to pull and unpack image %q: failed to resolve reference %q: pulling from host %s failed with status code [manifests 1]: 401 Unauthorized`, image, image, image, registry)
 	if fail {
 		phase = corev1.PodPending
-		state = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: doctor.WaitingImagePullBackOff, Message: "Back-off pulling image \"" + image + "\": ErrImagePull: 401 Unauthorized"}}
+		state = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: kubeletmsg.WaitingImagePullBackOff, Message: "Back-off pulling image \"" + image + "\": ErrImagePull: 401 Unauthorized"}}
 	}
 	pod.Status = corev1.PodStatus{Phase: phase, ContainerStatuses: []corev1.ContainerStatus{{Name: "app", Image: image, State: state}}}
 	if err := c.Status().Update(ctx, pod); err != nil {
@@ -266,7 +286,7 @@ func populate(ctx context.Context, c client.Client, ns string, fail bool) error 
 		return nil
 	}
 	now := metav1.Now()
-	for i, ev := range []struct{ reason, msg string }{{doctor.EventFailed, msg}, {doctor.EventFailed, "Error: ErrImagePull"}} {
+	for i, ev := range []struct{ reason, msg string }{{kubeletmsg.EventFailed, msg}, {kubeletmsg.EventFailed, "Error: ErrImagePull"}} {
 		if err := c.Create(ctx, &corev1.Event{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("app.%d", i)},
 			InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: "app", UID: pod.UID, APIVersion: "v1"},
 			Reason:         ev.reason, Message: ev.msg, Type: corev1.EventTypeWarning, Source: corev1.EventSource{Component: "kubelet"},

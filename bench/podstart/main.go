@@ -25,7 +25,8 @@ import (
 	"regcred.dev/regcred/bench/internal/stats"
 	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/manager/inprocess"
-	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/testcluster"
+	"regcred.dev/regcred/internal/testenv/testregistry"
 )
 
 func main() {
@@ -42,7 +43,7 @@ func run() error {
 	defer cancel()
 
 	start := time.Now()
-	cl, err := testenv.StartCluster()
+	cl, err := testcluster.Start()
 	if err != nil {
 		return err
 	}
@@ -50,7 +51,7 @@ func run() error {
 	fmt.Printf("cluster: nothing to node Ready %s, to the default ServiceAccount %s\n",
 		cl.NodeReady.Round(10*time.Millisecond), time.Since(start).Round(10*time.Millisecond))
 
-	reg, err := testenv.StartRegistry(testenv.Basic)
+	reg, err := testregistry.Start(testregistry.Basic)
 	if err != nil {
 		return err
 	}

@@ -28,8 +28,8 @@ import (
 	"regcred.dev/regcred/internal/cloud"
 	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/manager"
-	"regcred.dev/regcred/internal/testenv"
 	"regcred.dev/regcred/internal/testenv/fakecloud"
+	"regcred.dev/regcred/internal/testenv/testregistry"
 )
 
 var (
@@ -60,7 +60,7 @@ func run() error {
 	}
 	defer cp.Stop()
 	c := cp.Client
-	reg, err := testenv.StartRegistry(testenv.Token)
+	reg, err := testregistry.Start(testregistry.Token)
 	if err != nil {
 		return err
 	}

@@ -223,7 +223,7 @@ func reviewBody() ([]byte, error) {
 
 type ensured struct{}
 
-func (ensured) EnsureSecret(context.Context, *credential.Credential, string) error { return nil }
+func (ensured) EnsureSecret(context.Context, *credential.Entry, string) error { return nil }
 
 // handler is the real mutator over an in-memory view of 20 credentials and
 // 5 mirror rules (the steady state, where every Secret already exists).
@@ -250,7 +250,12 @@ func handler() (*webhook.Handler, error) {
 		m.Spec.Mirrors = append(m.Spec.Mirrors, v1alpha1.MirrorRule{Source: src, Mirror: "harbor.internal/" + src})
 	}
 	objs = append(objs, harbor, m)
-	return &webhook.Handler{Reader: newMemReader(scheme, objs...), Secrets: ensured{}, RegcredNamespace: "regcred-system", Log: logr.Discard()}, nil
+	cat := credential.NewCatalogue("regcred-system")
+	for _, o := range objs {
+		cat.Put(o)
+	}
+	cat.MarkSynced()
+	return &webhook.Handler{Reader: newMemReader(scheme, objs...), Catalogue: cat, Secrets: ensured{}, Log: logr.Discard()}, nil
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -14,16 +14,15 @@ import (
 	"time"
 
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/testcluster"
 )
 
 // TestDemoPullsForReal runs the demo as `make demo` does, checks the story
 // it tells against the kubelet's own results, executes the kubectl
 // commands it prints, and stops it with Ctrl-C.
 func TestDemoPullsForReal(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test")
-	}
-	testenv.RequireCluster(t)
+	testenv.SkipShort(t, "integration test")
+	testcluster.Require(t)
 	kubectl := testenv.Tool(t, "kubectl")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "demo")

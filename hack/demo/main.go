@@ -23,7 +23,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/testcluster"
+	"regcred.dev/regcred/internal/testenv/testregistry"
 )
 
 func main() {
@@ -50,7 +51,7 @@ func run() error {
 	if err := os.MkdirAll(*stateDir, 0o755); err != nil {
 		return err
 	}
-	if err := testenv.CheckCluster(); err != nil {
+	if err := testcluster.Check(); err != nil {
 		return err
 	}
 	logFile := filepath.Join(*stateDir, "manager.log")
@@ -62,7 +63,7 @@ func run() error {
 	ctrl.SetLogger(zap.New(zap.WriteTo(logs)))
 
 	say("starting a cluster: etcd, kube-apiserver, controller-manager, scheduler, a kubelet node on containerd ...")
-	cl, err := testenv.StartCluster()
+	cl, err := testcluster.Start()
 	if err != nil {
 		return err
 	}
@@ -79,7 +80,7 @@ func run() error {
 	say("node %s Ready after %s", cl.NodeName, cl.NodeReady.Round(100*time.Millisecond))
 
 	say("starting a private registry (htpasswd auth, TLS) with an image ...")
-	reg, err := testenv.StartRegistry(testenv.Basic)
+	reg, err := testregistry.Start(testregistry.Basic)
 	if err != nil {
 		return err
 	}

@@ -16,14 +16,15 @@ import (
 	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/doctor"
 	"regcred.dev/regcred/internal/manager/inprocess"
-	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/testcluster"
+	"regcred.dev/regcred/internal/testenv/testregistry"
 )
 
 const regcredNamespace = "regcred-system"
 
 // startManager runs the regcred manager in this process, as `regcred
 // manager` would.
-func startManager(ctx context.Context, cl *testenv.Cluster, certDir string) error {
+func startManager(ctx context.Context, cl *testcluster.Cluster, certDir string) error {
 	_, err := inprocess.Start(ctx, cl.Config, inprocess.Options{Namespace: regcredNamespace, CertDir: certDir, MetricsAddr: "127.0.0.1:0"})
 	return err
 }
@@ -31,7 +32,7 @@ func startManager(ctx context.Context, cl *testenv.Cluster, certDir string) erro
 // tellStory runs the scenario a user lives through and returns it told in
 // a few lines: a Deployment that cannot pull, the one object that fixes
 // it, the Pod Running.
-func tellStory(ctx context.Context, cl *testenv.Cluster, reg *testenv.Registry) (string, error) {
+func tellStory(ctx context.Context, cl *testcluster.Cluster, reg *testregistry.Registry) (string, error) {
 	c := cl.Client
 	var story strings.Builder
 	image := reg.Ref("shop/web:1.0")

@@ -11,13 +11,13 @@ import (
 	"os"
 	"time"
 
-	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/testcluster"
 )
 
 func main() {
 	wait := flag.Duration("wait", time.Minute, "how long to wait for a running cluster to stop first")
 	flag.Parse()
-	if err := testenv.RestoreHost(*wait); err != nil {
+	if err := testcluster.RestoreHost(*wait); err != nil {
 		fmt.Fprintf(os.Stderr, "restorehost: %v\n", err)
 		os.Exit(1)
 	}

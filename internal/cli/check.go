@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/distribution/reference"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"regcred.dev/regcred/internal/doctor"
 	"regcred.dev/regcred/internal/keyring"
@@ -15,24 +17,13 @@ import (
 )
 
 type checkOutput struct {
-	Image            string           `json:"image"`
-	PullWouldSucceed bool             `json:"pullWouldSucceed"`
-	Error            string           `json:"error,omitempty"`
-	Attempts         []doctor.Attempt `json:"attempts"`
+	Image            string             `json:"image"`
+	PullWouldSucceed bool               `json:"pullWouldSucceed"`
+	Error            string             `json:"error,omitempty"`
+	Attempts         []registry.Attempt `json:"attempts"`
 }
 
-func newCheckCommand() *cobra.Command {
-	var (
-		flags    credFlags
-		output   string
-		caFile   string
-		insecure bool
-		timeout  time.Duration
-	)
-	cmd := &cobra.Command{
-		Use:   "check IMAGE",
-		Short: "Try the credentials the kubelet would use against the registry, and say why a pull fails",
-		Long: `Try the credentials the kubelet would use for IMAGE against its registry,
+const checkLong = `Try the credentials the kubelet would use for IMAGE against its registry,
 in the kubelet's order, the way a pull starts: ping /v2/, follow the
 WWW-Authenticate challenge (basic, or a bearer token with
 repository:NAME:pull scope), then HEAD the manifest. A HEAD does not count
@@ -47,71 +38,98 @@ Credentials come from --pod, --secret and --docker-config as for
 "regcred resolve".
 
 Exit status: 0 when the pull would succeed, 1 when it would fail, 2 on
-invalid input.`,
-		Example: `  # Why is this Pod in ImagePullBackOff?
+invalid input.`
+
+const checkExample = `  # Why is this Pod in ImagePullBackOff?
   regcred check ghcr.io/acme/api:1.4 --pod prod/api-7d9c
 
   # Does a robot account work before you roll it out?
   regcred check harbor.example.com/team/app:2.0 --secret regcred-system/harbor-robot
 
   # A registry with a private CA.
-  regcred check registry.internal:5000/app:1 --docker-config auth.json --ca-file ca.pem`,
-		Args: exactArgs(1, "IMAGE"),
+  regcred check registry.internal:5000/app:1 --docker-config auth.json --ca-file ca.pem`
+
+type checkOptions struct {
+	creds   credFlags
+	output  string
+	timeout time.Duration
+	reg     *registryFlags
+}
+
+func newCheckCommand(s Streams, reg *registryFlags) *cobra.Command {
+	o := checkOptions{reg: reg}
+	cmd := &cobra.Command{
+		Use:     "check IMAGE",
+		Short:   "Try the credentials the kubelet would use against the registry, and say why a pull fails",
+		Long:    checkLong,
+		Example: checkExample,
+		Args:    exactArgs(1, "IMAGE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := flags.validate(); err != nil {
-				return err
-			}
-			if err := validateOutput(output, "table", "json", "yaml"); err != nil {
-				return err
-			}
-			if timeout <= 0 {
-				return usageErrorf("--timeout must be positive")
-			}
-			image, err := keyring.NormalizeImage(args[0])
-			if err != nil {
-				return &usageError{err}
-			}
-			named, _ := keyring.ParseImage(args[0])
-			opts := []registry.Option{registry.WithTimeout(timeout), registry.WithInsecure(insecure)}
-			if caFile != "" {
-				pool, err := caPool([]string{caFile})
-				if err != nil {
-					return err
-				}
-				opts = append(opts, registry.WithRootCAs(pool))
-			}
-			flags.cloudKeys = []string{reference.Domain(named)}
-			set, err := flags.load(cmd.Context())
-			if err != nil {
-				return err
-			}
-			printWarnings(cmd.ErrOrStderr(), set)
-
-			out := checkOutput{Image: image, Attempts: []doctor.Attempt{}}
-			if set.malformed != nil {
-				out.Error = fmt.Sprintf("%v: the kubelet fails every pull of a Pod that lists it, before contacting the registry", set.malformed)
-			} else {
-				res := doctor.Try(cmd.Context(), image, set.candidates(named.Name()), opts...)
-				out.PullWouldSucceed, out.Attempts = res.PullWouldSucceed, res.Attempts
-			}
-
-			if output == "table" {
-				printCheckTable(cmd.OutOrStdout(), out)
-			} else if err := printObject(cmd.OutOrStdout(), output, out); err != nil {
-				return err
-			}
-			if !out.PullWouldSucceed {
-				return &silentError{code: exitFailure}
-			}
-			return nil
+			return o.run(cmd.Context(), s, args[0])
 		},
 	}
-	flags.addFlags(cmd.Flags())
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or yaml")
-	cmd.Flags().StringVar(&caFile, "ca-file", "", "PEM file of CA certificates to trust for the registry, added to the system's")
-	cmd.Flags().BoolVar(&insecure, "insecure", false, "allow plain HTTP, for a registry the nodes reach without TLS")
-	cmd.Flags().DurationVar(&timeout, "timeout", 20*time.Second, "time limit for each attempt")
+	o.addFlags(cmd.Flags())
 	return cmd
+}
+
+func (o *checkOptions) addFlags(fs *pflag.FlagSet) {
+	o.creds.addFlags(fs)
+	fs.StringVarP(&o.output, "output", "o", "table", "output format: table, json or yaml")
+	o.reg.addCAFile(fs, "ca-file", "PEM file of CA certificates to trust for the registry, added to the system's")
+	o.reg.addInsecure(fs, "allow plain HTTP, for a registry the nodes reach without TLS")
+	fs.DurationVar(&o.timeout, "timeout", 20*time.Second, "time limit for each attempt")
+}
+
+func (o *checkOptions) run(ctx context.Context, s Streams, arg string) error {
+	image, named, err := o.validate(arg)
+	if err != nil {
+		return err
+	}
+	opts, err := o.reg.options()
+	if err != nil {
+		return err
+	}
+	o.creds.cloudKeys = []string{reference.Domain(named)}
+	set, err := o.creds.load(ctx)
+	if err != nil {
+		return err
+	}
+	printWarnings(s.Err, set)
+	out := checkOutput{Image: image, Attempts: []registry.Attempt{}}
+	if set.Malformed != nil {
+		out.Error = fmt.Sprintf("%v: the kubelet fails every pull of a Pod that lists it, before contacting the registry", set.Malformed)
+	} else {
+		res := registry.Try(ctx, image, set.Candidates(named.Name()), append(opts, registry.WithTimeout(o.timeout))...)
+		out.PullWouldSucceed, out.Attempts = res.PullWouldSucceed, res.Attempts
+	}
+	if o.output == "table" {
+		printCheckTable(s.Out, out)
+	} else if err := printObject(s.Out, o.output, out); err != nil {
+		return err
+	}
+	if !out.PullWouldSucceed {
+		return &silentError{code: exitFailure}
+	}
+	return nil
+}
+
+// validate checks the flags and the image, returned normalized and parsed.
+func (o *checkOptions) validate(arg string) (string, reference.Named, error) {
+	if err := o.creds.validate(); err != nil {
+		return "", nil, err
+	}
+	if err := validateOutput(o.output, "table", "json", "yaml"); err != nil {
+		return "", nil, err
+	}
+	if o.timeout <= 0 {
+		return "", nil, usageErrorf("--timeout must be positive")
+	}
+	image, err := keyring.NormalizeImage(arg)
+	if err != nil {
+		return "", nil, &usageError{err}
+	}
+	named, _ := keyring.ParseImage(arg)
+	return image, named, nil
 }
 
 func printCheckTable(w io.Writer, out checkOutput) {

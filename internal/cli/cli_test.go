@@ -8,10 +8,11 @@ import (
 	"testing"
 
 	"regcred.dev/regcred/api/v1alpha1"
-	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/controlplane"
+	"regcred.dev/regcred/internal/testenv/testsuite"
 )
 
-var suite = testenv.NewSuite(testenv.WithSchemeAdder(v1alpha1.AddToScheme))
+var suite = testsuite.New(controlplane.WithSchemeAdder(v1alpha1.AddToScheme))
 
 func TestMain(m *testing.M) { os.Exit(suite.Run(m)) }
 

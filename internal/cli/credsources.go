@@ -2,17 +2,14 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/types"
 
 	"regcred.dev/regcred/internal/dockercfg"
-	"regcred.dev/regcred/internal/keyring"
 	"regcred.dev/regcred/internal/kubecreds"
 )
 
@@ -64,64 +61,17 @@ func splitNamespacedName(s string) (string, string, error) {
 	return ns, name, nil
 }
 
-// credentialSet is the kubelet's view of the credentials: one keyring from
-// the pull Secrets (the Pod's, then --secret ones), then the node's configs.
-type credentialSet struct {
-	pullSecrets *keyring.Keyring
-	// malformed is set when a pull Secret cannot be parsed: the kubelet then
-	// fails every pull of the Pod.
-	malformed *keyring.MalformedSecretError
-	nodes     []*keyring.Keyring
-	pod       *kubecreds.PodSecrets
-	// warnings are things a person should know; never secret values.
-	warnings []string
-}
-
-// load reads every selected source.
-func (c *credFlags) load(ctx context.Context) (*credentialSet, error) {
-	set := &credentialSet{pullSecrets: &keyring.Keyring{}}
-	var secrets []keyring.PullSecret
-
-	if c.pod != "" || len(c.secrets) > 0 {
-		cs, err := c.kube.clientset()
-		if err != nil {
-			return nil, err
-		}
-		if c.pod != "" {
-			ns, name, _ := splitNamespacedName(c.pod)
-			ps, err := kubecreds.ForPod(ctx, cs, ns, name)
-			if err != nil {
-				return nil, err
-			}
-			set.pod = ps
-			secrets = append(secrets, ps.Secrets...)
-			for _, m := range ps.Missing {
-				set.warnings = append(set.warnings, fmt.Sprintf("pull secret %s does not exist: the kubelet skips it", m))
-			}
-			set.warnings = append(set.warnings, ps.Notes...)
-		}
-		more, warnings, err := fetchSecrets(ctx, cs, c.secrets)
-		if err != nil {
-			return nil, err
-		}
-		secrets = append(secrets, more...)
-		set.warnings = append(set.warnings, warnings...)
-	}
-
-	kr, ignored, err := keyring.FromPullSecrets(secrets)
-	for _, ig := range ignored {
-		set.warnings = append(set.warnings, fmt.Sprintf("pull secret %s %s: the kubelet ignores it", ig.Secret, ig.Reason))
-	}
-	var malformed *keyring.MalformedSecretError
-	switch {
-	case errors.As(err, &malformed):
-		set.malformed = malformed
-	case err != nil:
+// load reads every selected source, in the kubelet's order: the pull
+// Secrets, then a cloud token and the docker configs as the node's own.
+func (c *credFlags) load(ctx context.Context) (*kubecreds.Set, error) {
+	src, err := c.sources()
+	if err != nil {
 		return nil, err
-	default:
-		set.pullSecrets = kr
 	}
-
+	set, err := kubecreds.Load(ctx, src)
+	if err != nil {
+		return nil, err
+	}
 	if c.cloud.set() {
 		// A token regcred would write into a credential's Secrets, tried
 		// as a node credential after the pull Secrets.
@@ -129,42 +79,41 @@ func (c *credFlags) load(ctx context.Context) (*credentialSet, error) {
 		if err != nil {
 			return nil, err
 		}
-		origin := fmt.Sprintf("%s token (expires %s)", c.cloud.kind(), expires.UTC().Format(time.RFC3339))
-		node := &keyring.Keyring{}
-		node.Add(origin, cfg)
-		set.nodes = append(set.nodes, node)
+		set.AddNode(fmt.Sprintf("%s token (expires %s)", c.cloud.kind(), expires.UTC().Format(time.RFC3339)), cfg)
 	}
-
 	for _, path := range c.dockerConfigs {
 		cfg, err := readDockerConfigFile(path)
 		if err != nil {
 			return nil, err
 		}
-		node := &keyring.Keyring{}
-		for _, bad := range node.Add(path, cfg) {
-			set.warnings = append(set.warnings, fmt.Sprintf("%s: registry key %q is not a valid URL: the kubelet ignores it", path, bad))
+		for _, bad := range set.AddNode(path, cfg) {
+			set.Warnings = append(set.Warnings, fmt.Sprintf("%s: registry key %q is not a valid URL: the kubelet ignores it", path, bad))
 		}
-		set.nodes = append(set.nodes, node)
 	}
 	return set, nil
 }
 
-func fetchSecrets(ctx context.Context, cs kubernetes.Interface, refs []string) ([]keyring.PullSecret, []string, error) {
-	var out []keyring.PullSecret
-	var warnings []string
-	for _, ref := range refs {
-		ns, name, _ := splitNamespacedName(ref)
-		s, err := kubecreds.GetSecret(ctx, cs, ns, name)
-		if apierrors.IsNotFound(err) {
-			warnings = append(warnings, fmt.Sprintf("pull secret %s does not exist: the kubelet skips it", ref))
-			continue
-		}
-		if err != nil {
-			return nil, nil, err
-		}
-		out = append(out, s)
+// sources names the Pod and Secrets to read, with a client when there are
+// any (validate has checked the references).
+func (c *credFlags) sources() (kubecreds.Sources, error) {
+	var src kubecreds.Sources
+	if c.pod == "" && len(c.secrets) == 0 {
+		return src, nil
 	}
-	return out, warnings, nil
+	cs, err := c.kube.clientset()
+	if err != nil {
+		return src, err
+	}
+	src.Client = cs
+	if c.pod != "" {
+		ns, name, _ := splitNamespacedName(c.pod)
+		src.Pod = &types.NamespacedName{Namespace: ns, Name: name}
+	}
+	for _, ref := range c.secrets {
+		ns, name, _ := splitNamespacedName(ref)
+		src.Secrets = append(src.Secrets, types.NamespacedName{Namespace: ns, Name: name})
+	}
+	return src, nil
 }
 
 // readDockerConfigFile reads a config.json ({"auths": ...}) or, when the
@@ -176,17 +125,4 @@ func readDockerConfigFile(path string) (*dockercfg.Config, error) {
 		return nil, &usageError{err}
 	}
 	return cfg, nil
-}
-
-// candidates lists what the kubelet tries for the normalized repository,
-// in order.
-func (s *credentialSet) candidates(repo string) []keyring.Credential {
-	var out []keyring.Credential
-	if s.malformed == nil {
-		out = append(out, s.pullSecrets.Lookup(repo)...)
-	}
-	for _, n := range s.nodes {
-		out = append(out, n.Lookup(repo)...)
-	}
-	return out
 }

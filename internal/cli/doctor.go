@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"regcred.dev/regcred/internal/credential"
@@ -18,18 +20,12 @@ type doctorOptions struct {
 	kube             kubeFlags
 	output           string
 	check            bool
-	caFiles          []string
-	insecure         bool
 	timeout          time.Duration
 	regcredNamespace string
+	reg              *registryFlags
 }
 
-func newDoctorCommand() *cobra.Command {
-	var o doctorOptions
-	cmd := &cobra.Command{
-		Use:   "doctor [pod/NAME | deploy/NAME | sts/NAME | ds/NAME | job/NAME]",
-		Short: "Explain why Pods fail to pull their images, and how to fix it",
-		Long: `Explain every pull failure: for each container, init container, ephemeral
+const doctorLong = `Explain every pull failure: for each container, init container, ephemeral
 container and image volume the kubelet cannot pull (ErrImagePull,
 ImagePullBackOff, InvalidImageName, ErrImageNeverPull, or a missing pull
 Secret), read what the kubelet said, name the cause, and say why the Pod
@@ -58,15 +54,24 @@ Hub's remaining pulls; it is off by default because it talks to
 registries.
 
 Exit status: 0 when nothing fails to pull, 1 when something does, 2 on
-invalid input (a bad flag, a Pod that does not exist).`,
-		Example: `  # Everything stuck in ImagePullBackOff, cluster-wide.
+invalid input (a bad flag, a Pod that does not exist).`
+
+const doctorExample = `  # Everything stuck in ImagePullBackOff, cluster-wide.
   regcred doctor
 
   # One namespace, as JSON for a script.
   regcred doctor -n team-a -o json
 
   # A Deployment's Pods, also asking the registry.
-  regcred doctor deploy/api -n team-a --check`,
+  regcred doctor deploy/api -n team-a --check`
+
+func newDoctorCommand(s Streams, reg *registryFlags) *cobra.Command {
+	o := doctorOptions{reg: reg}
+	cmd := &cobra.Command{
+		Use:     "doctor [pod/NAME | deploy/NAME | sts/NAME | ds/NAME | job/NAME]",
+		Short:   "Explain why Pods fail to pull their images, and how to fix it",
+		Long:    doctorLong,
+		Example: doctorExample,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return usageErrorf("%s takes at most one KIND/NAME (got %d arguments); see %s --help", cmd.CommandPath(), len(args), cmd.CommandPath())
@@ -74,77 +79,106 @@ invalid input (a bad flag, a Pod that does not exist).`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := validateOutput(o.output, "text", "json", "yaml"); err != nil {
-				return err
-			}
-			if o.timeout <= 0 {
-				return usageErrorf("--timeout must be positive")
-			}
-			target := doctor.Target{Namespace: o.kube.namespace}
-			if len(args) == 1 {
-				kind, name, err := parseKindName(args[0])
-				if err != nil {
-					return err
-				}
-				target = doctor.Target{Namespace: o.kube.resolvedNamespace(), Kind: kind, Name: name}
-			}
-			var regOpts []registry.Option
-			if o.check {
-				regOpts = append(regOpts, registry.WithTimeout(o.timeout), registry.WithInsecure(o.insecure))
-				if len(o.caFiles) > 0 {
-					pool, err := caPool(o.caFiles)
-					if err != nil {
-						return err
-					}
-					regOpts = append(regOpts, registry.WithRootCAs(pool))
-				}
-			}
-			cfg, err := o.kube.restConfig()
-			if err != nil {
-				return err
-			}
-			scheme, err := credential.Scheme()
-			if err != nil {
-				return err
-			}
-			c, err := client.New(cfg, client.Options{Scheme: scheme})
-			if err != nil {
-				return fmt.Errorf("connect to the cluster: %w", err)
-			}
-			snap, err := doctor.Collect(cmd.Context(), c, target, o.regcredNamespace)
-			var nf *doctor.ErrNotFound
-			if errors.As(err, &nf) {
-				return &usageError{err}
-			}
-			if err != nil {
-				return err
-			}
-			report := doctor.Diagnose(snap, target.String())
-			if o.check {
-				(&doctor.Checker{Options: regOpts}).Check(cmd.Context(), snap, report)
-			}
-			if o.output == "text" {
-				err = doctor.WriteText(cmd.OutOrStdout(), report)
-			} else {
-				err = printObject(cmd.OutOrStdout(), o.output, report)
-			}
-			if err != nil {
-				return err
-			}
-			if report.PodsFailing > 0 {
-				return &silentError{code: exitFailure}
-			}
-			return nil
+			return o.run(cmd.Context(), s, args)
 		},
 	}
-	o.kube.addFlags(cmd.Flags(), true)
-	cmd.Flags().StringVarP(&o.output, "output", "o", "text", "output format: text, json or yaml (the JSON schema is stable: apiVersion "+doctor.APIVersion+")")
-	cmd.Flags().BoolVar(&o.check, "check", false, "also try the Pods' credentials against the registries (network access to them)")
-	cmd.Flags().StringArrayVar(&o.caFiles, "ca-file", nil, "with --check: PEM file of CA certificates to trust for registries, added to the system's (repeatable)")
-	cmd.Flags().BoolVar(&o.insecure, "insecure", false, "with --check: allow plain HTTP registries")
-	cmd.Flags().DurationVar(&o.timeout, "timeout", 20*time.Second, "with --check: time limit for each attempt")
-	cmd.Flags().StringVar(&o.regcredNamespace, "regcred-namespace", "regcred-system", "the namespace regcred runs in (it never syncs there)")
+	o.addFlags(cmd.Flags())
 	return cmd
+}
+
+func (o *doctorOptions) addFlags(fs *pflag.FlagSet) {
+	o.kube.addFlags(fs, true)
+	fs.StringVarP(&o.output, "output", "o", "text", "output format: text, json or yaml (the JSON schema is stable: apiVersion "+doctor.APIVersion+")")
+	fs.BoolVar(&o.check, "check", false, "also try the Pods' credentials against the registries (network access to them)")
+	o.reg.addCAFiles(fs, "ca-file", "with --check: PEM file of CA certificates to trust for registries, added to the system's (repeatable)")
+	o.reg.addInsecure(fs, "with --check: allow plain HTTP registries")
+	fs.DurationVar(&o.timeout, "timeout", 20*time.Second, "with --check: time limit for each attempt")
+	fs.StringVar(&o.regcredNamespace, "regcred-namespace", "regcred-system", "the namespace regcred runs in (it never syncs there)")
+}
+
+func (o *doctorOptions) run(ctx context.Context, s Streams, args []string) error {
+	target, err := o.validate(args)
+	if err != nil {
+		return err
+	}
+	checker, err := o.checker()
+	if err != nil {
+		return err
+	}
+	c, err := o.client()
+	if err != nil {
+		return err
+	}
+	snap, err := doctor.Collect(ctx, c, target, o.regcredNamespace)
+	var nf *doctor.ErrNotFound
+	if errors.As(err, &nf) {
+		return &usageError{err}
+	}
+	if err != nil {
+		return err
+	}
+	report := doctor.Diagnose(snap, target.String())
+	if checker != nil {
+		checker.Check(ctx, snap, report)
+	}
+	if o.output == "text" {
+		err = doctor.WriteText(s.Out, report)
+	} else {
+		err = printObject(s.Out, o.output, report)
+	}
+	if err != nil {
+		return err
+	}
+	if report.PodsFailing > 0 {
+		return &silentError{code: exitFailure}
+	}
+	return nil
+}
+
+// validate checks the flags and names what to diagnose.
+func (o *doctorOptions) validate(args []string) (doctor.Target, error) {
+	if err := validateOutput(o.output, "text", "json", "yaml"); err != nil {
+		return doctor.Target{}, err
+	}
+	if o.timeout <= 0 {
+		return doctor.Target{}, usageErrorf("--timeout must be positive")
+	}
+	if len(args) == 0 {
+		return doctor.Target{Namespace: o.kube.namespace}, nil
+	}
+	kind, name, err := parseKindName(args[0])
+	if err != nil {
+		return doctor.Target{}, err
+	}
+	return doctor.Target{Namespace: o.kube.resolvedNamespace(), Kind: kind, Name: name}, nil
+}
+
+// checker asks the registries with --check, nil without.
+func (o *doctorOptions) checker() (*doctor.Checker, error) {
+	if !o.check {
+		return nil, nil
+	}
+	opts, err := o.reg.options()
+	if err != nil {
+		return nil, err
+	}
+	return &doctor.Checker{Options: append(opts, registry.WithTimeout(o.timeout))}, nil
+}
+
+func (o *doctorOptions) client() (client.Client, error) {
+	cfg, err := o.kube.restConfig()
+	if err != nil {
+		return nil, err
+	}
+	scheme, err := credential.Scheme()
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("connect to the cluster: %w", err)
+	}
+	return c, nil
 }
 
 // parseKindName reads kubectl's KIND/NAME with its short names.

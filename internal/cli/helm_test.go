@@ -12,19 +12,6 @@ import (
 	"regcred.dev/regcred/internal/testenv"
 )
 
-// helmBinary returns a helm client built by `make tools`.
-func helmBinary(t *testing.T, name string) string {
-	t.Helper()
-	p := filepath.Join(testenv.AssetsDir(), name)
-	if _, err := os.Stat(p); err != nil {
-		if testenv.Required() {
-			t.Fatalf("%s not built: run make tools", p)
-		}
-		t.Skipf("%s not built: run make tools", p)
-	}
-	return p
-}
-
 func isolatedHelmEnv(t *testing.T, extra ...string) []string {
 	dir := t.TempDir()
 	env := append(os.Environ(),
@@ -71,8 +58,8 @@ func checkRendered(t *testing.T, out []byte) {
 var postRenderArgs = []string{"--secret=regcred-harbor=harbor.example.com", "--mirror=docker.io=harbor.example.com/dockerhub"}
 
 func TestHelm3PostRenderer(t *testing.T) {
-	integration(t)
-	helm := helmBinary(t, "helm3")
+	testenv.SkipShort(t, "integration test")
+	helm := testenv.Tool(t, "helm3")
 	bin := regcredBinary(t)
 	args := []string{"template", "shop", "testdata/shop", "--post-renderer", bin,
 		"--post-renderer-args", "manifests", "--post-renderer-args", "inject"}
@@ -89,8 +76,8 @@ func TestHelm3PostRenderer(t *testing.T) {
 }
 
 func TestHelm4PostRendererPlugin(t *testing.T) {
-	integration(t)
-	helm := helmBinary(t, "helm4")
+	testenv.SkipShort(t, "integration test")
+	helm := testenv.Tool(t, "helm4")
 	bin := regcredBinary(t)
 	plugins := filepath.Join(testenv.RepoRoot(), "plugins")
 	args := []string{"template", "shop", "testdata/shop", "--post-renderer", "regcred"}

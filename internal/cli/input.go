@@ -2,13 +2,10 @@ package cli
 
 import (
 	"bufio"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"os"
 	"strings"
-
-	"regcred.dev/regcred/internal/registry"
 )
 
 // readPassword reads a password or token from stdin or from the file named
@@ -33,13 +30,4 @@ func readPassword(stdin io.Reader, fromStdin bool, file, fileFlag string) (strin
 		return "", usageErrorf("the password is empty")
 	}
 	return password, nil
-}
-
-// caPool is registry.CAPool, its errors usage errors.
-func caPool(files []string) (*x509.CertPool, error) {
-	pool, err := registry.CAPool(files)
-	if err != nil {
-		return nil, &usageError{err}
-	}
-	return pool, nil
 }

@@ -18,14 +18,8 @@ import (
 
 	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/testregistry"
 )
-
-func integration(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("integration test")
-	}
-}
 
 func pullSecret(ns, name, typ string, data map[string][]byte) *corev1.Secret {
 	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Type: corev1.SecretType(typ), Data: data}
@@ -41,7 +35,7 @@ func dockerConfigJSON(t *testing.T, entries map[string]dockercfg.Entry) map[stri
 }
 
 func TestSecretCreateApply(t *testing.T) {
-	integration(t)
+	testenv.SkipShort(t, "integration test")
 	cp := suite.ControlPlane(t)
 	ctx := context.Background()
 	ns, err := cp.CreateNamespace(ctx, "apply", nil)
@@ -87,9 +81,9 @@ func TestSecretCreateApply(t *testing.T) {
 // TestRenderedConfigWorksWithSkopeo: the .dockerconfigjson `secret create`
 // renders is accepted unmodified by a real client as its auth file.
 func TestRenderedConfigWorksWithSkopeo(t *testing.T) {
-	integration(t)
+	testenv.SkipShort(t, "integration test")
 	skopeo := testenv.Tool(t, "skopeo")
-	for _, mode := range []testenv.AuthMode{testenv.Basic, testenv.Token} {
+	for _, mode := range []testregistry.AuthMode{testregistry.Basic, testregistry.Token} {
 		t.Run(string(mode), func(t *testing.T) {
 			reg := suite.Registry(t, mode)
 			ctx := context.Background()
@@ -141,8 +135,8 @@ func TestRenderedConfigWorksWithSkopeo(t *testing.T) {
 // TestSecretFromDockerConfigWithHelper resolves a credential helper
 // (docker-credential-*) the way docker does.
 func TestSecretFromDockerConfigWithHelper(t *testing.T) {
-	integration(t)
-	reg := suite.Registry(t, testenv.Token)
+	testenv.SkipShort(t, "integration test")
+	reg := suite.Registry(t, testregistry.Token)
 	dir := t.TempDir()
 	helper := fmt.Sprintf(`#!/bin/sh
 read server
@@ -182,7 +176,7 @@ esac
 }
 
 func TestResolvePod(t *testing.T) {
-	integration(t)
+	testenv.SkipShort(t, "integration test")
 	cp := suite.ControlPlane(t)
 	ctx := context.Background()
 	ns, err := cp.CreateNamespace(ctx, "resolve", nil)
@@ -298,11 +292,11 @@ func TestResolvePod(t *testing.T) {
 }
 
 func TestCheckAgainstRegistries(t *testing.T) {
-	integration(t)
+	testenv.SkipShort(t, "integration test")
 	cp := suite.ControlPlane(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	for _, mode := range []testenv.AuthMode{testenv.Basic, testenv.Token} {
+	for _, mode := range []testregistry.AuthMode{testregistry.Basic, testregistry.Token} {
 		t.Run(string(mode), func(t *testing.T) {
 			reg := suite.Registry(t, mode)
 			if _, err := reg.PushRandomImage(ctx, "cli/app:v1"); err != nil {

@@ -13,17 +13,17 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"regcred.dev/regcred/api/v1alpha1"
-	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/testregistry"
 )
 
 // TestNoCommandPrintsThePassword runs every command, as a real process, with
 // a known password in play, and looks for it in everything the process
 // writes: stdout, stderr and any log line.
 func TestNoCommandPrintsThePassword(t *testing.T) {
-	integration(t)
+	testenv.SkipShort(t, "integration test")
 	cp := suite.ControlPlane(t)
-	reg := suite.Registry(t, testenv.Token)
+	reg := suite.Registry(t, testregistry.Token)
 	ctx := context.Background()
 	if _, err := reg.PushRandomImage(ctx, "leak/app:v1"); err != nil {
 		t.Fatal(err)
@@ -49,8 +49,8 @@ func TestNoCommandPrintsThePassword(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	good, _ := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{reg.Host: {Username: user, Password: reg.User.Password}}}).MarshalDockerConfigJSON()
-	bad, _ := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{reg.Host: {Username: user, Password: canary}}}).MarshalDockerConfigJSON()
+	good := testenv.DockerConfigJSON(t, reg.Host, user, reg.User.Password)
+	bad := testenv.DockerConfigJSON(t, reg.Host, user, canary)
 	for name, data := range map[string][]byte{"good": good, "bad": bad} {
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Type: corev1.SecretTypeDockerConfigJson,
 			Data: map[string][]byte{corev1.DockerConfigJsonKey: data}}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"io"
 	"os"
 	"path/filepath"
@@ -8,13 +9,13 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"go.uber.org/zap/zapcore"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"regcred.dev/regcred/internal/logkeys"
 	"regcred.dev/regcred/internal/manager"
-	"regcred.dev/regcred/internal/registry"
 )
 
 type managerOptions struct {
@@ -43,16 +44,11 @@ type managerOptions struct {
 	tenantEndpointHosts   []string
 	tenantPrivateNets     []string
 	pullFailureMetrics    bool
-	registryCAFiles       []string
 	webhookTimeoutSeconds int32
+	reg                   *registryFlags
 }
 
-func newManagerCommand() *cobra.Command {
-	var o managerOptions
-	cmd := &cobra.Command{
-		Use:   "manager",
-		Short: "Run the controller and the Pod admission webhook",
-		Long: `Run regcred's controllers against the cluster of the current kubeconfig
+const managerLong = `Run regcred's controllers against the cluster of the current kubeconfig
 context (or the in-cluster configuration when run as a Pod).
 
 For every RegistryCredential and ClusterRegistryCredential the manager keeps
@@ -72,8 +68,9 @@ CA and serving certificate (--webhook-certs=self) and registers the
 MutatingWebhookConfiguration "regcred" (by URL with --webhook-host, by
 Service otherwise). Installed by the Helm chart, it runs with
 --webhook-register=false: the chart owns the configuration (so uninstalling
-removes it) and regcred keeps only its caBundle. See docs/webhook.md.`,
-		Example: `  # Against your current context, with regcred's namespace created beforehand;
+removes it) and regcred keeps only its caBundle. See docs/webhook.md.`
+
+const managerExample = `  # Against your current context, with regcred's namespace created beforehand;
   # the API server must reach the webhook on 127.0.0.1 (a local control plane).
   regcred manager --namespace regcred-system --webhook-host 127.0.0.1
 
@@ -81,70 +78,26 @@ removes it) and regcred keeps only its caBundle. See docs/webhook.md.`,
   regcred manager --webhook=false
 
   # In a Deployment with two replicas.
-  regcred manager --leader-elect --metrics-bind-address :8080 --health-probe-bind-address :8081`,
-		Args: cobra.NoArgs,
+  regcred manager --leader-elect --metrics-bind-address :8080 --health-probe-bind-address :8081`
+
+func newManagerCommand(s Streams, reg *registryFlags) *cobra.Command {
+	o := managerOptions{reg: reg}
+	cmd := &cobra.Command{
+		Use:     "manager",
+		Short:   "Run the controller and the Pod admission webhook",
+		Long:    managerLong,
+		Example: managerExample,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			logger, err := newLogger(o.logLevel, o.logFormat, cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			ctrl.SetLogger(logger)
-			cfg, err := o.kube.restConfig()
-			if err != nil {
-				return err
-			}
-			var wh *manager.WebhookOptions
-			if o.webhook {
-				switch o.webhookCerts {
-				case "self", "external":
-				default:
-					return usageErrorf("--webhook-certs %q: use self or external", o.webhookCerts)
-				}
-				if o.webhookTimeoutSeconds == 0 {
-					return usageErrorf("--webhook-timeout-seconds must be between 1 and 30")
-				}
-				wh = &manager.WebhookOptions{
-					Host: o.webhookHost, Port: o.webhookPort, ServiceName: o.webhookServiceName, CertDir: o.webhookCertDir,
-					ManageCertificates: o.webhookCerts == "self", Register: o.webhookRegister, ConfigurationName: o.webhookConfiguration,
-					FailurePolicy: o.webhookFailurePolicy, TimeoutSeconds: o.webhookTimeoutSeconds,
-				}
-				if err := wh.Validate(); err != nil {
-					return &usageError{err}
-				}
-			}
-			var regOpts []registry.Option
-			if len(o.registryCAFiles) > 0 {
-				pool, err := caPool(o.registryCAFiles)
-				if err != nil {
-					return err
-				}
-				regOpts = append(regOpts, registry.WithRootCAs(pool))
-			}
-			mgr, err := manager.New(cmd.Context(), manager.Options{
-				Webhook:                    wh,
-				RestConfig:                 cfg,
-				Namespace:                  o.namespace,
-				MetricsAddr:                o.metricsAddr,
-				ProbeAddr:                  o.probeAddr,
-				PprofAddr:                  o.pprofAddr,
-				LeaderElect:                o.leaderElect,
-				PluginDir:                  o.pluginDir,
-				TenantEndpointHosts:        o.tenantEndpointHosts,
-				TenantAllowPrivateNetworks: o.tenantPrivateNets,
-				PullFailureMetrics:         o.pullFailureMetrics,
-				Registry:                   regOpts,
-				QPS:                        o.qps,
-				Burst:                      o.burst,
-				MaxConcurrentReconciles:    o.maxConcurrentReconciles,
-			})
-			if err != nil {
-				return err
-			}
-			logger.Info("starting manager", logkeys.Namespace, o.namespace, "leaderElect", o.leaderElect, "qps", o.qps, "burst", o.burst)
-			return mgr.Start(cmd.Context())
+			return o.run(cmd.Context(), s.Err)
 		},
 	}
-	f := cmd.Flags()
+	o.addFlags(cmd.Flags())
+	o.addWebhookFlags(cmd.Flags())
+	return cmd
+}
+
+func (o *managerOptions) addFlags(f *pflag.FlagSet) {
 	o.kube.addFlags(f, false)
 	f.StringVar(&o.namespace, "namespace", "regcred-system", "regcred's own namespace: holds ClusterRegistryCredential sources and the leader-election lease, and is never synced to")
 	f.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", `address of the Prometheus metrics endpoint ("0" disables it)`)
@@ -158,6 +111,14 @@ removes it) and regcred keeps only its caBundle. See docs/webhook.md.`,
 	f.IntVar(&o.maxConcurrentReconciles, "concurrency", 4, "namespaces reconciled at once")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info or error")
 	f.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
+	o.reg.addCAFiles(f, "registry-ca-file", "PEM file of CA certificates to trust, besides the system's, when probing registries for spec.verify (repeatable)")
+	f.BoolVar(&o.pullFailureMetrics, "pull-failure-metrics", true, "watch the kubelet's pull-failure Events (Warning Events of Pods, selected by the API server) and count them in regcred_image_pull_failures_total")
+	f.StringSliceVar(&o.tenantEndpointHosts, "tenant-endpoint-hosts", nil, "hosts (host or host:port, comma-separated) that RegistryCredentials' endpoint overrides (ecr.endpoint, gcp.tokenURL, acr.authorityHost) and a tenant Google key's token_uri may name; empty refuses every override")
+	f.StringSliceVar(&o.tenantPrivateNets, "tenant-allow-private-networks", nil, "CIDRs (comma-separated) in loopback, link-local or private ranges that RegistryCredentials' spec.verify probes and cloud endpoints may reach; the rest of those ranges is refused for tenants (ClusterRegistryCredentials are not restricted)")
+	f.StringVar(&o.pluginDir, "credential-provider-dir", "", "directory of kubelet credential provider plugins that credentials' spec.source.credentialProvider may run (plugins run as the manager, so only from here; empty turns plugin sources off)")
+}
+
+func (o *managerOptions) addWebhookFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.webhook, "webhook", true, "serve the Pod admission webhook (every replica serves it)")
 	f.StringVar(&o.webhookHost, "webhook-host", "", "address to serve the webhook on; when set (127.0.0.1 for a local control plane) the webhook is registered by URL, otherwise by Service")
 	f.IntVar(&o.webhookPort, "webhook-port", 9443, "webhook port")
@@ -166,14 +127,74 @@ removes it) and regcred keeps only its caBundle. See docs/webhook.md.`,
 	f.StringVar(&o.webhookCerts, "webhook-certs", "self", `"self": regcred keeps a CA and serving certificate in the Secret regcred-webhook-tls, rotates them and keeps the caBundle current; "external": cert-manager (or another tool) writes --webhook-cert-dir and the caBundle`)
 	f.BoolVar(&o.webhookRegister, "webhook-register", true, "create and update the MutatingWebhookConfiguration; false when the Helm chart or config/default installs it (with --webhook-certs=self regcred then keeps only its caBundle)")
 	f.StringVar(&o.webhookConfiguration, "webhook-configuration-name", "regcred", "name of the MutatingWebhookConfiguration")
-	f.StringArrayVar(&o.registryCAFiles, "registry-ca-file", nil, "PEM file of CA certificates to trust, besides the system's, when probing registries for spec.verify (repeatable)")
-	f.BoolVar(&o.pullFailureMetrics, "pull-failure-metrics", true, "watch the kubelet's pull-failure Events (Warning Events of Pods, selected by the API server) and count them in regcred_image_pull_failures_total")
-	f.StringSliceVar(&o.tenantEndpointHosts, "tenant-endpoint-hosts", nil, "hosts (host or host:port, comma-separated) that RegistryCredentials' endpoint overrides (ecr.endpoint, gcp.tokenURL, acr.authorityHost) and a tenant Google key's token_uri may name; empty refuses every override")
-	f.StringSliceVar(&o.tenantPrivateNets, "tenant-allow-private-networks", nil, "CIDRs (comma-separated) in loopback, link-local or private ranges that RegistryCredentials' spec.verify probes and cloud endpoints may reach; the rest of those ranges is refused for tenants (ClusterRegistryCredentials are not restricted)")
-	f.StringVar(&o.pluginDir, "credential-provider-dir", "", "directory of kubelet credential provider plugins that credentials' spec.source.credentialProvider may run (plugins run as the manager, so only from here; empty turns plugin sources off)")
 	f.StringVar(&o.webhookFailurePolicy, "webhook-failure-policy", "Ignore", "Ignore (a webhook outage never blocks Pods; the ServiceAccount patch is the backstop) or Fail")
 	f.Int32Var(&o.webhookTimeoutSeconds, "webhook-timeout-seconds", 5, "how long the API server waits for the webhook (1-30)")
-	return cmd
+}
+
+func (o *managerOptions) run(ctx context.Context, logOut io.Writer) error {
+	logger, err := newLogger(o.logLevel, o.logFormat, logOut)
+	if err != nil {
+		return err
+	}
+	ctrl.SetLogger(logger)
+	cfg, err := o.kube.restConfig()
+	if err != nil {
+		return err
+	}
+	wh, err := o.webhookOptions()
+	if err != nil {
+		return err
+	}
+	regOpts, err := o.reg.options()
+	if err != nil {
+		return err
+	}
+	mgr, err := manager.New(ctx, manager.Options{
+		Webhook:                    wh,
+		RestConfig:                 cfg,
+		Namespace:                  o.namespace,
+		MetricsAddr:                o.metricsAddr,
+		ProbeAddr:                  o.probeAddr,
+		PprofAddr:                  o.pprofAddr,
+		LeaderElect:                o.leaderElect,
+		PluginDir:                  o.pluginDir,
+		TenantEndpointHosts:        o.tenantEndpointHosts,
+		TenantAllowPrivateNetworks: o.tenantPrivateNets,
+		PullFailureMetrics:         o.pullFailureMetrics,
+		Registry:                   regOpts,
+		QPS:                        o.qps,
+		Burst:                      o.burst,
+		MaxConcurrentReconciles:    o.maxConcurrentReconciles,
+	})
+	if err != nil {
+		return err
+	}
+	logger.Info("starting manager", logkeys.Namespace, o.namespace, "leaderElect", o.leaderElect, "qps", o.qps, "burst", o.burst)
+	return mgr.Start(ctx)
+}
+
+// webhookOptions are the webhook's settings, nil with --webhook=false.
+func (o *managerOptions) webhookOptions() (*manager.WebhookOptions, error) {
+	if !o.webhook {
+		return nil, nil
+	}
+	switch o.webhookCerts {
+	case "self", "external":
+	default:
+		return nil, usageErrorf("--webhook-certs %q: use self or external", o.webhookCerts)
+	}
+	if o.webhookTimeoutSeconds == 0 {
+		return nil, usageErrorf("--webhook-timeout-seconds must be between 1 and 30")
+	}
+	wh := &manager.WebhookOptions{
+		Host: o.webhookHost, Port: o.webhookPort, ServiceName: o.webhookServiceName, CertDir: o.webhookCertDir,
+		ManageCertificates: o.webhookCerts == "self", Register: o.webhookRegister, ConfigurationName: o.webhookConfiguration,
+		FailurePolicy: o.webhookFailurePolicy, TimeoutSeconds: o.webhookTimeoutSeconds,
+	}
+	if err := wh.Validate(); err != nil {
+		return nil, &usageError{err}
+	}
+	return wh, nil
 }
 
 func newLogger(level, format string, w io.Writer) (logr.Logger, error) {

@@ -20,7 +20,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/testenv"
 )
 
@@ -54,7 +53,7 @@ func regcredBinary(t *testing.T) string {
 // control plane: it syncs a credential, serves metrics and health, and
 // stops cleanly on SIGTERM.
 func TestManagerCommand(t *testing.T) {
-	integration(t)
+	testenv.SkipShort(t, "integration test")
 	cp := suite.ControlPlane(t)
 	bin := regcredBinary(t)
 	ctx := context.Background()
@@ -66,7 +65,7 @@ func TestManagerCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, _ := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{"r.example.com": {Username: "u", Password: "p"}}}).MarshalDockerConfigJSON()
+	data := testenv.DockerConfigJSON(t, "r.example.com", "u", "p")
 	if err := cp.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "src"},
 		Type: corev1.SecretTypeDockerConfigJson, Data: map[string][]byte{corev1.DockerConfigJsonKey: data}}); err != nil {
 		t.Fatal(err)

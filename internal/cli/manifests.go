@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	sigsyaml "sigs.k8s.io/yaml"
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/credential"
@@ -80,7 +79,7 @@ func (m *mirrorFlags) rules(ctx context.Context, fromCluster func() (client.Read
 		if err != nil {
 			return nil, err
 		}
-		if err := decodeKind(docs, "ClusterImageMirror", &objs); err != nil {
+		if err := manifests.DecodeKind(docs, "ClusterImageMirror", &objs); err != nil {
 			return nil, usageErrorf("%s: %v", f, err)
 		}
 	}
@@ -182,30 +181,6 @@ func readStreamFile(path string) ([]*manifests.Document, error) {
 		d.Source = path
 	}
 	return docs, nil
-}
-
-// decodeKind decodes every document of the given kind in group
-// regcred.dev into out (a pointer to a slice of that type).
-func decodeKind[T any](docs []*manifests.Document, kind string, out *[]T) error {
-	for _, d := range docs {
-		n, err := d.Parse()
-		if err != nil {
-			return err
-		}
-		if n == nil || n.GetKind() != kind || !strings.HasPrefix(n.GetApiVersion(), v1alpha1.GroupVersion.Group+"/") {
-			continue
-		}
-		j, err := n.MarshalJSON()
-		if err != nil {
-			return fmt.Errorf("document %d: %w", d.Index, err)
-		}
-		var obj T
-		if err := sigsyaml.Unmarshal(j, &obj); err != nil {
-			return fmt.Errorf("document %d: %s: %v", d.Index, kind, err)
-		}
-		*out = append(*out, obj)
-	}
-	return nil
 }
 
 func printStats(w io.Writer, stats *manifests.Stats) {

@@ -1,30 +1,27 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
-	"regcred.dev/regcred/api/v1alpha1"
-	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/keyring"
 	"regcred.dev/regcred/internal/manifests"
 )
 
-func newManifestsInjectCommand(s Streams) *cobra.Command {
-	var (
-		secrets     []string
-		credFiles   []string
-		fromCluster bool
-		kube        kubeFlags
-		mirrors     mirrorFlags
-		quiet       bool
-	)
-	cmd := &cobra.Command{
-		Use:   "inject [FILE|DIR|-]...",
-		Short: "Add imagePullSecrets to every workload whose images match a credential",
-		Long: `Add imagePullSecrets to the Pod template of every workload with at least one
+type manifestsInjectOptions struct {
+	secrets     []string
+	credFiles   []string
+	fromCluster bool
+	kube        kubeFlags
+	mirrors     mirrorFlags
+	quiet       bool
+}
+
+const manifestsInjectLong = `Add imagePullSecrets to the Pod template of every workload with at least one
 image (containers, init containers, ephemeral containers) that matches the
 registries of a credential, with the kubelet's own matching rules. Existing
 entries are kept and nothing is added twice, so running it again changes
@@ -36,107 +33,111 @@ Credentials come from:
   --from-cluster                         the credentials in the current cluster
 
 With --mirror or --mirrors, images are first rewritten to their mirrors, then
-matched (as the admission webhook does).`,
+matched (as the admission webhook does).`
+
+func newManifestsInjectCommand(s Streams) *cobra.Command {
+	var o manifestsInjectOptions
+	cmd := &cobra.Command{
+		Use:   "inject [FILE|DIR|-]...",
+		Short: "Add imagePullSecrets to every workload whose images match a credential",
+		Long:  manifestsInjectLong,
 		Example: `  helm template shop ./chart | regcred manifests inject --secret regcred-harbor=harbor.example.com
   regcred manifests inject deploy/ --credentials regcred-credentials.yaml > out.yaml
   regcred manifests inject --from-cluster --mirror docker.io=harbor.internal/dockerhub < app.yaml`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var creds []manifests.Credential
-			for _, spec := range secrets {
-				name, regs, ok := strings.Cut(spec, "=")
-				if !ok || name == "" || regs == "" {
-					return usageErrorf("--secret %q: use NAME=REGISTRY[,REGISTRY...]", spec)
-				}
-				c := manifests.Credential{SecretName: name}
-				for _, r := range strings.Split(regs, ",") {
-					if _, err := keyring.NormalizeKey(r); err != nil || r == "" {
-						return usageErrorf("--secret %q: %q is not a registry key", spec, r)
-					}
-					c.Registries = append(c.Registries, r)
-				}
-				creds = append(creds, c)
-			}
-			var cluster []v1alpha1.ClusterRegistryCredential
-			var namespaced []v1alpha1.RegistryCredential
-			for _, f := range credFiles {
-				docs, err := readStreamFile(f)
-				if err != nil {
-					return err
-				}
-				if err := decodeKind(docs, "ClusterRegistryCredential", &cluster); err != nil {
-					return usageErrorf("%s: %v", f, err)
-				}
-				if err := decodeKind(docs, "RegistryCredential", &namespaced); err != nil {
-					return usageErrorf("%s: %v", f, err)
-				}
-			}
-			var reader = clusterReader(&kube)
-			if fromCluster {
-				r, err := reader()
-				if err != nil {
-					return err
-				}
-				var cl v1alpha1.ClusterRegistryCredentialList
-				if err := r.List(cmd.Context(), &cl); err != nil {
-					return fmt.Errorf("list ClusterRegistryCredentials: %w", err)
-				}
-				cluster = append(cluster, cl.Items...)
-				var nl v1alpha1.RegistryCredentialList
-				if err := r.List(cmd.Context(), &nl); err != nil {
-					return fmt.Errorf("list RegistryCredentials: %w", err)
-				}
-				namespaced = append(namespaced, nl.Items...)
-			}
-			var objects []*credential.Credential
-			for i := range cluster {
-				objects = append(objects, credential.FromCluster(&cluster[i]))
-			}
-			for i := range namespaced {
-				objects = append(objects, credential.FromNamespaced(&namespaced[i]))
-			}
-			disabled := 0
-			for _, c := range objects {
-				// As the webhook does: a credential with injection turned
-				// off is never added to workloads.
-				if !c.InjectionEnabled() {
-					disabled++
-					continue
-				}
-				creds = append(creds, manifests.Credential{SecretName: c.SecretName(), Registries: c.Spec.Registries})
-			}
-			if len(creds) == 0 && disabled > 0 {
-				return fmt.Errorf("no credentials: every one given has podInjection.enabled: false")
-			}
-			if len(creds) == 0 && fromCluster {
-				return fmt.Errorf("no credentials: the cluster has no RegistryCredential or ClusterRegistryCredential")
-			}
-			if len(creds) == 0 {
-				return usageErrorf("no credentials: give --secret, --credentials or --from-cluster")
-			}
-			rules, err := mirrors.rules(cmd.Context(), nil)
-			if err != nil {
-				return err
-			}
-			docs, err := readInputs(s.In, args)
-			if err != nil {
-				return &usageError{err}
-			}
-			stats, err := manifests.TransformDocuments(docs, cmd.OutOrStdout(), manifests.Options{Rules: rules, Credentials: creds})
-			if err != nil {
-				return &usageError{err}
-			}
-			if !quiet {
-				printStats(cmd.ErrOrStderr(), stats)
-			}
-			return nil
+			return o.run(cmd.Context(), s, args)
 		},
 	}
-	f := cmd.Flags()
-	f.StringArrayVar(&secrets, "secret", nil, "a pull Secret NAME=REGISTRY[,REGISTRY...] (repeatable)")
-	f.StringArrayVar(&credFiles, "credentials", nil, "a YAML file of RegistryCredential and ClusterRegistryCredential objects (repeatable)")
-	f.BoolVar(&fromCluster, "from-cluster", false, "use the credentials of the current cluster")
-	f.BoolVarP(&quiet, "quiet", "q", false, "do not print warnings")
-	kube.addFlags(f, false)
-	mirrors.addFlags(f)
+	o.addFlags(cmd.Flags())
 	return cmd
+}
+
+func (o *manifestsInjectOptions) addFlags(f *pflag.FlagSet) {
+	f.StringArrayVar(&o.secrets, "secret", nil, "a pull Secret NAME=REGISTRY[,REGISTRY...] (repeatable)")
+	f.StringArrayVar(&o.credFiles, "credentials", nil, "a YAML file of RegistryCredential and ClusterRegistryCredential objects (repeatable)")
+	f.BoolVar(&o.fromCluster, "from-cluster", false, "use the credentials of the current cluster")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "do not print warnings")
+	o.kube.addFlags(f, false)
+	o.mirrors.addFlags(f)
+}
+
+func (o *manifestsInjectOptions) run(ctx context.Context, s Streams, args []string) error {
+	creds, err := o.credentials(ctx)
+	if err != nil {
+		return err
+	}
+	rules, err := o.mirrors.rules(ctx, nil)
+	if err != nil {
+		return err
+	}
+	docs, err := readInputs(s.In, args)
+	if err != nil {
+		return &usageError{err}
+	}
+	stats, err := manifests.TransformDocuments(docs, s.Out, manifests.Options{Rules: rules, Credentials: creds})
+	if err != nil {
+		return &usageError{err}
+	}
+	if !o.quiet {
+		printStats(s.Err, stats)
+	}
+	return nil
+}
+
+// credentials gathers the --secret, --credentials and --from-cluster ones.
+func (o *manifestsInjectOptions) credentials(ctx context.Context) ([]manifests.Credential, error) {
+	creds, err := parseSecretSpecs(o.secrets)
+	if err != nil {
+		return nil, err
+	}
+	var objs manifests.CredentialObjects
+	for _, f := range o.credFiles {
+		docs, err := readStreamFile(f)
+		if err != nil {
+			return nil, err
+		}
+		if err := objs.Decode(docs); err != nil {
+			return nil, usageErrorf("%s: %v", f, err)
+		}
+	}
+	if o.fromCluster {
+		r, err := clusterReader(&o.kube)()
+		if err != nil {
+			return nil, err
+		}
+		if err := objs.List(ctx, r); err != nil {
+			return nil, err
+		}
+	}
+	injectable, disabled := objs.Injectable()
+	creds = append(creds, injectable...)
+	switch {
+	case len(creds) == 0 && disabled > 0:
+		return nil, fmt.Errorf("no credentials: every one given has podInjection.enabled: false")
+	case len(creds) == 0 && o.fromCluster:
+		return nil, fmt.Errorf("no credentials: the cluster has no RegistryCredential or ClusterRegistryCredential")
+	case len(creds) == 0:
+		return nil, usageErrorf("no credentials: give --secret, --credentials or --from-cluster")
+	}
+	return creds, nil
+}
+
+// parseSecretSpecs reads --secret NAME=REGISTRY[,REGISTRY...] values.
+func parseSecretSpecs(specs []string) ([]manifests.Credential, error) {
+	var creds []manifests.Credential
+	for _, spec := range specs {
+		name, regs, ok := strings.Cut(spec, "=")
+		if !ok || name == "" || regs == "" {
+			return nil, usageErrorf("--secret %q: use NAME=REGISTRY[,REGISTRY...]", spec)
+		}
+		c := manifests.Credential{SecretName: name}
+		for _, r := range strings.Split(regs, ",") {
+			if _, err := keyring.NormalizeKey(r); err != nil || r == "" {
+				return nil, usageErrorf("--secret %q: %q is not a registry key", spec, r)
+			}
+			c.Registries = append(c.Registries, r)
+		}
+		creds = append(creds, c)
+	}
+	return creds, nil
 }

@@ -1,10 +1,9 @@
 package cli
 
 import (
-	"crypto/tls"
+	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"sort"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"regcred.dev/regcred/internal/keyring"
@@ -32,17 +32,12 @@ type mirrorOptions struct {
 	toUsername    string
 	toPassword    string
 	toPassStdin   bool
-	caFiles       []string
 	jobs          int
 	kube          kubeFlags
+	reg           *registryFlags
 }
 
-func newMirrorCommand(s Streams) *cobra.Command {
-	var o mirrorOptions
-	cmd := &cobra.Command{
-		Use:   "mirror --to REGISTRY[/PREFIX] [IMAGE...]",
-		Short: "Copy images into a private registry, for air-gapped clusters",
-		Long: `Copy images into a private registry: every platform of a multi-platform
+const mirrorLong = `Copy images into a private registry: every platform of a multi-platform
 image, by digest, with the tag kept. Blobs and manifests already there are
 not copied again, so an interrupted run picks up where it stopped.
 
@@ -58,13 +53,24 @@ pull Secrets, chosen per registry as the kubelet would; --to-username with
 --to-password-file or --to-password-stdin set the destination's.
 
 Exit status: 0 when every image is in place, 1 when any failed (each is
-named with the reason), 2 on invalid input.`,
+named with the reason), 2 on invalid input.`
+
+func newMirrorCommand(s Streams, reg *registryFlags) *cobra.Command {
+	o := mirrorOptions{reg: reg}
+	cmd := &cobra.Command{
+		Use:   "mirror --to REGISTRY[/PREFIX] [IMAGE...]",
+		Short: "Copy images into a private registry, for air-gapped clusters",
+		Long:  mirrorLong,
 		Example: `  helm template shop ./chart | regcred mirror --to harbor.internal/mirror -f - \
     --to-username 'robot$mirror' --to-password-file robot.token
   regcred mirror --to registry.local:5000 nginx:1.27 ghcr.io/acme/api:2.0 --docker-config ~/.docker/config.json`,
-		RunE: func(cmd *cobra.Command, args []string) error { return o.run(cmd, s, args) },
+		RunE: func(cmd *cobra.Command, args []string) error { return o.run(cmd.Context(), s, args) },
 	}
-	f := cmd.Flags()
+	o.addFlags(cmd.Flags())
+	return cmd
+}
+
+func (o *mirrorOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.to, "to", "", "destination registry and optional path prefix (required)")
 	f.StringArrayVar(&o.imagesFiles, "images-file", nil, "a file listing images, one per line (repeatable)")
 	f.StringArrayVarP(&o.manifestFiles, "filename", "f", nil, "manifests to take the images from: file, directory or - (repeatable)")
@@ -73,52 +79,88 @@ named with the reason), 2 on invalid input.`,
 	f.StringVar(&o.toUsername, "to-username", "", "user name for the destination")
 	f.StringVar(&o.toPassword, "to-password-file", "", "file holding the destination password or token")
 	f.BoolVar(&o.toPassStdin, "to-password-stdin", false, "read the destination password or token from stdin")
-	f.StringArrayVar(&o.caFiles, "ca-file", nil, "PEM CA certificates to trust for the registries, added to the system's (repeatable)")
+	o.reg.addCAFiles(f, "ca-file", "PEM CA certificates to trust for the registries, added to the system's (repeatable)")
 	f.IntVar(&o.jobs, "jobs", 4, "images copied at once")
 	o.kube.addFlags(f, false)
-	return cmd
 }
 
-func (o *mirrorOptions) run(cmd *cobra.Command, s Streams, args []string) error {
-	if o.to == "" {
-		return usageErrorf("--to is required")
-	}
-	dest, err := mirror.NormalizeMirror(o.to)
-	if err != nil {
-		return usageErrorf("--to %v: give a registry host with an optional path, like harbor.internal/mirror", err)
-	}
-	if o.jobs < 1 {
-		return usageErrorf("--jobs must be at least 1")
-	}
-	if o.toPassStdin && o.toPassword != "" {
-		return usageErrorf("give only one of --to-password-file and --to-password-stdin")
-	}
-	if (o.toPassStdin || o.toPassword != "") != (o.toUsername != "") {
-		return usageErrorf("--to-username goes with --to-password-file or --to-password-stdin")
-	}
-	for _, mf := range o.manifestFiles {
-		if mf == "-" && o.toPassStdin {
-			return usageErrorf("stdin cannot carry both manifests (-f -) and the password (--to-password-stdin)")
-		}
-	}
-
-	images, err := o.collectImages(s.In, args)
+func (o *mirrorOptions) run(ctx context.Context, s Streams, args []string) error {
+	dest, err := o.validate()
 	if err != nil {
 		return err
 	}
+	plan, err := o.plan(s.In, args, dest)
+	if err != nil {
+		return err
+	}
+	kc, err := o.keychain(ctx, s.In, dest)
+	if err != nil {
+		return err
+	}
+	opts, err := o.reg.options()
+	if err != nil {
+		return err
+	}
+	progress := newMirrorProgress(s.Err, len(plan.Jobs))
+	defer progress.stop()
+	results := registry.Mirror(ctx, plan, append(opts, registry.WithKeychain(kc),
+		registry.WithJobs(4), registry.WithConcurrency(o.jobs), registry.WithObserver(progress))...)
+	progress.stop()
+	if failed := printMirrorSummary(s.Out, plan, results); failed > 0 {
+		return &silentError{code: exitFailure}
+	}
+	return nil
+}
+
+// validate checks the flags and returns the normalized destination.
+func (o *mirrorOptions) validate() (string, error) {
+	if o.to == "" {
+		return "", usageErrorf("--to is required")
+	}
+	dest, err := mirror.NormalizeMirror(o.to)
+	if err != nil {
+		return "", usageErrorf("--to %v: give a registry host with an optional path, like harbor.internal/mirror", err)
+	}
+	if o.jobs < 1 {
+		return "", usageErrorf("--jobs must be at least 1")
+	}
+	if o.toPassStdin && o.toPassword != "" {
+		return "", usageErrorf("give only one of --to-password-file and --to-password-stdin")
+	}
+	if (o.toPassStdin || o.toPassword != "") != (o.toUsername != "") {
+		return "", usageErrorf("--to-username goes with --to-password-file or --to-password-stdin")
+	}
+	for _, mf := range o.manifestFiles {
+		if mf == "-" && o.toPassStdin {
+			return "", usageErrorf("stdin cannot carry both manifests (-f -) and the password (--to-password-stdin)")
+		}
+	}
+	return dest, nil
+}
+
+func (o *mirrorOptions) plan(in io.Reader, args []string, dest string) (*registry.MirrorPlan, error) {
+	images, err := o.collectImages(in, args)
+	if err != nil {
+		return nil, err
+	}
 	if len(images) == 0 {
-		return usageErrorf("no images: give them as arguments, --images-file or -f")
+		return nil, usageErrorf("no images: give them as arguments, --images-file or -f")
 	}
 	plan, err := registry.PlanMirror(images, dest)
 	if err != nil {
-		return &usageError{err}
+		return nil, &usageError{err}
 	}
+	return plan, nil
+}
 
+// keychain chooses credentials per registry as the kubelet would, from the
+// docker configs and pull Secrets; the destination's own user comes first.
+func (o *mirrorOptions) keychain(ctx context.Context, in io.Reader, dest string) (*registry.Keychain, error) {
 	kc := &registry.Keychain{Overrides: map[string]authn.Authenticator{}}
 	for _, p := range o.dockerConfigs {
 		cfg, err := readDockerConfigFile(p)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		kr := &keyring.Keyring{}
 		kr.Add(p, cfg)
@@ -127,41 +169,31 @@ func (o *mirrorOptions) run(cmd *cobra.Command, s Streams, args []string) error 
 	if len(o.secrets) > 0 {
 		cf := credFlags{secrets: o.secrets, kube: o.kube}
 		if err := cf.validate(); err != nil {
-			return err
+			return nil, err
 		}
-		set, err := cf.load(cmd.Context())
+		set, err := cf.load(ctx)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if set.malformed != nil {
-			return &usageError{set.malformed}
+		if set.Malformed != nil {
+			return nil, &usageError{set.Malformed}
 		}
-		kc.Keyrings = append(kc.Keyrings, set.pullSecrets)
+		kc.Keyrings = append(kc.Keyrings, set.PullSecrets)
 	}
 	if o.toUsername != "" {
-		pass, err := readPassword(s.In, o.toPassStdin, o.toPassword, "--to-password-file")
+		pass, err := readPassword(in, o.toPassStdin, o.toPassword, "--to-password-file")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		host := strings.SplitN(dest, "/", 2)[0]
 		kc.Overrides[host] = &authn.Basic{Username: o.toUsername, Password: pass}
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if len(o.caFiles) > 0 {
-		pool, err := caPool(o.caFiles)
-		if err != nil {
-			return err
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	}
+	return kc, nil
+}
 
-	out := cmd.OutOrStdout()
-	progress := newMirrorProgress(cmd.ErrOrStderr(), len(plan.Jobs))
-	defer progress.stop()
-	results := registry.Mirror(cmd.Context(), plan, registry.WithKeychain(kc), registry.WithTransport(tr),
-		registry.WithJobs(4), registry.WithConcurrency(o.jobs), registry.WithObserver(progress))
-	progress.stop()
-
+// printMirrorSummary counts the results, names the failures and prints the
+// rules that point manifests at the copies. It returns the failure count.
+func printMirrorSummary(out io.Writer, plan *registry.MirrorPlan, results []registry.MirrorResult) int {
 	var failed []registry.MirrorResult
 	copied, present := 0, 0
 	for _, r := range results {
@@ -185,10 +217,7 @@ func (o *mirrorOptions) run(cmd *cobra.Command, s Streams, args []string) error 
 		flags = append(flags, fmt.Sprintf("--mirror %s=%s", r.Source, r.Mirror))
 	}
 	fmt.Fprintf(out, "  regcred manifests rewrite %s\n", strings.Join(flags, " "))
-	if len(failed) > 0 {
-		return &silentError{code: exitFailure}
-	}
-	return nil
+	return len(failed)
 }
 
 func (o *mirrorOptions) collectImages(in io.Reader, args []string) ([]string, error) {

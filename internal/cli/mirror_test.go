@@ -15,20 +15,21 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/testregistry"
 )
 
 // TestMirrorBetweenRegistries copies between two real registries with
 // different auth (htpasswd to bearer token), including a multi-platform
 // index, resuming after an interrupted run.
 func TestMirrorBetweenRegistries(t *testing.T) {
-	integration(t)
+	testenv.SkipShort(t, "integration test")
 	ctx := context.Background()
-	src, err := testenv.StartRegistry(testenv.Basic)
+	src, err := testregistry.Start(testregistry.Basic)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer src.Close()
-	dst, err := testenv.StartRegistry(testenv.Token)
+	dst, err := testregistry.Start(testregistry.Token)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,7 +60,10 @@ Also usable as a kubectl plugin: install the binary as kubectl-regcred and run
 	root.SetOut(s.Out)
 	root.SetErr(s.Err)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
-	root.AddCommand(newVersionCommand(), newResolveCommand(), newCheckCommand(), newSecretCommand(s), newManagerCommand(), newManifestsCommand(s), newMirrorCommand(s), newDoctorCommand())
+	// One registry trust for the command that runs, built once.
+	reg := &registryFlags{}
+	root.AddCommand(newVersionCommand(), newResolveCommand(s), newCheckCommand(s, reg), newSecretCommand(s),
+		newManagerCommand(s, reg), newManifestsCommand(s), newMirrorCommand(s, reg), newDoctorCommand(s, reg))
 	return root
 }
 

@@ -7,15 +7,15 @@ import (
 	"strings"
 	"testing"
 
-	"regcred.dev/regcred/internal/testenv"
 	"regcred.dev/regcred/internal/testenv/fakecloud"
+	"regcred.dev/regcred/internal/testenv/testregistry"
 )
 
 // TestSecretCreateFromECR gets a one-off Secret with the caller's AWS
 // identity from the environment, against a fake ECR found through the
 // SDK's own endpoint variable, and keys it by the registry ECR names.
 func TestSecretCreateFromECR(t *testing.T) {
-	reg, err := testenv.StartRegistry(testenv.Token)
+	reg, err := testregistry.Start(testregistry.Token)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestSecretCreateFromECR(t *testing.T) {
 // TestCheckWithECRToken: check tries a fresh ECR token, keyed by the
 // image's registry, against the registry like a pull.
 func TestCheckWithECRToken(t *testing.T) {
-	reg, err := testenv.StartRegistry(testenv.Token)
+	reg, err := testregistry.Start(testregistry.Token)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 
 	dockerconfig "github.com/docker/cli/cli/config"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -37,12 +39,7 @@ type secretCreateOptions struct {
 	kube          kubeFlags
 }
 
-func newSecretCreateCommand(s Streams) *cobra.Command {
-	var o secretCreateOptions
-	cmd := &cobra.Command{
-		Use:   "create NAME",
-		Short: "Make a kubernetes.io/dockerconfigjson pull Secret",
-		Long: `Make a kubernetes.io/dockerconfigjson pull Secret, printed as a manifest
+const secretCreateLong = `Make a kubernetes.io/dockerconfigjson pull Secret, printed as a manifest
 (YAML by default) or, with --apply, created or updated in the cluster.
 
 Either from flags, for one registry:
@@ -64,8 +61,9 @@ ClusterRegistryCredential with spec.source.ecr, gcp or acr instead.
 The rendered config is the one "kubectl create secret docker-registry"
 writes (username, password and auth), which Docker, containerd, CRI-O,
 podman and skopeo all read. There is no --password flag: a password on the
-command line ends up in shell history and process listings.`,
-		Example: `  # A Harbor robot account, password from a file, printed as YAML.
+command line ends up in shell history and process listings.`
+
+const secretCreateExample = `  # A Harbor robot account, password from a file, printed as YAML.
   regcred secret create harbor-robot --server harbor.example.com \
     --username 'robot$ci' --password-file robot.token -n regcred-system
 
@@ -78,13 +76,25 @@ command line ends up in shell history and process listings.`,
 
   # Convert your docker login (credential helpers included) for two registries.
   regcred secret create mine --from-docker-config ~/.docker/config.json \
-    --registry ghcr.io --registry docker.io -o json`,
-		Args: exactArgs(1, "NAME"),
+    --registry ghcr.io --registry docker.io -o json`
+
+func newSecretCreateCommand(s Streams) *cobra.Command {
+	var o secretCreateOptions
+	cmd := &cobra.Command{
+		Use:     "create NAME",
+		Short:   "Make a kubernetes.io/dockerconfigjson pull Secret",
+		Long:    secretCreateLong,
+		Example: secretCreateExample,
+		Args:    exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.run(cmd, s, args[0])
+			return o.run(cmd.Context(), s, args[0])
 		},
 	}
-	f := cmd.Flags()
+	o.addFlags(cmd.Flags())
+	return cmd
+}
+
+func (o *secretCreateOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.server, "server", "", "registry key the credential is for: a host (registry.example.com), host:port, or host/path prefix; \"docker.io\" means Docker Hub")
 	f.StringVar(&o.username, "username", "", "user name (robot account, token name, ...)")
 	f.StringVar(&o.email, "email", "", "email address, kept for old clients (optional)")
@@ -96,42 +106,16 @@ command line ends up in shell history and process listings.`,
 	f.StringVarP(&o.output, "output", "o", "yaml", "manifest format: yaml or json")
 	f.BoolVar(&o.apply, "apply", false, "create or update the Secret in the cluster (server-side apply) instead of printing it")
 	o.kube.addFlags(f, true)
-	return cmd
 }
 
-func (o *secretCreateOptions) run(cmd *cobra.Command, s Streams, name string) error {
+func (o *secretCreateOptions) run(ctx context.Context, s Streams, name string) error {
 	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
 		return usageErrorf("invalid Secret name %q: %s", name, strings.Join(errs, "; "))
 	}
 	if err := validateOutput(o.output, "yaml", "json"); err != nil {
 		return err
 	}
-	var (
-		cfg *dockercfg.Config
-		err error
-	)
-	if o.cloud.set() {
-		if o.fromConfig != "" || o.server != "" || o.username != "" || o.passwordStdin || o.passwordFile != "" || o.email != "" {
-			return usageErrorf("a cloud token (--from-ecr, --from-ecr-public, --from-gcp, --from-acr) cannot be combined with --from-docker-config, --server, --username, --email or a password")
-		}
-		var expires time.Time
-		cfg, expires, err = o.cloud.config(cmd.Context(), o.registries)
-		if err == nil {
-			fmt.Fprintf(cmd.ErrOrStderr(), "the token expires at %s (in %s)\n", expires.UTC().Format(time.RFC3339), time.Until(expires).Round(time.Minute))
-		}
-	} else if o.cloud.endpoint != "" || o.cloud.tenantID != "" || o.cloud.clientID != "" || len(o.cloud.caFiles) > 0 {
-		return usageErrorf("--endpoint, --tenant-id, --client-id and --cloud-ca-file only apply with --from-ecr, --from-ecr-public, --from-gcp or --from-acr")
-	} else if o.fromConfig != "" {
-		if o.server != "" || o.username != "" || o.passwordStdin || o.passwordFile != "" || o.email != "" {
-			return usageErrorf("--from-docker-config cannot be combined with --server, --username, --email, --password-stdin or --password-file")
-		}
-		cfg, err = configFromDockerFile(o.fromConfig, o.registries)
-	} else {
-		if len(o.registries) > 0 {
-			return usageErrorf("--registry only applies with --from-docker-config; use --server")
-		}
-		cfg, err = o.configFromFlags(s.In)
-	}
+	cfg, err := o.config(ctx, s)
 	if err != nil {
 		return err
 	}
@@ -143,7 +127,7 @@ func (o *secretCreateOptions) run(cmd *cobra.Command, s Streams, name string) er
 	namespace := o.kube.namespace
 	if o.apply {
 		namespace = o.kube.resolvedNamespace()
-		return o.applySecret(cmd, name, namespace, data)
+		return o.applySecret(ctx, s.Out, name, namespace, data)
 	}
 	secret := &corev1.Secret{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
@@ -151,7 +135,35 @@ func (o *secretCreateOptions) run(cmd *cobra.Command, s Streams, name string) er
 		Type:       corev1.SecretTypeDockerConfigJson,
 		Data:       map[string][]byte{corev1.DockerConfigJsonKey: data},
 	}
-	return printObject(cmd.OutOrStdout(), o.output, secretManifest(secret))
+	return printObject(s.Out, o.output, secretManifest(secret))
+}
+
+// config gets the credentials from the one source the flags name: a cloud
+// token, a docker config file, or --server and --username.
+func (o *secretCreateOptions) config(ctx context.Context, s Streams) (*dockercfg.Config, error) {
+	switch {
+	case o.cloud.set():
+		if o.fromConfig != "" || o.server != "" || o.username != "" || o.passwordStdin || o.passwordFile != "" || o.email != "" {
+			return nil, usageErrorf("a cloud token (--from-ecr, --from-ecr-public, --from-gcp, --from-acr) cannot be combined with --from-docker-config, --server, --username, --email or a password")
+		}
+		cfg, expires, err := o.cloud.config(ctx, o.registries)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(s.Err, "the token expires at %s (in %s)\n", expires.UTC().Format(time.RFC3339), time.Until(expires).Round(time.Minute))
+		return cfg, nil
+	case o.cloud.endpoint != "" || o.cloud.tenantID != "" || o.cloud.clientID != "" || len(o.cloud.caFiles) > 0:
+		return nil, usageErrorf("--endpoint, --tenant-id, --client-id and --cloud-ca-file only apply with --from-ecr, --from-ecr-public, --from-gcp or --from-acr")
+	case o.fromConfig != "":
+		if o.server != "" || o.username != "" || o.passwordStdin || o.passwordFile != "" || o.email != "" {
+			return nil, usageErrorf("--from-docker-config cannot be combined with --server, --username, --email, --password-stdin or --password-file")
+		}
+		return configFromDockerFile(o.fromConfig, o.registries)
+	case len(o.registries) > 0:
+		return nil, usageErrorf("--registry only applies with --from-docker-config; use --server")
+	default:
+		return o.configFromFlags(s.In)
+	}
 }
 
 // secretManifest drops the empty creationTimestamp a typed object marshals.
@@ -252,7 +264,7 @@ func configFromDockerFile(path string, registries []string) (*dockercfg.Config, 
 	return cfg, nil
 }
 
-func (o *secretCreateOptions) applySecret(cmd *cobra.Command, name, namespace string, data []byte) error {
+func (o *secretCreateOptions) applySecret(ctx context.Context, out io.Writer, name, namespace string, data []byte) error {
 	cs, err := o.kube.clientset()
 	if err != nil {
 		return err
@@ -260,10 +272,10 @@ func (o *secretCreateOptions) applySecret(cmd *cobra.Command, name, namespace st
 	ac := corev1apply.Secret(name, namespace).
 		WithType(corev1.SecretTypeDockerConfigJson).
 		WithData(map[string][]byte{corev1.DockerConfigJsonKey: data})
-	got, err := cs.CoreV1().Secrets(namespace).Apply(cmd.Context(), ac, metav1.ApplyOptions{FieldManager: fieldManager, Force: true})
+	got, err := cs.CoreV1().Secrets(namespace).Apply(ctx, ac, metav1.ApplyOptions{FieldManager: fieldManager, Force: true})
 	if err != nil {
 		return fmt.Errorf("apply secret %s/%s: %w", namespace, name, err)
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "secret/%s applied in namespace %s\n", got.Name, got.Namespace)
+	fmt.Fprintf(out, "secret/%s applied in namespace %s\n", got.Name, got.Namespace)
 	return nil
 }

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"net/http"
 	"time"
@@ -83,9 +82,7 @@ func (c *cloudFlags) fetcher() (cloud.Fetcher, error) {
 		if err != nil {
 			return nil, usageErrorf("--cloud-ca-file: %v", err)
 		}
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-		env.HTTPClient = &http.Client{Transport: tr, Timeout: time.Minute}
+		env.HTTPClient = &http.Client{Transport: registry.Transport(pool), Timeout: time.Minute}
 	}
 	switch {
 	case c.ecrRegion != "" || c.ecrPublic:

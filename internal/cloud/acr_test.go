@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"regcred.dev/regcred/internal/cloud"
-	"regcred.dev/regcred/internal/testenv"
 	"regcred.dev/regcred/internal/testenv/fakecloud"
+	"regcred.dev/regcred/internal/testenv/testregistry"
 )
 
 // acrWorld is a token-auth registry that serves ACR's token exchange, and
@@ -21,7 +21,7 @@ func acrWorld(t *testing.T) (*world, *fakecloud.Azure) {
 		t.Fatal(err)
 	}
 	t.Cleanup(az.Close)
-	reg, err := testenv.StartRegistry(testenv.Token, testenv.WithHandler("/oauth2/exchange", az.Exchange()))
+	reg, err := testregistry.Start(testregistry.Token, testregistry.WithHandler("/oauth2/exchange", az.Exchange()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"regcred.dev/regcred/internal/cloud"
+	"regcred.dev/regcred/internal/testenv"
 )
 
 // scripted is a fetcher whose answers a test decides.
@@ -53,18 +54,6 @@ func (s *scripted) callTimes() []time.Time {
 	return append([]time.Time(nil), s.calls...)
 }
 
-// waitFor polls cond until it holds or the test's patience runs out.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 type observed struct {
 	mu      sync.Mutex
 	reasons []cloud.Reason
@@ -92,7 +81,7 @@ func TestCacheOneRequestForManyCallers(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, "the first request", func() bool { return len(f.callTimes()) == 1 })
+	testenv.Eventually(t, 30*time.Second, testenv.Condition("the first request", func() bool { return len(f.callTimes()) == 1 }))
 	close(f.block)
 	wg.Wait()
 	if n := len(f.callTimes()); n != 1 {
@@ -118,7 +107,7 @@ func TestCacheRefreshesBeforeExpiry(t *testing.T) {
 	if life := first.RefreshAt.Sub(first.ReceivedAt); life < 900*time.Millisecond || life > 1100*time.Millisecond {
 		t.Errorf("refresh planned %s after receipt, want 50%% ± 10%% of 2s", life)
 	}
-	waitFor(t, "a refresh", func() bool { return len(f.callTimes()) >= 2 })
+	testenv.Eventually(t, 30*time.Second, testenv.Condition("a refresh", func() bool { return len(f.callTimes()) >= 2 }))
 	if second := f.callTimes()[1]; !second.Before(first.ExpiresAt) {
 		t.Errorf("refreshed at %s, after the token expired at %s", second, first.ExpiresAt)
 	}
@@ -141,14 +130,14 @@ func TestCacheServesLastGoodTokenUntilExpiry(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.set(time.Hour, &cloud.Error{Reason: cloud.AccessDenied, Message: "revoked"})
-	waitFor(t, "a failed refresh", func() bool { return len(f.callTimes()) >= 2 })
+	testenv.Eventually(t, 30*time.Second, testenv.Condition("a failed refresh", func() bool { return len(f.callTimes()) >= 2 }))
 	if time.Now().Before(first.ExpiresAt.Add(-100 * time.Millisecond)) {
 		l, err := c.Get(context.Background(), f)
 		if err != nil || l.Auth.Password != first.Auth.Password {
 			t.Errorf("while the token is good, Get returned %v, %v; want the last good token", l, err)
 		}
 	}
-	waitFor(t, "the token's expiry", func() bool { return time.Now().After(first.ExpiresAt) })
+	testenv.Eventually(t, 30*time.Second, testenv.Condition("the token's expiry", func() bool { return time.Now().After(first.ExpiresAt) }))
 	_, err = c.Get(context.Background(), f)
 	var ce *cloud.Error
 	if !errors.As(err, &ce) || ce.Reason != cloud.AccessDenied {
@@ -188,7 +177,7 @@ func TestCacheLifeShorterThanMinRefresh(t *testing.T) {
 	if _, err := c.Get(context.Background(), f); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a refresh", func() bool { return len(f.callTimes()) >= 2 })
+	testenv.Eventually(t, 30*time.Second, testenv.Condition("a refresh", func() bool { return len(f.callTimes()) >= 2 }))
 	calls := f.callTimes()
 	if gap := calls[1].Sub(calls[0]); gap < 500*time.Millisecond {
 		t.Errorf("two requests %s apart, want at least MinRefresh", gap)
@@ -203,8 +192,8 @@ func TestCacheDropsTokensNobodyUses(t *testing.T) {
 	if _, err := c.Get(context.Background(), f); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the refresh timer", func() bool { return asked.Load() > 0 })
-	waitFor(t, "the entry's removal", func() bool { return c.Len() == 0 })
+	testenv.Eventually(t, 30*time.Second, testenv.Condition("the refresh timer", func() bool { return asked.Load() > 0 }))
+	testenv.Eventually(t, 30*time.Second, testenv.Condition("the entry's removal", func() bool { return c.Len() == 0 }))
 	if n := len(f.callTimes()); n != 1 {
 		t.Errorf("%d requests, want 1: an unused token is not refreshed", n)
 	}

@@ -13,20 +13,20 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"regcred.dev/regcred/internal/cloud"
-	"regcred.dev/regcred/internal/testenv"
 	"regcred.dev/regcred/internal/testenv/fakecloud"
+	"regcred.dev/regcred/internal/testenv/testregistry"
 )
 
 // world is a token-auth registry and the fake clouds that issue logins
 // for it.
 type world struct {
-	reg   *testenv.Registry
+	reg   *testregistry.Registry
 	image string
 }
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	reg, err := testenv.StartRegistry(testenv.Token)
+	reg, err := testregistry.Start(testregistry.Token)
 	if err != nil {
 		t.Fatal(err)
 	}

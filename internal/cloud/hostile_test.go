@@ -11,8 +11,9 @@ import (
 	"time"
 
 	"regcred.dev/regcred/internal/cloud"
-	"regcred.dev/regcred/internal/testenv"
 	"regcred.dev/regcred/internal/testenv/fakecloud"
+	"regcred.dev/regcred/internal/testenv/testregistry"
+	"regcred.dev/regcred/internal/testenv/testserver"
 )
 
 const floodMarker = "HOSTILE-TOKEN-ENDPOINT"
@@ -28,17 +29,9 @@ func floodServer(t *testing.T, status int) (*httptest.Server, *atomic.Int64) {
 }
 
 func floodHandler(status int, written *atomic.Int64) http.HandlerFunc {
-	return func(w http.ResponseWriter, _ *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		chunk := []byte(strings.Repeat(floodMarker+" ", 2<<10))
-		for written.Load() < 100<<20 {
-			n, err := w.Write(chunk)
-			written.Add(int64(n))
-			if err != nil {
-				return
-			}
-		}
+		testserver.Flood(w, r, status, floodMarker, written)
 	}
 }
 
@@ -103,7 +96,7 @@ func TestHugeACRExchange(t *testing.T) {
 	}
 	t.Cleanup(az.Close)
 	written := &atomic.Int64{}
-	reg, err := testenv.StartRegistry(testenv.Token, testenv.WithHandler("/oauth2/exchange", floodHandler(http.StatusOK, written)))
+	reg, err := testregistry.Start(testregistry.Token, testregistry.WithHandler("/oauth2/exchange", floodHandler(http.StatusOK, written)))
 	if err != nil {
 		t.Fatal(err)
 	}

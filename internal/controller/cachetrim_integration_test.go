@@ -20,7 +20,7 @@ import (
 func TestTenantObjectsTrimmedInCache(t *testing.T) {
 	c := startManager(t)
 	ns := newNamespace(t, c, "trim", map[string]string{"trim": "yes"})
-	createSource(t, c, regcredNamespace, "trim-src", dockerConfig(t, "trim.example.com", "u", "p"))
+	createSource(t, c, regcredNamespace, "trim-src", testenv.DockerConfigJSON(t, "trim.example.com", "u", "p"))
 	cred := clusterCred("trim", "trim-src", map[string]string{"trim": "yes"}, "trim.example.com")
 	if err := c.Create(bg, cred); err != nil {
 		t.Fatal(err)

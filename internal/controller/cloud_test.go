@@ -23,20 +23,21 @@ import (
 	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/testenv"
 	"regcred.dev/regcred/internal/testenv/fakecloud"
+	"regcred.dev/regcred/internal/testenv/testregistry"
 )
 
 // tokenWorld is a token-auth registry with an image, and a fake AWS that
 // issues logins for it.
 type tokenWorld struct {
-	reg *testenv.Registry
+	reg *testregistry.Registry
 	aws *fakecloud.AWS
 }
 
 // tokenRegistry is a token-auth registry holding team/app:v1, whose CA
 // the manager trusts, closed when the test ends.
-func tokenRegistry(t *testing.T) *testenv.Registry {
+func tokenRegistry(t *testing.T) *testregistry.Registry {
 	t.Helper()
-	reg, err := testenv.StartRegistry(testenv.Token)
+	reg, err := testregistry.Start(testregistry.Token)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,14 +139,14 @@ func TestECRTokensRefreshInPlace(t *testing.T) {
 	for _, ns := range nss {
 		for _, n := range []string{"ecr-a", "ecr-b"} {
 			var data []byte
-			waitFor(t, "the ECR copy "+ns+"/"+n, func() bool {
+			testenv.Eventually(t, wait, testenv.Condition("the ECR copy "+ns+"/"+n, func() bool {
 				d, s, err := secretData(bg, c, ns, n)
 				if err != nil || d == nil {
 					return false
 				}
 				data, uids[ns+"/"+n] = d, s.UID
 				return true
-			})
+			}))
 			if err := w.pull(data); err != nil {
 				t.Fatalf("pull with %s/%s: %v", ns, n, err)
 			}
@@ -157,16 +158,16 @@ func TestECRTokensRefreshInPlace(t *testing.T) {
 
 	// Past the first token's expiry: every copy holds a newer token that
 	// pulls, in the same Secret.
-	waitFor(t, "three refreshes", func() bool { return w.aws.TokensForKey(keyID) >= 4 })
+	testenv.Eventually(t, wait, testenv.Condition("three refreshes", func() bool { return w.aws.TokensForKey(keyID) >= 4 }))
 	if time.Since(start) < life {
-		waitFor(t, "the first token's expiry", func() bool { return time.Since(start) > life })
+		testenv.Eventually(t, wait, testenv.Condition("the first token's expiry", func() bool { return time.Since(start) > life }))
 	}
-	firstDoc := dockerConfig(t, w.reg.Host, cloud.ECRUsername, first)
-	waitFor(t, "the registry to refuse the first token", func() bool { return w.pull(firstDoc) != nil })
+	firstDoc := testenv.DockerConfigJSON(t, w.reg.Host, cloud.ECRUsername, first)
+	testenv.Eventually(t, wait, testenv.Condition("the registry to refuse the first token", func() bool { return w.pull(firstDoc) != nil }))
 	for _, ns := range nss {
 		for _, n := range []string{"ecr-a", "ecr-b"} {
 			var last error
-			waitFor(t, "a current token in "+ns+"/"+n, func() bool {
+			testenv.Eventually(t, wait, testenv.Condition("a current token in "+ns+"/"+n, func() bool {
 				d, s, err := secretData(bg, c, ns, n)
 				if err != nil || d == nil {
 					return false
@@ -176,7 +177,7 @@ func TestECRTokensRefreshInPlace(t *testing.T) {
 				}
 				last = w.pull(d)
 				return last == nil && passwordOf(t, d, w.reg.Host) != first
-			})
+			}))
 		}
 	}
 
@@ -233,10 +234,10 @@ func TestECRRevokedIdentity(t *testing.T) {
 	if d, _, err := secretData(bg, c, ns, "regcred-"+cr.Name); err != nil || d == nil {
 		t.Errorf("the copy is gone (%v): a failing source leaves copies as they are", err)
 	}
-	waitFor(t, "an AccessDenied Event", func() bool {
+	testenv.Eventually(t, wait, testenv.Condition("an AccessDenied Event", func() bool {
 		ev, err := eventsFor(bg, c, cr.Name)
 		return err == nil && strings.Contains(ev, "AccessDenied")
-	})
+	}))
 }
 
 // TestCloudSourceMissingKeys: a missing keys Secret is IdentityNotFound,
@@ -263,17 +264,6 @@ func TestCloudSourceMissingKeys(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = c.Delete(context.Background(), s) })
 	clusterReady(t, c, cr.Name, metav1.ConditionTrue, v1alpha1.ReasonSynced, "1/1")
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // TestCredentialProviderPlugin: a ClusterRegistryCredential runs a kubelet

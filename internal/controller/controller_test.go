@@ -32,7 +32,7 @@ func TestFanOutRotateAndCleanUp(t *testing.T) {
 	// Someone else's entry, which must survive everything.
 	createSA(t, c, nsA, "builder", nil, "team-own-secret")
 
-	v1 := dockerConfig(t, "harbor.example.com", "robot", "first-pass")
+	v1 := testenv.DockerConfigJSON(t, "harbor.example.com", "robot", "first-pass")
 	src := createSource(t, c, regcredNamespace, "fanout-source", v1)
 	cred := clusterCred("fanout", "fanout-source", sel, "harbor.example.com")
 	if err := c.Create(bg, cred); err != nil {
@@ -65,7 +65,7 @@ func TestFanOutRotateAndCleanUp(t *testing.T) {
 	clusterReady(t, c, "fanout", metav1.ConditionTrue, v1alpha1.ReasonSynced, "3/3")
 
 	// Rotation.
-	v2 := dockerConfig(t, "harbor.example.com", "robot", "second-pass")
+	v2 := testenv.DockerConfigJSON(t, "harbor.example.com", "robot", "second-pass")
 	src.Data[corev1.DockerConfigJsonKey] = v2
 	if err := c.Update(bg, src); err != nil {
 		t.Fatal(err)
@@ -123,7 +123,7 @@ func TestDefaultServiceAccountOnly(t *testing.T) {
 		createSA(t, c, ns, "default", nil)
 		createSA(t, c, ns, "longhorn-service-account", nil)
 	}
-	createSource(t, c, regcredNamespace, "default-only-source", dockerConfig(t, "docker.io", "hubuser", "hubpass"))
+	createSource(t, c, regcredNamespace, "default-only-source", testenv.DockerConfigJSON(t, "docker.io", "hubuser", "hubpass"))
 	cred := clusterCred("default-only", "default-only-source", nil, "docker.io")
 	cred.Spec.NamespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
 		Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpIn, Values: []string{"default", "longhorn-system"}}}}
@@ -149,7 +149,7 @@ func TestServiceAccountSelector(t *testing.T) {
 	ns := newNamespace(t, c, "sasel", map[string]string{"regcred-test": "sasel"})
 	createSA(t, c, ns, "ci", map[string]string{"pulls": "private"})
 	createSA(t, c, ns, "web", nil)
-	createSource(t, c, regcredNamespace, "sasel-source", dockerConfig(t, "ghcr.io", "bot", "tok"))
+	createSource(t, c, regcredNamespace, "sasel-source", testenv.DockerConfigJSON(t, "ghcr.io", "bot", "tok"))
 	cred := clusterCred("sasel", "sasel-source", map[string]string{"regcred-test": "sasel"}, "ghcr.io")
 	cred.Spec.ServiceAccounts = v1alpha1.ServiceAccountSelection{Mode: v1alpha1.ServiceAccountsSelector,
 		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"pulls": "private"}}}
@@ -185,7 +185,7 @@ func TestBadSourceKeepsCopies(t *testing.T) {
 	sel := map[string]string{"regcred-test": "badsource"}
 	ns := newNamespace(t, c, "badsource", sel)
 	createSA(t, c, ns, "default", nil)
-	good := dockerConfig(t, "quay.io", "robot", "pass-1")
+	good := testenv.DockerConfigJSON(t, "quay.io", "robot", "pass-1")
 	src := createSource(t, c, regcredNamespace, "badsource-source", good)
 	cred := clusterCred("badsource", "badsource-source", sel, "quay.io")
 	if err := c.Create(bg, cred); err != nil {
@@ -244,7 +244,7 @@ func TestBadSourceKeepsCopies(t *testing.T) {
 	if err := c.Delete(bg, opaque); err != nil {
 		t.Fatal(err)
 	}
-	fixed := dockerConfig(t, "quay.io", "robot", "pass-2")
+	fixed := testenv.DockerConfigJSON(t, "quay.io", "robot", "pass-2")
 	createSource(t, c, regcredNamespace, "badsource-source", fixed)
 	waitSecretData(t, c, ns, "regcred-badsource", fixed)
 	clusterReady(t, c, "badsource", metav1.ConditionTrue, v1alpha1.ReasonSynced, "1/1")
@@ -259,9 +259,9 @@ func TestForeignSecretLeftAlone(t *testing.T) {
 	ns := newNamespace(t, c, "foreign", sel)
 	okNS := newNamespace(t, c, "foreign-ok", sel)
 	createSA(t, c, ns, "default", nil)
-	mine := dockerConfig(t, "registry.example.com", "me", "my-own")
+	mine := testenv.DockerConfigJSON(t, "registry.example.com", "me", "my-own")
 	createSource(t, c, ns, "regcred-foreign", mine) // same name as the managed one
-	createSource(t, c, regcredNamespace, "foreign-source", dockerConfig(t, "registry.example.com", "robot", "x"))
+	createSource(t, c, regcredNamespace, "foreign-source", testenv.DockerConfigJSON(t, "registry.example.com", "robot", "x"))
 	cred := clusterCred("foreign", "foreign-source", sel, "registry.example.com")
 	if err := c.Create(bg, cred); err != nil {
 		t.Fatal(err)
@@ -300,7 +300,7 @@ func TestDriftIsRepaired(t *testing.T) {
 	c := startManager(t)
 	sel := map[string]string{"regcred-test": "drift"}
 	ns := newNamespace(t, c, "drift", sel)
-	data := dockerConfig(t, "registry.example.com", "robot", "p")
+	data := testenv.DockerConfigJSON(t, "registry.example.com", "robot", "p")
 	createSource(t, c, regcredNamespace, "drift-source", data)
 	cred := clusterCred("drift", "drift-source", sel, "registry.example.com")
 	if err := c.Create(bg, cred); err != nil {
@@ -308,7 +308,7 @@ func TestDriftIsRepaired(t *testing.T) {
 	}
 	waitSecretData(t, c, ns, "regcred-drift", data)
 	_, s, _ := secretData(bg, c, ns, "regcred-drift")
-	s.Data[corev1.DockerConfigJsonKey] = dockerConfig(t, "evil.example.com", "x", "y")
+	s.Data[corev1.DockerConfigJsonKey] = testenv.DockerConfigJSON(t, "evil.example.com", "x", "y")
 	if err := c.Update(bg, s); err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +388,7 @@ func TestConcurrentServiceAccountEdits(t *testing.T) {
 	var creds []*v1alpha1.ClusterRegistryCredential
 	for i := range 3 {
 		name := fmt.Sprintf("concurrent-%d", i)
-		createSource(t, c, regcredNamespace, name+"-source", dockerConfig(t, fmt.Sprintf("r%d.example.com", i), "u", "p"))
+		createSource(t, c, regcredNamespace, name+"-source", testenv.DockerConfigJSON(t, fmt.Sprintf("r%d.example.com", i), "u", "p"))
 		cred := clusterCred(name, name+"-source", sel, fmt.Sprintf("r%d.example.com", i))
 		creds = append(creds, cred)
 	}
@@ -459,13 +459,13 @@ func TestExcludedNamespaces(t *testing.T) {
 	c := startManager(t)
 	excluded := newNamespace(t, c, "excluded", map[string]string{"regcred-test": "excl"})
 	included := newNamespace(t, c, "included", map[string]string{"regcred-test": "excl"})
-	createSource(t, c, regcredNamespace, "excl-source", dockerConfig(t, "r.example.com", "u", "p"))
+	createSource(t, c, regcredNamespace, "excl-source", testenv.DockerConfigJSON(t, "r.example.com", "u", "p"))
 	cred := clusterCred("excl", "excl-source", nil, "r.example.com")
 	cred.Spec.ExcludeNamespaces = []string{excluded}
 	if err := c.Create(bg, cred); err != nil {
 		t.Fatal(err)
 	}
-	waitSecretData(t, c, included, "regcred-excl", dockerConfig(t, "r.example.com", "u", "p"))
+	waitSecretData(t, c, included, "regcred-excl", testenv.DockerConfigJSON(t, "r.example.com", "u", "p"))
 	for _, ns := range []string{excluded, "kube-system", "kube-public", "kube-node-lease", regcredNamespace} {
 		if _, _, err := secretData(bg, c, ns, "regcred-excl"); err == nil {
 			t.Errorf("excluded namespace %s got the Secret", ns)
@@ -486,8 +486,8 @@ func TestUnrelatedSecretsAreNotCached(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A registry Secret that is no source of any credential.
-	createSource(t, c, ns, "someone-elses", dockerConfig(t, "registry.example.com", "u", "p"))
-	createSource(t, c, regcredNamespace, "unrelated-source", dockerConfig(t, "registry.example.com", "robot", "p"))
+	createSource(t, c, ns, "someone-elses", testenv.DockerConfigJSON(t, "registry.example.com", "u", "p"))
+	createSource(t, c, regcredNamespace, "unrelated-source", testenv.DockerConfigJSON(t, "registry.example.com", "robot", "p"))
 	cred := clusterCred("unrelated", "unrelated-source", sel, "registry.example.com")
 	if err := c.Create(bg, cred); err != nil {
 		t.Fatal(err)

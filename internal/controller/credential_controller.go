@@ -20,6 +20,7 @@ import (
 	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/logkeys"
 	"regcred.dev/regcred/internal/redact"
+	"regcred.dev/regcred/internal/source"
 )
 
 // maxFailuresInStatus bounds status.failures.
@@ -37,194 +38,371 @@ type CredentialReconciler struct {
 	verifier         *verifier
 }
 
-// Reconcile implements reconcile.Reconciler.
+// Reconcile implements reconcile.Reconciler: the steps of
+// credentialSteps, in order, then one status write and the metrics.
 func (r *CredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	key := credential.Key{Kind: r.kind, Namespace: req.Namespace, Name: req.Name}
 	c, err := getCredential(ctx, r.client, key)
 	if apierrors.IsNotFound(err) {
-		r.failures.forget(key)
-		r.renders.forget(key)
-		deleteCredentialMetrics(key)
+		r.forget(key)
 		return ctrl.Result{}, nil
 	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	log := ctrl.LoggerFrom(ctx).WithValues(logkeys.Credential, c.Key.String())
-	ctx = ctrl.LoggerInto(ctx, log)
-
-	copies, err := r.copies(ctx, c)
+	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues(logkeys.Credential, c.Key.String()))
+	st := &credentialState{c: c}
+	res, err := runSteps(ctx, st, r.credentialSteps())
 	if err != nil {
+		// Transient: nothing is written, and the queue retries with backoff.
 		return ctrl.Result{}, err
 	}
+	return r.summarizeAndPatch(ctx, st, res)
+}
 
-	if c.Deleting() {
-		// The namespace controller removes the copies and ServiceAccount
-		// entries of a deleted credential; each removal wakes this one up.
-		// A copy already being deleted counts as removed: a finalizer
-		// someone else put on it must not hold the credential forever.
-		pending := slices.DeleteFunc(copies, func(s corev1.Secret) bool { return !s.DeletionTimestamp.IsZero() })
-		if len(pending) > 0 {
-			log.V(1).Info("waiting for cleanup", logkeys.Count, len(pending))
-			return ctrl.Result{}, r.updateStatus(ctx, c, func(st *v1alpha1.CredentialStatus) {
-				meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse,
-					Reason: v1alpha1.ReasonDeleting, Message: fmt.Sprintf("removing the Secret from %d namespaces", len(pending)), ObservedGeneration: c.Object.GetGeneration()})
-			})
-		}
-		if controllerutil.ContainsFinalizer(c.Object, credential.Finalizer) {
-			patch := client.MergeFrom(c.Object.DeepCopyObject().(client.Object))
-			controllerutil.RemoveFinalizer(c.Object, credential.Finalizer)
-			if err := r.client.Patch(ctx, c.Object, patch); err != nil && !apierrors.IsNotFound(err) {
-				return ctrl.Result{}, err
-			}
-			syncWrites.WithLabelValues("remove_finalizer").Inc()
-			log.Info("cleanup done")
-		}
-		r.failures.forget(c.Key)
-		r.renders.forget(c.Key)
-		r.verifier.forget(c.Object.GetUID())
-		deleteCredentialMetrics(c.Key)
-		return ctrl.Result{}, nil
+// credentialSteps are the steps of one reconcile, in order.
+func (r *CredentialReconciler) credentialSteps() []credentialStep {
+	return []credentialStep{
+		r.listCopies,
+		r.finalize,
+		r.ensureFinalizer,
+		r.selectNamespaces,
+		r.resolveSource,
+		r.countCopies,
+		buildReady,
+		r.emitReadyEvents,
+		r.verify,
 	}
+}
 
-	if !controllerutil.ContainsFinalizer(c.Object, credential.Finalizer) {
+// credentialState is what the steps of one reconcile learn about a
+// credential, and what its status write reports.
+type credentialState struct {
+	c *credential.Credential
+	// copies are the managed Secrets the credential owns.
+	copies []corev1.Secret
+	// desired are the namespaces the credential applies to.
+	desired map[string]bool
+	src     *rendered
+	// synced counts the copies in desired namespaces that are up to date.
+	synced int32
+	fails  []failure
+	ready  metav1.Condition
+	// verified and verifyState are a probe's result to write; nil when
+	// the status already holds the latest or no probe ran.
+	verified    *metav1.Condition
+	verifyState *v1alpha1.VerifyStatus
+}
+
+// credentialStep is one step of a reconcile. An error is transient: the
+// reconcile stops, writes nothing and is retried with backoff.
+type credentialStep func(ctx context.Context, st *credentialState) (stepResult, error)
+
+// stepOutcome is how a reconcile goes on after a step; a later step's
+// outcome counts only when it is graver.
+type stepOutcome int
+
+const (
+	// stepContinue: the next step runs.
+	stepContinue stepOutcome = iota
+	// stepStalled: the source cannot be resolved until its spec or Secret
+	// changes (which wakes the credential up). The remaining steps still
+	// count and report; none acts on the source.
+	stepStalled
+	// stepWaiting: the deletion waits for the namespace controller's
+	// cleanup, whose writes wake the credential up. No further step runs;
+	// the Ready condition says what it waits for.
+	stepWaiting
+	// stepDone: the credential is finalized; nothing is written.
+	stepDone
+)
+
+// stepResult is a step's outcome and, when it wants the credential
+// reconciled again at a time (the next probe), how soon.
+type stepResult struct {
+	outcome      stepOutcome
+	requeueAfter time.Duration
+}
+
+var (
+	continueSteps     = stepResult{outcome: stepContinue}
+	stalledOnSource   = stepResult{outcome: stepStalled}
+	waitingForCleanup = stepResult{outcome: stepWaiting}
+	finalized         = stepResult{outcome: stepDone}
+)
+
+// runSteps runs steps until one fails, waits or is done, and merges their
+// results: the gravest outcome, and the soonest requeue.
+func runSteps(ctx context.Context, st *credentialState, steps []credentialStep) (stepResult, error) {
+	var res stepResult
+	for _, step := range steps {
+		got, err := step(ctx, st)
+		if err != nil {
+			return res, err
+		}
+		res.outcome = max(res.outcome, got.outcome)
+		if got.requeueAfter != 0 && (res.requeueAfter == 0 || got.requeueAfter < res.requeueAfter) {
+			res.requeueAfter = got.requeueAfter
+		}
+		if res.outcome >= stepWaiting {
+			break
+		}
+	}
+	return res, nil
+}
+
+// summarizeAndPatch writes what the steps found: nothing for a finalized
+// credential, the Ready condition of a deletion that waits, else the whole
+// status and the metrics.
+func (r *CredentialReconciler) summarizeAndPatch(ctx context.Context, st *credentialState, res stepResult) (ctrl.Result, error) {
+	switch res.outcome {
+	case stepDone:
+		return ctrl.Result{}, nil
+	case stepWaiting:
+		return ctrl.Result{}, r.updateStatus(ctx, st.c, func(s *v1alpha1.CredentialStatus) {
+			meta.SetStatusCondition(&s.Conditions, st.ready)
+		})
+	}
+	err := r.updateStatus(ctx, st.c, st.writeStatus)
+	// The metrics say what the controller found, written or not.
+	st.recordMetrics()
+	return ctrl.Result{RequeueAfter: res.requeueAfter}, err
+}
+
+// forget drops what the controller keeps about a deleted credential.
+func (r *CredentialReconciler) forget(key credential.Key) {
+	r.failures.forget(key)
+	r.renders.forget(key)
+	deleteCredentialMetrics(key)
+}
+
+func (r *CredentialReconciler) listCopies(ctx context.Context, st *credentialState) (stepResult, error) {
+	var err error
+	st.copies, err = r.copies(ctx, st.c)
+	return continueSteps, err
+}
+
+// finalize lets a deleted credential go once the namespace controller has
+// removed its copies and ServiceAccount entries; each removal wakes this
+// controller up.
+func (r *CredentialReconciler) finalize(ctx context.Context, st *credentialState) (stepResult, error) {
+	c := st.c
+	if !c.Deleting() {
+		return continueSteps, nil
+	}
+	log := ctrl.LoggerFrom(ctx)
+	// A copy already being deleted counts as removed: a finalizer someone
+	// else put on it must not hold the credential forever.
+	pending := 0
+	for _, s := range st.copies {
+		if s.DeletionTimestamp.IsZero() {
+			pending++
+		}
+	}
+	if pending > 0 {
+		log.V(1).Info("waiting for cleanup", logkeys.Count, pending)
+		st.ready = metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonDeleting,
+			Message: fmt.Sprintf("removing the Secret from %d namespaces", pending), ObservedGeneration: c.Object.GetGeneration()}
+		return waitingForCleanup, nil
+	}
+	if controllerutil.ContainsFinalizer(c.Object, credential.Finalizer) {
 		patch := client.MergeFrom(c.Object.DeepCopyObject().(client.Object))
-		controllerutil.AddFinalizer(c.Object, credential.Finalizer)
-		if err := r.client.Patch(ctx, c.Object, patch); err != nil {
-			return ctrl.Result{}, err
+		controllerutil.RemoveFinalizer(c.Object, credential.Finalizer)
+		if err := r.client.Patch(ctx, c.Object, patch); err != nil && !apierrors.IsNotFound(err) {
+			return continueSteps, err
 		}
-		syncWrites.WithLabelValues("add_finalizer").Inc()
+		syncWrites.WithLabelValues("remove_finalizer").Inc()
+		log.Info("cleanup done")
 	}
+	r.verifier.forget(c.Object.GetUID())
+	r.forget(c.Key)
+	return finalized, nil
+}
 
-	desired, err := r.desiredNamespaces(ctx, c)
-	if err != nil {
-		return ctrl.Result{}, err
+func (r *CredentialReconciler) ensureFinalizer(ctx context.Context, st *credentialState) (stepResult, error) {
+	if controllerutil.ContainsFinalizer(st.c.Object, credential.Finalizer) {
+		return continueSteps, nil
 	}
-	src := r.renders.get(ctx, c)
-	var synced int32
-	for _, s := range copies {
-		if !desired[s.Namespace] {
-			continue
-		}
-		if src.Err != nil || src.current(s.Data[corev1.DockerConfigJsonKey]) {
-			synced++
-		}
+	patch := client.MergeFrom(st.c.Object.DeepCopyObject().(client.Object))
+	controllerutil.AddFinalizer(st.c.Object, credential.Finalizer)
+	if err := r.client.Patch(ctx, st.c.Object, patch); err != nil {
+		return continueSteps, err
 	}
-	fails := r.failures.get(c.Key, func(ns string) bool { return desired[ns] })
+	syncWrites.WithLabelValues("add_finalizer").Inc()
+	return continueSteps, nil
+}
 
-	cond := metav1.Condition{Type: v1alpha1.ConditionReady, ObservedGeneration: c.Object.GetGeneration()}
+func (r *CredentialReconciler) selectNamespaces(ctx context.Context, st *credentialState) (stepResult, error) {
+	var err error
+	st.desired, err = r.desiredNamespaces(ctx, st.c)
+	return continueSteps, err
+}
+
+// resolveSource renders the source. A source that fails leaves the copies
+// as they are, and stalls the credential until the source changes.
+func (r *CredentialReconciler) resolveSource(ctx context.Context, st *credentialState) (stepResult, error) {
+	st.src = r.renders.get(ctx, st.c)
+	if st.src.Err != nil {
+		return stalledOnSource, nil
+	}
+	return continueSteps, nil
+}
+
+// countCopies counts the up-to-date copies in desired namespaces (with a
+// failing source, every copy there: it is left as it is) and the failed
+// namespaces.
+func (r *CredentialReconciler) countCopies(_ context.Context, st *credentialState) (stepResult, error) {
+	for _, s := range st.copies {
+		if st.desired[s.Namespace] && (st.src.Err != nil || st.src.current(s.Data[corev1.DockerConfigJsonKey])) {
+			st.synced++
+		}
+	}
+	st.fails = r.failures.get(st.c.Key, func(ns string) bool { return st.desired[ns] })
+	return continueSteps, nil
+}
+
+// buildReady sets the Ready condition: the source's error, then failed
+// namespaces, then how many copies are synced.
+func buildReady(_ context.Context, st *credentialState) (stepResult, error) {
+	src, fails, desired := st.src, st.fails, len(st.desired)
+	cond := metav1.Condition{Type: v1alpha1.ConditionReady, ObservedGeneration: st.c.Object.GetGeneration()}
 	switch {
 	case src.Err != nil:
 		cond.Status, cond.Reason = metav1.ConditionFalse, string(src.Err.Reason)
 		cond.Message = src.Err.Message + "; existing copies are left as they are"
 	case len(fails) > 0:
 		cond.Status, cond.Reason = metav1.ConditionFalse, v1alpha1.ReasonSyncFailed
-		cond.Message = fmt.Sprintf("%d of %d namespaces failed; %s: %s", len(fails), len(desired), fails[0].Namespace, fails[0].Message)
-	case len(desired) == 0:
+		cond.Message = fmt.Sprintf("%d of %d namespaces failed; %s: %s", len(fails), desired, fails[0].Namespace, fails[0].Message)
+	case desired == 0:
 		cond.Status, cond.Reason = metav1.ConditionTrue, v1alpha1.ReasonNoNamespaces
 		cond.Message = "no namespace is selected"
-	case int(synced) < len(desired):
+	case int(st.synced) < desired:
 		cond.Status, cond.Reason = metav1.ConditionFalse, v1alpha1.ReasonProgressing
-		cond.Message = fmt.Sprintf("Secret %s synced to %d of %d namespaces", c.SecretName(), synced, len(desired))
+		cond.Message = fmt.Sprintf("Secret %s synced to %d of %d namespaces", st.c.SecretName(), st.synced, desired)
 	default:
 		cond.Status, cond.Reason = metav1.ConditionTrue, v1alpha1.ReasonSynced
-		cond.Message = fmt.Sprintf("Secret %s synced to %d namespaces", c.SecretName(), synced)
+		cond.Message = fmt.Sprintf("Secret %s synced to %d namespaces", st.c.SecretName(), st.synced)
 	}
-	if src.Err == nil && src.Token != nil && src.Token.RefreshErr != nil {
+	if refresh := st.refreshErr(); refresh != nil {
 		// The last good token still serves: say so, and why the next one
 		// did not come.
 		cond.Message += fmt.Sprintf("; refreshing the token failed (%s): %s; the token in the Secrets expires at %s",
-			src.Token.RefreshErr.Reason, src.Token.RefreshErr.Message, src.Token.ExpiresAt.UTC().Format(time.RFC3339))
+			refresh.Reason, refresh.Message, src.Token.ExpiresAt.UTC().Format(time.RFC3339))
 	}
 	// Source and token errors carry servers' text: one line, bounded.
 	cond.Message = redact.Message(cond.Message)
+	st.ready = cond
+	return continueSteps, nil
+}
 
-	before := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ConditionReady)
+// refreshErr is why the last refresh of a source's token failed while the
+// token still serves; nil otherwise.
+func (st *credentialState) refreshErr() *source.Error {
+	if st.src.Err == nil && st.src.Token != nil {
+		return st.src.Token.RefreshErr
+	}
+	return nil
+}
+
+// emitReadyEvents records an Event when the Ready condition changes status
+// or reason (none for Progressing, a step of every rollout), and one when a
+// token refresh failed, as often as the message changes.
+func (r *CredentialReconciler) emitReadyEvents(ctx context.Context, st *credentialState) (stepResult, error) {
+	cond := st.ready
+	before := meta.FindStatusCondition(st.c.Status.Conditions, v1alpha1.ConditionReady)
 	if before == nil || before.Status != cond.Status || before.Reason != cond.Reason {
 		eventType := corev1.EventTypeNormal
 		if cond.Status != metav1.ConditionTrue && cond.Reason != v1alpha1.ReasonProgressing {
 			eventType = corev1.EventTypeWarning
 		}
 		if cond.Reason != v1alpha1.ReasonProgressing {
-			r.recorder.Eventf(c.Object, nil, eventType, cond.Reason, "Reconcile", "%s", cond.Message)
+			r.recorder.Eventf(st.c.Object, nil, eventType, cond.Reason, "Reconcile", "%s", cond.Message)
 		}
-		log.Info("ready condition changed", logkeys.Status, cond.Status, logkeys.Reason, cond.Reason)
+		ctrl.LoggerFrom(ctx).Info("ready condition changed", logkeys.Status, cond.Status, logkeys.Reason, cond.Reason)
 	}
-	if src.Err == nil && src.Token != nil && src.Token.RefreshErr != nil && (before == nil || before.Message != cond.Message) {
-		r.recorder.Eventf(c.Object, nil, corev1.EventTypeWarning, string(src.Token.RefreshErr.Reason), "RefreshToken",
-			"refreshing the token failed: %s; the current token expires at %s", redact.Message(src.Token.RefreshErr.Message), src.Token.ExpiresAt.UTC().Format(time.RFC3339))
+	if refresh := st.refreshErr(); refresh != nil && (before == nil || before.Message != cond.Message) {
+		r.recorder.Eventf(st.c.Object, nil, corev1.EventTypeWarning, string(refresh.Reason), "RefreshToken",
+			"refreshing the token failed: %s; the current token expires at %s", redact.Message(refresh.Message), st.src.Token.ExpiresAt.UTC().Format(time.RFC3339))
 	}
+	return continueSteps, nil
+}
 
-	var (
-		verified    *metav1.Condition
-		verifyState *v1alpha1.VerifyStatus
-		result      ctrl.Result
-	)
-	if c.Spec.Verify != nil && src.Err == nil {
-		var next time.Time
-		verified, verifyState, next = r.verifier.result(ctx, c, src.Data)
-		if cond := verified; cond != nil {
-			if old := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ConditionVerified); old == nil || old.Status != cond.Status || old.Reason != cond.Reason {
-				eventType := corev1.EventTypeNormal
-				if cond.Status != metav1.ConditionTrue {
-					eventType = corev1.EventTypeWarning
-				}
-				r.recorder.Eventf(c.Object, nil, eventType, "Verify"+cond.Reason, "Verify", "%s", cond.Message)
-				log.Info("verified condition changed", logkeys.Status, cond.Status, logkeys.Reason, cond.Reason)
+// verify runs spec.verify's probe when one is due, records an Event when
+// the Verified condition changes status or reason, and requeues for the
+// next probe. A source that cannot be resolved is not probed.
+func (r *CredentialReconciler) verify(ctx context.Context, st *credentialState) (stepResult, error) {
+	c := st.c
+	if c.Spec.Verify == nil || st.src.Err != nil {
+		return continueSteps, nil
+	}
+	verified, verifyState, next := r.verifier.result(ctx, c, st.src.Data)
+	st.verified, st.verifyState = verified, verifyState
+	if cond := verified; cond != nil {
+		if old := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ConditionVerified); old == nil || old.Status != cond.Status || old.Reason != cond.Reason {
+			eventType := corev1.EventTypeNormal
+			if cond.Status != metav1.ConditionTrue {
+				eventType = corev1.EventTypeWarning
 			}
+			r.recorder.Eventf(c.Object, nil, eventType, "Verify"+cond.Reason, "Verify", "%s", cond.Message)
+			ctrl.LoggerFrom(ctx).Info("verified condition changed", logkeys.Status, cond.Status, logkeys.Reason, cond.Reason)
 		}
-		result.RequeueAfter = time.Until(next) + time.Second
 	}
+	return stepResult{outcome: stepContinue, requeueAfter: time.Until(next) + time.Second}, nil
+}
 
-	err = r.updateStatus(ctx, c, func(st *v1alpha1.CredentialStatus) {
-		st.ObservedGeneration = c.Object.GetGeneration()
-		switch {
-		case c.Spec.Verify == nil:
-			meta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionVerified)
-			st.Verify = nil
-		case verified != nil:
-			meta.SetStatusCondition(&st.Conditions, *verified)
-			st.Verify = verifyState
+// writeStatus is the status change of a reconcile that got through.
+func (st *credentialState) writeStatus(s *v1alpha1.CredentialStatus) {
+	c, src := st.c, st.src
+	s.ObservedGeneration = c.Object.GetGeneration()
+	switch {
+	case c.Spec.Verify == nil:
+		meta.RemoveStatusCondition(&s.Conditions, v1alpha1.ConditionVerified)
+		s.Verify = nil
+	case st.verified != nil:
+		meta.SetStatusCondition(&s.Conditions, *st.verified)
+		s.Verify = st.verifyState
+	}
+	meta.SetStatusCondition(&s.Conditions, st.ready)
+	s.SecretName = c.SecretName()
+	s.SourceVersion = src.Version
+	switch {
+	case src.Token != nil:
+		s.Token = &v1alpha1.TokenStatus{ExpiresAt: timeOf(src.Token.ExpiresAt), RefreshedAt: timeOf(src.Token.RefreshedAt), NextRefreshAt: timeOf(src.Token.RefreshAt)}
+	case src.Err == nil:
+		s.Token = nil
+	}
+	desired := int32(len(st.desired))
+	s.Namespaces = v1alpha1.NamespaceCounts{
+		Desired: desired, Synced: st.synced, Failed: int32(len(st.fails)),
+		Summary: fmt.Sprintf("%d/%d", st.synced, desired),
+	}
+	s.Failures = nil
+	for i, f := range st.fails {
+		if i == maxFailuresInStatus {
+			break
 		}
-		meta.SetStatusCondition(&st.Conditions, cond)
-		st.SecretName = c.SecretName()
-		st.SourceVersion = src.Version
-		switch {
-		case src.Token != nil:
-			st.Token = &v1alpha1.TokenStatus{ExpiresAt: timeOf(src.Token.ExpiresAt), RefreshedAt: timeOf(src.Token.RefreshedAt), NextRefreshAt: timeOf(src.Token.RefreshAt)}
-		case src.Err == nil:
-			st.Token = nil
-		}
-		st.Namespaces = v1alpha1.NamespaceCounts{
-			Desired: int32(len(desired)), Synced: synced, Failed: int32(len(fails)),
-			Summary: fmt.Sprintf("%d/%d", synced, len(desired)),
-		}
-		st.Failures = nil
-		for i, f := range fails {
-			if i == maxFailuresInStatus {
-				break
-			}
-			st.Failures = append(st.Failures, v1alpha1.NamespaceFailure{Namespace: f.Namespace, Message: redact.Message(f.Message)})
-		}
-	})
+		s.Failures = append(s.Failures, v1alpha1.NamespaceFailure{Namespace: f.Namespace, Message: redact.Message(f.Message)})
+	}
+}
 
-	ready := 0.0
-	if cond.Status == metav1.ConditionTrue {
-		ready = 1
+// recordMetrics reports the Ready condition, the token's expiry, the
+// namespace counts and the Verified condition (removed without
+// spec.verify, kept when no probe ran).
+func (st *credentialState) recordMetrics() {
+	k := st.c.Key
+	credentialReady.WithLabelValues(string(k.Kind), k.Namespace, k.Name).Set(boolGauge(st.ready.Status))
+	if st.src.Token != nil {
+		credentialExpiry.WithLabelValues(string(k.Kind), k.Namespace, k.Name).Set(float64(st.src.Token.ExpiresAt.Unix()))
 	}
-	credentialReady.WithLabelValues(string(c.Kind), c.Namespace, c.Name).Set(ready)
-	if src.Token != nil {
-		credentialExpiry.WithLabelValues(string(c.Kind), c.Namespace, c.Name).Set(float64(src.Token.ExpiresAt.Unix()))
+	credentialNamespaces.WithLabelValues(string(k.Kind), k.Namespace, k.Name, "desired").Set(float64(len(st.desired)))
+	credentialNamespaces.WithLabelValues(string(k.Kind), k.Namespace, k.Name, "synced").Set(float64(st.synced))
+	credentialNamespaces.WithLabelValues(string(k.Kind), k.Namespace, k.Name, "failed").Set(float64(len(st.fails)))
+	switch {
+	case st.c.Spec.Verify == nil:
+		setVerifiedMetric(k, nil)
+	case st.verified != nil:
+		setVerifiedMetric(k, st.verified)
 	}
-	credentialNamespaces.WithLabelValues(string(c.Kind), c.Namespace, c.Name, "desired").Set(float64(len(desired)))
-	credentialNamespaces.WithLabelValues(string(c.Kind), c.Namespace, c.Name, "synced").Set(float64(synced))
-	credentialNamespaces.WithLabelValues(string(c.Kind), c.Namespace, c.Name, "failed").Set(float64(len(fails)))
-	if c.Spec.Verify == nil {
-		setVerifiedMetric(c, nil)
-	} else if verified != nil {
-		setVerifiedMetric(c, verified)
-	}
-	return result, err
 }
 
 // timeOf is a status time, to the second as the API keeps it.

@@ -17,11 +17,11 @@ var ErrNotApplicable = errors.New("credential does not apply to the namespace")
 
 // EnsureSecret makes sure the managed Secret of a credential exists in
 // namespace, creating it when missing. The admission webhook calls it with
-// the credential it compiled from the same cache, before admitting a Pod
+// the credential it took from the same catalogue, before admitting a Pod
 // that needs the Secret, so that the first Pod of a brand-new namespace
 // never races the namespace controller. In the steady state the Secret is
 // in the cache and no API call is made.
-func (r *NamespaceReconciler) EnsureSecret(ctx context.Context, c *credential.Credential, namespace string) error {
+func (r *NamespaceReconciler) EnsureSecret(ctx context.Context, c *credential.Entry, namespace string) error {
 	name := c.SecretName()
 	var cur corev1.Secret
 	err := r.client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &cur)
@@ -39,17 +39,17 @@ func (r *NamespaceReconciler) EnsureSecret(ctx context.Context, c *credential.Cr
 	if err := r.client.Get(ctx, client.ObjectKey{Name: namespace}, &ns); err != nil {
 		return err
 	}
-	if ok, err := c.AppliesTo(&ns, r.regcredNamespace); err != nil || !ok {
+	if ok, err := c.Applies(&ns); err != nil || !ok {
 		return ErrNotApplicable
 	}
-	if err := r.claims(ctx, c, &ns, existing); err != nil {
+	if err := r.claims(c, &ns, existing); err != nil {
 		return err
 	}
-	src := r.renders.get(ctx, c)
+	src := r.renders.get(ctx, c.Credential)
 	if src.Err != nil {
 		return src.Err
 	}
-	switch outcome, err := r.ensureSecret(ctx, c, &ns, name, src.Data, existing, FieldManagerWebhook); outcome {
+	switch outcome, err := r.ensureSecret(ctx, c.Credential, &ns, name, src.Data, existing, FieldManagerWebhook); outcome {
 	case secretReady:
 		return nil
 	case secretStalled:
@@ -65,18 +65,11 @@ func (r *NamespaceReconciler) EnsureSecret(ctx context.Context, c *credential.Cr
 // namespace controller's order (claimOrder): the webhook must not create a
 // Secret under a name the namespace controller gives to another
 // credential, nor take one over.
-func (r *NamespaceReconciler) claims(ctx context.Context, c *credential.Credential, ns *corev1.Namespace, cur *corev1.Secret) error {
-	all, err := r.credentialsIn(ctx, ns.Name)
-	if err != nil {
-		return err
-	}
+func (r *NamespaceReconciler) claims(c *credential.Entry, ns *corev1.Namespace, cur *corev1.Secret) error {
 	name := c.SecretName()
-	rivals := []*credential.Credential{c}
-	for _, o := range all {
-		if o.Key == c.Key || o.SecretName() != name {
-			continue
-		}
-		if ok, err := o.AppliesTo(ns, r.regcredNamespace); err == nil && ok {
+	rivals := []*credential.Entry{c}
+	for _, o := range r.catalogue.Acting(ns) {
+		if o.Key != c.Key && o.SecretName() == name {
 			rivals = append(rivals, o)
 		}
 	}

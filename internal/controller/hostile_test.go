@@ -2,7 +2,6 @@ package controller_test
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -20,8 +19,8 @@ import (
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/egress"
-	"regcred.dev/regcred/internal/pki"
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/testserver"
 )
 
 // tenantAllowedNetwork is the suite manager's --tenant-allow-private-networks:
@@ -42,34 +41,25 @@ func internalPage(t *testing.T, useTLS bool) (string, *atomic.Int64) {
 	if err != nil {
 		t.Skipf("no second loopback address: %v", err)
 	}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	page := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		hits.Add(1)
 		w.WriteHeader(http.StatusNotFound)
 		_, _ = fmt.Fprintf(w, "<html><body>%s: database password hunter2</body></html>", pageMarker)
-	}))
-	_ = srv.Listener.Close()
-	srv.Listener = l
+	})
 	if !useTLS {
+		srv := httptest.NewUnstartedServer(page)
+		_ = srv.Listener.Close()
+		srv.Listener = l
 		srv.Start()
 		t.Cleanup(srv.Close)
 		return l.Addr().String(), hits
 	}
-	ca, err := pki.NewCA("internal page CA", time.Hour)
+	tlsSrv, err := testserver.StartTLS(page, l, "internal page CA", "127.0.0.2")
 	if err != nil {
 		t.Fatal(err)
 	}
-	kp, err := ca.IssueServing([]string{"127.0.0.2"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := kp.TLSCertificate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cloudTrust.Add(ca.CertPEM)
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
+	t.Cleanup(tlsSrv.Close)
+	cloudTrust.Add(tlsSrv.CA.CertPEM)
 	return l.Addr().String(), hits
 }
 

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"regcred.dev/regcred/internal/credential"
@@ -45,12 +46,47 @@ var (
 		Name: "regcred_token_request_errors_total",
 		Help: "Failed token requests, by source kind and reason (TokenRequestFailed, IdentityNotFound, AccessDenied, Throttled, SourceInvalid).",
 	}, []string{"source", "reason"})
+
+	credentialVerified = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "regcred_credential_verified",
+		Help: "1 when the last spec.verify probe of the credential succeeded, else 0; absent without spec.verify.",
+	}, []string{"kind", "namespace", "name"})
+
+	rateLimitRemaining = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "regcred_registry_rate_limit_remaining",
+		Help: "Pulls left that a registry announced (Docker Hub's ratelimit-remaining) at the last spec.verify probe, by registry.",
+	}, []string{"registry"})
+
+	pullFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "regcred_image_pull_failures_total",
+		Help: "Image pulls the kubelet reported as failed, from its Events, by registry (a registry key of a regcred credential, \"other\" for the rest, \"none\" for a missing pull Secret) and reason (regcred doctor's causes).",
+	}, []string{"registry", "reason"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(credentialReady, credentialNamespaces, syncErrors, syncWrites, credentialExpiry, tokenRequests, tokenRequestErrors)
+	metrics.Registry.MustRegister(credentialReady, credentialNamespaces, syncErrors, syncWrites, credentialExpiry,
+		tokenRequests, tokenRequestErrors, credentialVerified, rateLimitRemaining, pullFailures)
 }
 
+// setVerifiedMetric reports the Verified condition; nil (no spec.verify)
+// removes the series.
+func setVerifiedMetric(c credential.Key, cond *metav1.Condition) {
+	if cond == nil {
+		credentialVerified.DeleteLabelValues(string(c.Kind), c.Namespace, c.Name)
+		return
+	}
+	credentialVerified.WithLabelValues(string(c.Kind), c.Namespace, c.Name).Set(boolGauge(cond.Status))
+}
+
+// boolGauge is 1 for a True condition, else 0.
+func boolGauge(s metav1.ConditionStatus) float64 {
+	if s == metav1.ConditionTrue {
+		return 1
+	}
+	return 0
+}
+
+// deleteCredentialMetrics removes the series of a deleted credential.
 func deleteCredentialMetrics(c credential.Key) {
 	credentialReady.DeleteLabelValues(string(c.Kind), c.Namespace, c.Name)
 	credentialExpiry.DeleteLabelValues(string(c.Kind), c.Namespace, c.Name)

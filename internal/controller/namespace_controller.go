@@ -21,17 +21,21 @@ import (
 )
 
 // NamespaceReconciler makes one namespace's managed Secrets and
-// ServiceAccount entries match the credentials that apply to it.
+// ServiceAccount entries match the credentials that apply to it, as the
+// catalogue compiled them.
 type NamespaceReconciler struct {
 	client           client.Client
 	apiReader        client.Reader
 	regcredNamespace string
+	catalogue        *credential.Catalogue
 	renders          *renderer
 	failures         *failures
 	recorder         events.EventRecorder
 }
 
-// Reconcile implements reconcile.Reconciler.
+// Reconcile implements reconcile.Reconciler: write the Secrets of the
+// credentials acting in the namespace, remove those of credentials that
+// no longer do, then make the ServiceAccounts list what is in place.
 func (r *NamespaceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx).WithValues(logkeys.Namespace, req.Name)
 	ctx = ctrl.LoggerInto(ctx, log)
@@ -44,107 +48,128 @@ func (r *NamespaceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		}
 		return ctrl.Result{}, err
 	}
-
-	all, err := r.credentialsIn(ctx, ns.Name)
+	s, err := r.newNamespaceSync(ctx, &ns)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	for _, c := range s.applicable(ctx) {
+		s.writeSecret(ctx, c)
+	}
+	s.removeUnclaimed(ctx)
+	if err := r.syncServiceAccounts(ctx, ns.Name, s.ready); err != nil {
+		s.errs = append(s.errs, err)
+	}
+	if err := errors.Join(s.errs...); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: s.requeue}, nil
+}
+
+// namespaceSync is one pass over one namespace.
+type namespaceSync struct {
+	r        *NamespaceReconciler
+	ns       *corev1.Namespace
+	all      []*credential.Entry       // every credential that could act here
+	existing map[string]*corev1.Secret // managed Secrets, by name
+	claim    map[string]*credential.Entry
+	ready    map[string]*credential.Entry // Secrets in place, ours
+	errs     []error
+	requeue  time.Duration
+}
+
+func (r *NamespaceReconciler) newNamespaceSync(ctx context.Context, ns *corev1.Namespace) (*namespaceSync, error) {
 	var managed corev1.SecretList
 	if err := r.client.List(ctx, &managed, client.InNamespace(ns.Name), client.MatchingLabels{credential.LabelManaged: "true"}); err != nil {
-		return ctrl.Result{}, err
+		return nil, err
 	}
-	existing := map[string]*corev1.Secret{}
+	s := &namespaceSync{r: r, ns: ns, all: r.catalogue.Candidates(ns.Name), existing: map[string]*corev1.Secret{},
+		claim: map[string]*credential.Entry{}, ready: map[string]*credential.Entry{}}
 	for i := range managed.Items {
-		existing[managed.Items[i].Name] = &managed.Items[i]
+		s.existing[managed.Items[i].Name] = &managed.Items[i]
 	}
+	return s, nil
+}
 
-	// Credentials that already own their Secret claim its name first, so
-	// two credentials asking for one name do not take it from each other.
-	applicable := make([]*credential.Credential, 0, len(all))
-	for _, c := range all {
-		ok, err := c.AppliesTo(&ns, r.regcredNamespace)
-		if err != nil {
-			r.fail(ctx, c, ns.Name, err.Error())
-			continue
-		}
-		if ok {
-			applicable = append(applicable, c)
-		} else {
-			r.failures.set(c.Key, ns.Name, "")
+// applicable are the credentials acting here, in the order they claim
+// Secret names; the others' failures here are cleared.
+func (s *namespaceSync) applicable(ctx context.Context) []*credential.Entry {
+	out := make([]*credential.Entry, 0, len(s.all))
+	for _, c := range s.all {
+		ok, err := c.Applies(s.ns)
+		switch {
+		case err != nil:
+			s.r.fail(ctx, c.Credential, s.ns.Name, err.Error())
+		case ok:
+			out = append(out, c)
+		default:
+			s.r.failures.set(c.Key, s.ns.Name, "")
 		}
 	}
-	claimOrder(applicable, existing)
+	claimOrder(out, s.existing)
+	return out
+}
 
-	var (
-		errs    []error
-		requeue time.Duration
-		claim   = map[string]*credential.Credential{} // Secret name -> credential
-		ready   = map[string]*credential.Credential{} // Secrets in place, ours
-	)
-	for _, c := range applicable {
-		name := c.SecretName()
-		if other, taken := claim[name]; taken {
-			r.fail(ctx, c, ns.Name, fmt.Sprintf("Secret name %q is also used by %s; give one of them another spec.secretName", name, other.Key.String()))
-			continue
-		}
-		claim[name] = c
-		src := r.renders.get(ctx, c)
-		cur := existing[name]
-		if src.Err != nil {
-			// A bad source leaves existing copies exactly as they are; the
-			// credential controller reports it.
-			if c.Owns(cur) {
-				ready[name] = c
-			}
-			r.failures.set(c.Key, ns.Name, "")
-			if src.Err.Reason == source.Unavailable {
-				errs = append(errs, src.Err)
-			}
-			continue
-		}
-		switch outcome, err := r.ensureSecret(ctx, c, &ns, name, src.Data, cur, FieldManagerController); outcome {
-		case secretReady:
-			ready[name] = c
-		case secretStalled:
-			// Only regcred's own Secrets are watched: the foreign one's
-			// removal may send no event.
-			requeue = conflictRetry
-		case secretFailed:
-			errs = append(errs, err)
-			// A failed write (a conflict, a timeout) leaves the Secret
-			// that is there in place: so are the ServiceAccount entries
-			// that point at it, or Pods created until the retry lose it.
-			if c.Owns(cur) {
-				ready[name] = c
-			}
-		}
+// writeSecret makes c's Secret hold its source, unless another credential
+// claimed the name first or the source cannot be read.
+func (s *namespaceSync) writeSecret(ctx context.Context, c *credential.Entry) {
+	r, name := s.r, c.SecretName()
+	if other, taken := s.claim[name]; taken {
+		r.fail(ctx, c.Credential, s.ns.Name, fmt.Sprintf("Secret name %q is also used by %s; give one of them another spec.secretName", name, other.Key.String()))
+		return
 	}
+	s.claim[name] = c
+	src, cur := r.renders.get(ctx, c.Credential), s.existing[name]
+	if src.Err != nil {
+		// A bad source leaves existing copies exactly as they are; the
+		// credential controller reports it.
+		s.keepIfOwned(c, cur)
+		r.failures.set(c.Key, s.ns.Name, "")
+		if src.Err.Reason == source.Unavailable {
+			s.errs = append(s.errs, src.Err)
+		}
+		return
+	}
+	switch outcome, err := r.ensureSecret(ctx, c.Credential, s.ns, name, src.Data, cur, FieldManagerController); outcome {
+	case secretReady:
+		s.ready[name] = c
+	case secretStalled:
+		// Only regcred's own Secrets are watched: the foreign one's
+		// removal may send no event.
+		s.requeue = conflictRetry
+	case secretFailed:
+		s.errs = append(s.errs, err)
+		// A failed write (a conflict, a timeout) leaves the Secret that is
+		// there in place: so are the ServiceAccount entries that point at
+		// it, or Pods created until the retry lose it.
+		s.keepIfOwned(c, cur)
+	}
+}
 
-	// Remove managed Secrets no applicable credential claims. A claimed
-	// name is kept whoever holds it now: ensureSecret repaired it or
-	// reported why it could not. Only a Secret that a credential of this
-	// namespace really owns is removed; one that merely carries the label
-	// (or a forged annotation) is not regcred's and is left alone.
-	for name, s := range existing {
-		if _, claimed := claim[name]; claimed || !ownedByAny(all, s) || !s.DeletionTimestamp.IsZero() {
-			continue
-		}
-		if err := r.removeFromServiceAccounts(ctx, ns.Name, name); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if err := r.deleteSecret(ctx, s); err != nil {
-			errs = append(errs, err)
-		}
+func (s *namespaceSync) keepIfOwned(c *credential.Entry, cur *corev1.Secret) {
+	if c.Owns(cur) {
+		s.ready[c.SecretName()] = c
 	}
+}
 
-	if err := r.syncServiceAccounts(ctx, ns.Name, ready); err != nil {
-		errs = append(errs, err)
+// removeUnclaimed removes managed Secrets no applicable credential
+// claims. A claimed name is kept whoever holds it now: writeSecret
+// repaired it or reported why it could not. Only a Secret that a
+// credential of this namespace really owns is removed; one that merely
+// carries the label (or a forged annotation) is not regcred's and is left
+// alone.
+func (s *namespaceSync) removeUnclaimed(ctx context.Context) {
+	for name, sec := range s.existing {
+		if _, claimed := s.claim[name]; claimed || !ownedByAny(s.all, sec) || !sec.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if err := s.r.removeFromServiceAccounts(ctx, s.ns.Name, name); err != nil {
+			s.errs = append(s.errs, err)
+			continue
+		}
+		if err := s.r.deleteSecret(ctx, sec); err != nil {
+			s.errs = append(s.errs, err)
+		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return ctrl.Result{}, err
-	}
-	return ctrl.Result{RequeueAfter: requeue}, nil
 }
 
 // claimOrder sorts the credentials that want a Secret in one namespace in
@@ -153,7 +178,7 @@ func (r *NamespaceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 // then by key (so a ClusterRegistryCredential comes before a
 // RegistryCredential). The namespace controller and the webhook's
 // EnsureSecret decide with it alike.
-func claimOrder(creds []*credential.Credential, existing map[string]*corev1.Secret) {
+func claimOrder(creds []*credential.Entry, existing map[string]*corev1.Secret) {
 	sort.SliceStable(creds, func(i, j int) bool {
 		oi, oj := owns(existing, creds[i]), owns(existing, creds[j])
 		if oi != oj {
@@ -163,38 +188,18 @@ func claimOrder(creds []*credential.Credential, existing map[string]*corev1.Secr
 	})
 }
 
-func owns(existing map[string]*corev1.Secret, c *credential.Credential) bool {
+func owns(existing map[string]*corev1.Secret, c *credential.Entry) bool {
 	return c.Owns(existing[c.SecretName()])
 }
 
 // ownedByAny reports whether one of creds owns s.
-func ownedByAny(creds []*credential.Credential, s *corev1.Secret) bool {
+func ownedByAny(creds []*credential.Entry, s *corev1.Secret) bool {
 	for _, c := range creds {
 		if c.Owns(s) {
 			return true
 		}
 	}
 	return false
-}
-
-// credentialsIn lists every credential that could act in namespace.
-func (r *NamespaceReconciler) credentialsIn(ctx context.Context, namespace string) ([]*credential.Credential, error) {
-	var cluster v1alpha1.ClusterRegistryCredentialList
-	if err := r.client.List(ctx, &cluster); err != nil {
-		return nil, err
-	}
-	var namespaced v1alpha1.RegistryCredentialList
-	if err := r.client.List(ctx, &namespaced, client.InNamespace(namespace)); err != nil {
-		return nil, err
-	}
-	out := make([]*credential.Credential, 0, len(cluster.Items)+len(namespaced.Items))
-	for i := range cluster.Items {
-		out = append(out, credential.FromCluster(&cluster.Items[i]))
-	}
-	for i := range namespaced.Items {
-		out = append(out, credential.FromNamespaced(&namespaced.Items[i]))
-	}
-	return out, nil
 }
 
 func (r *NamespaceReconciler) fail(ctx context.Context, c *credential.Credential, namespace, message string) {

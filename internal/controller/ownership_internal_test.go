@@ -16,7 +16,7 @@ import (
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/credential"
-	"regcred.dev/regcred/internal/dockercfg"
+	"regcred.dev/regcred/internal/testenv"
 )
 
 // TestConflictKeepsServiceAccountEntry: when rewriting a managed Secret
@@ -33,10 +33,12 @@ func TestConflictKeepsServiceAccountEntry(t *testing.T) {
 	cred.Spec.Registries = []string{"harbor.example.com"}
 	cred.Spec.Source.SecretRef = &v1alpha1.SecretReference{Name: "robot"}
 	c := credential.FromCluster(cred)
-	newData, _ := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{"harbor.example.com": {Username: "robot", Password: "new"}}}).MarshalDockerConfigJSON()
-	oldData, _ := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{"harbor.example.com": {Username: "robot", Password: "old"}}}).MarshalDockerConfigJSON()
+	newData := testenv.DockerConfigJSON(t, "harbor.example.com", "robot", "new")
+	oldData := testenv.DockerConfigJSON(t, "harbor.example.com", "robot", "old")
 
-	r := &NamespaceReconciler{regcredNamespace: regcredNS, failures: newFailures(), recorder: events.NewFakeRecorder(10)}
+	cat := credential.NewCatalogue(regcredNS)
+	cat.Put(cred)
+	r := &NamespaceReconciler{regcredNamespace: regcredNS, catalogue: cat, failures: newFailures(), recorder: events.NewFakeRecorder(10)}
 	managed := r.desiredSecret(c, ns, "regcred-harbor", oldData) // out of date: to be rewritten
 	objs := []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},

@@ -69,15 +69,15 @@ func TestLabelAloneIsNotOwnership(t *testing.T) {
 	}
 	forged := createRaw(t, c, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: forgedNS, Name: name, Labels: managed, Annotations: annotation,
 		OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: "holder", UID: holder.UID}}},
-		Type: corev1.SecretTypeDockerConfigJson, Data: map[string][]byte{corev1.DockerConfigJsonKey: dockerConfig(t, "registry.example.com", "me", "mine")}})
+		Type: corev1.SecretTypeDockerConfigJson, Data: map[string][]byte{corev1.DockerConfigJsonKey: testenv.DockerConfigJSON(t, "registry.example.com", "me", "mine")}})
 	noLabel := createRaw(t, c, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: noLabelNS, Name: name, Annotations: annotation},
-		Type: corev1.SecretTypeDockerConfigJson, Data: map[string][]byte{corev1.DockerConfigJsonKey: dockerConfig(t, "registry.example.com", "me", "mine")}})
+		Type: corev1.SecretTypeDockerConfigJson, Data: map[string][]byte{corev1.DockerConfigJsonKey: testenv.DockerConfigJSON(t, "registry.example.com", "me", "mine")}})
 	// Under a name no credential asks for: the cleanup of Secrets no
 	// longer wanted must not take it for a stale copy.
 	stray := createRaw(t, c, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: labelOnlyNS, Name: "stray", Labels: managed, Annotations: annotation},
-		Type: corev1.SecretTypeDockerConfigJson, Data: map[string][]byte{corev1.DockerConfigJsonKey: dockerConfig(t, "registry.example.com", "me", "mine")}})
+		Type: corev1.SecretTypeDockerConfigJson, Data: map[string][]byte{corev1.DockerConfigJsonKey: testenv.DockerConfigJSON(t, "registry.example.com", "me", "mine")}})
 
-	data := dockerConfig(t, "registry.example.com", "robot", "p")
+	data := testenv.DockerConfigJSON(t, "registry.example.com", "robot", "p")
 	createSource(t, c, regcredNamespace, "ownership-source", data)
 	cred := clusterCred("ownership", "ownership-source", sel, "registry.example.com")
 	if err := c.Create(bg, cred); err != nil {
@@ -138,10 +138,10 @@ func TestForeignFinalizerDoesNotHoldDeletion(t *testing.T) {
 		Labels:      map[string]string{credential.LabelManaged: "true"},
 		Annotations: map[string]string{credential.AnnotationCredential: "ClusterRegistryCredential/held"},
 		Finalizers:  []string{"example.com/hold"}},
-		Type: corev1.SecretTypeDockerConfigJson, Data: map[string][]byte{corev1.DockerConfigJsonKey: dockerConfig(t, "registry.example.com", "me", "mine")}})
+		Type: corev1.SecretTypeDockerConfigJson, Data: map[string][]byte{corev1.DockerConfigJsonKey: testenv.DockerConfigJSON(t, "registry.example.com", "me", "mine")}})
 	removeFinalizers(t, c, ns, forged.Name)
 
-	data := dockerConfig(t, "registry.example.com", "robot", "p")
+	data := testenv.DockerConfigJSON(t, "registry.example.com", "robot", "p")
 	createSource(t, c, regcredNamespace, "held-source", data)
 	cred := clusterCred("held", "held-source", sel, "registry.example.com")
 	if err := c.Create(bg, cred); err != nil {
@@ -190,7 +190,7 @@ func TestOnlyCoveredEntriesAreCopied(t *testing.T) {
 	if err := c.Create(bg, cred); err != nil {
 		t.Fatal(err)
 	}
-	waitSecretData(t, c, ns, "regcred-covered", dockerConfig(t, "harbor.example.com", "robot", "harbor-pass"))
+	waitSecretData(t, c, ns, "regcred-covered", testenv.DockerConfigJSON(t, "harbor.example.com", "robot", "harbor-pass"))
 	clusterReady(t, c, "covered", metav1.ConditionTrue, v1alpha1.ReasonSynced, "1/1")
 	deleteAndWait(t, c, cred)
 }

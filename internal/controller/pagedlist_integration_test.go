@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"regcred.dev/regcred/internal/controller"
+	"regcred.dev/regcred/internal/testenv"
 )
 
 // A cache built as the manager builds it fills itself, from the real API
@@ -24,9 +25,7 @@ import (
 // few pages of them, each trimmed. (envtest's etcd cannot stream initial
 // lists, so this is the paged list, continue tokens and all.)
 func TestCacheListsTenantObjectsInPages(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test")
-	}
+	testenv.SkipShort(t, "integration test")
 	cp := suite.ControlPlane(t)
 	c := cp.Client
 	ns := newNamespace(t, c, "paged", nil)

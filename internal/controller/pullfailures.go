@@ -6,7 +6,6 @@ import (
 	"sync"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -14,24 +13,14 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	toolscache "k8s.io/client-go/tools/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/credential"
-	"regcred.dev/regcred/internal/doctor"
 	"regcred.dev/regcred/internal/keyring"
+	"regcred.dev/regcred/internal/kubeletmsg"
 	"regcred.dev/regcred/internal/logkeys"
 )
 
 // +kubebuilder:rbac:groups="",resources=events,verbs=list;watch
-
-var pullFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
-	Name: "regcred_image_pull_failures_total",
-	Help: "Image pulls the kubelet reported as failed, from its Events, by registry (a registry key of a regcred credential, \"other\" for the rest, \"none\" for a missing pull Secret) and reason (regcred doctor's causes).",
-}, []string{"registry", "reason"})
-
-func init() { metrics.Registry.MustRegister(pullFailures) }
 
 // Registry label values besides registry keys.
 const (
@@ -45,9 +34,9 @@ const (
 // counts on the leader only, so replicas do not add up.
 type PullFailureWatch struct {
 	Clientset kubernetes.Interface
-	// Reader lists credentials (the manager's cache).
-	Reader client.Reader
-	Log    logr.Logger
+	// Catalogue names the registries of the credentials.
+	Catalogue *credential.Catalogue
+	Log       logr.Logger
 
 	mu        sync.Mutex
 	informers []toolscache.SharedIndexInformer
@@ -62,7 +51,7 @@ func (w *PullFailureWatch) HasSynced() bool {
 			return false
 		}
 	}
-	return len(w.informers) == len(doctor.PullEventReasons)
+	return len(w.informers) == len(kubeletmsg.PullEventReasons)
 }
 
 // NeedLeaderElection: one replica counts.
@@ -71,7 +60,7 @@ func (w *PullFailureWatch) NeedLeaderElection() bool { return true }
 // Start runs the watches until ctx ends.
 func (w *PullFailureWatch) Start(ctx context.Context) error {
 	var wg sync.WaitGroup
-	for _, reason := range doctor.PullEventReasons {
+	for _, reason := range kubeletmsg.PullEventReasons {
 		sel := fields.SelectorFromSet(fields.Set{"source": "kubelet", "type": corev1.EventTypeWarning, "reason": reason, "involvedObject.kind": "Pod"}).String()
 		lw := &toolscache.ListWatch{
 			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
@@ -147,13 +136,13 @@ func eventCount(ev *corev1.Event) int {
 }
 
 func (w *PullFailureWatch) count(ctx context.Context, ev *corev1.Event, n int) {
-	if !doctor.IsPullFailureEvent(ev.Reason, ev.Message) {
+	if !kubeletmsg.IsPullFailureEvent(ev.Reason, ev.Message) {
 		return
 	}
-	reason := doctor.Classify(ev.Message)
+	reason := kubeletmsg.Classify(ev.Message)
 	reg := registryNone
-	if ev.Reason != doctor.EventMissingSecret {
-		reg = w.registryLabel(ctx, doctor.ImageOfMessage(ev.Message))
+	if ev.Reason != kubeletmsg.EventMissingSecret {
+		reg = w.registryLabel(kubeletmsg.ImageOfMessage(ev.Message))
 	}
 	pullFailures.WithLabelValues(reg, string(reason)).Add(float64(n))
 	w.Log.V(1).Info("image pull failed", logkeys.Reason, reason, "registry", reg, logkeys.Namespace, ev.Namespace)
@@ -162,37 +151,15 @@ func (w *PullFailureWatch) count(ctx context.Context, ev *corev1.Event, n int) {
 // registryLabel is the registry key of a regcred credential that covers
 // image (its host part, as written), else "other": label values stay
 // bounded by the credentials that exist.
-func (w *PullFailureWatch) registryLabel(ctx context.Context, image string) string {
+func (w *PullFailureWatch) registryLabel(image string) string {
 	named, err := keyring.ParseImage(image)
 	if err != nil {
 		return registryOther
 	}
-	target := keyring.ParseTarget(named.Name())
-	// Read-only: the cache's objects need no copy for every Event.
-	var creds []*credential.Credential
-	var cluster v1alpha1.ClusterRegistryCredentialList
-	if err := w.Reader.List(ctx, &cluster, client.UnsafeDisableDeepCopy); err == nil {
-		for i := range cluster.Items {
-			creds = append(creds, credential.FromCluster(&cluster.Items[i]))
-		}
-	}
-	var tenants v1alpha1.RegistryCredentialList
-	if err := w.Reader.List(ctx, &tenants, client.UnsafeDisableDeepCopy); err == nil {
-		for i := range tenants.Items {
-			creds = append(creds, credential.FromNamespaced(&tenants.Items[i]))
-		}
-	}
 	best := ""
-	for _, c := range creds {
-		for _, key := range c.Spec.Registries {
-			m, _ := credential.NewMatcher("", []string{key})
-			if !m.Matches(target) {
-				continue
-			}
-			label := keyHost(key)
-			if best == "" || label < best {
-				best = label
-			}
+	for _, key := range w.Catalogue.MatchingKeys(keyring.ParseTarget(named.Name())) {
+		if label := keyHost(key); best == "" || label < best {
+			best = label
 		}
 	}
 	if best == "" {

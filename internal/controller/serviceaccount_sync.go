@@ -17,7 +17,7 @@ import (
 
 // syncServiceAccounts gives every ServiceAccount of the namespace the
 // Secrets of the credentials that select it.
-func (r *NamespaceReconciler) syncServiceAccounts(ctx context.Context, namespace string, ready map[string]*credential.Credential) error {
+func (r *NamespaceReconciler) syncServiceAccounts(ctx context.Context, namespace string, ready map[string]*credential.Entry) error {
 	var sas corev1.ServiceAccountList
 	if err := r.client.List(ctx, &sas, client.InNamespace(namespace)); err != nil {
 		return err
@@ -29,7 +29,7 @@ func (r *NamespaceReconciler) syncServiceAccounts(ctx context.Context, namespace
 		for name, c := range ready {
 			ok, err := c.SelectsServiceAccount(sa)
 			if err != nil {
-				r.fail(ctx, c, namespace, err.Error())
+				r.fail(ctx, c.Credential, namespace, err.Error())
 				continue
 			}
 			if ok {

@@ -8,12 +8,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -22,6 +21,7 @@ import (
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/cloud"
 	"regcred.dev/regcred/internal/credential"
+	"regcred.dev/regcred/internal/credential/cachefeed"
 	"regcred.dev/regcred/internal/egress"
 	"regcred.dev/regcred/internal/registry"
 	"regcred.dev/regcred/internal/source/cloudsrc"
@@ -69,6 +69,9 @@ type Options struct {
 	TenantEndpointHosts []string
 	// Registry configures spec.verify probes (CAs to trust, a transport).
 	Registry []registry.Option
+	// Catalogue is the compiled credentials the namespace controller and
+	// the webhook share; nil makes one, fed from the manager's cache.
+	Catalogue *credential.Catalogue
 	// TenantAllowPrivateNetworks are CIDRs (or addresses) in loopback,
 	// link-local or private ranges that RegistryCredentials' spec.verify
 	// probes and cloud endpoints may still reach; the rest of those
@@ -124,35 +127,81 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*NamespaceRecon
 	if opts.MaxConcurrentReconciles <= 0 {
 		opts.MaxConcurrentReconciles = 4
 	}
+	d, err := newShared(ctx, mgr, opts)
+	if err != nil {
+		return nil, err
+	}
+	nsr, err := setupNamespaceController(mgr, d)
+	if err != nil {
+		return nil, err
+	}
+	if err := setupClusterRegistryCredentialController(mgr, d); err != nil {
+		return nil, err
+	}
+	if err := setupRegistryCredentialController(mgr, d); err != nil {
+		return nil, err
+	}
+	return nsr, nil
+}
+
+// shared are the dependencies the controllers share, built once: one
+// renderer and token cache, so a source is read once for all of them, and
+// one record of sync failures, which the namespace controller writes and
+// the credential controllers report.
+type shared struct {
+	opts  Options
+	guard *egress.Guard
+	// catalogue is the compiled credentials, fed from the cache.
+	catalogue *credential.Catalogue
+	renders   *renderer
+	failures  *failures
+	recorder  events.EventRecorder
+	// tokenEvents wakes the users of a refreshed token.
+	tokenEvents *tokenEvents
+	// sourceWatches watch source Secrets, which no cache holds in full.
+	sourceWatches *sourceWatches
+	wiring        *wiring
+}
+
+func newShared(ctx context.Context, mgr ctrl.Manager, opts Options) (*shared, error) {
 	guard, err := egress.NewGuard(opts.TenantAllowPrivateNetworks)
 	if err != nil {
 		return nil, err
 	}
-	idx := mgr.GetFieldIndexer()
-	if err := idx.IndexField(ctx, &corev1.Secret{}, indexOwner, func(o client.Object) []string {
-		if k := ownerKey(o.(*corev1.Secret)); k != "" {
-			return []string{k}
+	te := newTokenEvents(mgr.GetClient())
+	tokens, err := newTokenCache(mgr, opts.Tokens, te)
+	if err != nil {
+		return nil, err
+	}
+	tenantCloud := tenantEnv(opts.Cloud, guard)
+	clouds := &cloudsrc.Builder{Reader: mgr.GetAPIReader(), Client: mgr.GetClient(), Env: opts.Cloud, TenantEnv: &tenantCloud, PluginDir: opts.PluginDir,
+		TenantEndpointHosts: opts.TenantEndpointHosts}
+	renders := newRenderer(mgr.GetAPIReader(), opts.Namespace, clouds, tokens)
+	if err := setupIndexes(ctx, mgr.GetFieldIndexer(), opts.Namespace, renders); err != nil {
+		return nil, err
+	}
+	watches, err := newSourceWatches(mgr, opts.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	fails := newFailures()
+	cat := opts.Catalogue
+	if cat == nil {
+		cat = credential.NewCatalogue(opts.Namespace)
+		if err := cachefeed.Start(ctx, mgr.GetCache(), cat); err != nil {
+			return nil, err
 		}
-		return nil
-	}); err != nil {
-		return nil, err
 	}
-	if err := idx.IndexField(ctx, &v1alpha1.ClusterRegistryCredential{}, indexSourceSecret, func(o client.Object) []string {
-		return sourceSecrets(&o.(*v1alpha1.ClusterRegistryCredential).Spec.Source, opts.Namespace)
-	}); err != nil {
-		return nil, err
-	}
-	if err := idx.IndexField(ctx, &v1alpha1.RegistryCredential{}, indexSourceSecret, func(o client.Object) []string {
-		c := o.(*v1alpha1.RegistryCredential)
-		return sourceSecrets(&c.Spec.Source, c.Namespace)
-	}); err != nil {
-		return nil, err
-	}
+	return &shared{opts: opts, guard: guard, catalogue: cat, renders: renders, failures: fails, recorder: mgr.GetEventRecorder("regcred"),
+		tokenEvents: te, sourceWatches: watches,
+		wiring: &wiring{client: mgr.GetClient(), regcredNamespace: opts.Namespace, renders: renders, failures: fails}}, nil
+}
 
-	events := newTokenEvents(mgr.GetClient())
-	tokenOpts := opts.Tokens
-	tokenOpts.OnChange, tokenOpts.InUse, tokenOpts.Observer = events.changed, events.inUse, tokenMetrics{}
-	tokens := cloud.NewCache(tokenOpts)
+// newTokenCache is the cache of cloud sources' short-lived tokens, closed
+// with the manager; te wakes a token's users on the leader.
+func newTokenCache(mgr ctrl.Manager, opts cloud.CacheOptions, te *tokenEvents) (*cloud.Cache, error) {
+	opts.OnChange, opts.InUse, opts.Observer = te.changed, te.inUse, tokenMetrics{}
+	tokens := cloud.NewCache(opts)
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		<-ctx.Done()
 		tokens.Close()
@@ -160,78 +209,49 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*NamespaceRecon
 	})); err != nil {
 		return nil, err
 	}
-	if err := mgr.Add(leader{events}); err != nil {
+	if err := mgr.Add(leader{te}); err != nil {
 		return nil, err
 	}
-	tenantCloud := tenantEnv(opts.Cloud, guard)
-	clouds := &cloudsrc.Builder{Reader: mgr.GetAPIReader(), Client: mgr.GetClient(), Env: opts.Cloud, TenantEnv: &tenantCloud, PluginDir: opts.PluginDir,
-		TenantEndpointHosts: opts.TenantEndpointHosts}
-	srcs := newRenderer(mgr.GetAPIReader(), opts.Namespace, clouds, tokens)
+	return tokens, nil
+}
+
+// setupIndexes indexes managed Secrets by owner, and credentials by source
+// Secret and by token key, for the mappers.
+func setupIndexes(ctx context.Context, idx client.FieldIndexer, regcredNamespace string, renders *renderer) error {
+	if err := idx.IndexField(ctx, &corev1.Secret{}, indexOwner, func(o client.Object) []string {
+		if k := ownerKey(o.(*corev1.Secret)); k != "" {
+			return []string{k}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &v1alpha1.ClusterRegistryCredential{}, indexSourceSecret, func(o client.Object) []string {
+		return sourceSecrets(&o.(*v1alpha1.ClusterRegistryCredential).Spec.Source, regcredNamespace)
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &v1alpha1.RegistryCredential{}, indexSourceSecret, func(o client.Object) []string {
+		c := o.(*v1alpha1.RegistryCredential)
+		return sourceSecrets(&c.Spec.Source, c.Namespace)
+	}); err != nil {
+		return err
+	}
 	for _, obj := range []client.Object{&v1alpha1.ClusterRegistryCredential{}, &v1alpha1.RegistryCredential{}} {
 		if err := idx.IndexField(ctx, obj, indexTokenKey, func(o client.Object) []string {
 			c, err := credential.From(o)
 			if err != nil {
 				return nil
 			}
-			if k := srcs.tokenKey(c); k != "" {
+			if k := renders.tokenKey(c); k != "" {
 				return []string{k}
 			}
 			return nil
 		}); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	fails := newFailures()
-	recorder := mgr.GetEventRecorder("regcred")
-	watches, err := newSourceWatches(mgr, opts.Namespace)
-	if err != nil {
-		return nil, err
-	}
-	w := &wiring{client: mgr.GetClient(), regcredNamespace: opts.Namespace, renders: srcs, failures: fails}
-
-	nsr := &NamespaceReconciler{client: mgr.GetClient(), apiReader: mgr.GetAPIReader(), regcredNamespace: opts.Namespace,
-		renders: srcs, failures: fails, recorder: recorder}
-	nsBuilder := ctrl.NewControllerManagedBy(mgr).
-		Named("namespace").
-		For(&corev1.Namespace{}, builder.WithPredicates(namespaceChanged())).
-		Watches(&corev1.ServiceAccount{}, handler.EnqueueRequestsFromMapFunc(namespaceOf), builder.WithPredicates(serviceAccountChanged())).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(namespaceOf)).
-		Watches(&v1alpha1.ClusterRegistryCredential{}, handler.EnqueueRequestsFromMapFunc(w.allNamespaces), builder.WithPredicates(specOrLifecycleChanged())).
-		Watches(&v1alpha1.RegistryCredential{}, handler.EnqueueRequestsFromMapFunc(namespaceOf), builder.WithPredicates(specOrLifecycleChanged())).
-		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles, RateLimiter: RateLimiter()})
-	for _, src := range watches.sources(w.namespacesOfSourceSecret) {
-		nsBuilder = nsBuilder.WatchesRawSource(src)
-	}
-	nsBuilder = nsBuilder.WatchesRawSource(events.namespaceSource())
-	if err := nsBuilder.Complete(nsr); err != nil {
-		return nil, err
-	}
-
-	for _, kind := range []credential.Kind{credential.KindCluster, credential.KindNamespaced} {
-		cr := &CredentialReconciler{kind: kind, client: mgr.GetClient(), regcredNamespace: opts.Namespace,
-			renders: srcs, failures: fails, recorder: recorder, verifier: &verifier{options: opts.Registry, now: time.Now, tenantGuard: guard}}
-		cr.verifier.record = cr.recordProbe
-		var forObj client.Object = &v1alpha1.ClusterRegistryCredential{}
-		name := "clusterregistrycredential"
-		if kind == credential.KindNamespaced {
-			forObj, name = &v1alpha1.RegistryCredential{}, "registrycredential"
-		}
-		b := ctrl.NewControllerManagedBy(mgr).
-			Named(name).
-			For(forObj, builder.WithPredicates(specOrLifecycleChanged())).
-			Watches(&corev1.Secret{}, delayed(w.ownerOf(kind))).
-			Watches(&corev1.Namespace{}, delayed(w.credentialsSelecting(kind)), builder.WithPredicates(namespaceChanged())).
-			WatchesRawSource(&notifySource{f: fails, kind: kind}).
-			WatchesRawSource(events.credentialSource(kind)).
-			WithOptions(controller.Options{MaxConcurrentReconciles: 2, RateLimiter: RateLimiter()})
-		for _, src := range watches.sources(w.credentialsOfSourceSecret(kind)) {
-			b = b.WatchesRawSource(src)
-		}
-		if err := b.Complete(cr); err != nil {
-			return nil, err
-		}
-	}
-	return nsr, nil
+	return nil
 }
 
 // sourceSecrets are "namespace/name" of the Secrets a source reads: the

@@ -20,13 +20,15 @@ import (
 	"regcred.dev/regcred/internal/manager"
 	"regcred.dev/regcred/internal/registry"
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/controlplane"
 	"regcred.dev/regcred/internal/testenv/fakecloud"
+	"regcred.dev/regcred/internal/testenv/testsuite"
 )
 
 const regcredNamespace = "regcred-system"
 
 var (
-	suite   = testenv.NewSuite(testenv.WithSchemeAdder(v1alpha1.AddToScheme))
+	suite   = testsuite.New(controlplane.WithSchemeAdder(v1alpha1.AddToScheme))
 	mgrOnce sync.Once
 	mgrErr  error
 	// running is the package's manager, for tests that look at its cache.
@@ -66,9 +68,7 @@ func (l *lockedBuffer) String() string {
 // manager runs for the whole package.
 func startManager(t *testing.T) client.Client {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("integration test")
-	}
+	testenv.SkipShort(t, "integration test")
 	cp := suite.ControlPlane(t)
 	mgrOnce.Do(func() {
 		ctx, cancel := context.WithCancel(context.Background())

@@ -55,9 +55,9 @@ func TestRegistryCredentialForeignSecret(t *testing.T) {
 	c := startManager(t)
 	ns := newNamespace(t, c, "rc-foreign", nil)
 	createSA(t, c, ns, "default", nil)
-	theirs := dockerConfig(t, "harbor.example.com", "someone", "their-own")
+	theirs := testenv.DockerConfigJSON(t, "harbor.example.com", "someone", "their-own")
 	foreign := createSource(t, c, ns, "regcred-harbor", theirs)
-	createSource(t, c, ns, "robot", dockerConfig(t, "harbor.example.com", "robot", "p"))
+	createSource(t, c, ns, "robot", testenv.DockerConfigJSON(t, "harbor.example.com", "robot", "p"))
 	rc := registryCred(ns, "harbor", "robot", "", "harbor.example.com")
 	if err := c.Create(bg, rc); err != nil {
 		t.Fatal(err)
@@ -75,7 +75,7 @@ func TestRegistryCredentialForeignSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	registryReady(t, c, ns, "harbor", metav1.ConditionTrue, v1alpha1.ReasonSynced, "1/1", "")
-	waitSecretData(t, c, ns, "regcred-harbor", dockerConfig(t, "harbor.example.com", "robot", "p"))
+	waitSecretData(t, c, ns, "regcred-harbor", testenv.DockerConfigJSON(t, "harbor.example.com", "robot", "p"))
 	waitPullSecrets(t, c, ns, "default", "regcred-harbor")
 	deleteAndWait(t, c, rc)
 }
@@ -86,8 +86,8 @@ func TestRegistryCredentialForeignSecret(t *testing.T) {
 func TestRegistryCredentialSecretNameClash(t *testing.T) {
 	c := startManager(t)
 	ns := newNamespace(t, c, "rc-clash", nil)
-	createSource(t, c, ns, "robot-a", dockerConfig(t, "a.example.com", "a", "pa"))
-	createSource(t, c, ns, "robot-b", dockerConfig(t, "b.example.com", "b", "pb"))
+	createSource(t, c, ns, "robot-a", testenv.DockerConfigJSON(t, "a.example.com", "a", "pa"))
+	createSource(t, c, ns, "robot-b", testenv.DockerConfigJSON(t, "b.example.com", "b", "pb"))
 	first := registryCred(ns, "first", "robot-a", "pull", "a.example.com")
 	if err := c.Create(bg, first); err != nil {
 		t.Fatal(err)
@@ -100,7 +100,7 @@ func TestRegistryCredentialSecretNameClash(t *testing.T) {
 	registryReady(t, c, ns, "second", metav1.ConditionFalse, v1alpha1.ReasonSyncFailed, "0/1",
 		fmt.Sprintf(`Secret name "pull" is also used by RegistryCredential/%s/first`, ns))
 	registryReady(t, c, ns, "first", metav1.ConditionTrue, v1alpha1.ReasonSynced, "1/1", "")
-	waitSecretData(t, c, ns, "pull", dockerConfig(t, "a.example.com", "a", "pa"))
+	waitSecretData(t, c, ns, "pull", testenv.DockerConfigJSON(t, "a.example.com", "a", "pa"))
 
 	if err := c.Get(bg, client.ObjectKeyFromObject(second), second); err != nil {
 		t.Fatal(err)
@@ -110,8 +110,8 @@ func TestRegistryCredentialSecretNameClash(t *testing.T) {
 		t.Fatal(err)
 	}
 	registryReady(t, c, ns, "second", metav1.ConditionTrue, v1alpha1.ReasonSynced, "1/1", "")
-	waitSecretData(t, c, ns, "pull-b", dockerConfig(t, "b.example.com", "b", "pb"))
-	waitSecretData(t, c, ns, "pull", dockerConfig(t, "a.example.com", "a", "pa"))
+	waitSecretData(t, c, ns, "pull-b", testenv.DockerConfigJSON(t, "b.example.com", "b", "pb"))
+	waitSecretData(t, c, ns, "pull", testenv.DockerConfigJSON(t, "a.example.com", "a", "pa"))
 	deleteAndWait(t, c, second)
 	deleteAndWait(t, c, first)
 }
@@ -123,7 +123,7 @@ func TestRegistryCredentialMalformedSource(t *testing.T) {
 	c := startManager(t)
 	ns := newNamespace(t, c, "rc-malformed", nil)
 	createSA(t, c, ns, "default", nil)
-	good := dockerConfig(t, "quay.io", "robot", "pass-1")
+	good := testenv.DockerConfigJSON(t, "quay.io", "robot", "pass-1")
 	src := createSource(t, c, ns, "robot", good)
 	rc := registryCred(ns, "quay", "robot", "", "quay.io")
 	if err := c.Create(bg, rc); err != nil {
@@ -142,7 +142,7 @@ func TestRegistryCredentialMalformedSource(t *testing.T) {
 	}
 	waitPullSecrets(t, c, ns, "default", "regcred-quay")
 
-	fixed := dockerConfig(t, "quay.io", "robot", "pass-2")
+	fixed := testenv.DockerConfigJSON(t, "quay.io", "robot", "pass-2")
 	if err := c.Get(bg, client.ObjectKeyFromObject(src), src); err != nil {
 		t.Fatal(err)
 	}
@@ -162,10 +162,10 @@ func TestBothKindsFailAtOnce(t *testing.T) {
 	c := startManager(t)
 	sel := map[string]string{"regcred-test": "both-fail"}
 	ns := newNamespace(t, c, "both-fail", sel)
-	clusterForeign := createSource(t, c, ns, "regcred-both-cluster", dockerConfig(t, "x.example.com", "x", "x"))
-	tenantForeign := createSource(t, c, ns, "regcred-both-tenant", dockerConfig(t, "y.example.com", "y", "y"))
-	createSource(t, c, regcredNamespace, "both-cluster-source", dockerConfig(t, "registry.example.com", "robot", "c"))
-	createSource(t, c, ns, "both-tenant-source", dockerConfig(t, "harbor.example.com", "robot", "t"))
+	clusterForeign := createSource(t, c, ns, "regcred-both-cluster", testenv.DockerConfigJSON(t, "x.example.com", "x", "x"))
+	tenantForeign := createSource(t, c, ns, "regcred-both-tenant", testenv.DockerConfigJSON(t, "y.example.com", "y", "y"))
+	createSource(t, c, regcredNamespace, "both-cluster-source", testenv.DockerConfigJSON(t, "registry.example.com", "robot", "c"))
+	createSource(t, c, ns, "both-tenant-source", testenv.DockerConfigJSON(t, "harbor.example.com", "robot", "t"))
 
 	cred := clusterCred("both-cluster", "both-cluster-source", sel, "registry.example.com")
 	rc := registryCred(ns, "both-tenant", "both-tenant-source", "", "harbor.example.com")

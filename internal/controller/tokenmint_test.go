@@ -2,7 +2,6 @@ package controller_test
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,7 +9,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -24,9 +22,9 @@ import (
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/cloud"
 	"regcred.dev/regcred/internal/credential"
-	"regcred.dev/regcred/internal/pki"
 	"regcred.dev/regcred/internal/source/cloudsrc"
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/testserver"
 )
 
 // createOptedInSA creates a ServiceAccount that opts in to web identity
@@ -47,27 +45,16 @@ func createOptedInSA(t *testing.T, c client.Client, ns, name string, audiences .
 func hostileEndpoint(t *testing.T) (*httptest.Server, *atomic.Int32) {
 	t.Helper()
 	var n atomic.Int32
-	ca, err := pki.NewCA("hostile CA", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serving, err := ca.IssueServing([]string{"127.0.0.1", "localhost"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := serving.TLSCertificate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	s, err := testserver.StartTLS(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		n.Add(1)
 		http.Error(w, `{"error":"invalid_request"}`, http.StatusBadRequest)
-	}))
-	s.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	s.StartTLS()
+	}), nil, "hostile CA")
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(s.Close)
-	cloudTrust.Add(ca.CertPEM)
-	return s, &n
+	cloudTrust.Add(s.CA.CertPEM)
+	return s.Server, &n
 }
 
 func gcpWebIdentity(tokenURL, sa, audience string) v1alpha1.CredentialSource {

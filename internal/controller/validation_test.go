@@ -9,14 +9,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/testenv"
 )
 
 // TestInvalidSpecsAreRejected: the API server itself refuses bad specs,
 // with messages a person understands.
 func TestInvalidSpecsAreRejected(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test")
-	}
+	testenv.SkipShort(t, "integration test")
 	c := suite.ControlPlane(t).Client
 	base := func() *v1alpha1.ClusterRegistryCredential {
 		return clusterCred("validation", "src", nil, "harbor.example.com")

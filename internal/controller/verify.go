@@ -3,38 +3,20 @@ package controller
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/dockercfg"
-	"regcred.dev/regcred/internal/doctor"
 	"regcred.dev/regcred/internal/egress"
 	"regcred.dev/regcred/internal/keyring"
 	"regcred.dev/regcred/internal/redact"
 	"regcred.dev/regcred/internal/registry"
 )
-
-var (
-	credentialVerified = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "regcred_credential_verified",
-		Help: "1 when the last spec.verify probe of the credential succeeded, else 0; absent without spec.verify.",
-	}, []string{"kind", "namespace", "name"})
-
-	rateLimitRemaining = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "regcred_registry_rate_limit_remaining",
-		Help: "Pulls left that a registry announced (Docker Hub's ratelimit-remaining) at the last spec.verify probe, by registry.",
-	}, []string{"registry"})
-)
-
-func init() { metrics.Registry.MustRegister(credentialVerified, rateLimitRemaining) }
 
 // verifyTimeout bounds one probe, which runs inside a reconcile.
 const verifyTimeout = 10 * time.Second
@@ -175,25 +157,18 @@ func (v *verifier) probe(ctx context.Context, c *credential.Credential, data []b
 // try probes with each candidate in turn until one works. Plain HTTP is
 // allowed only for a candidate whose own registry key says http://; a
 // tenant's probe is guarded.
-func (v *verifier) try(ctx context.Context, c *credential.Credential, image string, candidates []keyring.Credential) (doctor.Attempt, bool) {
-	var last doctor.Attempt
-	for _, cand := range candidates {
-		opts := append([]registry.Option{registry.WithTimeout(verifyTimeout)}, v.options...)
-		opts = append(opts, registry.WithInsecure(strings.HasPrefix(cand.Key, "http://")))
-		if c.Kind == credential.KindNamespaced {
-			guard := v.tenantGuard
-			if guard == nil {
-				guard = &egress.Guard{}
-			}
-			opts = append(opts, registry.WithGuard(guard))
+func (v *verifier) try(ctx context.Context, c *credential.Credential, image string, candidates []keyring.Credential) (registry.Attempt, bool) {
+	opts := append([]registry.Option{registry.WithTimeout(verifyTimeout)}, v.options...)
+	opts = append(opts, registry.WithInsecureFromKey())
+	if c.Kind == credential.KindNamespaced {
+		guard := v.tenantGuard
+		if guard == nil {
+			guard = &egress.Guard{}
 		}
-		res := doctor.Try(ctx, image, []keyring.Credential{cand}, opts...)
-		last = res.Attempts[len(res.Attempts)-1]
-		if res.PullWouldSucceed {
-			return last, true
-		}
+		opts = append(opts, registry.WithGuard(guard))
 	}
-	return last, false
+	res := registry.Try(ctx, image, candidates, opts...)
+	return res.Attempts[len(res.Attempts)-1], res.PullWouldSucceed
 }
 
 func secretsOf(candidates []keyring.Credential) []redact.Secret {
@@ -202,16 +177,4 @@ func secretsOf(candidates []keyring.Credential) []redact.Secret {
 		out = append(out, redact.Secret{Username: c.Username, Password: c.Password}, redact.Secret{Username: c.Username, Password: c.IdentityToken})
 	}
 	return out
-}
-
-func setVerifiedMetric(c *credential.Credential, cond *metav1.Condition) {
-	if cond == nil {
-		credentialVerified.DeleteLabelValues(string(c.Kind), c.Namespace, c.Name)
-		return
-	}
-	v := 0.0
-	if cond.Status == metav1.ConditionTrue {
-		v = 1
-	}
-	credentialVerified.WithLabelValues(string(c.Kind), c.Namespace, c.Name).Set(v)
 }

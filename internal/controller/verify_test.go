@@ -34,7 +34,7 @@ func TestVerify(t *testing.T) {
 		{"verify-elsewhere", reg.User.Password, "other.example/app:1", v1alpha1.ReasonNoCredential, metav1.ConditionFalse},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			createSource(t, c, regcredNamespace, tc.name, dockerConfig(t, reg.Host, reg.User.Name, tc.password))
+			createSource(t, c, regcredNamespace, tc.name, testenv.DockerConfigJSON(t, reg.Host, reg.User.Name, tc.password))
 			cred := clusterCred(tc.name, tc.name, map[string]string{"none": "selected"}, reg.Host)
 			cred.Spec.Verify = &v1alpha1.Verify{Image: tc.image, Interval: metav1.Duration{Duration: time.Hour}}
 			if err := c.Create(bg, cred); err != nil {

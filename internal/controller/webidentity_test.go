@@ -10,6 +10,7 @@ import (
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/testenv"
 	"regcred.dev/regcred/internal/testenv/fakecloud"
+	"regcred.dev/regcred/internal/testenv/testregistry"
 )
 
 // trustCluster makes a fake cloud trust the control plane's
@@ -81,11 +82,11 @@ func TestWebIdentityPerTenant(t *testing.T) {
 	for _, name := range []string{"ecr", "gcp"} {
 		registryReady(t, c, trusted, name, metav1.ConditionTrue, v1alpha1.ReasonSynced, "1/1", "")
 		var data []byte
-		waitFor(t, "the "+name+" copy", func() bool {
+		testenv.Eventually(t, wait, testenv.Condition("the "+name+" copy", func() bool {
 			d, _, err := secretData(bg, c, trusted, name)
 			data = d
 			return err == nil && d != nil
-		})
+		}))
 		if err := w.pull(data); err != nil {
 			t.Errorf("pull with the %s web identity token: %v", name, err)
 		}
@@ -120,7 +121,7 @@ func TestACRWebIdentity(t *testing.T) {
 	}
 	t.Cleanup(az.Close)
 	az.TrustOIDC(oidc)
-	reg, err := testenv.StartRegistry(testenv.Token, testenv.WithHandler("/oauth2/exchange", az.Exchange()))
+	reg, err := testregistry.Start(testregistry.Token, testregistry.WithHandler("/oauth2/exchange", az.Exchange()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,9 +28,9 @@ func TestNoSecretInLogsEventsStatusOrMetrics(t *testing.T) {
 	createSA(t, c, ns, "default", nil)
 	// A conflicting foreign Secret in a second namespace.
 	ns2 := newNamespace(t, c, "leak-conflict", sel)
-	createSource(t, c, ns2, "regcred-leak", dockerConfig(t, "x.example.com", "x", canary))
+	createSource(t, c, ns2, "regcred-leak", testenv.DockerConfigJSON(t, "x.example.com", "x", canary))
 
-	src := createSource(t, c, regcredNamespace, "leak-source", dockerConfig(t, "registry.example.com", "robot", canary))
+	src := createSource(t, c, regcredNamespace, "leak-source", testenv.DockerConfigJSON(t, "registry.example.com", "robot", canary))
 	cred := clusterCred("leak", "leak-source", sel, "registry.example.com")
 	if err := c.Create(bg, cred); err != nil {
 		t.Fatal(err)
@@ -73,7 +73,7 @@ func TestNoSecretInLogsEventsStatusOrMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	var tokens []string
-	waitFor(t, "two ECR tokens in the copy", func() bool {
+	testenv.Eventually(t, wait, testenv.Condition("two ECR tokens in the copy", func() bool {
 		d, _, err := secretData(bg, c, ns, "regcred-leak-ecr")
 		if err != nil || d == nil {
 			return false
@@ -82,7 +82,7 @@ func TestNoSecretInLogsEventsStatusOrMetrics(t *testing.T) {
 			tokens = append(tokens, p)
 		}
 		return len(tokens) >= 2
-	})
+	}))
 	w.aws.RevokeAccessKey(keyID)
 	clusterReady(t, c, "leak-ecr", metav1.ConditionFalse, v1alpha1.ReasonAccessDenied, "")
 

@@ -238,15 +238,6 @@ func (c *Credential) Scope(regcredNamespace string) (*Scope, error) {
 	return s, nil
 }
 
-// AppliesTo reports whether the credential should have its Secret in ns.
-func (c *Credential) AppliesTo(ns *corev1.Namespace, regcredNamespace string) (bool, error) {
-	scope, err := c.Scope(regcredNamespace)
-	if err != nil {
-		return false, err
-	}
-	return scope.Applies(ns), nil
-}
-
 // Scope is where a credential acts. The controller and the admission
 // webhook both decide with it.
 type Scope struct {
@@ -270,29 +261,6 @@ func (s *Scope) Applies(ns *corev1.Namespace) bool {
 		return false
 	}
 	return s.selector == nil || s.selector.Matches(labels.Set(ns.Labels))
-}
-
-// SelectsServiceAccount reports whether sa should list the Secret.
-func (c *Credential) SelectsServiceAccount(sa *corev1.ServiceAccount) (bool, error) {
-	switch c.Spec.ServiceAccounts.Mode {
-	case v1alpha1.ServiceAccountsAll, "":
-		return true, nil
-	case v1alpha1.ServiceAccountsDefault:
-		return sa.Name == "default", nil
-	case v1alpha1.ServiceAccountsNone:
-		return false, nil
-	case v1alpha1.ServiceAccountsSelector:
-		if c.Spec.ServiceAccounts.Selector == nil {
-			return false, nil
-		}
-		sel, err := metav1.LabelSelectorAsSelector(c.Spec.ServiceAccounts.Selector)
-		if err != nil {
-			return false, fmt.Errorf("serviceAccounts.selector: %w", err)
-		}
-		return sel.Matches(labels.Set(sa.Labels)), nil
-	default:
-		return false, fmt.Errorf("unknown serviceAccounts.mode %q", c.Spec.ServiceAccounts.Mode)
-	}
 }
 
 // Matcher decides, with the kubelet's own rules, whether a credential's
@@ -333,4 +301,19 @@ func Scheme() (*runtime.Scheme, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// AppliesTo reports whether the credential should have its Secret in ns.
+func (c *Credential) AppliesTo(ns *corev1.Namespace, regcredNamespace string) (bool, error) {
+	scope, err := c.Scope(regcredNamespace)
+	if err != nil {
+		return false, err
+	}
+	return scope.Applies(ns), nil
+}
+
+// SelectsServiceAccount reports whether sa should list the Secret.
+// TEMPORARY during the catalogue move: Entry.SelectsServiceAccount.
+func (c *Credential) SelectsServiceAccount(sa *corev1.ServiceAccount) (bool, error) {
+	return Compile(c, "").SelectsServiceAccount(sa)
 }

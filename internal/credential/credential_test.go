@@ -32,7 +32,8 @@ func TestCredentialAppliesTo(t *testing.T) {
 		{tenant, ns("t", nil), true},
 		{tenant, ns("other", nil), false},
 	} {
-		got, err := tc.c.AppliesTo(tc.ns, "regcred-system")
+		scope, err := tc.c.Scope("regcred-system")
+		got := err == nil && scope.Applies(tc.ns)
 		if err != nil || got != tc.want {
 			t.Errorf("%s in %s: %t, %v; want %t", tc.c.Key, tc.ns.Name, got, err, tc.want)
 		}

@@ -74,21 +74,6 @@ func (c *Config) rendered() (map[string]renderedEntry, error) {
 	return out, nil
 }
 
-// Merge returns a config holding the entries of all configs; a key present
-// in several takes the entry of the last.
-func Merge(configs ...*Config) *Config {
-	out := &Config{Auths: map[string]Entry{}}
-	for _, c := range configs {
-		if c == nil {
-			continue
-		}
-		for k, e := range c.Auths {
-			out.Auths[k] = e
-		}
-	}
-	return out
-}
-
 // DockerHubKey is the key `docker login` writes for Docker Hub.
 const DockerHubKey = "https://index.docker.io/v1/"
 

@@ -20,38 +20,8 @@ import (
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/credential"
+	"regcred.dev/regcred/internal/kubeletmsg"
 )
-
-// WebhookName is the name of regcred's Pod webhook inside its
-// MutatingWebhookConfiguration.
-const WebhookName = "pods.regcred.dev"
-
-// Target is what to diagnose: the whole cluster (zero value), a
-// namespace, a Pod, or a workload's Pods.
-type Target struct {
-	Namespace string
-	// Kind is "", "pod", "deployment", "statefulset", "daemonset",
-	// "replicaset" or "job"; Name goes with it.
-	Kind string
-	Name string
-}
-
-// String is how a report names its scope.
-func (t Target) String() string {
-	switch {
-	case t.Kind != "":
-		return fmt.Sprintf("%s/%s in namespace %s", t.Kind, t.Name, t.Namespace)
-	case t.Namespace != "":
-		return "namespace " + t.Namespace
-	default:
-		return "cluster"
-	}
-}
-
-// ErrNotFound is returned when the target does not exist.
-type ErrNotFound struct{ What string }
-
-func (e *ErrNotFound) Error() string { return e.What + " not found" }
 
 // pageSize bounds each list: a big cluster is read in pages.
 const pageSize = 500
@@ -71,30 +41,8 @@ func Collect(ctx context.Context, c client.Reader, target Target, regcredNamespa
 	}
 	s.Pods = pods
 
-	// Events in the namespaces of candidate Pods: those waiting on a pull,
-	// or still Pending (a missing pull Secret shows only as an Event).
-	var namespaces []string
-	for _, p := range pods {
-		if candidate(p) && !slices.Contains(namespaces, p.Namespace) {
-			namespaces = append(namespaces, p.Namespace)
-		}
-	}
-	byUID := map[types.UID]bool{}
-	for _, p := range pods {
-		byUID[p.UID] = true
-	}
-	for _, ns := range namespaces {
-		sel := fields.SelectorFromSet(fields.Set{"involvedObject.kind": "Pod", "type": corev1.EventTypeWarning})
-		err := listPages(ctx, c, &corev1.EventList{}, func(l client.ObjectList) {
-			for _, ev := range l.(*corev1.EventList).Items {
-				if byUID[ev.InvolvedObject.UID] && (IsPullFailureEvent(ev.Reason, ev.Message)) {
-					s.Events[ev.InvolvedObject.UID] = append(s.Events[ev.InvolvedObject.UID], ev)
-				}
-			}
-		}, client.InNamespace(ns), client.MatchingFieldsSelector{Selector: sel})
-		if err != nil {
-			return nil, fmt.Errorf("list events in %s: %w", ns, err)
-		}
+	if err := s.readEvents(ctx, c); err != nil {
+		return nil, err
 	}
 
 	// Only Pods that fail need their surroundings read.
@@ -125,13 +73,43 @@ func Collect(ctx context.Context, c client.Reader, target Target, regcredNamespa
 	return s, nil
 }
 
+// readEvents reads the pull-failure Events of the snapshot's Pods, in the
+// namespaces of candidate Pods only: those waiting on a pull, or still
+// Pending (a missing pull Secret shows only as an Event).
+func (s *Snapshot) readEvents(ctx context.Context, c client.Reader) error {
+	var namespaces []string
+	for _, p := range s.Pods {
+		if candidate(p) && !slices.Contains(namespaces, p.Namespace) {
+			namespaces = append(namespaces, p.Namespace)
+		}
+	}
+	byUID := map[types.UID]bool{}
+	for _, p := range s.Pods {
+		byUID[p.UID] = true
+	}
+	for _, ns := range namespaces {
+		sel := fields.SelectorFromSet(fields.Set{"involvedObject.kind": "Pod", "type": corev1.EventTypeWarning})
+		err := listPages(ctx, c, &corev1.EventList{}, func(l client.ObjectList) {
+			for _, ev := range l.(*corev1.EventList).Items {
+				if byUID[ev.InvolvedObject.UID] && kubeletmsg.IsPullFailureEvent(ev.Reason, ev.Message) {
+					s.Events[ev.InvolvedObject.UID] = append(s.Events[ev.InvolvedObject.UID], ev)
+				}
+			}
+		}, client.InNamespace(ns), client.MatchingFieldsSelector{Selector: sel})
+		if err != nil {
+			return fmt.Errorf("list events in %s: %w", ns, err)
+		}
+	}
+	return nil
+}
+
 // candidate reports whether a Pod may be failing a pull.
 func candidate(p *corev1.Pod) bool {
 	if p.Status.Phase == corev1.PodPending {
 		return true
 	}
 	for _, st := range slices.Concat(p.Status.InitContainerStatuses, p.Status.ContainerStatuses, p.Status.EphemeralContainerStatuses) {
-		if w := st.State.Waiting; w != nil && slices.Contains(PullWaitingReasons, w.Reason) {
+		if w := st.State.Waiting; w != nil && slices.Contains(kubeletmsg.PullWaitingReasons, w.Reason) {
 			return true
 		}
 	}

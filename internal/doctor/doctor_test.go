@@ -12,6 +12,7 @@ import (
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/credential"
+	"regcred.dev/regcred/internal/kubeletmsg"
 )
 
 var t0 = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
@@ -35,7 +36,7 @@ func newFixture() *fixture {
 			OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "web-5d9c", UID: "rs-uid", Controller: ptr.To(true)}}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "reg.example/app:1"}}},
 		Status: corev1.PodStatus{Phase: corev1.PodPending, ContainerStatuses: []corev1.ContainerStatus{{Name: "app", Image: "reg.example/app:1",
-			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: WaitingImagePullBackOff,
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: kubeletmsg.WaitingImagePullBackOff,
 				Message: `Back-off pulling image "reg.example/app:1": ErrImagePull: 401 Unauthorized`}}}}},
 	}
 	f.cred = &v1alpha1.ClusterRegistryCredential{ObjectMeta: metav1.ObjectMeta{Name: "robot", CreationTimestamp: metav1.NewTime(t0.Add(-time.Hour))}}
@@ -47,7 +48,7 @@ func newFixture() *fixture {
 		Type: corev1.SecretTypeDockerConfigJson, Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"reg.example":{"username":"u","password":"s3cr3t-value"}}}`)}}
 	f.s = &Snapshot{Now: t0.Add(time.Minute), RegcredNamespace: "regcred-system", RegcredInstalled: true, SecretsReadable: true,
 		Pods:            []*corev1.Pod{f.pod},
-		Events:          map[types.UID][]corev1.Event{"pod-uid": {{Reason: EventFailed, Message: unauthorized, LastTimestamp: metav1.NewTime(t0)}}},
+		Events:          map[types.UID][]corev1.Event{"pod-uid": {{Reason: kubeletmsg.EventFailed, Message: unauthorized, LastTimestamp: metav1.NewTime(t0)}}},
 		Namespaces:      map[string]*corev1.Namespace{"team": {ObjectMeta: metav1.ObjectMeta{Name: "team"}}},
 		ServiceAccounts: map[string]*corev1.ServiceAccount{"team/default": {ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "default"}}},
 		Secrets:         map[string]*corev1.Secret{"team/regcred-robot": synced},
@@ -71,59 +72,59 @@ func TestDiagnose(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		change    func(*fixture)
-		cause     Cause
+		cause     kubeletmsg.Cause
 		diagnosis Diagnosis
 		fix       string
 	}{
-		{"webhook not called", func(*fixture) {}, Unauthorized, DiagWebhookNotCalled, "kubectl -n team rollout restart deployment/web"},
-		{"webhook not registered", func(f *fixture) { f.s.Webhook = nil }, Unauthorized, DiagWebhookNotRegistered, "webhook.enabled=true"},
+		{"webhook not called", func(*fixture) {}, kubeletmsg.Unauthorized, DiagWebhookNotCalled, "kubectl -n team rollout restart deployment/web"},
+		{"webhook not registered", func(f *fixture) { f.s.Webhook = nil }, kubeletmsg.Unauthorized, DiagWebhookNotRegistered, "webhook.enabled=true"},
 		{"pod predates the secret", func(f *fixture) {
 			f.s.Secrets["team/regcred-robot"].CreationTimestamp = metav1.NewTime(t0.Add(time.Second))
-		}, Unauthorized, DiagPodPredatesCredential, "rollout restart deployment/web"},
+		}, kubeletmsg.Unauthorized, DiagPodPredatesCredential, "rollout restart deployment/web"},
 		{"service account patched later", func(f *fixture) {
 			f.s.ServiceAccounts["team/default"].ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred-robot"}}
-		}, Unauthorized, DiagServiceAccountLater, "rollout restart deployment/web"},
-		{"injection disabled", func(f *fixture) { f.cred.Spec.PodInjection.Enabled = ptr.To(false) }, Unauthorized, DiagInjectionDisabled,
+		}, kubeletmsg.Unauthorized, DiagServiceAccountLater, "rollout restart deployment/web"},
+		{"injection disabled", func(f *fixture) { f.cred.Spec.PodInjection.Enabled = ptr.To(false) }, kubeletmsg.Unauthorized, DiagInjectionDisabled,
 			`kubectl patch clusterregistrycredential robot --type merge -p '{"spec":{"podInjection":{"enabled":true}}}'`},
-		{"namespace opts out", func(f *fixture) { f.s.Namespaces["team"].Labels = map[string]string{credential.LabelInject: "false"} }, Unauthorized, DiagInjectionOptedOut,
+		{"namespace opts out", func(f *fixture) { f.s.Namespaces["team"].Labels = map[string]string{credential.LabelInject: "false"} }, kubeletmsg.Unauthorized, DiagInjectionOptedOut,
 			"kubectl label namespace team regcred.dev/inject-"},
-		{"secret foreign", func(f *fixture) { f.s.Secrets["team/regcred-robot"].Annotations = nil }, Unauthorized, DiagSecretForeign, "kubectl -n team delete secret regcred-robot"},
-		{"secret not synced", func(f *fixture) { delete(f.s.Secrets, "team/regcred-robot") }, Unauthorized, DiagSecretMissing, "status.failures"},
+		{"secret foreign", func(f *fixture) { f.s.Secrets["team/regcred-robot"].Annotations = nil }, kubeletmsg.Unauthorized, DiagSecretForeign, "kubectl -n team delete secret regcred-robot"},
+		{"secret not synced", func(f *fixture) { delete(f.s.Secrets, "team/regcred-robot") }, kubeletmsg.Unauthorized, DiagSecretMissing, "status.failures"},
 		{"source invalid", func(f *fixture) {
 			delete(f.s.Secrets, "team/regcred-robot")
 			f.cred.Status.Conditions[0].Status, f.cred.Status.Conditions[0].Reason = metav1.ConditionFalse, v1alpha1.ReasonSourceNotFound
-		}, Unauthorized, DiagSourceInvalid, "kubectl describe clusterregistrycredential robot"},
+		}, kubeletmsg.Unauthorized, DiagSourceInvalid, "kubectl describe clusterregistrycredential robot"},
 		{"namespace not selected", func(f *fixture) {
 			f.cred.Spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"pulls": "reg", "env": "prod"}}
-		}, Unauthorized, DiagNamespaceNotSelected, "kubectl label namespace team env=prod pulls=reg"},
+		}, kubeletmsg.Unauthorized, DiagNamespaceNotSelected, "kubectl label namespace team env=prod pulls=reg"},
 		{"always excluded", func(f *fixture) {
 			f.pod.Namespace = "kube-system"
 			f.s.Namespaces["kube-system"] = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kube-system"}}
-		}, Unauthorized, DiagNamespaceExcluded, "RegistryCredential"},
+		}, kubeletmsg.Unauthorized, DiagNamespaceExcluded, "RegistryCredential"},
 		{"token expired", func(f *fixture) {
 			f.pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred-robot"}}
 			f.cred.Spec.Source = v1alpha1.CredentialSource{ECR: &v1alpha1.ECRSource{Region: "eu-west-1"}}
 			f.cred.Status.Token = &v1alpha1.TokenStatus{ExpiresAt: ptr.To(metav1.NewTime(t0))}
-		}, TokenExpired, DiagTokenExpired, "kubectl describe clusterregistrycredential robot"},
+		}, kubeletmsg.TokenExpired, DiagTokenExpired, "kubectl describe clusterregistrycredential robot"},
 		{"credential rejected", func(f *fixture) {
 			f.pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred-robot"}}
-		}, Unauthorized, DiagCredentialRejected, "regcred secret create robot-source -n regcred-system --server reg.example"},
+		}, kubeletmsg.Unauthorized, DiagCredentialRejected, "regcred secret create robot-source -n regcred-system --server reg.example"},
 		{"denied", func(f *fixture) {
 			f.pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred-robot"}}
 			f.s.Events["pod-uid"][0].Message = strings.Replace(unauthorized, "401 Unauthorized", "403 Forbidden", 1)
-		}, Denied, DiagCredentialRejected, "regcred secret create robot-source"},
+		}, kubeletmsg.Denied, DiagCredentialRejected, "regcred secret create robot-source"},
 		{"never pull", func(f *fixture) {
-			f.pod.Status.ContainerStatuses[0].State.Waiting = &corev1.ContainerStateWaiting{Reason: WaitingErrImageNeverPull,
+			f.pod.Status.ContainerStatuses[0].State.Waiting = &corev1.ContainerStateWaiting{Reason: kubeletmsg.WaitingErrImageNeverPull,
 				Message: `Container image "reg.example/app:1" is not present with pull policy of Never`}
-		}, NeverPull, DiagNeverPull, "imagePullPolicy"},
-		{"no credential", func(f *fixture) { f.cred.Spec.Registries = []string{"other.example"} }, Unauthorized, DiagNoCredential,
+		}, kubeletmsg.NeverPull, DiagNeverPull, "imagePullPolicy"},
+		{"no credential", func(f *fixture) { f.cred.Spec.Registries = []string{"other.example"} }, kubeletmsg.Unauthorized, DiagNoCredential,
 			"regcred secret create reg-example-pull -n regcred-system --server reg.example"},
-		{"bare pod", func(f *fixture) { f.pod.OwnerReferences = nil }, Unauthorized, DiagWebhookNotCalled,
+		{"bare pod", func(f *fixture) { f.pod.OwnerReferences = nil }, kubeletmsg.Unauthorized, DiagWebhookNotCalled,
 			"kubectl -n team get pod web-1 -o yaml | kubectl replace --force -f -"},
 		{"secrets unreadable", func(f *fixture) {
 			f.s.SecretsReadable = false
 			f.pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred-robot"}}
-		}, Unauthorized, DiagWebhookNotCalled, "rollout restart"},
+		}, kubeletmsg.Unauthorized, DiagWebhookNotCalled, "rollout restart"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture()
@@ -135,7 +136,7 @@ func TestDiagnose(t *testing.T) {
 			if !strings.Contains(got.Fix, tc.fix) {
 				t.Errorf("fix %q does not contain %q", got.Fix, tc.fix)
 			}
-			if got.KubeletMessage != f.s.Events["pod-uid"][0].Message && got.Cause != NeverPull {
+			if got.KubeletMessage != f.s.Events["pod-uid"][0].Message && got.Cause != kubeletmsg.NeverPull {
 				t.Errorf("kubelet message %q, want the Event's", got.KubeletMessage)
 			}
 			var b strings.Builder
@@ -186,7 +187,7 @@ func TestImageVolumeAndMalformed(t *testing.T) {
 	f.pod.Status.ContainerStatuses[0].State.Waiting = &corev1.ContainerStateWaiting{Reason: "illegal base64 data at input byte 0"}
 	f.s.Events = nil
 	got = f.diagnose(t)
-	if got.Cause != MalformedSecret || got.Diagnosis != DiagMalformedSecret || got.PullSecrets[0].State != "malformed" {
+	if got.Cause != kubeletmsg.MalformedSecret || got.Diagnosis != DiagMalformedSecret || got.PullSecrets[0].State != "malformed" {
 		t.Errorf("finding %+v, want the malformed Secret", got)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"unicode"
 
 	"sigs.k8s.io/yaml"
+
+	"regcred.dev/regcred/internal/registry"
 )
 
 func TestSanitize(t *testing.T) {
@@ -50,7 +52,7 @@ func TestWriteTextSanitizes(t *testing.T) {
 	r := &Report{Scope: "namespace " + hostile, PodsChecked: 1, PodsFailing: 1, Notes: []string{hostile},
 		Findings: []Finding{{Namespace: "ns", Pod: "p" + hostile, Workload: hostile, Kind: "container", Name: hostile, Image: hostile,
 			Waiting: hostile, KubeletMessage: hostile, Explanation: hostile, Fix: "regcred sync " + hostile,
-			Check: &CheckResult{Attempts: []Attempt{{Key: hostile, Username: hostile, Source: hostile}}}}}}
+			Check: &registry.TryResult{Attempts: []registry.Attempt{{Key: hostile, Username: hostile, Source: hostile}}}}}}
 	var b strings.Builder
 	if err := WriteText(&b, r); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 // Package kubecreds reads pull credentials from the API server the way the
 // kubelet finds them for a Pod: its imagePullSecrets, in order, each looked
-// up in the Pod's namespace. The CLI's resolve and check share it.
+// up in the Pod's namespace. Load turns them into the kubelet's ordered view
+// of the candidates (a Set), which the CLI's resolve, check and mirror share.
 package kubecreds
 
 import (
@@ -54,6 +55,25 @@ func ForPod(ctx context.Context, cs kubernetes.Interface, namespace, name string
 	}
 
 	sa, err := cs.CoreV1().ServiceAccounts(namespace).Get(ctx, out.ServiceAccount, metav1.GetOptions{})
+	out.compareServiceAccount(namespace, names, sa, err)
+
+	for _, n := range names {
+		s, err := GetSecret(ctx, cs, namespace, n)
+		if apierrors.IsNotFound(err) {
+			out.Missing = append(out.Missing, namespace+"/"+n)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out.Secrets = append(out.Secrets, s)
+	}
+	return out, nil
+}
+
+// compareServiceAccount notes how the Pod's imagePullSecrets (names) relate
+// to those of its ServiceAccount, read with err.
+func (out *PodSecrets) compareServiceAccount(namespace string, names []string, sa *corev1.ServiceAccount, err error) {
 	switch {
 	case apierrors.IsNotFound(err):
 		out.Notes = append(out.Notes, fmt.Sprintf("ServiceAccount %s/%s does not exist", namespace, out.ServiceAccount))
@@ -83,19 +103,6 @@ func ForPod(ctx context.Context, cs kubernetes.Interface, namespace, name string
 			}
 		}
 	}
-
-	for _, n := range names {
-		s, err := GetSecret(ctx, cs, namespace, n)
-		if apierrors.IsNotFound(err) {
-			out.Missing = append(out.Missing, namespace+"/"+n)
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		out.Secrets = append(out.Secrets, s)
-	}
-	return out, nil
 }
 
 // GetSecret reads one Secret as a pull secret.

@@ -25,6 +25,7 @@ import (
 	"regcred.dev/regcred/internal/cloud"
 	"regcred.dev/regcred/internal/controller"
 	"regcred.dev/regcred/internal/credential"
+	"regcred.dev/regcred/internal/credential/cachefeed"
 	"regcred.dev/regcred/internal/registry"
 	"regcred.dev/regcred/internal/webhook"
 )
@@ -145,8 +146,14 @@ func New(ctx context.Context, opts Options) (ctrl.Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create manager: %w", err)
 	}
+	// One catalogue, compiled once per change, for the controllers, the
+	// webhook and the pull-failure watch.
+	cat := credential.NewCatalogue(opts.Namespace)
+	if err := cachefeed.Start(ctx, mgr.GetCache(), cat); err != nil {
+		return nil, err
+	}
 	ensurer, err := controller.Setup(ctx, mgr, controller.Options{Namespace: opts.Namespace, MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
-		Cloud: opts.Cloud, Tokens: opts.Tokens, PluginDir: opts.PluginDir, Registry: opts.Registry,
+		Cloud: opts.Cloud, Tokens: opts.Tokens, PluginDir: opts.PluginDir, Registry: opts.Registry, Catalogue: cat,
 		TenantEndpointHosts: opts.TenantEndpointHosts, TenantAllowPrivateNetworks: opts.TenantAllowPrivateNetworks})
 	if err != nil {
 		return nil, fmt.Errorf("set up controllers: %w", err)
@@ -156,12 +163,12 @@ func New(ctx context.Context, opts Options) (ctrl.Manager, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := mgr.Add(&controller.PullFailureWatch{Clientset: cs, Reader: mgr.GetClient(), Log: ctrl.Log.WithName("pull-failures")}); err != nil {
+		if err := mgr.Add(&controller.PullFailureWatch{Clientset: cs, Catalogue: cat, Log: ctrl.Log.WithName("pull-failures")}); err != nil {
 			return nil, err
 		}
 	}
 	if opts.Webhook != nil {
-		if err := setupWebhook(ctx, mgr, opts, ensurer); err != nil {
+		if err := setupWebhook(ctx, mgr, opts, cat, ensurer); err != nil {
 			return nil, fmt.Errorf("set up the webhook: %w", err)
 		}
 	}
@@ -184,7 +191,7 @@ func New(ctx context.Context, opts Options) (ctrl.Manager, error) {
 	return mgr, nil
 }
 
-func setupWebhook(ctx context.Context, mgr ctrl.Manager, opts Options, ensurer webhook.SecretEnsurer) error {
+func setupWebhook(ctx context.Context, mgr ctrl.Manager, opts Options, cat *credential.Catalogue, ensurer webhook.SecretEnsurer) error {
 	w := opts.Webhook
 	if w.Port == 0 {
 		w.Port = 9443
@@ -232,11 +239,8 @@ func setupWebhook(ctx context.Context, mgr ctrl.Manager, opts Options, ensurer w
 			return err
 		}
 	}
-	h := &webhook.Handler{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Secrets: ensurer,
-		RegcredNamespace: opts.Namespace, Log: ctrl.Log.WithName("webhook")}
-	if err := h.WatchForChanges(ctx, mgr.GetCache()); err != nil {
-		return err
-	}
+	h := &webhook.Handler{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Catalogue: cat, Secrets: ensurer,
+		Log: ctrl.Log.WithName("webhook")}
 	mgr.GetWebhookServer().Register(webhook.Path, &admission.Webhook{Handler: h, RecoverPanic: ptr.To(true)})
 	return nil
 }

@@ -19,12 +19,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"regcred.dev/regcred/api/v1alpha1"
-	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/manager"
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/controlplane"
+	"regcred.dev/regcred/internal/testenv/testsuite"
 )
 
-var suite = testenv.NewSuite(testenv.WithSchemeAdder(v1alpha1.AddToScheme))
+var suite = testsuite.New(controlplane.WithSchemeAdder(v1alpha1.AddToScheme))
 
 func TestMain(m *testing.M) { os.Exit(suite.Run(m)) }
 
@@ -32,9 +33,7 @@ func TestMain(m *testing.M) { os.Exit(suite.Run(m)) }
 // shipped manifests, bound by the shipped ClusterRole, with leader
 // election on, through a credential's whole life.
 func TestShippedRBACIsEnough(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test")
-	}
+	testenv.SkipShort(t, "integration test")
 	kubectl := testenv.Tool(t, "kubectl") // for kustomize
 	cp := suite.ControlPlane(t)
 	c := cp.Client
@@ -88,7 +87,7 @@ func TestShippedRBACIsEnough(t *testing.T) {
 	if err := c.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default"}}); err != nil {
 		t.Fatal(err)
 	}
-	data, _ := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{"r.example.com": {Username: "u", Password: "p"}}}).MarshalDockerConfigJSON()
+	data := testenv.DockerConfigJSON(t, "r.example.com", "u", "p")
 	if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "regcred-system", Name: "src"},
 		Type: corev1.SecretTypeDockerConfigJson, Data: map[string][]byte{corev1.DockerConfigJsonKey: data}}); err != nil {
 		t.Fatal(err)

@@ -2,33 +2,14 @@ package manifests
 
 import (
 	"bytes"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"regcred.dev/regcred/internal/mirror"
+	"regcred.dev/regcred/internal/testenv"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("output differs from %s:\n%s", path, got)
-	}
-}
 
 func corpus(t *testing.T) []byte {
 	t.Helper()
@@ -59,7 +40,7 @@ func run(t *testing.T, in []byte, opts Options) ([]byte, *Stats) {
 
 func TestInjectGolden(t *testing.T) {
 	out, stats := run(t, corpus(t), Options{Credentials: creds})
-	golden(t, "inject.golden.yaml", out)
+	testenv.Golden(t, filepath.Join("testdata", "inject.golden.yaml"), out)
 	if stats.Documents != 15 || stats.Workloads != 10 || stats.Injected != 11 {
 		t.Errorf("stats %+v", stats)
 	}
@@ -72,7 +53,7 @@ func TestInjectGolden(t *testing.T) {
 
 func TestRewriteGolden(t *testing.T) {
 	out, stats := run(t, corpus(t), Options{Rules: rules})
-	golden(t, "rewrite.golden.yaml", out)
+	testenv.Golden(t, filepath.Join("testdata", "rewrite.golden.yaml"), out)
 	if stats.Rewritten != 6 {
 		t.Errorf("rewritten %d", stats.Rewritten)
 	}
@@ -84,7 +65,7 @@ func TestRewriteGolden(t *testing.T) {
 
 func TestRewriteThenInjectGolden(t *testing.T) {
 	out, _ := run(t, corpus(t), Options{Rules: rules, Credentials: creds})
-	golden(t, "rewrite-inject.golden.yaml", out)
+	testenv.Golden(t, filepath.Join("testdata", "rewrite-inject.golden.yaml"), out)
 }
 
 // TestUntouchedDocumentsAreByteIdentical: documents regcred does not change
@@ -155,7 +136,7 @@ func TestImages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "images.golden.txt", []byte(strings.Join(got, "\n")+"\n"))
+	testenv.Golden(t, filepath.Join("testdata", "images.golden.txt"), []byte(strings.Join(got, "\n")+"\n"))
 	if len(warnings) != 0 {
 		t.Errorf("warnings %v", warnings)
 	}

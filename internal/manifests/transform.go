@@ -119,22 +119,6 @@ func applyOne(d *Document, opts Options, stats *Stats) error {
 	return nil
 }
 
-// Apply transforms documents in place, keeping the changed ones parsed for
-// WriteStream.
-func Apply(docs []*Document, opts Options) (*Stats, error) {
-	if err := opts.compile(); err != nil {
-		return nil, err
-	}
-	stats := &Stats{Documents: len(docs)}
-	for _, d := range docs {
-		if err := applyOne(d, opts, stats); err != nil {
-			return nil, err
-		}
-		d.release()
-	}
-	return stats, nil
-}
-
 // transformPodSpec runs the image pipeline every front end shares
 // (credential.PlanImages) on one Pod template, in place in the YAML.
 func transformPodSpec(spec *yaml.RNode, opts Options, stats *Stats, d *Document) (bool, error) {

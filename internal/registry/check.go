@@ -107,8 +107,10 @@ type options struct {
 	rootCAs   *x509.CertPool
 	timeout   time.Duration
 	insecure  bool
-	guard     *egress.Guard
-	userAgent string
+	// Try: plain HTTP per candidate, from its key's scheme.
+	insecureFromKey bool
+	guard           *egress.Guard
+	userAgent       string
 	// Copy and Mirror.
 	keychain    authn.Keychain
 	progress    chan<- v1.Update
@@ -153,6 +155,12 @@ func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout =
 // WithInsecure allows plain HTTP, for registries a node is configured to
 // reach without TLS.
 func WithInsecure(insecure bool) Option { return func(o *options) { o.insecure = insecure } }
+
+// WithInsecureFromKey makes Try allow plain HTTP for exactly the
+// candidates whose own registry key says http://, overriding WithInsecure:
+// a credential written for an https registry is never sent in the clear.
+// Try only.
+func WithInsecureFromKey() Option { return func(o *options) { o.insecureFromKey = true } }
 
 // WithGuard refuses connections to loopback, link-local and private
 // addresses, checked on the address dialled, except what guard allows.
@@ -243,9 +251,7 @@ func (o *options) baseTransport() http.RoundTripper {
 	if o.transport != nil {
 		return o.transport
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: o.rootCAs}
-	return tr
+	return Transport(o.rootCAs)
 }
 
 // classify maps an error chain to a Result. go-containerregistry falls back

@@ -12,19 +12,19 @@ import (
 	"time"
 
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/testregistry"
+	"regcred.dev/regcred/internal/testenv/testsuite"
 )
 
-var suite = testenv.NewSuite()
+var suite = testsuite.New()
 
 func TestMain(m *testing.M) { os.Exit(suite.Run(m)) }
 
 // TestCheckAgainstRealRegistry covers every class the distribution registry
 // of the harness can produce, in both auth modes.
 func TestCheckAgainstRealRegistry(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test")
-	}
-	for _, mode := range []testenv.AuthMode{testenv.Basic, testenv.Token} {
+	testenv.SkipShort(t, "integration test")
+	for _, mode := range []testregistry.AuthMode{testregistry.Basic, testregistry.Token} {
 		t.Run(string(mode), func(t *testing.T) {
 			reg := suite.Registry(t, mode)
 			ctx := context.Background()
@@ -67,7 +67,7 @@ func TestCheckAgainstRealRegistry(t *testing.T) {
 					assertNoSecret(t, res, reg.User.Password, "wrong-password")
 				})
 			}
-			if mode == testenv.Token {
+			if mode == testregistry.Token {
 				res := Check(ctx, reg.Ref("check/app:v1"), Credential{Username: reg.User.Name, Password: "wrong-password"}, trust)
 				if !strings.Contains(res.Hint, "token service") {
 					t.Errorf("token-mode wrong password hint %q does not point at the token service", res.Hint)
@@ -78,10 +78,8 @@ func TestCheckAgainstRealRegistry(t *testing.T) {
 }
 
 func TestCheckTokenScopeWithoutAccess(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test")
-	}
-	reg, err := testenv.StartRegistry(testenv.Token, testenv.WithUser(testenv.User{Name: "reader", Password: "reader-pw", Repositories: []string{"public/*"}}))
+	testenv.SkipShort(t, "integration test")
+	reg, err := testregistry.Start(testregistry.Token, testregistry.WithUser(testregistry.User{Name: "reader", Password: "reader-pw", Repositories: []string{"public/*"}}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,8 +2,8 @@ package registry
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -12,7 +12,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"regcred.dev/regcred/internal/keyring"
 )
@@ -171,10 +170,12 @@ func Classify(ctx context.Context, err error) Result {
 	return res
 }
 
-// IsNotFound reports a manifest or repository the registry does not have.
-func IsNotFound(err error) bool {
-	var terr *transport.Error
-	return errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound
+// Transport is a copy of http.DefaultTransport that trusts rootCAs (the
+// system's when nil) and speaks TLS 1.2 or later.
+func Transport(rootCAs *x509.CertPool) *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: rootCAs}
+	return tr
 }
 
 // CAPool is the system's CA pool plus the PEM certificates of files.

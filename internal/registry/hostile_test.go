@@ -14,26 +14,10 @@ import (
 	"time"
 
 	"regcred.dev/regcred/internal/egress"
+	"regcred.dev/regcred/internal/testenv/testserver"
 )
 
 const marker = "HOSTILE-PAGE-MARKER"
-
-// flood writes up to 100 MiB of the marker after status, counting what it
-// managed to write.
-func flood(w http.ResponseWriter, r *http.Request, status int, written *atomic.Int64) {
-	w.WriteHeader(status)
-	if r.Method == http.MethodHead {
-		return // no body can follow; the status is the answer
-	}
-	chunk := []byte(strings.Repeat(marker+" ", 4<<10))
-	for written.Load() < 100<<20 {
-		n, err := w.Write(chunk)
-		written.Add(int64(n))
-		if err != nil {
-			return
-		}
-	}
-}
 
 // TestCheckHugeAnswers: a registry answering 100 MiB on the ping, the
 // token endpoint, or the manifest fails the check promptly with a bounded
@@ -46,16 +30,16 @@ func TestCheckHugeAnswers(t *testing.T) {
 			srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				switch {
 				case r.URL.Path == "/v2/" && where == "ping":
-					flood(w, r, http.StatusInternalServerError, &written)
+					testserver.Flood(w, r, http.StatusInternalServerError, marker, &written)
 				case r.URL.Path == "/v2/":
 					w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="%s/token",service="reg"`, srv.URL))
 					w.WriteHeader(http.StatusUnauthorized)
 				case r.URL.Path == "/token" && where == "token":
-					flood(w, r, http.StatusUnauthorized, &written)
+					testserver.Flood(w, r, http.StatusUnauthorized, marker, &written)
 				case r.URL.Path == "/token":
 					_ = json.NewEncoder(w).Encode(map[string]string{"token": "t"})
 				default:
-					flood(w, r, http.StatusNotFound, &written)
+					testserver.Flood(w, r, http.StatusNotFound, marker, &written)
 				}
 			}))
 			defer srv.Close()

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"io"
 	"os"
 	"os/exec"
@@ -29,8 +28,6 @@ import (
 	"regcred.dev/regcred/internal/webhook"
 )
 
-var update = flag.Bool("update", false, "rewrite golden files")
-
 func chartDir() string { return filepath.Join(testenv.RepoRoot(), "charts", "regcred") }
 
 // render runs `helm template` of the chart in the namespace regcred-system.
@@ -44,7 +41,7 @@ func render(t *testing.T, helm string, args ...string) []byte {
 }
 
 func renderErr(helm string, args ...string) ([]byte, error) {
-	cmd := exec.Command(helm, append([]string{"template", "regcred", chartDir(), "--namespace", "regcred-system", "--kube-version", testenv.KubeVersion}, args...)...)
+	cmd := exec.Command(helm, append([]string{"template", "regcred", chartDir(), "--namespace", "regcred-system", "--kube-version", testenv.KubeVersion()}, args...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -94,13 +91,11 @@ func kinds(objs []*unstructured.Unstructured) map[string]int {
 }
 
 func TestChartLint(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs Helm")
-	}
+	testenv.SkipShort(t, "runs Helm")
 	for _, h := range []string{"helm3", "helm4"} {
 		helm := testenv.Tool(t, h)
 		for _, set := range [][]string{nil, {"--set", "webhook.certificates=cert-manager"}, {"--set", "webhook.enabled=false"}} {
-			args := append([]string{"lint", "--strict", chartDir(), "--kube-version", testenv.KubeVersion}, set...)
+			args := append([]string{"lint", "--strict", chartDir(), "--kube-version", testenv.KubeVersion()}, set...)
 			if out, err := exec.Command(helm, args...).CombinedOutput(); err != nil {
 				t.Errorf("%s lint %v: %v\n%s", h, set, err, out)
 			}
@@ -109,9 +104,7 @@ func TestChartLint(t *testing.T) {
 }
 
 func TestChartRejectsBadValues(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs Helm")
-	}
+	testenv.SkipShort(t, "runs Helm")
 	helm := testenv.Tool(t, "helm3")
 	for _, tc := range []struct {
 		set  string
@@ -136,9 +129,7 @@ func TestChartRejectsBadValues(t *testing.T) {
 // the chart from drifting: config/default/regcred.yaml is the chart
 // rendered with its defaults (`make manifests`).
 func TestConfigDefaultIsTheChart(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs Helm")
-	}
+	testenv.SkipShort(t, "runs Helm")
 	got := render(t, testenv.Tool(t, "helm3"))
 	path := filepath.Join(testenv.RepoRoot(), "config", "default", "regcred.yaml")
 	want, err := os.ReadFile(path)
@@ -178,9 +169,7 @@ func TestChartCRDsAreGenerated(t *testing.T) {
 // (config/rbac/role.yaml, `make generate`). The chart's other grants are
 // optional or narrowed to a name, and TestChartRBACIsNeeded holds them.
 func TestChartRBACIsControllerGens(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs Helm")
-	}
+	testenv.SkipShort(t, "runs Helm")
 	chart := objects(t, render(t, testenv.Tool(t, "helm3")))
 	b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "role.yaml"))
 	if err != nil {
@@ -220,9 +209,7 @@ func findNamed(t *testing.T, objs []*unstructured.Unstructured, kind, name strin
 // TestChartWebhookIsRegcreds: the configuration the chart installs is the
 // one `regcred manager --webhook-register` would write.
 func TestChartWebhookIsRegcreds(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs Helm")
-	}
+	testenv.SkipShort(t, "runs Helm")
 	var chart admissionregistrationv1.MutatingWebhookConfiguration
 	if !find(t, objects(t, render(t, testenv.Tool(t, "helm3"))), "MutatingWebhookConfiguration", &chart) {
 		t.Fatal("the chart has no MutatingWebhookConfiguration")
@@ -244,9 +231,7 @@ func TestChartWebhookIsRegcreds(t *testing.T) {
 }
 
 func TestChartSettings(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs Helm")
-	}
+	testenv.SkipShort(t, "runs Helm")
 	helm := testenv.Tool(t, "helm3")
 	digest := "sha256:" + strings.Repeat("ab", 32)
 	objs := objects(t, render(t, helm, "--set", "imagePullSecrets[0].name=regcred-image-pull", "--set", "image.digest="+digest,
@@ -311,26 +296,9 @@ func TestChartSettings(t *testing.T) {
 // TestChartCertManagerGolden renders the cert-manager mode against a
 // golden file (go test -run TestChartCertManagerGolden -update).
 func TestChartCertManagerGolden(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs Helm")
-	}
+	testenv.SkipShort(t, "runs Helm")
 	got := render(t, testenv.Tool(t, "helm3"), "--set", "webhook.certificates=cert-manager", "--set", "metrics.serviceMonitor.enabled=true")
-	golden := filepath.Join("testdata", "cert-manager.golden.yaml")
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(golden, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("cert-manager rendering differs from %s (rerun with -update and review the diff)", golden)
-	}
+	testenv.Golden(t, filepath.Join("testdata", "cert-manager.golden.yaml"), got)
 	objs := objects(t, got)
 	k := kinds(objs)
 	if k["Certificate"] != 1 || k["Issuer"] != 1 || k["ServiceMonitor"] != 1 {
@@ -347,9 +315,7 @@ func TestChartCertManagerGolden(t *testing.T) {
 // server as a dry-run create: the API server's own validation, defaulting
 // and admission (with regcred's CRDs installed).
 func TestChartServerSideDryRun(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs Helm and an API server")
-	}
+	testenv.SkipShort(t, "runs Helm and an API server")
 	helm := testenv.Tool(t, "helm3")
 	cp := suite.ControlPlane(t)
 	ctx := context.Background()

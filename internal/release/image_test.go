@@ -24,6 +24,8 @@ import (
 	"regcred.dev/regcred/internal/imagebuild"
 	"regcred.dev/regcred/internal/release"
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/fixtures"
+	"regcred.dev/regcred/internal/testenv/testregistry"
 )
 
 var testVersion = release.Version{Version: "v1.2.3-4-gabcdef0", Commit: "abcdef0123456789abcdef0123456789abcdef01", Time: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
@@ -37,7 +39,7 @@ func versionArgs(v release.Version) []string {
 func buildLayout(t *testing.T, dir string, platforms ...string) v1.ImageIndex {
 	t.Helper()
 	args := append([]string{"image", "--layout", dir, "--platforms", strings.Join(platforms, ",")}, versionArgs(testVersion)...)
-	testenv.RunReleaseTool(t, args...)
+	fixtures.RunReleaseTool(t, args...)
 	return readLayout(t, dir)
 }
 
@@ -75,9 +77,7 @@ var (
 // sharedImage is one build of the image for the tests that only read it.
 func sharedImage(t *testing.T) v1.ImageIndex {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("builds regcred for two platforms")
-	}
+	testenv.SkipShort(t, "builds regcred for two platforms")
 	sharedOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "regcred-image-test-")
 		if err != nil {
@@ -292,7 +292,7 @@ func TestLayoutPushedWithSkopeo(t *testing.T) {
 	if err := release.WriteLayout(dir, idx, "v1.2.3"); err != nil {
 		t.Fatal(err)
 	}
-	reg := suite.Registry(t, testenv.Basic)
+	reg := suite.Registry(t, testregistry.Basic)
 	authFile := filepath.Join(t.TempDir(), "auth.json")
 	if err := os.WriteFile(authFile, reg.DockerConfigJSON(t), 0o600); err != nil {
 		t.Fatal(err)

@@ -12,9 +12,7 @@ import (
 // garbage (an informer's first list of what tenants wrote) is collected
 // before it reaches the limit instead of getting every replica killed.
 func TestChartSetsGoMemoryLimit(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs Helm")
-	}
+	testenv.SkipShort(t, "runs Helm")
 	var d appsv1.Deployment
 	if !find(t, objects(t, render(t, testenv.Tool(t, "helm3"))), "Deployment", &d) {
 		t.Fatal("the chart has no Deployment")

@@ -48,9 +48,7 @@ func exportedMetrics(t *testing.T) map[string]bool {
 // exports, the thresholds come from the values, and the dashboard is the
 // chart's JSON file.
 func TestChartMonitoring(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs Helm")
-	}
+	testenv.SkipShort(t, "runs Helm")
 	exported := exportedMetrics(t)
 	for _, want := range []string{"regcred_image_pull_failures_total", "regcred_credential_verified", "regcred_registry_rate_limit_remaining", "regcred_credential_ready"} {
 		if !exported[want] {

@@ -97,9 +97,7 @@ func split(s string) []string {
 // the chart gives regcred's ServiceAccount (through every binding, to every
 // Role and ClusterRole it renders) are exactly the needed ones above.
 func TestChartRBACIsNeeded(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs Helm")
-	}
+	testenv.SkipShort(t, "runs Helm")
 	helm := testenv.Tool(t, "helm3")
 	for _, tc := range []struct {
 		set  []string
@@ -201,9 +199,7 @@ func chartGrants(t *testing.T, objs []*unstructured.Unstructured) map[grant]bool
 // and metrics only, and reach DNS, the API server, registries on 443 and
 // the metadata server only; CIDR settings narrow the egress.
 func TestChartNetworkPolicy(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs Helm")
-	}
+	testenv.SkipShort(t, "runs Helm")
 	helm := testenv.Tool(t, "helm3")
 	var np networkingv1.NetworkPolicy
 	if !find(t, objects(t, render(t, helm)), "NetworkPolicy", &np) {
@@ -283,9 +279,7 @@ func portPeers(ports []networkingv1.NetworkPolicyPort, peers []networkingv1.Netw
 // election do, and cannot do what the chart no longer grants by default.
 // The controllers' cluster-wide rules are exercised by test/install.
 func TestChartRBACIsEnough(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs Helm and an API server")
-	}
+	testenv.SkipShort(t, "runs Helm and an API server")
 	helm := testenv.Tool(t, "helm3")
 	cp := suite.ControlPlane(t)
 	ctx := context.Background()

@@ -15,6 +15,7 @@ import (
 
 	"regcred.dev/regcred/internal/release"
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/fixtures"
 )
 
 func TestSemVer(t *testing.T) {
@@ -51,14 +52,12 @@ func TestParsePlatform(t *testing.T) {
 // it wrote: archives with the binary, the chart package with the
 // release's version, the image layout, checksums and the krew manifest.
 func TestReleaseArtifacts(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds regcred")
-	}
+	testenv.SkipShort(t, "builds regcred")
 	helm := testenv.Tool(t, "helm3")
 	out := filepath.Join(t.TempDir(), "dist")
 	args := append([]string{"all", "--out", out, "--helm", helm, "--platforms", "linux/amd64,linux/arm64",
 		"--base-url", "https://example.com/dl/{version}"}, versionArgs(testVersion)...)
-	testenv.RunReleaseTool(t, args...)
+	fixtures.RunReleaseTool(t, args...)
 
 	chart := "regcred-1.2.3-4-gabcdef0.tgz"
 	shown, err := exec.Command(helm, "show", "chart", filepath.Join(out, chart)).CombinedOutput()

@@ -45,9 +45,7 @@ func variable(vap *admissionregistrationv1.ValidatingAdmissionPolicy, name strin
 // manager as --tenant-endpoint-hosts and the admission policy as a CEL
 // list; by default the list is empty (every tenant override refused).
 func TestChartTenantPolicy(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs Helm")
-	}
+	testenv.SkipShort(t, "runs Helm")
 	vap, bind, args := tenantPolicy(t)
 	if got := variable(vap, "allowed"); got != "[]" {
 		t.Errorf("default allowed hosts %q, want []", got)
@@ -96,9 +94,7 @@ func contains(s []string, v string) bool {
 // host not in tenantEndpointHosts, and admits allowed hosts, credentials
 // without overrides and ClusterRegistryCredentials.
 func TestChartTenantPolicyRefuses(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs Helm and an API server")
-	}
+	testenv.SkipShort(t, "runs Helm and an API server")
 	cp := suite.ControlPlane(t)
 	ctx := context.Background()
 	earlier := installTenantPolicy(t, cp.Client, "allowed.example.com")

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -28,5 +29,16 @@ func Eventually(t testing.TB, timeout time.Duration, check func(ctx context.Cont
 			t.Fatalf("condition not met within %s: %v", timeout, last)
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// Condition is a check for Eventually that passes once holds returns true;
+// what names the awaited state for the failure message.
+func Condition(what string, holds func() bool) func(context.Context) error {
+	return func(context.Context) error {
+		if holds() {
+			return nil
+		}
+		return fmt.Errorf("still waiting for %s", what)
 	}
 }

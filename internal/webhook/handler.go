@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	"github.com/go-logr/logr"
@@ -19,11 +18,9 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/logkeys"
 )
@@ -38,14 +35,15 @@ type Handler struct {
 	// APIReader reads from the API server, for objects the cache has not
 	// seen yet (a namespace created a moment ago).
 	APIReader client.Reader
+	// Catalogue is every credential and mirror, compiled (fed from the
+	// informer caches by cachefeed).
+	Catalogue *credential.Catalogue
 	// Secrets creates missing managed Secrets.
-	Secrets          SecretEnsurer
-	RegcredNamespace string
-	Log              logr.Logger
+	Secrets SecretEnsurer
+	Log     logr.Logger
 
-	snap    atomic.Pointer[Snapshot]
-	dirty   atomic.Bool
-	rebuild sync.Mutex
+	images atomic.Pointer[imageCache]
+	logged atomic.Uint64
 }
 
 var _ admission.Handler = (*Handler)(nil)
@@ -53,53 +51,7 @@ var _ admission.Handler = (*Handler)(nil)
 // SecretEnsurer makes a credential's managed Secret exist in a namespace
 // before a Pod that lists it is admitted (the namespace controller does).
 type SecretEnsurer interface {
-	EnsureSecret(ctx context.Context, c *credential.Credential, namespace string) error
-}
-
-// WatchForChanges marks the snapshot stale whenever a credential or mirror
-// changes in the cache in a way the snapshot sees (not its status).
-func (h *Handler) WatchForChanges(ctx context.Context, c cache.Cache) error {
-	h.dirty.Store(true)
-	mark := h.changeHandler()
-	for _, obj := range []client.Object{&v1alpha1.ClusterRegistryCredential{}, &v1alpha1.RegistryCredential{}, &v1alpha1.ClusterImageMirror{}} {
-		inf, err := c.GetInformer(ctx, obj)
-		if err != nil {
-			return err
-		}
-		if _, err := inf.AddEventHandler(mark); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// snapshot returns the compiled view, rebuilding it from the cache after a
-// change.
-func (h *Handler) snapshot(ctx context.Context) (*Snapshot, error) {
-	if s := h.snap.Load(); s != nil && !h.dirty.Load() {
-		return s, nil
-	}
-	h.rebuild.Lock()
-	defer h.rebuild.Unlock()
-	if s := h.snap.Load(); s != nil && !h.dirty.Load() {
-		return s, nil
-	}
-	h.dirty.Store(false)
-	var cluster v1alpha1.ClusterRegistryCredentialList
-	var namespaced v1alpha1.RegistryCredentialList
-	var mirrors v1alpha1.ClusterImageMirrorList
-	for _, l := range []client.ObjectList{&cluster, &namespaced, &mirrors} {
-		if err := h.Reader.List(ctx, l); err != nil {
-			h.dirty.Store(true)
-			return nil, err
-		}
-	}
-	s := NewSnapshot(h.RegcredNamespace, cluster.Items, namespaced.Items, mirrors.Items)
-	for _, p := range s.Problems {
-		h.Log.Info("skipping an object the webhook cannot use", logkeys.Problem, p)
-	}
-	h.snap.Store(s)
-	return s, nil
+	EnsureSecret(ctx context.Context, c *credential.Entry, namespace string) error
 }
 
 // Handle implements admission.Handler. It never panics and never blocks a
@@ -161,11 +113,11 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) admission.R
 	}
 	dryRun := req.DryRun != nil && *req.DryRun
 	if !dryRun {
-		for _, c := range append([]*credRule(nil), d.Injected...) {
-			if err := h.Secrets.EnsureSecret(ctx, c.Credential, namespace); err != nil {
+		for _, c := range append([]*credential.Entry(nil), d.Injected...) {
+			if err := h.Secrets.EnsureSecret(ctx, c, namespace); err != nil {
 				d.drop(mutated, c)
-				warnings = append(warnings, fmt.Sprintf("regcred: pull Secret %s of %s not added: %v", c.SecretName(), c.display(), err))
-				h.Log.Info("pull Secret not added", logkeys.Namespace, namespace, logkeys.Credential, c.display(), logkeys.Reason, err.Error())
+				warnings = append(warnings, fmt.Sprintf("regcred: pull Secret %s of %s not added: %v", c.SecretName(), c.Key.Display(), err))
+				h.Log.Info("pull Secret not added", logkeys.Namespace, namespace, logkeys.Credential, c.Key.Display(), logkeys.Reason, err.Error())
 			}
 		}
 	}

@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -26,9 +24,8 @@ import (
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/credential"
+	"regcred.dev/regcred/internal/testenv"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files")
 
 type ensurer struct {
 	mu    sync.Mutex
@@ -36,7 +33,7 @@ type ensurer struct {
 	fail  map[string]error
 }
 
-func (e *ensurer) EnsureSecret(_ context.Context, c *credential.Credential, namespace string) error {
+func (e *ensurer) EnsureSecret(_ context.Context, c *credential.Entry, namespace string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.calls = append(e.calls, string(c.Kind)+"/"+c.Name+"@"+namespace)
@@ -86,9 +83,19 @@ func fixtures() []client.Object {
 func newHandler(t testing.TB, objs ...client.Object) (*Handler, *ensurer) {
 	c := fake.NewClientBuilder().WithScheme(scheme(t)).WithObjects(objs...).Build()
 	e := &ensurer{fail: map[string]error{}}
-	h := &Handler{Reader: c, Secrets: e, RegcredNamespace: "regcred-system", Log: logr.Discard()}
-	h.dirty.Store(true)
+	h := &Handler{Reader: c, Secrets: e, Catalogue: catalogueOf(objs...), Log: logr.Discard()}
 	return h, e
+}
+
+// catalogueOf compiles the credentials and mirrors among objs, as
+// cachefeed does from the informers.
+func catalogueOf(objs ...client.Object) *credential.Catalogue {
+	cat := credential.NewCatalogue("regcred-system")
+	for _, o := range objs {
+		cat.Put(o)
+	}
+	cat.MarkSynced()
+	return cat
 }
 
 func request(t testing.TB, ns string, pod *corev1.Pod, dryRun bool) admission.Request {
@@ -161,19 +168,7 @@ func TestHandlerGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden := filepath.Join("testdata", "golden", tc.name+".json")
-			if *update {
-				if err := os.WriteFile(golden, append(got, '\n'), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create)", err)
-			}
-			if strings.TrimSpace(string(got)) != strings.TrimSpace(string(want)) {
-				t.Errorf("patch differs from %s:\n%s", golden, got)
-			}
+			testenv.Golden(t, filepath.Join("testdata", "golden", tc.name+".json"), append(got, '\n'))
 			slices.Sort(e.calls)
 			if !slices.Equal(e.calls, tc.wantCalls) {
 				t.Errorf("EnsureSecret calls %v, want %v", e.calls, tc.wantCalls)

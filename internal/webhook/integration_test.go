@@ -26,13 +26,15 @@ import (
 	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/manager/inprocess"
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/controlplane"
+	"regcred.dev/regcred/internal/testenv/testsuite"
 	"regcred.dev/regcred/internal/webhook"
 )
 
 const regcredNS = "regcred-system"
 
 var (
-	suite    = testenv.NewSuite(testenv.WithSchemeAdder(v1alpha1.AddToScheme), testenv.WithServiceAccountAdmission())
+	suite    = testsuite.New(controlplane.WithSchemeAdder(v1alpha1.AddToScheme), controlplane.WithServiceAccountAdmission())
 	once     sync.Once
 	setupErr error
 )
@@ -43,9 +45,7 @@ func TestMain(m *testing.M) { os.Exit(suite.Run(m)) }
 // calls over HTTPS on loopback, with two credentials and a mirror rule.
 func env(t *testing.T) client.Client {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("integration test")
-	}
+	testenv.SkipShort(t, "integration test")
 	cp := suite.ControlPlane(t)
 	c := cp.Client
 	once.Do(func() { setupErr = setup(cp) })
@@ -55,7 +55,7 @@ func env(t *testing.T) client.Client {
 	return c
 }
 
-func setup(cp *testenv.ControlPlane) error {
+func setup(cp *controlplane.ControlPlane) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := cp.Client
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: regcredNS}}); err != nil {

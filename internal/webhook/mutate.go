@@ -35,7 +35,7 @@ type Decision struct {
 	// to original images.
 	Rewritten map[string]string
 	// Injected are the credentials whose Secrets were added.
-	Injected []*credRule
+	Injected []*credential.Entry
 	// Errors are images that could not be parsed; they are left alone.
 	Errors []string
 }
@@ -48,27 +48,27 @@ func (d *Decision) Changed() bool { return len(d.Rewritten) > 0 || len(d.Injecte
 // pipeline every front end shares (credential.PlanImages). It is a pure
 // function of its inputs: no I/O. The caller records the decision with
 // annotate once it is final (Secrets that cannot be made are dropped).
-func mutate(pod *corev1.Pod, ns *corev1.Namespace, snap *Snapshot) *Decision {
+func mutate(pod *corev1.Pod, ns *corev1.Namespace, snap *view) *Decision {
 	d := &Decision{}
 	if pod.Labels[LabelInject] == "false" {
 		return d
 	}
-	rulesKey, rules := snap.rulesFor(ns)
+	rulesKey, rules := snap.cat.Mirrors(ns)
 	podImages := credential.PodImages(&pod.Spec)
 	images := make([]credential.Image, len(podImages))
 	for i := range podImages {
 		images[i] = podImages[i].Image
 	}
-	creds := snap.credentialsFor(ns)
-	injectable := make([]credential.Injectable, len(creds))
+	creds := injectable(snap.cat.Acting(ns))
+	candidates := make([]credential.Injectable, len(creds))
 	for i, c := range creds {
-		injectable[i] = c
+		candidates[i] = c
 	}
 	present := make([]string, len(pod.Spec.ImagePullSecrets))
 	for i, ref := range pod.Spec.ImagePullSecrets {
 		present[i] = ref.Name
 	}
-	plan := credential.PlanImages(images, present, injectable, func(ref string) *credential.Resolved {
+	plan := credential.PlanImages(images, present, candidates, func(ref string) *credential.Resolved {
 		return snap.images.resolve(rulesKey, rules, ref)
 	})
 	for i, rewritten := range plan.Rewrites {
@@ -83,20 +83,20 @@ func mutate(pod *corev1.Pod, ns *corev1.Namespace, snap *Snapshot) *Decision {
 	}
 	d.Errors = plan.Errors(images)
 	for _, c := range plan.Add {
-		rule := c.(*credRule)
-		pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: rule.SecretName()})
-		d.Injected = append(d.Injected, rule)
+		e := c.(*credential.Entry)
+		pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: e.SecretName()})
+		d.Injected = append(d.Injected, e)
 	}
 	return d
 }
 
 // drop takes a credential's Secret back out of the Pod, when it could not
 // be made to exist.
-func (d *Decision) drop(pod *corev1.Pod, c *credRule) {
+func (d *Decision) drop(pod *corev1.Pod, c *credential.Entry) {
 	pod.Spec.ImagePullSecrets = slices.DeleteFunc(pod.Spec.ImagePullSecrets, func(r corev1.LocalObjectReference) bool {
 		return r.Name == c.SecretName()
 	})
-	d.Injected = slices.DeleteFunc(d.Injected, func(x *credRule) bool { return x == c })
+	d.Injected = slices.DeleteFunc(d.Injected, func(x *credential.Entry) bool { return x == c })
 }
 
 // annotate merges what was done into the Pod's annotations, keeping what an
@@ -116,7 +116,7 @@ func annotate(pod *corev1.Pod, d *Decision) {
 			}
 		}
 		for _, c := range d.Injected {
-			names[c.display()] = true
+			names[c.Key.Display()] = true
 		}
 		list := make([]string, 0, len(names))
 		for n := range names {
@@ -141,12 +141,14 @@ func annotate(pod *corev1.Pod, d *Decision) {
 	}
 }
 
-// imageCache remembers resolved images for the life of a snapshot: the
+// imageCache remembers resolved images for one generation of the mirror
+// rules: the
 // Pods of one workload repeat the same images, and parsing a reference is
 // the costliest step of a decision. It stops growing at maxCachedImages.
 type imageCache struct {
-	m    sync.Map // rulesKey + "\x00" + image -> *credential.Resolved
-	size atomic.Int64
+	generation uint64   // of the catalogue's mirrors
+	m          sync.Map // rulesKey + "\x00" + image -> *credential.Resolved
+	size       atomic.Int64
 }
 
 const maxCachedImages = 10000
@@ -163,29 +165,4 @@ func (c *imageCache) resolve(rulesKey string, rules *mirror.Rules, image string)
 		}
 	}
 	return r
-}
-
-// rulesCache remembers compiled merged rule sets.
-type rulesCache struct {
-	mu sync.Mutex
-	m  map[string]*mirror.Rules
-}
-
-func (c *rulesCache) get(key string, rules []mirror.Rule) *mirror.Rules {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if r, ok := c.m[key]; ok {
-		return r
-	}
-	compiled, err := mirror.Compile(rules)
-	if err != nil {
-		// Each set compiled alone when the snapshot was built; a merge of
-		// valid sets stays valid.
-		return nil
-	}
-	if c.m == nil {
-		c.m = map[string]*mirror.Rules{}
-	}
-	c.m[key] = compiled
-	return compiled
 }

@@ -15,7 +15,6 @@ import (
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/credential"
-	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/testenv"
 	"regcred.dev/regcred/internal/webhook"
 )
@@ -38,7 +37,7 @@ func TestTenantCannotTakeClusterSecretName(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	data, _ := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{"tenant.example.com": {Username: "tenant", Password: "tp"}}}).MarshalDockerConfigJSON()
+	data := testenv.DockerConfigJSON(t, "tenant.example.com", "tenant", "tp")
 	if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tenant-robot"},
 		Type: corev1.SecretTypeDockerConfigJson, Data: map[string][]byte{corev1.DockerConfigJsonKey: data}}); err != nil {
 		t.Fatal(err)

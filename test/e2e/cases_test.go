@@ -16,11 +16,12 @@ import (
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/testregistry"
 )
 
 // registry is the package's registry in mode, trusted by the node, holding
 // the test image as app:1.
-func (e env) registry(t *testing.T, mode testenv.AuthMode) *testenv.Registry {
+func (e env) registry(t *testing.T, mode testregistry.AuthMode) *testregistry.Registry {
 	t.Helper()
 	reg := suite.Registry(t, mode)
 	if err := e.TrustRegistry(reg); err != nil {
@@ -35,9 +36,9 @@ func (e env) registry(t *testing.T, mode testenv.AuthMode) *testenv.Registry {
 // ownRegistry is a registry of the test's own (one it may change: rotate
 // a password, issue short-lived logins), trusted by the node, holding the
 // test image as app:1.
-func (e env) ownRegistry(t *testing.T, mode testenv.AuthMode) *testenv.Registry {
+func (e env) ownRegistry(t *testing.T, mode testregistry.AuthMode) *testregistry.Registry {
 	t.Helper()
-	reg, err := testenv.StartRegistry(mode)
+	reg, err := testregistry.Start(mode)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +104,7 @@ func (e env) waitPodOf(t *testing.T, ns, app string) {
 // all run.
 func TestBrandNewNamespaceWorkloads(t *testing.T) {
 	e := withRegcred(t)
-	reg := e.registry(t, testenv.Basic)
+	reg := e.registry(t, testregistry.Basic)
 	e.sourceSecret(t, regcredNS, "fanout-robot", reg)
 	e.clusterCredential(t, "fanout", "fanout-robot", labels("e2e", "fanout"), []string{reg.Host}, nil)
 
@@ -145,7 +146,7 @@ func (e env) jobFromCronJob(t *testing.T, cron *batchv1.CronJob, name string) {
 // nothing does, and the kubelet's pull fails.
 func TestInjectionOnly(t *testing.T) {
 	e := withRegcred(t)
-	reg := e.registry(t, testenv.Basic)
+	reg := e.registry(t, testregistry.Basic)
 	e.sourceSecret(t, regcredNS, "inject-robot", reg)
 	e.clusterCredential(t, "inject-only", "inject-robot", labels("e2e", "inject-only"), []string{reg.Host}, func(c *v1alpha1.ClusterRegistryCredential) {
 		c.Spec.ServiceAccounts.Mode = v1alpha1.ServiceAccountsNone
@@ -190,7 +191,7 @@ func secretNames(refs []corev1.LocalObjectReference) []string {
 // kubelet runs it from there (docker.io is never reached).
 func TestMirror(t *testing.T) {
 	e := withRegcred(t)
-	mirrorReg := e.registry(t, testenv.Token)
+	mirrorReg := e.registry(t, testregistry.Token)
 	if _, err := mirrorReg.PushTestImage(bg, "dockerhub/library/regcred-e2e:1"); err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +227,7 @@ func TestMirror(t *testing.T) {
 // Pods and no other's.
 func TestTenantCredential(t *testing.T) {
 	e := withRegcred(t)
-	reg := e.registry(t, testenv.Token)
+	reg := e.registry(t, testregistry.Token)
 	tenant := e.namespace(t, "tenant", nil)
 	neighbour := e.namespace(t, "neighbour", nil)
 	e.sourceSecret(t, tenant, "robot", reg)

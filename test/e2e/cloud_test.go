@@ -18,6 +18,7 @@ import (
 	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/testenv"
 	"regcred.dev/regcred/internal/testenv/fakecloud"
+	"regcred.dev/regcred/internal/testenv/testregistry"
 )
 
 // TestECRTokenOutlivesItsFirstToken: a ClusterRegistryCredential with an
@@ -27,7 +28,7 @@ import (
 // with what regcred refreshed in place.
 func TestECRTokenOutlivesItsFirstToken(t *testing.T) {
 	e := withRegcred(t)
-	reg := e.ownRegistry(t, testenv.Token)
+	reg := e.ownRegistry(t, testregistry.Token)
 	aws, err := fakecloud.StartAWS(reg, "eu-west-1")
 	if err != nil {
 		t.Fatal(err)

@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,16 +23,16 @@ import (
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/cli"
 	"regcred.dev/regcred/internal/doctor"
+	"regcred.dev/regcred/internal/kubeletmsg"
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/testregistry"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files")
 
 // doctorCase is one cause of a pull failure, produced for real on the
 // node: the kubelet's own Events are what the doctor reads.
 type doctorCase struct {
 	name      string
-	cause     doctor.Cause
+	cause     kubeletmsg.Cause
 	diagnosis doctor.Diagnosis
 	// hosts maps a registry host to its name in the golden files.
 	hosts map[string]string
@@ -51,9 +49,9 @@ type doctorCase struct {
 // and fix, in text and JSON, against golden files.
 func TestDoctor(t *testing.T) {
 	e := withRegcred(t)
-	shared := e.ownRegistry(t, testenv.Basic)
+	shared := e.ownRegistry(t, testregistry.Basic)
 	var cases []*doctorCase
-	add := func(name string, cause doctor.Cause, diag doctor.Diagnosis, nsLabels map[string]string, hosts ...*testenv.Registry) *doctorCase {
+	add := func(name string, cause kubeletmsg.Cause, diag doctor.Diagnosis, nsLabels map[string]string, hosts ...*testregistry.Registry) *doctorCase {
 		c := &doctorCase{name: name, cause: cause, diagnosis: diag, hosts: map[string]string{shared.Host: "shared.registry"}}
 		for i, r := range hosts {
 			c.hosts[r.Host] = fmt.Sprintf("%s%d.registry", name, i)
@@ -66,20 +64,20 @@ func TestDoctor(t *testing.T) {
 
 	// No credential anywhere for the registry; the image is an init
 	// container's.
-	c := add("nocred", doctor.Unauthorized, doctor.DiagNoCredential, nil)
+	c := add("nocred", kubeletmsg.Unauthorized, doctor.DiagNoCredential, nil)
 	p := pod(c.ns, "app", shared.Ref("app:1"))
 	p.Spec.InitContainers = []corev1.Container{{Name: "init", Image: shared.Ref("app:1"), ImagePullPolicy: corev1.PullAlways}}
 	create(p)
 
 	// A tenant's credential with a wrong password.
-	c = add("wrongpass", doctor.Unauthorized, doctor.DiagCredentialRejected, nil)
+	c = add("wrongpass", kubeletmsg.Unauthorized, doctor.DiagCredentialRejected, nil)
 	e.tenantCredential(t, c.ns, "robot", shared.Host, shared.User.Name, "not-the-password")
 	e.waitSynced(t, &v1alpha1.RegistryCredential{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "robot"}})
 	create(pod(c.ns, "app", shared.Ref("app:1")))
 
 	// A user that worked, then was revoked.
-	revokedReg := e.ownRegistry(t, testenv.Token)
-	c = add("revoked", doctor.Unauthorized, doctor.DiagCredentialRejected, nil, revokedReg)
+	revokedReg := e.ownRegistry(t, testregistry.Token)
+	c = add("revoked", kubeletmsg.Unauthorized, doctor.DiagCredentialRejected, nil, revokedReg)
 	e.tenantCredential(t, c.ns, "robot", revokedReg.Host, revokedReg.User.Name, revokedReg.User.Password)
 	e.waitSynced(t, &v1alpha1.RegistryCredential{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "robot"}})
 	create(pod(c.ns, "before", revokedReg.Ref("app:1")))
@@ -90,14 +88,14 @@ func TestDoctor(t *testing.T) {
 	create(pod(c.ns, "app", revokedReg.Ref("app:1")))
 
 	// The Pod lists a Secret that does not exist.
-	c = add("missing", doctor.MissingSecret, doctor.DiagMissingSecret, nil)
+	c = add("missing", kubeletmsg.MissingSecret, doctor.DiagMissingSecret, nil)
 	p = pod(c.ns, "app", shared.Ref("app:1"))
 	p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "gone"}}
 	create(p)
 
 	// The Pod lists a Secret the kubelet cannot parse (valid JSON, so the
 	// API server takes it; an auth that is not base64).
-	c = add("malformed", doctor.MalformedSecret, doctor.DiagMalformedSecret, nil)
+	c = add("malformed", kubeletmsg.MalformedSecret, doctor.DiagMalformedSecret, nil)
 	bad := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "broken"}, Type: corev1.SecretTypeDockerConfigJson,
 		Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"` + shared.Host + `":{"auth":"!!not base64!!"}}}`)}}
 	create(bad)
@@ -106,7 +104,7 @@ func TestDoctor(t *testing.T) {
 	create(p)
 
 	// A working credential, and an image volume whose image is not there.
-	c = add("notfound", doctor.NotFound, doctor.DiagImageNotFound, nil)
+	c = add("notfound", kubeletmsg.NotFound, doctor.DiagImageNotFound, nil)
 	e.tenantCredential(t, c.ns, "robot", shared.Host, shared.User.Name, shared.User.Password)
 	e.waitSynced(t, &v1alpha1.RegistryCredential{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "robot"}})
 	p = pod(c.ns, "app", shared.Ref("app:1"))
@@ -116,8 +114,8 @@ func TestDoctor(t *testing.T) {
 	create(p)
 
 	// A ClusterRegistryCredential that excludes the namespace.
-	excludedReg := e.ownRegistry(t, testenv.Basic)
-	c = add("excluded", doctor.Unauthorized, doctor.DiagNamespaceExcluded, labels("e2e", "doctor-excluded"), excludedReg)
+	excludedReg := e.ownRegistry(t, testregistry.Basic)
+	c = add("excluded", kubeletmsg.Unauthorized, doctor.DiagNamespaceExcluded, labels("e2e", "doctor-excluded"), excludedReg)
 	e.sourceSecret(t, regcredNS, "doctor-excluded", excludedReg)
 	e.waitSynced(t, e.clusterCredential(t, "doctor-excluded", "doctor-excluded", labels("e2e", "doctor-excluded"), []string{excludedReg.Host}, func(cr *v1alpha1.ClusterRegistryCredential) {
 		cr.Spec.ExcludeNamespaces = []string{c.ns}
@@ -126,8 +124,8 @@ func TestDoctor(t *testing.T) {
 
 	// A ClusterRegistryCredential whose selector does not pick the
 	// namespace.
-	selectReg := e.ownRegistry(t, testenv.Basic)
-	c = add("notselected", doctor.Unauthorized, doctor.DiagNamespaceNotSelected, nil, selectReg)
+	selectReg := e.ownRegistry(t, testregistry.Basic)
+	c = add("notselected", kubeletmsg.Unauthorized, doctor.DiagNamespaceNotSelected, nil, selectReg)
 	e.sourceSecret(t, regcredNS, "doctor-notselected", selectReg)
 	e.waitSynced(t, e.clusterCredential(t, "doctor-notselected", "doctor-notselected", labels("e2e", "doctor-selected"), []string{selectReg.Host}, nil))
 	create(pod(c.ns, "app", selectReg.Ref("app:1")))
@@ -135,8 +133,8 @@ func TestDoctor(t *testing.T) {
 	// The Pod was made before the credential: regcred then syncs the
 	// Secret and patches the ServiceAccount, but the kubelet never
 	// re-reads the Pod's pull secrets.
-	lateReg := e.ownRegistry(t, testenv.Basic)
-	c = add("predates", doctor.Unauthorized, doctor.DiagPodPredatesCredential, labels("e2e", "doctor-predates"), lateReg)
+	lateReg := e.ownRegistry(t, testregistry.Basic)
+	c = add("predates", kubeletmsg.Unauthorized, doctor.DiagPodPredatesCredential, labels("e2e", "doctor-predates"), lateReg)
 	create(pod(c.ns, "app", lateReg.Ref("app:1")))
 	e.waitPullFailure(t, c.ns, "app")
 	// Creation times count whole seconds: the credential must come in a
@@ -149,8 +147,8 @@ func TestDoctor(t *testing.T) {
 
 	// The webhook is down (failurePolicy Ignore) when the Pod is made;
 	// only the webhook would have given it the Secret.
-	downReg := e.ownRegistry(t, testenv.Basic)
-	c = add("webhookdown", doctor.Unauthorized, doctor.DiagWebhookNotCalled, labels("e2e", "doctor-webhookdown"), downReg)
+	downReg := e.ownRegistry(t, testregistry.Basic)
+	c = add("webhookdown", kubeletmsg.Unauthorized, doctor.DiagWebhookNotCalled, labels("e2e", "doctor-webhookdown"), downReg)
 	e.sourceSecret(t, regcredNS, "doctor-webhookdown", downReg)
 	e.waitSynced(t, e.clusterCredential(t, "doctor-webhookdown", "doctor-webhookdown", labels("e2e", "doctor-webhookdown"), []string{downReg.Host}, func(cr *v1alpha1.ClusterRegistryCredential) {
 		cr.Spec.ServiceAccounts.Mode = v1alpha1.ServiceAccountsNone
@@ -159,7 +157,7 @@ func TestDoctor(t *testing.T) {
 
 	// A registry that rate-limits like Docker Hub.
 	limitReg := e.rateLimitedRegistry(t)
-	c = add("ratelimited", doctor.RateLimited, doctor.DiagRateLimited, nil, limitReg)
+	c = add("ratelimited", kubeletmsg.RateLimited, doctor.DiagRateLimited, nil, limitReg)
 	limited := c
 	e.tenantCredential(t, c.ns, "robot", limitReg.Host, limitReg.User.Name, limitReg.User.Password)
 	e.waitSynced(t, &v1alpha1.RegistryCredential{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "robot"}})
@@ -167,7 +165,7 @@ func TestDoctor(t *testing.T) {
 
 	// A registry whose certificate the node does not trust: the node
 	// trusts another CA for it.
-	untrusted, err := testenv.StartRegistry(testenv.Basic)
+	untrusted, err := testregistry.Start(testregistry.Basic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,17 +173,17 @@ func TestDoctor(t *testing.T) {
 	if err := e.TrustHost(untrusted.Host, shared.CAFile); err != nil {
 		t.Fatal(err)
 	}
-	c = add("tls", doctor.TLS, doctor.DiagNetwork, nil, untrusted)
+	c = add("tls", kubeletmsg.TLS, doctor.DiagNetwork, nil, untrusted)
 	create(pod(c.ns, "app", untrusted.Ref("app:1")))
 
 	// Nothing listens on the port.
 	closed := closedPort(t)
-	c = add("connection", doctor.Connection, doctor.DiagNetwork, nil)
+	c = add("connection", kubeletmsg.Connection, doctor.DiagNetwork, nil)
 	c.hosts[closed] = "closed.registry"
 	create(pod(c.ns, "app", closed+"/app:1"))
 
 	// A reference the kubelet cannot parse.
-	c = add("invalid", doctor.InvalidImageName, doctor.DiagInvalidImageName, nil)
+	c = add("invalid", kubeletmsg.InvalidImageName, doctor.DiagInvalidImageName, nil)
 	create(pod(c.ns, "app", shared.Host+"/App:1"))
 
 	for _, c := range cases {
@@ -197,7 +195,7 @@ func TestDoctor(t *testing.T) {
 			if code != 1 {
 				t.Errorf("exit code %d, want 1:\n%s", code, text)
 			}
-			golden(t, c.name+".txt", c.normalize(text))
+			testenv.Golden(t, filepath.Join("testdata", "doctor", c.name+".txt"), []byte(c.normalize(text)))
 			js, _ := e.runDoctor(t, "-n", c.ns, "-o", "json")
 			var r doctor.Report
 			if err := json.Unmarshal([]byte(js), &r); err != nil {
@@ -206,7 +204,7 @@ func TestDoctor(t *testing.T) {
 			if len(r.Findings) == 0 || r.Findings[0].Cause != c.cause || r.Findings[0].Diagnosis != c.diagnosis {
 				t.Errorf("findings %+v, want cause %s diagnosis %s", r.Findings, c.cause, c.diagnosis)
 			}
-			golden(t, c.name+".json", c.normalize(js))
+			testenv.Golden(t, filepath.Join("testdata", "doctor", c.name+".json"), []byte(c.normalize(js)))
 		})
 	}
 
@@ -282,27 +280,6 @@ func (c *doctorCase) normalize(s string) string {
 	return s
 }
 
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", "doctor", name)
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to write it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from the golden file:\n--- got\n%s\n--- want\n%s", name, got, want)
-	}
-}
-
 // runDoctor runs `regcred doctor ARGS` against the cluster.
 func (e env) runDoctor(t *testing.T, args ...string) (string, int) {
 	t.Helper()
@@ -329,7 +306,7 @@ func (e env) waitDoctorSees(t *testing.T, c *doctorCase) {
 		}
 		// The golden files hold the kubelet's Event, not the waiting
 		// status that comes before it (a malformed Secret has none).
-		if c.cause != doctor.MalformedSecret && !strings.HasPrefix(r.Findings[0].KubeletMessage, "Failed to ") {
+		if c.cause != kubeletmsg.MalformedSecret && !strings.HasPrefix(r.Findings[0].KubeletMessage, "Failed to ") {
 			return fmt.Errorf("%s: the kubelet's Event has not come yet: %s", c.name, r.Findings[0].KubeletMessage)
 		}
 		return nil
@@ -357,7 +334,7 @@ func (e env) waitNextSecond(t *testing.T, ns, name string) {
 func (e env) tenantCredential(t *testing.T, ns, name, host, user, password string) {
 	t.Helper()
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-source"}, Type: corev1.SecretTypeDockerConfigJson,
-		Data: map[string][]byte{corev1.DockerConfigJsonKey: dockerConfig(t, host, user, password)}}
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: testenv.DockerConfigJSON(t, host, user, password)}}
 	e.create(t, s)
 	rc := &v1alpha1.RegistryCredential{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
 	rc.Spec.Registries = []string{host}
@@ -455,7 +432,7 @@ func (e env) withWebhookDown(t *testing.T, fn func()) {
 // rateLimitedRegistry is a token registry, trusted by the node, whose
 // repository ratelimited/app answers every request like Docker Hub over
 // its limit: 429 with ratelimit headers.
-func (e env) rateLimitedRegistry(t *testing.T) *testenv.Registry {
+func (e env) rateLimitedRegistry(t *testing.T) *testregistry.Registry {
 	t.Helper()
 	limited := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("ratelimit-limit", "100;w=21600")
@@ -465,7 +442,7 @@ func (e env) rateLimitedRegistry(t *testing.T) *testenv.Registry {
 		w.WriteHeader(http.StatusTooManyRequests)
 		_, _ = w.Write([]byte(`{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit. You may increase the limit by authenticating and upgrading: https://www.docker.com/increase-rate-limit"}]}`))
 	})
-	reg, err := testenv.StartRegistry(testenv.Token, testenv.WithHandler("/v2/ratelimited/", limited))
+	reg, err := testregistry.Start(testregistry.Token, testregistry.WithHandler("/v2/ratelimited/", limited))
 	if err != nil {
 		t.Fatal(err)
 	}

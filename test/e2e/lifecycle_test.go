@@ -18,6 +18,7 @@ import (
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/testregistry"
 )
 
 // TestRotation: the registry takes only a new password and the source
@@ -27,7 +28,7 @@ import (
 // kubelet's re-verification of cached images.
 func TestRotation(t *testing.T) {
 	e := withRegcred(t)
-	reg := e.ownRegistry(t, testenv.Basic)
+	reg := e.ownRegistry(t, testregistry.Basic)
 	src := e.sourceSecret(t, regcredNS, "rotate-robot", reg)
 	e.clusterCredential(t, "rotate", "rotate-robot", labels("e2e", "rotate"), []string{reg.Host}, nil)
 	old := e.namespace(t, "rotate-old", labels("e2e", "rotate"))
@@ -45,7 +46,7 @@ func TestRotation(t *testing.T) {
 	if err := reg.SetPassword(reg.User.Name, newPassword); err != nil {
 		t.Fatal(err)
 	}
-	want := dockerConfig(t, reg.Host, reg.User.Name, newPassword)
+	want := testenv.DockerConfigJSON(t, reg.Host, reg.User.Name, newPassword)
 	src.Data[corev1.DockerConfigJsonKey] = want
 	if err := e.c.Update(bg, src); err != nil {
 		t.Fatal(err)
@@ -86,7 +87,7 @@ func TestRotation(t *testing.T) {
 // a new Pod is refused by the registry again.
 func TestDeletingTheCredential(t *testing.T) {
 	e := withRegcred(t)
-	reg := e.registry(t, testenv.Basic)
+	reg := e.registry(t, testregistry.Basic)
 	e.sourceSecret(t, regcredNS, "gone-robot", reg)
 	cred := e.clusterCredential(t, "gone", "gone-robot", labels("e2e", "gone"), []string{reg.Host}, nil)
 	ns := e.namespace(t, "gone", labels("e2e", "gone"))
@@ -138,7 +139,7 @@ func TestDeletingTheCredential(t *testing.T) {
 // runtime's mount, not the pull.
 func TestImageVolume(t *testing.T) {
 	e := withRegcred(t)
-	reg := e.registry(t, testenv.Basic)
+	reg := e.registry(t, testregistry.Basic)
 	if _, err := reg.PushTestImage(bg, "model:1"); err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +180,7 @@ func TestImageVolume(t *testing.T) {
 // only what the post-renderer wrote lets the Pods pull, and they run.
 func TestHelmPostRenderer(t *testing.T) {
 	e := withRegcred(t)
-	reg := e.registry(t, testenv.Basic)
+	reg := e.registry(t, testregistry.Basic)
 	if _, err := reg.PushTestImage(bg, "dockerhub/library/busybox:1.36"); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/testregistry"
 )
 
 // The harness's network, which installing regcred as Pods needs: a Pod
@@ -22,7 +23,7 @@ import (
 
 func TestPodReachesAPIServerThroughService(t *testing.T) {
 	e := cluster(t)
-	reg := e.registry(t, testenv.Basic)
+	reg := e.registry(t, testregistry.Basic)
 	ns := e.namespace(t, "net-api", nil)
 	e.sourceSecret(t, ns, "pull", reg)
 	p := pod(ns, "probe", reg.Ref("app:1"))
@@ -45,14 +46,14 @@ func TestPodReachesAPIServerThroughService(t *testing.T) {
 		}
 		return fmt.Errorf("probe Pod %s", got.Status.Phase)
 	})
-	if log := e.podLog(t, ns, "probe"); !strings.Contains(log, "200 OK") || !strings.Contains(log, `"gitVersion": "v1.37.1"`) {
+	if log := e.podLog(t, ns, "probe"); !strings.Contains(log, "200 OK") || !strings.Contains(log, fmt.Sprintf(`"gitVersion": %q`, testenv.KubeVersion())) {
 		t.Errorf("probe output:\n%s", log)
 	}
 }
 
 func TestAPIServerReachesServicePods(t *testing.T) {
 	e := cluster(t)
-	reg := e.registry(t, testenv.Basic)
+	reg := e.registry(t, testregistry.Basic)
 	ns := e.namespace(t, "net-svc", nil)
 	e.sourceSecret(t, ns, "pull", reg)
 	p := pod(ns, "web", reg.Ref("app:1"))

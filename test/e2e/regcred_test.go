@@ -17,10 +17,11 @@ import (
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/cloud"
-	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/manager/inprocess"
 	"regcred.dev/regcred/internal/testenv"
 	"regcred.dev/regcred/internal/testenv/fakecloud"
+	"regcred.dev/regcred/internal/testenv/testcluster"
+	"regcred.dev/regcred/internal/testenv/testregistry"
 )
 
 const regcredNS = "regcred-system"
@@ -46,7 +47,7 @@ func withRegcred(t *testing.T) env {
 	return e
 }
 
-func startRegcred(cl *testenv.Cluster) error {
+func startRegcred(cl *testcluster.Cluster) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	certDir, err := os.MkdirTemp("", "regcred-e2e-webhook-")
 	if err != nil {
@@ -67,24 +68,15 @@ func startRegcred(cl *testenv.Cluster) error {
 }
 
 // sourceSecret writes the registry user's credential as a source Secret.
-func (e env) sourceSecret(t *testing.T, ns, name string, reg *testenv.Registry) *corev1.Secret {
+func (e env) sourceSecret(t *testing.T, ns, name string, reg *testregistry.Registry) *corev1.Secret {
 	t.Helper()
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Type: corev1.SecretTypeDockerConfigJson,
-		Data: map[string][]byte{corev1.DockerConfigJsonKey: dockerConfig(t, reg.Host, reg.User.Name, reg.User.Password)}}
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: testenv.DockerConfigJSON(t, reg.Host, reg.User.Name, reg.User.Password)}}
 	if err := e.c.Create(bg, s); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = e.c.Delete(bg, s) })
 	return s
-}
-
-func dockerConfig(t *testing.T, host, user, password string) []byte {
-	t.Helper()
-	b, err := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{host: {Username: user, Password: password}}}).MarshalDockerConfigJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // clusterCredential creates a ClusterRegistryCredential for reg's host,

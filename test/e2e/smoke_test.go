@@ -6,7 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/testregistry"
 )
 
 // TestControlWithoutRegcred: the authenticated registry refuses a Pod with
@@ -14,7 +14,7 @@ import (
 // the same image runs. Every other case stands on these two facts.
 func TestControlWithoutRegcred(t *testing.T) {
 	e := cluster(t)
-	reg := suite.Registry(t, testenv.Basic)
+	reg := suite.Registry(t, testregistry.Basic)
 	if err := e.TrustRegistry(reg); err != nil {
 		t.Fatal(err)
 	}

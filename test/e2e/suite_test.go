@@ -17,9 +17,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/testcluster"
+	"regcred.dev/regcred/internal/testenv/testsuite"
 )
 
-var suite = testenv.NewSuite()
+var suite = testsuite.New()
 
 func TestMain(m *testing.M) { os.Exit(suite.Run(m)) }
 
@@ -31,15 +33,13 @@ var bg = context.Background()
 
 // env is the cluster, with its client knowing regcred's types.
 type env struct {
-	*testenv.Cluster
+	*testcluster.Cluster
 	c client.Client
 }
 
 func cluster(t *testing.T) env {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("end-to-end test")
-	}
+	testenv.SkipShort(t, "end-to-end test")
 	cl := suite.Cluster(t)
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -34,9 +34,13 @@ import (
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/fixtures"
+	"regcred.dev/regcred/internal/testenv/testcluster"
+	"regcred.dev/regcred/internal/testenv/testregistry"
+	"regcred.dev/regcred/internal/testenv/testsuite"
 )
 
-var suite = testenv.NewSuite()
+var suite = testsuite.New()
 
 func TestMain(m *testing.M) { os.Exit(suite.Run(m)) }
 
@@ -52,19 +56,17 @@ const (
 var bg = context.Background()
 
 type installEnv struct {
-	*testenv.Cluster
+	*testcluster.Cluster
 	t       *testing.T
 	c       client.Client
-	reg     *testenv.Registry
+	reg     *testregistry.Registry
 	helm    string
 	repo    string
 	pullSet []string
 }
 
 func TestInstallUpgradeFailoverUninstall(t *testing.T) {
-	if testing.Short() {
-		t.Skip("installs regcred on a real cluster")
-	}
+	testenv.SkipShort(t, "installs regcred on a real cluster")
 	e := setUp(t)
 
 	// Install: both replicas Running and Ready, one leader.
@@ -171,7 +173,7 @@ func chartDir() string { return filepath.Join(testenv.RepoRoot(), "charts", "reg
 func setUp(t *testing.T) *installEnv {
 	t.Helper()
 	cl := suite.Cluster(t)
-	reg := suite.Registry(t, testenv.Token)
+	reg := suite.Registry(t, testregistry.Token)
 	if err := cl.TrustRegistry(reg); err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +192,7 @@ func setUp(t *testing.T) *installEnv {
 	}
 	for i, tag := range []string{"v0.1.0", "v0.2.0"} {
 		start := time.Now()
-		out := testenv.RunReleaseTool(t, "image", "--push", reg.Ref("platform/regcred"), "--docker-config", dockerConfig, "--ca-file", reg.CAFile,
+		out := fixtures.RunReleaseTool(t, "image", "--push", reg.Ref("platform/regcred"), "--docker-config", dockerConfig, "--ca-file", reg.CAFile,
 			"--platforms", "linux/"+goruntime.GOARCH, "--version", tag, "--commit", strings.Repeat(strconv.Itoa(i), 40), "--date", "1700000000")
 		t.Logf("built and pushed in %.1fs: %s", time.Since(start).Seconds(), strings.TrimSpace(out))
 	}

@@ -5,12 +5,12 @@ package benchenv
 
 import (
 	"regcred.dev/regcred/api/v1alpha1"
-	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/controlplane"
 )
 
 // ControlPlane starts kube-apiserver and etcd with regcred's types and
 // room for 1,000 requests in flight (500 mutating).
-func ControlPlane() (*testenv.ControlPlane, error) {
-	return testenv.StartControlPlane(testenv.WithSchemeAdder(v1alpha1.AddToScheme),
-		testenv.WithAPIServerArg("max-requests-inflight", "1000"), testenv.WithAPIServerArg("max-mutating-requests-inflight", "500"))
+func ControlPlane() (*controlplane.ControlPlane, error) {
+	return controlplane.Start(controlplane.WithSchemeAdder(v1alpha1.AddToScheme),
+		controlplane.WithAPIServerArg("max-requests-inflight", "1000"), controlplane.WithAPIServerArg("max-mutating-requests-inflight", "500"))
 }

@@ -16,7 +16,7 @@ import (
 
 // Azure is Microsoft Entra ID's token endpoint (client secrets and
 // federated client assertions) over HTTPS, and ACR's /oauth2/exchange,
-// which a test mounts on its registry (testenv.WithHandler).
+// which a test mounts on its registry (testregistry.WithHandler).
 type Azure struct {
 	*server
 	Behavior

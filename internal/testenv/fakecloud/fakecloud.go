@@ -14,11 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -30,11 +26,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"regcred.dev/regcred/internal/pki"
+	"regcred.dev/regcred/internal/testenv/testserver"
 )
 
 // Issuer is where a fake cloud registers the registry logins it issues:
-// testenv.Registry.AllowTemporary.
+// testregistry.Registry.AllowTemporary.
 type Issuer interface {
 	AllowTemporary(user, password string, expires time.Time)
 }
@@ -95,36 +91,9 @@ func (b *Behavior) next() (life, skew time.Duration, throttled bool, fail int) {
 }
 
 // server is an HTTPS server on loopback with its own CA.
-type server struct {
-	*httptest.Server
-	CA *pki.KeyPair
-}
+type server = testserver.TLS
 
-func startTLS(h http.Handler) (*server, error) {
-	ca, err := pki.NewCA("fakecloud CA", 24*time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	serving, err := ca.IssueServing([]string{"127.0.0.1", "localhost"}, 24*time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := serving.TLSCertificate()
-	if err != nil {
-		return nil, err
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	s := httptest.NewUnstartedServer(h)
-	_ = s.Listener.Close()
-	s.Listener = l
-	s.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	s.Config.ErrorLog = log.New(io.Discard, "", 0)
-	s.StartTLS()
-	return &server{Server: s, CA: ca}, nil
-}
+func startTLS(h http.Handler) (*server, error) { return testserver.StartTLS(h, nil, "fakecloud CA") }
 
 // ClientTrusting returns an HTTP client that trusts the given CAs (PEM)
 // besides nothing else.

@@ -1,4 +1,4 @@
-package testenv_test
+package testcluster_test
 
 import (
 	"bufio"
@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/testcluster"
 )
 
 // hostSnapshot is what a cluster changes on the host, in a comparable form.
@@ -95,11 +96,9 @@ func TestClusterRestoresHostAfterHarnessDies(t *testing.T) {
 		runClusterChild()
 		return
 	}
-	if testing.Short() {
-		t.Skip("integration test")
-	}
-	testenv.RequireCluster(t)
-	if err := testenv.RestoreHost(30 * time.Minute); err != nil {
+	testenv.SkipShort(t, "integration test")
+	testcluster.Require(t)
+	if err := testcluster.RestoreHost(30 * time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	before := hostSnapshot(t)
@@ -134,7 +133,7 @@ func TestClusterRestoresHostAfterHarnessDies(t *testing.T) {
 	_ = child.Process.Signal(syscall.SIGKILL)
 	_ = child.Wait()
 
-	if err := testenv.RestoreHost(time.Minute); err != nil {
+	if err := testcluster.RestoreHost(time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if after := hostSnapshot(t); after != before {
@@ -145,7 +144,7 @@ func TestClusterRestoresHostAfterHarnessDies(t *testing.T) {
 // runClusterChild starts a cluster with a running Pod and waits to be
 // killed.
 func runClusterChild() {
-	cl, err := testenv.StartCluster()
+	cl, err := testcluster.Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

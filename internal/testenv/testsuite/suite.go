@@ -1,4 +1,9 @@
-package testenv
+// Package testsuite composes the harness's parts for one test binary: a
+// Suite shares one control plane, one real cluster and one registry per
+// auth mode across the tests of a package, starts each on first use, and
+// stops what started when the tests end, are interrupted, or near their
+// timeout (a real cluster must give the host back).
+package testsuite
 
 import (
 	"flag"
@@ -9,27 +14,32 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/controlplane"
+	"regcred.dev/regcred/internal/testenv/testcluster"
+	"regcred.dev/regcred/internal/testenv/testregistry"
 )
 
 // Suite shares one control plane and one registry per auth mode across the
 // tests of a package. Parts start on first use, so a package whose selected
 // tests need none of them starts nothing; Run stops whatever started.
 //
-//	var suite = testenv.NewSuite()
+//	var suite = testsuite.New()
 //	func TestMain(m *testing.M) { os.Exit(suite.Run(m)) }
 type Suite struct {
-	opts []ControlPlaneOption
+	opts []controlplane.Option
 
 	cpOnce sync.Once
-	cp     *ControlPlane
+	cp     *controlplane.ControlPlane
 	cpErr  error
 
 	clusterOnce sync.Once
-	cluster     *Cluster
+	cluster     *testcluster.Cluster
 	clusterErr  error
 
 	mu         sync.Mutex
-	registries map[AuthMode]*Registry
+	registries map[testregistry.AuthMode]*testregistry.Registry
 	onStop     []func()
 }
 
@@ -41,9 +51,9 @@ func (s *Suite) OnStop(f func()) {
 	s.onStop = append(s.onStop, f)
 }
 
-// NewSuite returns a Suite whose control plane starts with opts.
-func NewSuite(opts ...ControlPlaneOption) *Suite {
-	return &Suite{opts: opts, registries: map[AuthMode]*Registry{}}
+// New returns a Suite whose control plane starts with opts.
+func New(opts ...controlplane.Option) *Suite {
+	return &Suite{opts: opts, registries: map[testregistry.AuthMode]*testregistry.Registry{}}
 }
 
 // Run runs the package's tests and then stops every part that was started.
@@ -85,17 +95,17 @@ func (s *Suite) Run(m *testing.M) int {
 // ControlPlane returns the package's control plane, starting it on first use.
 // Missing binaries skip the test locally and fail it under CI (Required); any
 // other start failure fails the test.
-func (s *Suite) ControlPlane(t testing.TB) *ControlPlane {
+func (s *Suite) ControlPlane(t testing.TB) *controlplane.ControlPlane {
 	t.Helper()
 	s.cpOnce.Do(func() {
-		if err := CheckAssets(); err != nil {
+		if err := controlplane.CheckAssets(); err != nil {
 			s.cpErr = err
 			return
 		}
-		s.cp, s.cpErr = StartControlPlane(s.opts...)
+		s.cp, s.cpErr = controlplane.Start(s.opts...)
 	})
 	if s.cpErr != nil {
-		if CheckAssets() != nil && !Required() {
+		if controlplane.CheckAssets() != nil && !testenv.Required() {
 			t.Skipf("control plane unavailable: %v", s.cpErr)
 		}
 		t.Fatalf("control plane: %v", s.cpErr)
@@ -107,20 +117,20 @@ func (s *Suite) ControlPlane(t testing.TB) *ControlPlane {
 // controllers), starting it on first use. A machine that cannot run one
 // (not root, no cgroups, binaries missing) skips the test locally and fails
 // it under CI (Required), saying why.
-func (s *Suite) Cluster(t testing.TB) *Cluster {
+func (s *Suite) Cluster(t testing.TB) *testcluster.Cluster {
 	t.Helper()
 	s.clusterOnce.Do(func() {
-		if err := CheckCluster(); err != nil {
+		if err := testcluster.Check(); err != nil {
 			s.clusterErr = err
 			return
 		}
-		c, err := StartCluster()
+		c, err := testcluster.Start()
 		s.mu.Lock()
 		s.cluster, s.clusterErr = c, err
 		s.mu.Unlock()
 	})
 	if s.clusterErr != nil {
-		if CheckCluster() != nil && !Required() {
+		if testcluster.Check() != nil && !testenv.Required() {
 			t.Skipf("real cluster unavailable: %v", s.clusterErr)
 		}
 		t.Fatalf("real cluster: %v", s.clusterErr)
@@ -142,14 +152,14 @@ func (s *Suite) stopCluster() {
 
 // Registry returns the package's registry in the given auth mode, starting it
 // on first use.
-func (s *Suite) Registry(t testing.TB, mode AuthMode) *Registry {
+func (s *Suite) Registry(t testing.TB, mode testregistry.AuthMode) *testregistry.Registry {
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if r, ok := s.registries[mode]; ok {
 		return r
 	}
-	r, err := StartRegistry(mode)
+	r, err := testregistry.Start(mode)
 	if err != nil {
 		t.Fatalf("start %s registry: %v", mode, err)
 	}
@@ -170,7 +180,7 @@ func (s *Suite) stop() error {
 	for _, r := range s.registries {
 		r.Close()
 	}
-	s.registries = map[AuthMode]*Registry{}
+	s.registries = map[testregistry.AuthMode]*testregistry.Registry{}
 	s.mu.Unlock()
 	s.mu.Lock()
 	cluster := s.cluster

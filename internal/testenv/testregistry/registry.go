@@ -1,4 +1,10 @@
-package testenv
+// Package testregistry starts a real CNCF distribution registry on
+// loopback, over TLS with a CA of its own and in-memory storage, that
+// authenticates as registries do: htpasswd basic auth, or the bearer
+// token flow of Docker Hub, GHCR and Harbor through a token issuer it
+// serves itself (scoped per user, and taking the short-lived logins a fake
+// cloud hands out).
+package testregistry
 
 import (
 	"context"
@@ -8,7 +14,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -34,8 +39,9 @@ import (
 	_ "github.com/distribution/distribution/v3/registry/auth/token"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
 
-	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/pki"
+	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/testserver"
 )
 
 // AuthMode is how a test registry authenticates clients.
@@ -88,8 +94,8 @@ type Registry struct {
 	dir       string
 }
 
-// RegistryOption configures StartRegistry.
-type RegistryOption func(*registryConfig)
+// Option configures Start.
+type Option func(*registryConfig)
 
 type registryConfig struct {
 	users    []User
@@ -98,7 +104,7 @@ type registryConfig struct {
 
 // WithHandler serves h at pattern on the registry's own host (a cloud's
 // token exchange endpoint, say), before the registry's API.
-func WithHandler(pattern string, h http.Handler) RegistryOption {
+func WithHandler(pattern string, h http.Handler) Option {
 	return func(c *registryConfig) {
 		if c.handlers == nil {
 			c.handlers = map[string]http.Handler{}
@@ -108,13 +114,13 @@ func WithHandler(pattern string, h http.Handler) RegistryOption {
 }
 
 // WithUser adds an account besides the default full-access one.
-func WithUser(u User) RegistryOption {
+func WithUser(u User) Option {
 	return func(c *registryConfig) { c.users = append(c.users, u) }
 }
 
-// StartRegistry starts a registry with a fresh CA, a full-access user and any
+// Start starts a registry with a fresh CA, a full-access user and any
 // users given by options.
-func StartRegistry(mode AuthMode, opts ...RegistryOption) (*Registry, error) {
+func Start(mode AuthMode, opts ...Option) (*Registry, error) {
 	var cfg registryConfig
 	for _, o := range opts {
 		o(&cfg)
@@ -143,26 +149,6 @@ func StartRegistry(mode AuthMode, opts ...RegistryOption) (*Registry, error) {
 		r.users[u.Name] = u
 	}
 
-	if r.CA, err = pki.NewCA("regcred test registry CA", 24*time.Hour); err != nil {
-		return nil, err
-	}
-	serving, err := r.CA.IssueServing([]string{"127.0.0.1", "localhost", "::1"}, 24*time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	tlsCert, err := serving.TLSCertificate()
-	if err != nil {
-		return nil, err
-	}
-	r.CertDir = filepath.Join(dir, "certs.d")
-	if err := os.MkdirAll(r.CertDir, 0o755); err != nil {
-		return nil, err
-	}
-	r.CAFile = filepath.Join(r.CertDir, "ca.crt")
-	if err := os.WriteFile(r.CAFile, r.CA.CertPEM, 0o644); err != nil {
-		return nil, err
-	}
-
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -181,20 +167,44 @@ func StartRegistry(mode AuthMode, opts ...RegistryOption) (*Registry, error) {
 	conf.HTTP.Headers = http.Header{"X-Content-Type-Options": []string{"nosniff"}}
 
 	mux := http.NewServeMux()
-	switch mode {
+	if err := r.configureAuth(conf, mux); err != nil {
+		return nil, err
+	}
+	for pattern, h := range cfg.handlers {
+		mux.Handle(pattern, h)
+	}
+	r.app = handlers.NewApp(context.Background(), conf)
+	mux.Handle("/", r.app)
+	srv, err := testserver.StartTLS(mux, listener, "regcred test registry CA", "127.0.0.1", "localhost", "::1")
+	if err != nil {
+		_ = listener.Close()
+		return nil, err
+	}
+	r.server, r.CA = srv.Server, srv.CA
+	if err := r.writeCertDir(); err != nil {
+		return nil, err
+	}
+	ok = true
+	return r, nil
+}
+
+// configureAuth sets the registry's authentication for its mode; Token
+// mode serves its token issuer on mux.
+func (r *Registry) configureAuth(conf *configuration.Configuration, mux *http.ServeMux) error {
+	switch r.Mode {
 	case Basic:
-		htpasswd := filepath.Join(dir, "htpasswd")
+		htpasswd := filepath.Join(r.dir, "htpasswd")
 		if err := r.writeHtpasswd(htpasswd); err != nil {
-			return nil, err
+			return err
 		}
 		conf.Auth = configuration.Auth{"htpasswd": configuration.Parameters{
 			"realm": "regcred-test",
 			"path":  htpasswd,
 		}}
 	case Token:
-		issuer, err := newTokenIssuer(r, "https://"+r.Host+"/token", dir)
+		issuer, err := newTokenIssuer(r, "https://"+r.Host+"/token", r.dir)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		conf.Auth = configuration.Auth{"token": configuration.Parameters{
 			"realm":   issuer.realm,
@@ -204,23 +214,19 @@ func StartRegistry(mode AuthMode, opts ...RegistryOption) (*Registry, error) {
 		}}
 		mux.Handle("/token", issuer)
 	default:
-		return nil, fmt.Errorf("unknown auth mode %q", mode)
+		return fmt.Errorf("unknown auth mode %q", r.Mode)
 	}
+	return nil
+}
 
-	for pattern, h := range cfg.handlers {
-		mux.Handle(pattern, h)
+// writeCertDir writes the CA where docker, podman and skopeo look for it.
+func (r *Registry) writeCertDir() error {
+	r.CertDir = filepath.Join(r.dir, "certs.d")
+	if err := os.MkdirAll(r.CertDir, 0o755); err != nil {
+		return err
 	}
-	r.app = handlers.NewApp(context.Background(), conf)
-	mux.Handle("/", r.app)
-	r.server = httptest.NewUnstartedServer(mux)
-	_ = r.server.Listener.Close()
-	r.server.Listener = listener
-	r.server.TLS = &tls.Config{Certificates: []tls.Certificate{tlsCert}, MinVersion: tls.VersionTLS12}
-	// TLS handshake failures are expected in tests of untrusted CAs.
-	r.server.Config.ErrorLog = log.New(io.Discard, "", 0)
-	r.server.StartTLS()
-	ok = true
-	return r, nil
+	r.CAFile = filepath.Join(r.CertDir, "ca.crt")
+	return os.WriteFile(r.CAFile, r.CA.CertPEM, 0o644)
 }
 
 // user returns the account named name.
@@ -351,11 +357,7 @@ func (r *Registry) WrongPasswordAuth() authn.Authenticator {
 // credential for this registry.
 func (r *Registry) DockerConfigJSON(t testing.TB) []byte {
 	t.Helper()
-	b, err := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{r.Host: {Username: r.User.Name, Password: r.User.Password}}}).MarshalDockerConfigJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return testenv.DockerConfigJSON(t, r.Host, r.User.Name, r.User.Password)
 }
 
 // Ref is the full reference of repoAndTag on this registry.

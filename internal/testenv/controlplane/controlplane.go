@@ -1,20 +1,18 @@
-// Package testenv starts the real parts regcred is tested against: a
-// kube-apiserver backed by etcd (driven by controller-runtime's envtest) and a
-// CNCF distribution registry served over TLS with basic or bearer-token auth.
+// Package controlplane starts a real kube-apiserver backed by etcd, driven
+// by controller-runtime's envtest, with regcred's CRDs installed: the API
+// server most integration tests run against. There is no kubelet: Pods are
+// stored, never run (package testcluster runs them).
 //
-// Nothing here is a fake. When the binaries are missing the tests skip locally
-// with a hint, and fail when CI=true (see Required).
-package testenv
+// The binaries come from testenv.AssetsDir; when they are missing, CheckAssets
+// says how to install them.
+package controlplane
 
 import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
 	"strings"
-	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -23,46 +21,9 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"regcred.dev/regcred/internal/testenv"
 )
-
-// KubeVersion is the kube-apiserver version the harness builds and runs.
-const KubeVersion = "v1.37.1"
-
-// Required reports whether missing test infrastructure is a failure rather
-// than a reason to skip. CI sets CI=true; REGCRED_REQUIRE_TESTENV=1 does the
-// same locally.
-func Required() bool {
-	return os.Getenv("CI") == "true" || os.Getenv("REGCRED_REQUIRE_TESTENV") == "1"
-}
-
-// AssetsDir is where kube-apiserver, etcd and kubectl live: KUBEBUILDER_ASSETS
-// when set, otherwise the cache directory hack/tools.sh fills.
-func AssetsDir() string {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir
-	}
-	cache := os.Getenv("XDG_CACHE_HOME")
-	if cache == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			home = os.TempDir()
-		}
-		cache = filepath.Join(home, ".cache")
-	}
-	return filepath.Join(cache, "regcred", "envtest", KubeVersion)
-}
-
-// RepoRoot is the root of the regcred source tree, found from this file.
-func RepoRoot() string {
-	_, file, _, ok := goruntime.Caller(0)
-	if !ok {
-		return "."
-	}
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
-
-// CRDDir holds the generated CustomResourceDefinitions.
-func CRDDir() string { return filepath.Join(RepoRoot(), "config", "crd", "bases") }
 
 // ControlPlane is a running kube-apiserver and etcd with regcred's CRDs
 // installed.
@@ -78,11 +39,11 @@ type ControlPlane struct {
 	dir string
 }
 
-// ControlPlaneOption changes how the control plane starts.
-type ControlPlaneOption func(*envtest.Environment)
+// Option changes how the control plane starts.
+type Option func(*envtest.Environment)
 
 // WithAPIServerArg sets a kube-apiserver flag.
-func WithAPIServerArg(name string, values ...string) ControlPlaneOption {
+func WithAPIServerArg(name string, values ...string) Option {
 	return func(e *envtest.Environment) {
 		e.ControlPlane.GetAPIServer().Configure().Set(name, values...)
 	}
@@ -91,14 +52,14 @@ func WithAPIServerArg(name string, values ...string) ControlPlaneOption {
 // WithServiceAccountAdmission turns on the ServiceAccount admission
 // plugin, which envtest disables: Pods then need their ServiceAccount to
 // exist and get its imagePullSecrets copied in when they list none.
-func WithServiceAccountAdmission() ControlPlaneOption {
+func WithServiceAccountAdmission() Option {
 	return func(e *envtest.Environment) {
 		e.ControlPlane.GetAPIServer().Configure().Disable("disable-admission-plugins")
 	}
 }
 
 // WithSchemeAdder registers more types with the client's scheme.
-func WithSchemeAdder(add func(*runtime.Scheme) error) ControlPlaneOption {
+func WithSchemeAdder(add func(*runtime.Scheme) error) Option {
 	return func(e *envtest.Environment) {
 		if e.Scheme == nil {
 			e.Scheme = runtime.NewScheme()
@@ -111,7 +72,7 @@ func WithSchemeAdder(add func(*runtime.Scheme) error) ControlPlaneOption {
 // CheckAssets tells whether the control-plane binaries are installed, with a
 // hint that says how to install them when they are not.
 func CheckAssets() error {
-	dir := AssetsDir()
+	dir := testenv.AssetsDir()
 	var missing []string
 	for _, bin := range []string{"kube-apiserver", "etcd"} {
 		if _, err := os.Stat(filepath.Join(dir, bin)); err != nil {
@@ -124,13 +85,13 @@ func CheckAssets() error {
 	return nil
 }
 
-// StartControlPlane starts etcd and kube-apiserver and installs the CRDs from
+// Start starts etcd and kube-apiserver and installs the CRDs from
 // config/crd/bases.
-func StartControlPlane(opts ...ControlPlaneOption) (*ControlPlane, error) {
+func Start(opts ...Option) (*ControlPlane, error) {
 	if err := CheckAssets(); err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp(fastTempDir(), "regcred-controlplane-")
+	dir, err := os.MkdirTemp(testenv.FastTempDir(), "regcred-controlplane-")
 	if err != nil {
 		return nil, err
 	}
@@ -139,8 +100,8 @@ func StartControlPlane(opts ...ControlPlaneOption) (*ControlPlane, error) {
 		return nil, err
 	}
 	env := &envtest.Environment{
-		BinaryAssetsDirectory:    AssetsDir(),
-		CRDDirectoryPaths:        []string{CRDDir()},
+		BinaryAssetsDirectory:    testenv.AssetsDir(),
+		CRDDirectoryPaths:        []string{testenv.CRDDir()},
 		ErrorIfCRDPathMissing:    true,
 		ControlPlaneStartTimeout: 2 * time.Minute,
 		ControlPlaneStopTimeout:  time.Minute,
@@ -164,7 +125,7 @@ func StartControlPlane(opts ...ControlPlaneOption) (*ControlPlane, error) {
 	if err != nil {
 		_ = env.Stop()
 		_ = os.RemoveAll(dir)
-		return nil, fmt.Errorf("start kube-apiserver and etcd from %s: %w", AssetsDir(), err)
+		return nil, fmt.Errorf("start kube-apiserver and etcd from %s: %w", testenv.AssetsDir(), err)
 	}
 	cfg.QPS, cfg.Burst = 500, 1000
 	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
@@ -215,42 +176,4 @@ func (cp *ControlPlane) CreateNamespace(ctx context.Context, prefix string, labe
 		return "", fmt.Errorf("create namespace: %w", err)
 	}
 	return ns.Name, nil
-}
-
-// fastTempDir prefers a tmpfs so etcd's fsyncs cost nothing.
-func fastTempDir() string {
-	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
-		f, err := os.CreateTemp("/dev/shm", "regcred-probe-")
-		if err == nil {
-			name := f.Name()
-			_ = f.Close()
-			_ = os.Remove(name)
-			return "/dev/shm"
-		}
-	}
-	return os.TempDir()
-}
-
-// Tool returns the path of a command the tests run: from AssetsDir (where
-// `make tools` builds kubectl and the Kubernetes components) or else from
-// PATH (skopeo). A missing tool skips the test locally and fails it under
-// Required, like every other missing part.
-func Tool(t testing.TB, name string) string {
-	t.Helper()
-	if p := filepath.Join(AssetsDir(), name); isExecutable(p) {
-		return p
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	if Required() {
-		t.Fatalf("%s not found in %s or PATH: run `make tools`", name, AssetsDir())
-	}
-	t.Skipf("%s not found in %s or PATH: run `make tools`", name, AssetsDir())
-	return ""
-}
-
-func isExecutable(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
 }

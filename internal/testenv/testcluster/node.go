@@ -1,4 +1,4 @@
-package testenv
+package testcluster
 
 import (
 	"context"
@@ -17,6 +17,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"regcred.dev/regcred/internal/testenv/fixtures"
+	"regcred.dev/regcred/internal/testenv/testregistry"
 )
 
 func pemBlock(typ string, der []byte) []byte {
@@ -108,7 +111,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 // the sandbox image containerd expects.
 func (c *Cluster) importSandboxImage() error {
 	tar := filepath.Join(c.Dir, "pause.tar")
-	if err := WriteTestImageTarball(tar, sandboxImage); err != nil {
+	if err := fixtures.WriteImageTarball(tar, sandboxImage); err != nil {
 		return err
 	}
 	return c.ctr("images", "import", tar)
@@ -212,7 +215,7 @@ conntrack:
 
 // TrustRegistry lets the node's containerd pull from a registry of the
 // harness: over TLS with the harness's CA.
-func (c *Cluster) TrustRegistry(r *Registry) error { return c.TrustHost(r.Host, r.CAFile) }
+func (c *Cluster) TrustRegistry(r *testregistry.Registry) error { return c.TrustHost(r.Host, r.CAFile) }
 
 // TrustHost makes the node's containerd reach host over TLS, trusting the
 // CAs of caFile. Both entries of the hosts.toml carry the CA: containerd

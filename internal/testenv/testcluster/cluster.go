@@ -1,4 +1,11 @@
-package testenv
+// Package testcluster runs a whole Kubernetes cluster on this machine for
+// the end-to-end tests: etcd, kube-apiserver, kube-controller-manager,
+// kube-scheduler and one real node (a kubelet on containerd and runc, a CNI
+// bridge, kube-proxy), built from the pinned Kubernetes module. A node
+// changes the host (sysctls, iptables, cgroups, mounts), so the package
+// also records the host before a cluster starts and restores it after,
+// even when the harness that started it died (RestoreHost).
+package testcluster
 
 import (
 	"context"
@@ -28,6 +35,7 @@ import (
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/pki"
+	"regcred.dev/regcred/internal/testenv"
 )
 
 // Cluster is a whole Kubernetes cluster on this machine: etcd,
@@ -79,11 +87,11 @@ const (
 	sandboxImage = "registry.k8s.io/pause:3.6"
 )
 
-// ClusterComponents are the binaries `make tools` builds for a cluster.
-var ClusterComponents = []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl"}
+// Components are the binaries `make tools` builds for a cluster.
+var Components = []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl"}
 
-// CheckCluster says why this machine cannot run a cluster, or nil.
-func CheckCluster() error {
+// Check says why this machine cannot run a cluster, or nil.
+func Check() error {
 	var problems []string
 	if os.Geteuid() != 0 {
 		problems = append(problems, "not root (a kubelet node needs root)")
@@ -93,9 +101,9 @@ func CheckCluster() error {
 			problems = append(problems, "no cgroup filesystem at /sys/fs/cgroup")
 		}
 	}
-	for _, name := range ClusterComponents {
-		if !isExecutable(filepath.Join(AssetsDir(), name)) {
-			problems = append(problems, fmt.Sprintf("%s not in %s", name, AssetsDir()))
+	for _, name := range Components {
+		if !testenv.Executable(filepath.Join(testenv.AssetsDir(), name)) {
+			problems = append(problems, fmt.Sprintf("%s not in %s", name, testenv.AssetsDir()))
 		}
 	}
 	for _, cmd := range []string{"etcd", "containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables-save", "iptables-restore", "ip"} {
@@ -104,7 +112,7 @@ func CheckCluster() error {
 		}
 	}
 	for _, plugin := range []string{"bridge", "host-local", "loopback"} {
-		if !isExecutable(filepath.Join("/usr/lib/cni", plugin)) {
+		if !testenv.Executable(filepath.Join("/usr/lib/cni", plugin)) {
 			problems = append(problems, "CNI plugin /usr/lib/cni/"+plugin+" not installed")
 		}
 	}
@@ -114,10 +122,10 @@ func CheckCluster() error {
 	return nil
 }
 
-// StartCluster starts a cluster and returns when its node is Ready, its
+// Start starts a cluster and returns when its node is Ready, its
 // default ServiceAccount exists and regcred's CRDs are installed.
-func StartCluster() (*Cluster, error) {
-	if err := CheckCluster(); err != nil {
+func Start() (*Cluster, error) {
+	if err := Check(); err != nil {
 		return nil, err
 	}
 	nodeIP, err := hostIP()
@@ -223,7 +231,7 @@ func (c *Cluster) start() error {
 	if c.Client, err = client.New(cfg, client.Options{Scheme: c.Scheme}); err != nil {
 		return err
 	}
-	if _, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{Paths: []string{CRDDir()}, ErrorIfPathMissing: true}); err != nil {
+	if _, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{Paths: []string{testenv.CRDDir()}, ErrorIfPathMissing: true}); err != nil {
 		return fmt.Errorf("install CRDs: %w", err)
 	}
 
@@ -356,7 +364,7 @@ func (c *Cluster) proc(name string) *process {
 	return nil
 }
 
-func (c *Cluster) asset(name string) string { return filepath.Join(AssetsDir(), name) }
+func (c *Cluster) asset(name string) string { return filepath.Join(testenv.AssetsDir(), name) }
 
 func (c *Cluster) logDir() string {
 	d := filepath.Join(c.Dir, "logs")
@@ -369,7 +377,7 @@ func (c *Cluster) logDir() string {
 func (c *Cluster) fastDir() string {
 	d := filepath.Join(c.Dir, "fast")
 	_ = os.MkdirAll(d, 0o700)
-	if fastTempDir() == "/dev/shm" {
+	if testenv.FastTempDir() == "/dev/shm" {
 		_ = syscall.Mount("tmpfs", d, "tmpfs", 0, "size=4g,mode=0700")
 	}
 	return d
@@ -524,13 +532,13 @@ func freePorts(n int) ([]int, error) {
 	return out, nil
 }
 
-// RequireCluster skips the test (locally) or fails it (under Required) when
+// Require skips the test (locally) or fails it (under Required) when
 // this machine cannot run a cluster, saying why; for tests that start
 // clusters of their own rather than the Suite's.
-func RequireCluster(t testing.TB) {
+func Require(t testing.TB) {
 	t.Helper()
-	if err := CheckCluster(); err != nil {
-		if Required() {
+	if err := Check(); err != nil {
+		if testenv.Required() {
 			t.Fatal(err)
 		}
 		t.Skip(err)

@@ -1,4 +1,4 @@
-package testenv
+package testregistry
 
 import (
 	"crypto/ecdsa"

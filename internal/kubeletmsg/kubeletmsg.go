@@ -1,4 +1,9 @@
-package doctor
+// Package kubeletmsg is the kubelet's vocabulary of pull failures: the
+// waiting reasons of a container and the reasons of its Events, and what
+// their messages say (the cause, the image, the missing Secrets). It reads
+// strings only and holds no Kubernetes client, so the manager's Event
+// watch and the doctor read the kubelet the same way.
+package kubeletmsg
 
 import (
 	"regexp"
@@ -77,10 +82,10 @@ var PullWaitingReasons = []string{WaitingErrImagePull, WaitingImagePullBackOff, 
 // PullEventReasons are the kubelet Event reasons about pull failures.
 var PullEventReasons = []string{EventFailed, EventInspectFailed, EventNeverPull, EventMissingSecret}
 
-// rules map fragments of containerd's and the kubelet's messages to a
+// causePatterns map fragments of containerd's and the kubelet's messages to a
 // cause, most specific first: "x509" inside a message about a token
 // request is a TLS problem, not an authorization one.
-var rules = []struct {
+var causePatterns = []struct {
 	cause Cause
 	re    *regexp.Regexp
 }{
@@ -103,7 +108,7 @@ var rules = []struct {
 // refines the cause with what the cluster knows (an expired token, a
 // missing Secret).
 func Classify(message string) Cause {
-	for _, r := range rules {
+	for _, r := range causePatterns {
 		if r.re.MatchString(message) {
 			return r.cause
 		}
