@@ -430,21 +430,21 @@ func (r *CredentialReconciler) copies(ctx context.Context, c *credential.Credent
 }
 
 func (r *CredentialReconciler) desiredNamespaces(ctx context.Context, c *credential.Credential) (map[string]bool, error) {
+	// The selector is parsed once, not once per namespace.
+	scope, err := c.Scope(r.regcredNamespace)
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]bool{}
 	if c.Kind == credential.KindNamespaced {
 		var ns corev1.Namespace
 		if err := r.client.Get(ctx, client.ObjectKey{Name: c.Namespace}, &ns); err != nil {
 			return nil, client.IgnoreNotFound(err)
 		}
-		if ok, _ := c.AppliesTo(&ns, r.regcredNamespace); ok {
+		if scope.Applies(&ns) {
 			out[ns.Name] = true
 		}
 		return out, nil
-	}
-	// The selector is parsed once, not once per namespace.
-	scope, err := c.Scope(r.regcredNamespace)
-	if err != nil {
-		return nil, err
 	}
 	var list corev1.NamespaceList
 	if err := r.client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {

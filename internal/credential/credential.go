@@ -302,18 +302,3 @@ func Scheme() (*runtime.Scheme, error) {
 	}
 	return s, nil
 }
-
-// AppliesTo reports whether the credential should have its Secret in ns.
-func (c *Credential) AppliesTo(ns *corev1.Namespace, regcredNamespace string) (bool, error) {
-	scope, err := c.Scope(regcredNamespace)
-	if err != nil {
-		return false, err
-	}
-	return scope.Applies(ns), nil
-}
-
-// SelectsServiceAccount reports whether sa should list the Secret.
-// TEMPORARY during the catalogue move: Entry.SelectsServiceAccount.
-func (c *Credential) SelectsServiceAccount(sa *corev1.ServiceAccount) (bool, error) {
-	return Compile(c, "").SelectsServiceAccount(sa)
-}

@@ -60,7 +60,7 @@ func (e *evidence) namespaceNotSelected() bool {
 	if !e.clusterWide() || pc.ns == nil {
 		return false
 	}
-	if scope, err := v.c.Scope(pc.s.RegcredNamespace); err != nil || scope.Applies(pc.ns) {
+	if ok, err := v.entry.Applies(pc.ns); err != nil || ok {
 		return false
 	}
 	e.out.conclude(DiagNamespaceNotSelected, fmt.Sprintf("%s covers this image but its namespaceSelector does not pick namespace %s", display(v.c), pc.pod.Namespace),

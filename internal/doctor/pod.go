@@ -91,6 +91,7 @@ func controllerOf(pod *corev1.Pod) *metav1.OwnerReference {
 // Pod.
 type credView struct {
 	c      *credential.Credential
+	entry  *credential.Entry // c, compiled
 	secret string
 	inPod  bool
 	state  CredentialState
@@ -139,25 +140,19 @@ func (pc *podContext) diagnose(f failing) Finding {
 }
 
 // covering lists regcred's credentials that cover the image and may act
-// in the Pod's namespace, in the snapshot's order.
+// in the Pod's namespace, as the catalogue orders them.
 func (pc *podContext) covering(target keyring.Target) []credView {
 	var out []credView
-	for _, c := range pc.s.Credentials {
-		if (c.Kind == credential.KindNamespaced && c.Namespace != pc.pod.Namespace) || c.Deleting() {
-			continue
-		}
-		m, _ := c.Matcher()
-		if !m.Matches(target) {
-			continue
-		}
-		out = append(out, pc.view(c))
+	for _, e := range pc.s.compiled().Covering(pc.pod.Namespace, target) {
+		out = append(out, pc.view(e))
 	}
 	return out
 }
 
 // view is the credential as the Pod sees it.
-func (pc *podContext) view(c *credential.Credential) credView {
-	v := credView{c: c, secret: c.SecretName()}
+func (pc *podContext) view(e *credential.Entry) credView {
+	c := e.Credential
+	v := credView{c: c, entry: e, secret: e.SecretName()}
 	v.inPod = slices.ContainsFunc(pc.pod.Spec.ImagePullSecrets, func(r corev1.LocalObjectReference) bool { return r.Name == v.secret })
 	v.state = CredentialState{Kind: string(c.Kind), Namespace: c.Namespace, Name: c.Name, Secret: v.secret, Ready: "Unknown", InPod: v.inPod}
 	if cond := readyCondition(c); cond != nil {

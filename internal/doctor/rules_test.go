@@ -22,7 +22,7 @@ func TestRuleNamesUnique(t *testing.T) {
 func TestLastDeliveryRuleConcludes(t *testing.T) {
 	f := newFixture()
 	pc := newPodContext(f.s, f.pod)
-	v := pc.view(credential.FromCluster(f.cred))
+	v := pc.view(credential.Compile(credential.FromCluster(f.cred), f.s.RegcredNamespace))
 	e := &evidence{pc: pc, out: &Finding{}, cred: &v}
 	if last := deliveryRules[len(deliveryRules)-1]; !last.diagnose(e) || e.out.Diagnosis != DiagWebhookNotCalled {
 		t.Errorf("last delivery rule %s concluded %q", last.name, e.out.Diagnosis)
