@@ -62,8 +62,10 @@ demo: ## (root) a real cluster with a kubelet node, a private registry and regcr
 	$(GO) run ./hack/demo
 
 .PHONY: bench
-bench: ## Go benchmarks (figures go in docs/benchmarks.md)
+bench: ## Go benchmarks, then the load tools of bench/ and how to run each (figures go in docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	@echo; echo "Load tools (each starts what it measures on this machine; see docs/benchmarks.md):"
+	@for d in bench/*/; do [ -f $$d/main.go ] && printf '  %-14s %s\n' "$$(basename $$d)" "$$(grep -m1 -o 'go run \./bench/.*' $$d/main.go)"; done
 
 .PHONY: image
 image: ## regcred's image (linux/amd64+arm64) without a container engine: IMAGE_LAYOUT=DIR writes an OCI layout, REGISTRY=host/path pushes REGISTRY/regcred:VERSION (DOCKER_CONFIG credentials)

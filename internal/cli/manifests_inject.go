@@ -7,7 +7,9 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/keyring"
 	"regcred.dev/regcred/internal/manifests"
 )
@@ -105,7 +107,7 @@ func (o *manifestsInjectOptions) credentials(ctx context.Context) ([]manifests.C
 		if err != nil {
 			return nil, err
 		}
-		if err := objs.List(ctx, r); err != nil {
+		if err := listCredentialObjects(ctx, r, &objs); err != nil {
 			return nil, err
 		}
 	}
@@ -120,6 +122,21 @@ func (o *manifestsInjectOptions) credentials(ctx context.Context) ([]manifests.C
 		return nil, usageErrorf("no credentials: give --secret, --credentials or --from-cluster")
 	}
 	return creds, nil
+}
+
+// listCredentialObjects adds the credential objects of a cluster.
+func listCredentialObjects(ctx context.Context, r client.Reader, o *manifests.CredentialObjects) error {
+	var cl v1alpha1.ClusterRegistryCredentialList
+	if err := r.List(ctx, &cl); err != nil {
+		return fmt.Errorf("list ClusterRegistryCredentials: %w", err)
+	}
+	o.Cluster = append(o.Cluster, cl.Items...)
+	var nl v1alpha1.RegistryCredentialList
+	if err := r.List(ctx, &nl); err != nil {
+		return fmt.Errorf("list RegistryCredentials: %w", err)
+	}
+	o.Namespaced = append(o.Namespaced, nl.Items...)
+	return nil
 }
 
 // parseSecretSpecs reads --secret NAME=REGISTRY[,REGISTRY...] values.

@@ -1,11 +1,9 @@
 package manifests
 
 import (
-	"context"
 	"fmt"
 	"strings"
 
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"regcred.dev/regcred/api/v1alpha1"
@@ -14,7 +12,7 @@ import (
 
 // CredentialObjects are the RegistryCredentials and
 // ClusterRegistryCredentials offline injection draws from: read from
-// files, listed from a cluster, or both.
+// files, listed from a cluster (by the caller), or both.
 type CredentialObjects struct {
 	Cluster    []v1alpha1.ClusterRegistryCredential
 	Namespaced []v1alpha1.RegistryCredential
@@ -26,21 +24,6 @@ func (o *CredentialObjects) Decode(docs []*Document) error {
 		return err
 	}
 	return DecodeKind(docs, "RegistryCredential", &o.Namespaced)
-}
-
-// List adds the credential objects of a cluster.
-func (o *CredentialObjects) List(ctx context.Context, r client.Reader) error {
-	var cl v1alpha1.ClusterRegistryCredentialList
-	if err := r.List(ctx, &cl); err != nil {
-		return fmt.Errorf("list ClusterRegistryCredentials: %w", err)
-	}
-	o.Cluster = append(o.Cluster, cl.Items...)
-	var nl v1alpha1.RegistryCredentialList
-	if err := r.List(ctx, &nl); err != nil {
-		return fmt.Errorf("list RegistryCredentials: %w", err)
-	}
-	o.Namespaced = append(o.Namespaced, nl.Items...)
-	return nil
 }
 
 // Injectable are the credentials the webhook would add to Pods, and how
