@@ -59,6 +59,13 @@ func (w *PullFailureWatch) NeedLeaderElection() bool { return true }
 
 // Start runs the watches until ctx ends.
 func (w *PullFailureWatch) Start(ctx context.Context) error {
+	// An Event labelled before the catalogue holds the credentials would
+	// count as "other".
+	select {
+	case <-w.Catalogue.Synced():
+	case <-ctx.Done():
+		return nil
+	}
 	var wg sync.WaitGroup
 	for _, reason := range kubeletmsg.PullEventReasons {
 		sel := fields.SelectorFromSet(fields.Set{"source": "kubelet", "type": corev1.EventTypeWarning, "reason": reason, "involvedObject.kind": "Pod"}).String()

@@ -34,9 +34,13 @@ type Catalogue struct {
 	cluster    []*Entry            // by name
 	namespaced map[string][]*Entry // namespace -> entries by name
 	mirrors    []*mirrorSet        // by name
-	merged     map[string]*mirror.Rules
 	mirrorGen  uint64
 	problems   map[string]string // object -> why it could not be compiled
+
+	// merged are mirror sets merged per combination, under their own
+	// lock so that a cache hit never blocks the catalogue's writers.
+	mergedMu sync.Mutex
+	merged   map[string]*mirror.Rules
 
 	compiles  atomic.Int64
 	version   atomic.Uint64
@@ -96,6 +100,14 @@ func (s stamp) same(n stamp) bool {
 		s.finalizers == n.finalizers && maps.Equal(s.labels, n.labels) && maps.Equal(s.annotations, n.annotations)
 }
 
+// lifecycleChanged reports whether what acts on a credential's Secrets
+// changed: its spec, its deletion, its finalizers (the namespace
+// controller's triggers). A label or an annotation recompiles the entry,
+// as cheap as it is rare, but wakes nobody.
+func (s stamp) lifecycleChanged(n stamp) bool {
+	return s.uid != n.uid || s.generation != n.generation || s.deleting != n.deleting || s.finalizers != n.finalizers
+}
+
 // Compile compiles one credential on its own (the catalogue does it once
 // per generation; a caller holding a single object may too).
 func Compile(c *Credential, regcredNamespace string) *Entry {
@@ -124,9 +136,6 @@ func (e *Entry) SecretName() string { return e.secretName }
 // Matches reports whether the kubelet would try the credential for the
 // target.
 func (e *Entry) Matches(t keyring.Target) bool { return e.matcher.Matches(t) }
-
-// InvalidKeys are the registry keys the kubelet would not accept.
-func (e *Entry) InvalidKeys() []string { return e.badKeys }
 
 // Applies reports whether the credential acts in ns; an error says its
 // namespaceSelector is not valid.
@@ -201,12 +210,13 @@ func (c *Catalogue) putCredential(cr *Credential) {
 	list := c.listFor(cr.Key)
 	i, found := slices.BinarySearchFunc(list, cr.Name, byName)
 	var e *Entry
-	changed := true
-	if found && list[i].stamp.same(stampOf(cr.Object)) {
+	now := stampOf(cr.Object)
+	changed := !found || list[i].stamp.lifecycleChanged(now)
+	if found && list[i].stamp.same(now) {
 		// Status only: the compiled parts stay, the view is the new one.
 		copied := *list[i]
 		copied.Credential = cr
-		e, changed = &copied, false
+		e = &copied
 	} else {
 		e = Compile(cr, c.regcredNamespace)
 		c.compiles.Add(1)
@@ -277,9 +287,9 @@ func (c *Catalogue) noteProblems(e *Entry) {
 	c.problems[e.Key.String()] = fmt.Sprintf("%s %s: %s", e.Kind, e.Name, strings.Join(why, "; "))
 }
 
-// OnChange registers f to hear of every credential whose compiled form
-// changed (created, deleted, a new spec, labels, annotations, finalizers
-// or deletion; not a status write), after the catalogue holds the change.
+// OnChange registers f to hear of every credential created, deleted, or
+// given a new spec, deletion or finalizers (not a status write, label or
+// annotation), after the catalogue holds the change.
 // Register before feeding.
 func (c *Catalogue) OnChange(f func(Key)) { c.listeners = append(c.listeners, f) }
 

@@ -55,6 +55,19 @@ func (c *Catalogue) Acting(ns *corev1.Namespace) []*Entry {
 	return out
 }
 
+// ForServiceAccount are the credentials acting in ns whose Secret the
+// ServiceAccount sa should list (spec.serviceAccounts); one whose selector
+// does not compile selects none.
+func (c *Catalogue) ForServiceAccount(ns *corev1.Namespace, sa *corev1.ServiceAccount) []*Entry {
+	var out []*Entry
+	for _, e := range c.Acting(ns) {
+		if ok, _ := e.SelectsServiceAccount(sa); ok {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // Covering are the credentials, not being deleted, whose registries cover
 // target for a Pod of namespace, whether or not they act there: what the
 // kubelet would use for the image if their Secrets reached the Pod.
@@ -115,8 +128,8 @@ func (c *Catalogue) Mirrors(ns *corev1.Namespace) (string, *mirror.Rules) {
 		names[i] = m.name
 	}
 	key := strconv.FormatUint(gen, 10) + ":" + strings.Join(names, ",")
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mergedMu.Lock()
+	defer c.mergedMu.Unlock()
 	if r, ok := c.merged[key]; ok {
 		return key, r
 	}
@@ -124,11 +137,11 @@ func (c *Catalogue) Mirrors(ns *corev1.Namespace) (string, *mirror.Rules) {
 	for _, m := range sets {
 		rules = append(rules, m.rules...)
 	}
-	// Each set compiled alone; a merge of valid sets stays valid.
+	// Each set compiled alone; a merge of valid sets stays valid. A key
+	// of an older generation is never asked again: mirrorsChanged clears
+	// them.
 	merged, _ := mirror.Compile(rules)
-	if gen == c.mirrorGen {
-		c.merged[key] = merged
-	}
+	c.merged[key] = merged
 	return key, merged
 }
 
@@ -163,7 +176,9 @@ func (c *Catalogue) putMirror(o *v1alpha1.ClusterImageMirror) {
 func (c *Catalogue) mirrorsChanged() {
 	c.mirrorGen++
 	c.version.Add(1)
+	c.mergedMu.Lock()
 	clear(c.merged)
+	c.mergedMu.Unlock()
 }
 
 // MirrorGeneration changes whenever a mirror does: what a cache of

@@ -146,6 +146,38 @@ func TestCatalogueQuestions(t *testing.T) {
 	}
 }
 
+func TestCatalogueForServiceAccount(t *testing.T) {
+	cat := NewCatalogue("regcred-system")
+	all := clusterCred("all", "a.example.com")
+	def := clusterCred("default-only", "b.example.com")
+	def.Spec.ServiceAccounts.Mode = v1alpha1.ServiceAccountsDefault
+	none := clusterCred("none", "c.example.com")
+	none.Spec.ServiceAccounts.Mode = v1alpha1.ServiceAccountsNone
+	bots := tenantCred("apps", "bots", "d.example.com")
+	bots.Spec.ServiceAccounts = v1alpha1.ServiceAccountSelection{Mode: v1alpha1.ServiceAccountsSelector,
+		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"role": "bot"}}}
+	elsewhere := tenantCred("other", "x", "e.example.com")
+	for _, o := range []any{all, def, none, bots, elsewhere} {
+		cat.Put(o)
+	}
+	apps := namespace("apps", nil)
+	sa := func(name string, labels map[string]string) *corev1.ServiceAccount {
+		return &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: name, Labels: labels}}
+	}
+	for _, tc := range []struct {
+		sa   *corev1.ServiceAccount
+		want []string
+	}{
+		{sa("default", nil), []string{"ClusterRegistryCredential/all", "ClusterRegistryCredential/default-only"}},
+		{sa("builder", map[string]string{"role": "bot"}), []string{"ClusterRegistryCredential/all", "RegistryCredential/apps/bots"}},
+		{sa("web", nil), []string{"ClusterRegistryCredential/all"}},
+	} {
+		if got := keys(cat.ForServiceAccount(apps, tc.sa)); !slices.Equal(got, tc.want) {
+			t.Errorf("ForServiceAccount(apps, %s) = %v, want %v", tc.sa.Name, got, tc.want)
+		}
+	}
+}
+
 func TestCatalogueInvalidObjects(t *testing.T) {
 	cat := NewCatalogue("regcred-system")
 	bad := clusterCred("bad-selector", "ghcr.io")
@@ -238,8 +270,10 @@ func TestCatalogueMirrors(t *testing.T) {
 	}
 }
 
-// TestCatalogueOnChange: a listener hears of a change when the catalogue
-// already answers with it, and not of a status write.
+// TestCatalogueOnChange: a listener hears of a creation, a finalizer, a
+// new spec and a deletion when the catalogue already answers with them,
+// and not of a status write or a label (the namespace controller's
+// triggers before the catalogue).
 func TestCatalogueOnChange(t *testing.T) {
 	cat := NewCatalogue("regcred-system")
 	var heard []string
@@ -252,8 +286,18 @@ func TestCatalogueOnChange(t *testing.T) {
 	status := c.DeepCopy()
 	status.Status.SecretName = "x"
 	cat.Put(status)
+	labelled := status.DeepCopy()
+	labelled.Labels = map[string]string{"team": "a"}
+	cat.Put(labelled)
+	finalized := labelled.DeepCopy()
+	finalized.Finalizers = []string{Finalizer}
+	cat.Put(finalized)
+	spec := finalized.DeepCopy()
+	spec.Generation = 2
+	cat.Put(spec)
 	cat.Delete(c)
-	want := []string{"RegistryCredential/apps/mine present=true", "RegistryCredential/apps/mine present=false"}
+	want := []string{"RegistryCredential/apps/mine present=true", "RegistryCredential/apps/mine present=true",
+		"RegistryCredential/apps/mine present=true", "RegistryCredential/apps/mine present=false"}
 	if !slices.Equal(heard, want) {
 		t.Errorf("heard %v, want %v", heard, want)
 	}

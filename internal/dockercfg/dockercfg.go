@@ -116,7 +116,17 @@ func ParseDockerConfigJSON(data []byte) (*Config, error) {
 	if err := json.Unmarshal(data, &doc); err != nil {
 		return nil, documentError(err, "auths")
 	}
-	return parseEntries(doc.Auths)
+	cfg, err := parseEntries(doc.Auths)
+	if err != nil {
+		return nil, err
+	}
+	var every struct {
+		Auths map[string]repeatedEntry `json:"auths"`
+	}
+	if err := json.Unmarshal(data, &every); err != nil {
+		return nil, repeatedError(err)
+	}
+	return cfg, nil
 }
 
 // ParseDockercfg parses the content of a legacy .dockercfg key: the map of
@@ -126,7 +136,35 @@ func ParseDockercfg(data []byte) (*Config, error) {
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return nil, documentError(err, "")
 	}
-	return parseEntries(raw)
+	cfg, err := parseEntries(raw)
+	if err != nil {
+		return nil, err
+	}
+	var every map[string]repeatedEntry
+	if err := json.Unmarshal(data, &every); err != nil {
+		return nil, repeatedError(err)
+	}
+	return cfg, nil
+}
+
+// repeatedEntry checks an entry that a later one under the same key may
+// hide: a map keeps only the last, but the kubelet decodes every one and
+// refuses the whole config when any of them is invalid.
+type repeatedEntry struct{}
+
+func (repeatedEntry) UnmarshalJSON(raw []byte) error {
+	if _, err := parseEntry(raw); err != nil {
+		return err
+	}
+	return nil
+}
+
+func repeatedError(err error) *Error {
+	var e *Error
+	if !errors.As(err, &e) {
+		e = documentError(err, "")
+	}
+	return &Error{Field: e.Field, Problem: "an entry repeated under the same registry key: " + e.Problem}
 }
 
 // ParseBasicAuth builds a config from a kubernetes.io/basic-auth Secret's

@@ -13,14 +13,17 @@ import (
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"regcred.dev/regcred/internal/credential"
 )
 
 // Diagnose explains every failing pull of the snapshot's Pods.
 func Diagnose(s *Snapshot, scope string) *Report {
 	r := &Report{APIVersion: APIVersion, Scope: scope, Findings: []Finding{}, Notes: s.Notes}
+	cat := compile(s)
 	for _, pod := range s.Pods {
 		r.PodsChecked++
-		fs := diagnosePod(s, pod)
+		fs := diagnosePod(s, cat, pod)
 		if len(fs) > 0 {
 			r.PodsFailing++
 			r.Findings = append(r.Findings, fs...)
@@ -32,11 +35,22 @@ func Diagnose(s *Snapshot, scope string) *Report {
 	return r
 }
 
-func diagnosePod(s *Snapshot, pod *corev1.Pod) []Finding {
+// compile is the snapshot's credentials compiled once, for every finding
+// of every Pod.
+func compile(s *Snapshot) *credential.Catalogue {
+	cat := credential.NewCatalogue(s.RegcredNamespace)
+	for _, c := range s.Credentials {
+		cat.Put(c.Object)
+	}
+	return cat
+}
+
+func diagnosePod(s *Snapshot, cat *credential.Catalogue, pod *corev1.Pod) []Finding {
 	if !candidate(pod) || !pod.DeletionTimestamp.IsZero() {
 		return nil
 	}
 	pc := newPodContext(s, pod)
+	pc.catalogue = cat
 	fails := failingImages(pod, s.Events[pod.UID], pc.badPull != nil)
 	if len(fails) == 0 {
 		return nil

@@ -28,6 +28,8 @@ type podContext struct {
 	missing  []string
 	workload string
 	secretOf map[string]string // pull secret name → its credential
+	// catalogue is the snapshot's credentials, compiled.
+	catalogue *credential.Catalogue
 }
 
 func newPodContext(s *Snapshot, pod *corev1.Pod) *podContext {
@@ -143,7 +145,7 @@ func (pc *podContext) diagnose(f failing) Finding {
 // in the Pod's namespace, as the catalogue orders them.
 func (pc *podContext) covering(target keyring.Target) []credView {
 	var out []credView
-	for _, e := range pc.s.compiled().Covering(pc.pod.Namespace, target) {
+	for _, e := range pc.catalogue.Covering(pc.pod.Namespace, target) {
 		out = append(out, pc.view(e))
 	}
 	return out

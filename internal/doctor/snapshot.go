@@ -34,20 +34,6 @@ type Snapshot struct {
 	Workloads map[types.UID]string
 	// Notes are things the collector could not read.
 	Notes []string
-
-	catalogue *credential.Catalogue
-}
-
-// compiled is the snapshot's credentials compiled once, for every finding
-// of every Pod (Diagnose is not safe for concurrent use on one Snapshot).
-func (s *Snapshot) compiled() *credential.Catalogue {
-	if s.catalogue == nil {
-		s.catalogue = credential.NewCatalogue(s.RegcredNamespace)
-		for _, c := range s.Credentials {
-			s.catalogue.Put(c.Object)
-		}
-	}
-	return s.catalogue
 }
 
 // Webhook is what the doctor needs of regcred's webhook registration.
