@@ -116,6 +116,10 @@ func TestDocumentErrors(t *testing.T) {
 		{"auths not an object", `{"auths": ["a"]}`, `field "auths": expected an object of registry entries, got a JSON array`},
 		{"trailing garbage", `{"auths": {}} x`, "malformed JSON near byte"},
 		{"bad entry named", `{"auths": {"good.io": {"auth": "Zm9vOmJhcg=="}, "bad.io": {"auth": "!!!"}}}`, `entry "bad.io": field "auth": not valid base64`},
+		// The kubelet decodes every entry, also one a later entry under the
+		// same key hides, and refuses the config.
+		{"bad entry hidden by a repeat", `{"auths": {"r.io": {"auth": "!!!"}, "r.io": {"username": "u"}}}`, `field "auth": an entry repeated under the same registry key: not valid base64`},
+		{"bad entry in a repeated auths", `{"auths": {"r.io": {"auth": "!!!"}}, "Auths": {"r.io": {"username": "u"}}}`, `an entry repeated under the same registry key`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseDockerConfigJSON([]byte(tc.in))
