@@ -17,8 +17,8 @@ TIMEOUT="${TIMEOUT:-90m}"
 PACKAGES=("$@")
 if [ "${#PACKAGES[@]}" -eq 0 ]; then
 	# Every package whose tests start a control plane, a registry or a
-	# cluster.
-	mapfile -t PACKAGES < <(grep -rl --include='*_test.go' 'testenv\.' . | xargs -n1 dirname | sort -u)
+	# cluster: those importing the harness packages that start them.
+	mapfile -t PACKAGES < <(grep -rlE --include='*_test.go' 'regcred/internal/testenv/(testsuite|controlplane|testcluster|testregistry)"' . | xargs -n1 dirname | sort -u)
 fi
 
 pids=()
