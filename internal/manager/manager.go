@@ -123,6 +123,23 @@ func New(ctx context.Context, opts Options) (ctrl.Manager, error) {
 		cfg.Burst = opts.Burst
 	}
 	cfg.UserAgent = "regcred-manager"
+	mgr, err := newManager(cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	// One catalogue, compiled once per change, for the controllers, the
+	// webhook and the pull-failure watch.
+	cat := credential.NewCatalogue(opts.Namespace)
+	if err := cachefeed.Start(ctx, mgr.GetCache(), cat); err != nil {
+		return nil, err
+	}
+	if err := setupParts(ctx, mgr, cfg, opts, cat); err != nil {
+		return nil, err
+	}
+	return mgr, addChecks(mgr, opts, cat)
+}
+
+func newManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	scheme, err := credential.Scheme()
 	if err != nil {
 		return nil, err
@@ -146,38 +163,45 @@ func New(ctx context.Context, opts Options) (ctrl.Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create manager: %w", err)
 	}
-	// One catalogue, compiled once per change, for the controllers, the
-	// webhook and the pull-failure watch.
-	cat := credential.NewCatalogue(opts.Namespace)
-	if err := cachefeed.Start(ctx, mgr.GetCache(), cat); err != nil {
-		return nil, err
-	}
+	return mgr, nil
+}
+
+// setupParts adds the controllers, the pull-failure watch and the
+// webhook, all asking cat.
+func setupParts(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, opts Options, cat *credential.Catalogue) error {
 	ensurer, err := controller.Setup(ctx, mgr, controller.Options{Namespace: opts.Namespace, MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
 		Cloud: opts.Cloud, Tokens: opts.Tokens, PluginDir: opts.PluginDir, Registry: opts.Registry, Catalogue: cat,
 		TenantEndpointHosts: opts.TenantEndpointHosts, TenantAllowPrivateNetworks: opts.TenantAllowPrivateNetworks})
 	if err != nil {
-		return nil, fmt.Errorf("set up controllers: %w", err)
+		return fmt.Errorf("set up controllers: %w", err)
 	}
 	if opts.PullFailureMetrics {
 		cs, err := kubernetes.NewForConfig(cfg)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if err := mgr.Add(&controller.PullFailureWatch{Clientset: cs, Catalogue: cat, Log: ctrl.Log.WithName("pull-failures")}); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if opts.Webhook != nil {
 		if err := setupWebhook(ctx, mgr, opts, cat, ensurer); err != nil {
-			return nil, fmt.Errorf("set up the webhook: %w", err)
+			return fmt.Errorf("set up the webhook: %w", err)
 		}
 	}
+	return nil
+}
+
+// addChecks: live once serving; ready once the caches and the catalogue
+// hold what exists (and the webhook serves), so no Pod is admitted on
+// half a catalogue.
+func addChecks(mgr ctrl.Manager, opts Options, cat *credential.Catalogue) error {
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
-		return nil, err
+		return err
 	}
 	if opts.Webhook != nil {
 		if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if err := mgr.AddReadyzCheck("cache", func(req *http.Request) error {
@@ -186,9 +210,16 @@ func New(ctx context.Context, opts Options) (ctrl.Manager, error) {
 		}
 		return nil
 	}); err != nil {
-		return nil, err
+		return err
 	}
-	return mgr, nil
+	return mgr.AddReadyzCheck("catalogue", func(*http.Request) error {
+		select {
+		case <-cat.Synced():
+			return nil
+		default:
+			return fmt.Errorf("the credential catalogue is not loaded yet")
+		}
+	})
 }
 
 func setupWebhook(ctx context.Context, mgr ctrl.Manager, opts Options, cat *credential.Catalogue, ensurer webhook.SecretEnsurer) error {
