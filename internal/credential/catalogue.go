@@ -17,6 +17,7 @@ import (
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/keyring"
 	"regcred.dev/regcred/internal/mirror"
+	"regcred.dev/regcred/internal/redact"
 )
 
 // Catalogue is every credential and mirror of a cluster, each compiled
@@ -284,7 +285,8 @@ func (c *Catalogue) noteProblems(e *Entry) {
 		delete(c.problems, e.Key.String())
 		return
 	}
-	c.problems[e.Key.String()] = fmt.Sprintf("%s %s: %s", e.Kind, e.Name, strings.Join(why, "; "))
+	// A selector's error quotes what its author wrote: one line, bounded.
+	c.problems[e.Key.String()] = redact.Message(fmt.Sprintf("%s %s: %s", e.Kind, e.Name, strings.Join(why, "; ")))
 }
 
 // OnChange registers f to hear of every credential created, deleted, or

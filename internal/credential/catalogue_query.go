@@ -13,6 +13,7 @@ import (
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/keyring"
 	"regcred.dev/regcred/internal/mirror"
+	"regcred.dev/regcred/internal/redact"
 )
 
 // The questions the catalogue answers. Each returns entries in a stable
@@ -164,7 +165,7 @@ func (c *Catalogue) putMirror(o *v1alpha1.ClusterImageMirror) {
 		list = slices.Insert(list, i, set)
 	}
 	if err != nil {
-		c.problems["ClusterImageMirror "+o.Name] = fmt.Sprintf("ClusterImageMirror %s: %v", o.Name, err)
+		c.problems["ClusterImageMirror "+o.Name] = redact.Message(fmt.Sprintf("ClusterImageMirror %s: %v", o.Name, err))
 	} else {
 		delete(c.problems, "ClusterImageMirror "+o.Name)
 	}

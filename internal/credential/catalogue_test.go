@@ -213,6 +213,15 @@ func TestCatalogueInvalidObjects(t *testing.T) {
 	if key, rules := cat.Mirrors(apps); key != "" || rules != nil {
 		t.Errorf("an invalid mirror applies: %q", key)
 	}
+	huge := clusterCred("huge", "ghcr.io")
+	huge.Spec.NamespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "a", Operator: metav1.LabelSelectorOperator(strings.Repeat("\x1b[31mX", 4000))}}}
+	cat.Put(huge)
+	for _, p := range cat.Problems() {
+		if len(p) > 1100 || strings.Contains(p, "\x1b") {
+			t.Errorf("a problem line is %d bytes or holds an escape: what a tenant wrote reaches the log unbounded", len(p))
+		}
+	}
+	cat.Delete(huge)
 	fixed := clusterCred("bad-selector", "ghcr.io")
 	fixed.Generation = 2
 	cat.Put(fixed)
