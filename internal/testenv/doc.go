@@ -9,7 +9,8 @@
 // controlplane (kube-apiserver and etcd through envtest), testcluster (a
 // whole cluster with a kubelet node on containerd, and restoring the host
 // after it), testregistry (a CNCF distribution registry with basic or
-// token auth), fixtures (runnable test images, the release tool),
+// token auth), testserver (throwaway and hostile HTTPS servers with a CA
+// of their own), fixtures (runnable test images, the release tool),
 // fakecloud (the clouds' token services) and testsuite (one of each part
 // per test binary, started on first use).
 package testenv
