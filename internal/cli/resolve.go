@@ -12,6 +12,7 @@ import (
 
 	"regcred.dev/regcred/internal/keyring"
 	"regcred.dev/regcred/internal/kubecreds"
+	"regcred.dev/regcred/internal/redact"
 )
 
 // resolveOutput is the stable JSON/YAML shape of `regcred resolve`. Scripts
@@ -205,7 +206,7 @@ func printResolveTable(w io.Writer, out resolveOutput, set *kubecreds.Set) error
 		if len(set.Pod.Pod.Spec.ImagePullSecrets) == 0 {
 			origin = "none"
 		}
-		fmt.Fprintf(w, "Pod imagePullSecrets: %s\n", origin)
+		fmt.Fprintf(w, "Pod imagePullSecrets: %s\n", redact.Printable(origin))
 	}
 	if len(out.Candidates) == 0 {
 		fmt.Fprintln(w, "No credential matches: the kubelet pulls anonymously.")
@@ -214,13 +215,15 @@ func printResolveTable(w io.Writer, out resolveOutput, set *kubecreds.Set) error
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "#\tKEY\tUSERNAME\tSOURCE")
 	for i, c := range out.Candidates {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", i+1, c.Key, c.Username, c.Source)
+		// Keys, usernames and Secret names come from the cluster: whoever
+		// writes them cannot rewrite the terminal.
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", i+1, redact.Printable(c.Key), redact.Printable(c.Username), redact.Printable(c.Source))
 	}
 	return tw.Flush()
 }
 
 func printWarnings(w io.Writer, set *kubecreds.Set) {
 	for _, warn := range set.Warnings {
-		fmt.Fprintf(w, "Warning: %s\n", warn)
+		fmt.Fprintf(w, "Warning: %s\n", redact.Printable(warn))
 	}
 }

@@ -149,22 +149,23 @@ func (w *PullFailureWatch) count(ctx context.Context, ev *corev1.Event, n int) {
 	reason := kubeletmsg.Classify(ev.Message)
 	reg := registryNone
 	if ev.Reason != kubeletmsg.EventMissingSecret {
-		reg = w.registryLabel(kubeletmsg.ImageOfMessage(ev.Message))
+		reg = w.registryLabel(ev.Namespace, kubeletmsg.ImageOfMessage(ev.Message))
 	}
 	pullFailures.WithLabelValues(reg, string(reason)).Add(float64(n))
 	w.Log.V(1).Info("image pull failed", logkeys.Reason, reason, "registry", reg, logkeys.Namespace, ev.Namespace)
 }
 
 // registryLabel is the registry key of a regcred credential that covers
-// image (its host part, as written), else "other": label values stay
-// bounded by the credentials that exist.
-func (w *PullFailureWatch) registryLabel(image string) string {
+// image for a Pod of namespace (its host part, as written), else "other":
+// label values stay bounded by the credentials that exist, and a tenant's
+// keys label only its own namespace's failures.
+func (w *PullFailureWatch) registryLabel(namespace, image string) string {
 	named, err := keyring.ParseImage(image)
 	if err != nil {
 		return registryOther
 	}
 	best := ""
-	for _, key := range w.Catalogue.MatchingKeys(keyring.ParseTarget(named.Name())) {
+	for _, key := range w.Catalogue.MatchingKeys(namespace, keyring.ParseTarget(named.Name())) {
 		if label := keyHost(key); best == "" || label < best {
 			best = label
 		}

@@ -82,24 +82,19 @@ func (c *Catalogue) Covering(namespace string, target keyring.Target) []*Entry {
 	return out
 }
 
-// MatchingKeys are the registry keys, as written, of every credential in
-// any namespace that cover target, each once, sorted.
-func (c *Catalogue) MatchingKeys(target keyring.Target) []string {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
+// MatchingKeys are the registry keys, as written, that cover target among
+// the credentials that could act for a Pod of namespace (every
+// ClusterRegistryCredential and the namespace's RegistryCredentials), each
+// once, sorted. Another namespace's RegistryCredentials never count: a
+// tenant's keys say nothing of other tenants' pulls.
+func (c *Catalogue) MatchingKeys(namespace string, target keyring.Target) []string {
 	var out []string
-	add := func(list []*Entry) {
-		for _, e := range list {
-			for _, k := range e.keys {
-				if k.matcher.Matches(target) {
-					out = append(out, k.key)
-				}
+	for _, e := range c.Candidates(namespace) {
+		for _, k := range e.keys {
+			if k.matcher.Matches(target) {
+				out = append(out, k.key)
 			}
 		}
-	}
-	add(c.cluster)
-	for _, list := range c.namespaced {
-		add(list)
 	}
 	slices.Sort(out)
 	return slices.Compact(out)

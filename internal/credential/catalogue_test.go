@@ -133,8 +133,13 @@ func TestCatalogueQuestions(t *testing.T) {
 	if got, want := keys(cat.Covering("apps", target(t, "nginx"))), []string{"ClusterRegistryCredential/hub"}; !slices.Equal(got, want) {
 		t.Errorf("Covering(apps, nginx) = %v, want %v", got, want)
 	}
-	if got, want := cat.MatchingKeys(target(t, "ghcr.io/acme/app")), []string{"ghcr.io", "ghcr.io/acme"}; !slices.Equal(got, want) {
-		t.Errorf("MatchingKeys(ghcr.io/acme/app) = %v, want %v", got, want)
+	if got, want := cat.MatchingKeys("apps", target(t, "ghcr.io/acme/app")), []string{"ghcr.io", "ghcr.io/acme"}; !slices.Equal(got, want) {
+		t.Errorf("MatchingKeys(apps, ghcr.io/acme/app) = %v, want %v", got, want)
+	}
+	// Namespace other's tenant key "ghcr.io" and apps' "ghcr.io/acme" say
+	// nothing of a third namespace's pulls.
+	if got, want := cat.MatchingKeys("third", target(t, "ghcr.io/acme/app")), []string{"ghcr.io"}; !slices.Equal(got, want) {
+		t.Errorf("MatchingKeys(third, ghcr.io/acme/app) = %v, want %v (the cluster credential zeta only)", got, want)
 	}
 
 	cat.Delete(tenantCred("apps", "mine"))
@@ -344,7 +349,7 @@ func TestCatalogueConcurrent(t *testing.T) {
 					_ = e.SecretName()
 				}
 				cat.Covering(ns.Name, target(t, "ghcr.io/a/b"))
-				cat.MatchingKeys(target(t, "nginx"))
+				cat.MatchingKeys(ns.Name, target(t, "nginx"))
 				cat.Mirrors(ns)
 			}
 		})

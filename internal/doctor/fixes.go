@@ -5,6 +5,8 @@ import (
 	"sort"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/util/validation"
+
 	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/keyring"
 	"regcred.dev/regcred/internal/kubeletmsg"
@@ -132,4 +134,15 @@ func checkCommand(f *Finding, comment string) string {
 // pullPolicyFix lets the kubelet pull an image the node does not have.
 func (pc *podContext) pullPolicyFix() string {
 	return fmt.Sprintf("kubectl -n %s patch %s --type json -p '[{\"op\":\"replace\",\"path\":\"/spec/%scontainers/0/imagePullPolicy\",\"value\":\"IfNotPresent\"}]'  # or preload the image on the nodes", pc.pod.Namespace, pc.workloadOrPod(), pc.templatePrefix())
+}
+
+// secretNameArg is a Secret name the Pod lists, for a command a person
+// copies: the API server does not check the names a Pod lists, so one that
+// is not a valid Secret name (and may hold `;` or `$(...)`) is replaced by
+// a placeholder.
+func secretNameArg(name string) string {
+	if len(validation.IsDNS1123Subdomain(name)) > 0 {
+		return "SECRET-NAME"
+	}
+	return name
 }

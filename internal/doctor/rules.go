@@ -219,7 +219,7 @@ func (e *evidence) missingPullSecret() bool {
 	ns := pc.pod.Namespace
 	e.out.Cause = kubeletmsg.MissingSecret
 	e.out.conclude(DiagMissingSecret, fmt.Sprintf("the Pod lists pull Secret %s, which does not exist in %s; the kubelet skipped it and pulled without a credential", strings.Join(pc.missing, ", "), ns),
-		fmt.Sprintf("regcred secret create %s -n %s --server %s --username USER --password-stdin --apply  # then: %s", pc.missing[0], ns, registryHost(e.out.Image), e.recreate))
+		fmt.Sprintf("regcred secret create %s -n %s --server %s --username USER --password-stdin --apply  # then: %s", secretNameArg(pc.missing[0]), ns, registryHost(e.out.Image), e.recreate))
 	return true
 }
 

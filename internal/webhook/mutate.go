@@ -151,7 +151,10 @@ type imageCache struct {
 	size       atomic.Int64
 }
 
-const maxCachedImages = 10000
+const (
+	maxCachedImages   = 10000
+	maxCachedImageLen = 1024
+)
 
 func (c *imageCache) resolve(rulesKey string, rules *mirror.Rules, image string) *credential.Resolved {
 	key := rulesKey + "\x00" + image
@@ -159,7 +162,10 @@ func (c *imageCache) resolve(rulesKey string, rules *mirror.Rules, image string)
 		return v.(*credential.Resolved)
 	}
 	r := credential.Resolve(rules, image)
-	if c.size.Load() < maxCachedImages {
+	// Only images that parse are kept: a tenant's garbage references
+	// (of any length) must not fill the cache for the life of the mirror
+	// rules; a valid one is short (the reference grammar bounds it).
+	if r.Err == "" && len(image) <= maxCachedImageLen && c.size.Load() < maxCachedImages {
 		if _, loaded := c.m.LoadOrStore(key, r); !loaded {
 			c.size.Add(1)
 		}
