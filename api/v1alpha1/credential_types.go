@@ -42,6 +42,18 @@ type CredentialSpec struct {
 	// +kubebuilder:default={enabled: true}
 	PodInjection PodInjection `json:"podInjection,omitempty"`
 
+	// Delivery is how the credential reaches the kubelet. Secrets (the
+	// default): a pull Secret in each selected namespace, listed on the
+	// selected ServiceAccounts and injected into matching Pods. Node: no
+	// Secret anywhere; the kubelet's image credential provider asks
+	// regcred's broker with the Pod's ServiceAccount token and gets the
+	// credential only for the ServiceAccounts spec.serviceAccounts selects
+	// (see `regcred kubelet-config`). Both: the two at once, for a
+	// migration.
+	// +optional
+	// +kubebuilder:default=Secrets
+	Delivery DeliveryMode `json:"delivery,omitempty"`
+
 	// Verify probes the registry with the credential the way a pull starts
 	// (token, then a manifest HEAD, which Docker Hub does not count as a
 	// pull) and reports the answer in the Verified condition. Off when
@@ -239,6 +251,28 @@ type SecretReference struct {
 	Name string `json:"name"`
 }
 
+// DeliveryMode says how a credential reaches the kubelet.
+// +kubebuilder:validation:Enum=Secrets;Node;Both
+type DeliveryMode string
+
+const (
+	// DeliverySecrets copies the credential into a pull Secret per
+	// namespace.
+	DeliverySecrets DeliveryMode = "Secrets"
+	// DeliveryNode serves it to kubelets through the credential provider
+	// broker only, per ServiceAccount, with no Secret copy.
+	DeliveryNode DeliveryMode = "Node"
+	// DeliveryBoth does both.
+	DeliveryBoth DeliveryMode = "Both"
+)
+
+// ToSecrets reports whether pull Secrets are written (the empty mode is
+// the default, Secrets).
+func (m DeliveryMode) ToSecrets() bool { return m != DeliveryNode }
+
+// ToNodes reports whether the broker serves the credential to kubelets.
+func (m DeliveryMode) ToNodes() bool { return m == DeliveryNode || m == DeliveryBoth }
+
 // ServiceAccountMode says which ServiceAccounts get the pull Secret.
 // +kubebuilder:validation:Enum=All;Default;Selector;None
 type ServiceAccountMode string
@@ -323,6 +357,48 @@ type CredentialStatus struct {
 	// Verify records the last spec.verify probe.
 	// +optional
 	Verify *VerifyStatus `json:"verify,omitempty"`
+	// Delivery is how the credential is delivered and, when the broker
+	// serves it to kubelets, what it served and refused.
+	// +optional
+	Delivery *DeliveryStatus `json:"delivery,omitempty"`
+}
+
+// DeliveryStatus reports delivery to kubelets through the broker. The
+// counts add up what every manager replica answered since the credential
+// was created (replicas write them about every 30 seconds).
+type DeliveryStatus struct {
+	// Mode is the spec.delivery the status describes.
+	// +optional
+	Mode DeliveryMode `json:"mode,omitempty"`
+	// Served counts kubelet requests answered with this credential.
+	// +optional
+	Served int64 `json:"served,omitempty"`
+	// Refused counts kubelet requests for images this credential covers
+	// that it did not answer: the Pod's namespace or ServiceAccount is
+	// not selected.
+	// +optional
+	Refused int64 `json:"refused,omitempty"`
+	// LastServedAt is when the broker last answered with it.
+	// +optional
+	LastServedAt *metav1.Time `json:"lastServedAt,omitempty"`
+	// LastRefusedAt is when the broker last refused a request it covers.
+	// +optional
+	LastRefusedAt *metav1.Time `json:"lastRefusedAt,omitempty"`
+	// LastRefusal says why, naming the namespace and ServiceAccount.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	LastRefusal string `json:"lastRefusal,omitempty"`
+	// Nodes are the nodes whose kubelets asked for images this credential
+	// covers, most recent first (at most 32).
+	// +optional
+	// +kubebuilder:validation:MaxItems=32
+	Nodes []NodeRequests `json:"nodes,omitempty"`
+}
+
+// NodeRequests is when a node's kubelet last asked.
+type NodeRequests struct {
+	Name          string      `json:"name"`
+	LastRequestAt metav1.Time `json:"lastRequestAt"`
 }
 
 // VerifyStatus is when the registry was last probed and what it said of
@@ -394,6 +470,9 @@ const (
 	ReasonSourceInvalid = "SourceInvalid"
 	// ReasonSourceUnavailable: the source could not be read right now.
 	ReasonSourceUnavailable = "SourceUnavailable"
+	// ReasonNodeDelivery: the credential is delivered to kubelets by the
+	// credential broker only (spec.delivery Node); no Secret is written.
+	ReasonNodeDelivery = "NodeDelivery"
 	// ReasonNoNamespaces: the selector picks no namespace.
 	ReasonNoNamespaces = "NoNamespaces"
 	// ReasonDeleting: the copies are being removed.
@@ -446,6 +525,7 @@ type ClusterRegistryCredentialSpec struct {
 // namespaces its namespaceSelector picks. Its source Secret lives in
 // regcred's own namespace.
 //
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.delivery) || self.spec.delivery == 'Secrets' || !has(self.spec.serviceAccounts) || !has(self.spec.serviceAccounts.mode) || self.spec.serviceAccounts.mode != 'None'",message="spec.serviceAccounts.mode None selects no ServiceAccount, so delivery Node or Both would serve none: use All, Default or Selector"
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,shortName=crc,categories=regcred
@@ -455,6 +535,7 @@ type ClusterRegistryCredentialSpec struct {
 // +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`,priority=1
 // +kubebuilder:printcolumn:name="Token Expires",type=string,JSONPath=`.status.token.expiresAt`,priority=1
 // +kubebuilder:printcolumn:name="Verified",type=string,JSONPath=`.status.conditions[?(@.type=="Verified")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Delivery",type=string,JSONPath=`.spec.delivery`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ClusterRegistryCredential struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -477,6 +558,7 @@ type ClusterRegistryCredentialList struct {
 // own namespace and reads its source Secret from there. It may not act as
 // regcred's manager: no plugin, no ambient cloud identity.
 //
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.delivery) || self.spec.delivery == 'Secrets' || !has(self.spec.serviceAccounts) || !has(self.spec.serviceAccounts.mode) || self.spec.serviceAccounts.mode != 'None'",message="spec.serviceAccounts.mode None selects no ServiceAccount, so delivery Node or Both would serve none: use All, Default or Selector"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.source.credentialProvider)",message="a RegistryCredential cannot run a credential provider plugin (it would run as regcred's manager): use a ClusterRegistryCredential"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.source.ecr) || (has(self.spec.source.ecr.identity) && (has(self.spec.source.ecr.identity.secretRef) || has(self.spec.source.ecr.identity.webIdentity)))",message="a RegistryCredential cannot use the manager's own cloud identity: set spec.source.ecr.identity.webIdentity (a ServiceAccount of its namespace) or identity.secretRef"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.source.gcp) || (has(self.spec.source.gcp.identity) && (has(self.spec.source.gcp.identity.secretRef) || has(self.spec.source.gcp.identity.webIdentity)))",message="a RegistryCredential cannot use the manager's own cloud identity: set spec.source.gcp.identity.webIdentity (a ServiceAccount of its namespace) or identity.secretRef"
@@ -490,6 +572,7 @@ type ClusterRegistryCredentialList struct {
 // +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`,priority=1
 // +kubebuilder:printcolumn:name="Token Expires",type=string,JSONPath=`.status.token.expiresAt`,priority=1
 // +kubebuilder:printcolumn:name="Verified",type=string,JSONPath=`.status.conditions[?(@.type=="Verified")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Delivery",type=string,JSONPath=`.spec.delivery`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type RegistryCredential struct {
 	metav1.TypeMeta   `json:",inline"`

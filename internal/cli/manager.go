@@ -16,6 +16,7 @@ import (
 
 	"regcred.dev/regcred/internal/logkeys"
 	"regcred.dev/regcred/internal/manager"
+	"regcred.dev/regcred/internal/nodecreds"
 )
 
 type managerOptions struct {
@@ -46,6 +47,12 @@ type managerOptions struct {
 	pullFailureMetrics    bool
 	webhookTimeoutSeconds int32
 	reg                   *registryFlags
+
+	nodeCredentials         bool
+	nodeCredentialsAudience string
+	nodeCredentialsCache    time.Duration
+	nodeCredentialsQPS      float64
+	nodeCredentialsBurst    int
 }
 
 const managerLong = `Run regcred's controllers against the cluster of the current kubeconfig
@@ -68,7 +75,16 @@ CA and serving certificate (--webhook-certs=self) and registers the
 MutatingWebhookConfiguration "regcred" (by URL with --webhook-host, by
 Service otherwise). Installed by the Helm chart, it runs with
 --webhook-register=false: the chart owns the configuration (so uninstalling
-removes it) and regcred keeps only its caBundle. See docs/webhook.md.`
+removes it) and regcred keeps only its caBundle. See docs/webhook.md.
+
+With --node-credentials every replica also serves the kubelet credential
+broker on the webhook's port and certificate (path /node-credentials): a
+node's regcred-credential-provider plugin sends the ServiceAccount token the
+kubelet minted for a Pod with the image, the broker checks it with a
+TokenReview for --node-credentials-audience and checks the Pod it is bound
+to, and answers with the credentials of spec.delivery Node or Both that
+select the Pod's namespace and ServiceAccount. No Secret is written. See
+docs/node-credentials.md and "regcred kubelet-config".`
 
 const managerExample = `  # Against your current context, with regcred's namespace created beforehand;
   # the API server must reach the webhook on 127.0.0.1 (a local control plane).
@@ -129,6 +145,34 @@ func (o *managerOptions) addWebhookFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.webhookConfiguration, "webhook-configuration-name", "regcred", "name of the MutatingWebhookConfiguration")
 	f.StringVar(&o.webhookFailurePolicy, "webhook-failure-policy", "Ignore", "Ignore (a webhook outage never blocks Pods; the ServiceAccount patch is the backstop) or Fail")
 	f.Int32Var(&o.webhookTimeoutSeconds, "webhook-timeout-seconds", 5, "how long the API server waits for the webhook (1-30)")
+	f.BoolVar(&o.nodeCredentials, "node-credentials", false, "serve the kubelet credential broker on the webhook's server, for credentials with spec.delivery Node or Both (needs --webhook)")
+	f.StringVar(&o.nodeCredentialsAudience, "node-credentials-audience", nodecreds.DefaultAudience, "audience of the ServiceAccount tokens the kubelet mints for regcred's plugin (the tokenAttributes of `regcred kubelet-config`); never one the API server accepts")
+	f.DurationVar(&o.nodeCredentialsCache, "node-credentials-cache-duration", time.Minute, "how long a kubelet may reuse an answer (never past a token's expiry): how soon a rotation reaches new pulls")
+	f.Float64Var(&o.nodeCredentialsQPS, "node-credentials-node-qps", 20, "requests per second each node may make to the broker")
+	f.IntVar(&o.nodeCredentialsBurst, "node-credentials-node-burst", 40, "burst of requests each node may make to the broker")
+}
+
+// nodeCredentialsOptions are the broker's settings, nil without
+// --node-credentials.
+func (o *managerOptions) nodeCredentialsOptions() (*nodecreds.Options, error) {
+	if !o.nodeCredentials {
+		return nil, nil
+	}
+	if !o.webhook {
+		return nil, usageErrorf("--node-credentials needs the webhook's server: drop --webhook=false")
+	}
+	if o.nodeCredentialsCache <= 0 {
+		return nil, usageErrorf("--node-credentials-cache-duration must be positive")
+	}
+	opts := &nodecreds.Options{Audience: o.nodeCredentialsAudience, CacheDuration: o.nodeCredentialsCache,
+		NodeQPS: o.nodeCredentialsQPS, NodeBurst: o.nodeCredentialsBurst}
+	if o.nodeCredentialsQPS == 0 {
+		return nil, usageErrorf("--node-credentials-node-qps must be positive")
+	}
+	if err := opts.Validate(); err != nil {
+		return nil, &usageError{err}
+	}
+	return opts, nil
 }
 
 func (o *managerOptions) run(ctx context.Context, logOut io.Writer) error {
@@ -149,7 +193,12 @@ func (o *managerOptions) run(ctx context.Context, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
+	nodeOpts, err := o.nodeCredentialsOptions()
+	if err != nil {
+		return err
+	}
 	mgr, err := manager.New(ctx, manager.Options{
+		NodeCredentials:            nodeOpts,
 		Webhook:                    wh,
 		RestConfig:                 cfg,
 		Namespace:                  o.namespace,

@@ -63,7 +63,8 @@ Also usable as a kubectl plugin: install the binary as kubectl-regcred and run
 	// One registry trust for the command that runs, built once.
 	reg := &registryFlags{}
 	root.AddCommand(newVersionCommand(), newResolveCommand(s), newCheckCommand(s, reg), newSecretCommand(s),
-		newManagerCommand(s, reg), newManifestsCommand(s), newMirrorCommand(s, reg), newDoctorCommand(s, reg))
+		newManagerCommand(s, reg), newManifestsCommand(s), newMirrorCommand(s, reg), newDoctorCommand(s, reg),
+		newKubeletCredentialProviderCommand(s), newKubeletConfigCommand(s), newNodeAgentCommand(s))
 	return root
 }
 

@@ -252,6 +252,10 @@ func (r *CredentialReconciler) resolveSource(ctx context.Context, st *credential
 // failing source, every copy there: it is left as it is) and the failed
 // namespaces.
 func (r *CredentialReconciler) countCopies(_ context.Context, st *credentialState) (stepResult, error) {
+	if !st.c.DeliversSecrets() {
+		// Copies left from before a switch to Node are on their way out.
+		return continueSteps, nil
+	}
 	for _, s := range st.copies {
 		if st.desired[s.Namespace] && (st.src.Err != nil || st.src.current(s.Data[corev1.DockerConfigJsonKey])) {
 			st.synced++
@@ -276,6 +280,9 @@ func buildReady(_ context.Context, st *credentialState) (stepResult, error) {
 	case desired == 0:
 		cond.Status, cond.Reason = metav1.ConditionTrue, v1alpha1.ReasonNoNamespaces
 		cond.Message = "no namespace is selected"
+	case !st.c.DeliversSecrets():
+		cond.Status, cond.Reason = metav1.ConditionTrue, v1alpha1.ReasonNodeDelivery
+		cond.Message = fmt.Sprintf("served to kubelets by regcred's credential broker in %d namespaces, with no Secret copies", desired)
 	case int(st.synced) < desired:
 		cond.Status, cond.Reason = metav1.ConditionFalse, v1alpha1.ReasonProgressing
 		cond.Message = fmt.Sprintf("Secret %s synced to %d of %d namespaces", st.c.SecretName(), st.synced, desired)
@@ -288,6 +295,9 @@ func buildReady(_ context.Context, st *credentialState) (stepResult, error) {
 		// did not come.
 		cond.Message += fmt.Sprintf("; refreshing the token failed (%s): %s; the token in the Secrets expires at %s",
 			refresh.Reason, refresh.Message, src.Token.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	if st.c.DeliversSecrets() && st.c.DeliversToNodes() && src.Err == nil && desired > 0 {
+		cond.Message += "; also served to kubelets by regcred's credential broker"
 	}
 	// Source and token errors carry servers' text: one line, bounded.
 	cond.Message = redact.Message(cond.Message)
@@ -364,6 +374,9 @@ func (st *credentialState) writeStatus(s *v1alpha1.CredentialStatus) {
 	}
 	meta.SetStatusCondition(&s.Conditions, st.ready)
 	s.SecretName = c.SecretName()
+	if !c.DeliversSecrets() {
+		s.SecretName = ""
+	}
 	s.SourceVersion = src.Version
 	switch {
 	case src.Token != nil:
@@ -376,6 +389,7 @@ func (st *credentialState) writeStatus(s *v1alpha1.CredentialStatus) {
 		Desired: desired, Synced: st.synced, Failed: int32(len(st.fails)),
 		Summary: fmt.Sprintf("%d/%d", st.synced, desired),
 	}
+	writeDelivery(c, s)
 	s.Failures = nil
 	for i, f := range st.fails {
 		if i == maxFailuresInStatus {
@@ -473,4 +487,21 @@ func (r *CredentialReconciler) updateStatus(ctx context.Context, c *credential.C
 	}
 	syncWrites.WithLabelValues("update_status").Inc()
 	return nil
+}
+
+// writeDelivery records spec.delivery in the status; the broker's
+// replicas add up what they served there. A credential delivered as
+// Secrets only has no delivery status.
+func writeDelivery(c *credential.Credential, s *v1alpha1.CredentialStatus) {
+	if !c.DeliversToNodes() {
+		s.Delivery = nil
+		return
+	}
+	if s.Delivery == nil {
+		s.Delivery = &v1alpha1.DeliveryStatus{}
+	}
+	s.Delivery.Mode = c.Spec.Delivery
+	if !c.DeliversSecrets() {
+		s.Namespaces.Summary = fmt.Sprintf("node %d", s.Namespaces.Desired)
+	}
 }

@@ -10,6 +10,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"regcred.dev/regcred/internal/credential"
+	"regcred.dev/regcred/internal/dockercfg"
+	"regcred.dev/regcred/internal/nodecreds"
 )
 
 // ErrNotApplicable means the credential does not act in the namespace.
@@ -69,7 +71,7 @@ func (r *NamespaceReconciler) claims(c *credential.Entry, ns *corev1.Namespace, 
 	name := c.SecretName()
 	rivals := []*credential.Entry{c}
 	for _, o := range r.catalogue.Acting(ns) {
-		if o.Key != c.Key && o.SecretName() == name {
+		if o.Key != c.Key && o.DeliversSecrets() && o.SecretName() == name {
 			rivals = append(rivals, o)
 		}
 	}
@@ -82,4 +84,23 @@ func (r *NamespaceReconciler) claims(c *credential.Entry, ns *corev1.Namespace, 
 		return fmt.Errorf("Secret name %q is also used by %s", name, w.Key.String())
 	}
 	return nil
+}
+
+// NodeCredential renders c for the kubelet credential broker: the same
+// rendering as the Secrets (entries the credential covers, the token
+// cache's current token), read once per source change, written nowhere.
+func (r *NamespaceReconciler) NodeCredential(ctx context.Context, c *credential.Credential) (*nodecreds.Rendered, error) {
+	src := r.renders.get(ctx, c)
+	if src.Err != nil {
+		return nil, src.Err
+	}
+	cfg, err := dockercfg.ParseDockerConfigJSON(src.Data)
+	if err != nil {
+		return nil, err
+	}
+	out := &nodecreds.Rendered{Config: cfg}
+	if src.Token != nil {
+		out.ExpiresAt = src.Token.ExpiresAt
+	}
+	return out, nil
 }

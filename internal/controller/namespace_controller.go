@@ -90,13 +90,17 @@ func (r *NamespaceReconciler) newNamespaceSync(ctx context.Context, ns *corev1.N
 	return s, nil
 }
 
-// applicable are the credentials acting here, in the order they claim
-// Secret names; the others' failures here are cleared.
+// applicable are the credentials acting here with pull Secrets, in the
+// order they claim Secret names; the others' failures here are cleared. A
+// credential delivered to nodes only claims no name, so its old copies
+// and ServiceAccount entries go like those of one that stopped acting.
 func (s *namespaceSync) applicable(ctx context.Context) []*credential.Entry {
 	out := make([]*credential.Entry, 0, len(s.all))
 	for _, c := range s.all {
 		ok, err := c.Applies(s.ns)
 		switch {
+		case !c.DeliversSecrets():
+			s.r.failures.set(c.Key, s.ns.Name, "")
 		case err != nil:
 			s.r.fail(ctx, c.Credential, s.ns.Name, err.Error())
 		case ok:

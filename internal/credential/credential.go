@@ -218,6 +218,13 @@ func (c *Credential) SourceNamespace(regcredNamespace string) string {
 	return c.Namespace
 }
 
+// DeliversSecrets reports whether the credential is delivered as pull
+// Secrets: copies in namespaces, ServiceAccount entries, Pod injection.
+func (c *Credential) DeliversSecrets() bool { return c.Spec.Delivery.ToSecrets() }
+
+// DeliversToNodes reports whether the kubelet credential broker serves it.
+func (c *Credential) DeliversToNodes() bool { return c.Spec.Delivery.ToNodes() }
+
 // InjectionEnabled reports whether the webhook adds the Secret to Pods, and
 // the manifest tools to workloads.
 func (c *Credential) InjectionEnabled() bool { return c.Spec.PodInjection.InjectionEnabled() }

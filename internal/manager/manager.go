@@ -10,8 +10,10 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	"k8s.io/utils/ptr"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -26,6 +28,7 @@ import (
 	"regcred.dev/regcred/internal/controller"
 	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/credential/cachefeed"
+	"regcred.dev/regcred/internal/nodecreds"
 	"regcred.dev/regcred/internal/registry"
 	"regcred.dev/regcred/internal/webhook"
 )
@@ -70,6 +73,9 @@ type Options struct {
 	PullFailureMetrics bool
 	// Registry configures spec.verify probes (CAs to trust).
 	Registry []registry.Option
+	// NodeCredentials serves the kubelet credential broker on the
+	// webhook's server; nil disables it.
+	NodeCredentials *nodecreds.Options
 }
 
 // WebhookOptions configure the admission webhook.
@@ -222,7 +228,7 @@ func addChecks(mgr ctrl.Manager, opts Options, cat *credential.Catalogue) error 
 	})
 }
 
-func setupWebhook(ctx context.Context, mgr ctrl.Manager, opts Options, cat *credential.Catalogue, ensurer webhook.SecretEnsurer) error {
+func setupWebhook(ctx context.Context, mgr ctrl.Manager, opts Options, cat *credential.Catalogue, ensurer *controller.NamespaceReconciler) error {
 	w := opts.Webhook
 	if w.Port == 0 {
 		w.Port = 9443
@@ -273,5 +279,38 @@ func setupWebhook(ctx context.Context, mgr ctrl.Manager, opts Options, cat *cred
 	h := &webhook.Handler{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Catalogue: cat, Secrets: ensurer,
 		Log: ctrl.Log.WithName("webhook")}
 	mgr.GetWebhookServer().Register(webhook.Path, &admission.Webhook{Handler: h, RecoverPanic: ptr.To(true)})
+	if opts.NodeCredentials != nil {
+		return setupBroker(mgr, opts, cfg, cat, ensurer, tls)
+	}
 	return nil
+}
+
+// setupBroker serves the kubelet credential broker beside the webhook,
+// with its certificate, adds each replica's status flusher, and
+// publishes the CA the node agents need.
+func setupBroker(mgr ctrl.Manager, opts Options, cfg webhook.Config, cat *credential.Catalogue, src nodecreds.Source, tls *webhook.TLS) error {
+	c := mgr.GetClient()
+	b, err := nodecreds.New(nodecreds.Deps{Catalogue: cat, Source: src, Pods: mgr.GetAPIReader(), Cached: c,
+		Review: func(ctx context.Context, r *authenticationv1.TokenReview) error { return c.Create(ctx, r) },
+		Log:    ctrl.Log.WithName("node-credentials")}, *opts.NodeCredentials)
+	if err != nil {
+		return err
+	}
+	srv := mgr.GetWebhookServer()
+	srv.Register(nodecreds.Path, b)
+	srv.Register(nodecreds.HealthPath, b)
+	interval := opts.NodeCredentials.FlushInterval
+	if interval == 0 {
+		interval = 30 * time.Second
+	}
+	if err := mgr.Add(&nodecreds.Flusher{Stats: b.Stats(), Client: c, Interval: interval, Log: ctrl.Log.WithName("node-credentials")}); err != nil {
+		return err
+	}
+	serverName := ""
+	if cfg.ClientConfig.Service != nil {
+		serverName = cfg.Hosts[0]
+	}
+	return mgr.Add(&nodecreds.Publisher{Client: c, Namespace: opts.Namespace, ServerName: serverName, CA: func(ctx context.Context) ([]byte, error) {
+		return tls.CABundle(ctx)
+	}, Log: ctrl.Log.WithName("node-credentials")})
 }

@@ -310,3 +310,24 @@ func writeCertFiles(dir string, cert, key []byte) error {
 	}
 	return nil
 }
+
+// CABundle is the PEM bundle that verifies the webhook's server now: the
+// CA regcred manages, or, with certificates from elsewhere
+// (cert-manager), the ca.crt beside them in CertDir.
+func (t *TLS) CABundle(ctx context.Context) ([]byte, error) {
+	if !t.Config.ManageCertificates {
+		b, err := os.ReadFile(filepath.Join(t.Config.CertDir, keyCA))
+		if err != nil {
+			return nil, fmt.Errorf("the serving certificate's CA: %w (the node agents need %s beside tls.crt)", err, keyCA)
+		}
+		return b, nil
+	}
+	var s corev1.Secret
+	if err := t.Reader.Get(ctx, client.ObjectKey{Namespace: t.Config.Namespace, Name: t.Config.SecretName}, &s); err != nil {
+		return nil, err
+	}
+	if len(s.Data[keyCA]) == 0 {
+		return nil, fmt.Errorf("Secret %s/%s has no %s yet", t.Config.Namespace, t.Config.SecretName, keyCA)
+	}
+	return s.Data[keyCA], nil
+}
