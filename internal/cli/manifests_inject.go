@@ -115,7 +115,7 @@ func (o *manifestsInjectOptions) credentials(ctx context.Context) ([]manifests.C
 	creds = append(creds, injectable...)
 	switch {
 	case len(creds) == 0 && disabled > 0:
-		return nil, fmt.Errorf("no credentials: every one given has podInjection.enabled: false")
+		return nil, fmt.Errorf("no credentials: every one given has podInjection.enabled: false or delivery: Node (the kubelet gets those from regcred's broker, not from imagePullSecrets)")
 	case len(creds) == 0 && o.fromCluster:
 		return nil, fmt.Errorf("no credentials: the cluster has no RegistryCredential or ClusterRegistryCredential")
 	case len(creds) == 0:

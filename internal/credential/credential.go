@@ -226,8 +226,11 @@ func (c *Credential) DeliversSecrets() bool { return c.Spec.Delivery.ToSecrets()
 func (c *Credential) DeliversToNodes() bool { return c.Spec.Delivery.ToNodes() }
 
 // InjectionEnabled reports whether the webhook adds the Secret to Pods, and
-// the manifest tools to workloads.
-func (c *Credential) InjectionEnabled() bool { return c.Spec.PodInjection.InjectionEnabled() }
+// the manifest tools to workloads: never for delivery Node, which has no
+// Secret.
+func (c *Credential) InjectionEnabled() bool {
+	return c.DeliversSecrets() && c.Spec.PodInjection.InjectionEnabled()
+}
 
 // Scope compiles where the credential acts, its selector parsed once.
 func (c *Credential) Scope(regcredNamespace string) (*Scope, error) {

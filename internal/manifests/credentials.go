@@ -27,7 +27,8 @@ func (o *CredentialObjects) Decode(docs []*Document) error {
 }
 
 // Injectable are the credentials the webhook would add to Pods, and how
-// many were left out because their podInjection is off.
+// many were left out because their podInjection is off or they are
+// delivered to nodes only.
 func (o *CredentialObjects) Injectable() (creds []Credential, disabled int) {
 	var objects []*credential.Credential
 	for i := range o.Cluster {
@@ -37,8 +38,8 @@ func (o *CredentialObjects) Injectable() (creds []Credential, disabled int) {
 		objects = append(objects, credential.FromNamespaced(&o.Namespaced[i]))
 	}
 	for _, c := range objects {
-		// As the webhook does: a credential with injection turned off is
-		// never added to workloads.
+		// As the webhook does: a credential with injection turned off, or
+		// delivered to nodes only, is never added to workloads.
 		if !c.InjectionEnabled() {
 			disabled++
 			continue

@@ -50,7 +50,7 @@ func (h *Handler) imagesFor(gen uint64) *imageCache {
 func injectable(acting []*credential.Entry) []*credential.Entry {
 	out := make([]*credential.Entry, 0, len(acting))
 	for _, e := range acting {
-		if e.DeliversSecrets() && e.InjectionEnabled() {
+		if e.InjectionEnabled() {
 			out = append(out, e)
 		}
 	}

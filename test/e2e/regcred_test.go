@@ -55,8 +55,13 @@ func startRegcred(cl *testcluster.Cluster) error {
 		return err
 	}
 	ctrl.SetLogger(zap.New(zap.WriteTo(io.Discard)))
+	port, err := freePort()
+	if err != nil {
+		cancel()
+		return err
+	}
 	done, err := inprocess.Start(ctx, cl.Config, inprocess.Options{Namespace: regcredNS, CertDir: certDir,
-		Cloud: cloud.Env{HTTPClient: cloudTrust.Client()}})
+		Cloud: cloud.Env{HTTPClient: cloudTrust.Client()}, Port: port, NodeCredentials: &brokerOptions})
 	suite.OnStop(func() {
 		cancel()
 		if done != nil {
@@ -64,7 +69,10 @@ func startRegcred(cl *testcluster.Cluster) error {
 		}
 		_ = os.RemoveAll(certDir)
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	return configureNode(cl, fmt.Sprintf("https://127.0.0.1:%d", port))
 }
 
 // sourceSecret writes the registry user's credential as a source Secret.

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"regcred.dev/regcred/internal/cli"
+	"regcred.dev/regcred/internal/nodecreds"
 	"regcred.dev/regcred/internal/testenv"
 	"regcred.dev/regcred/internal/testenv/testcluster"
 	"regcred.dev/regcred/internal/testenv/testsuite"
@@ -23,7 +26,15 @@ import (
 
 var suite = testsuite.New()
 
-func TestMain(m *testing.M) { os.Exit(suite.Run(m)) }
+func TestMain(m *testing.M) {
+	// The kubelet runs this binary as regcred's credential provider
+	// plugin (see nodecreds_test.go): then it is regcred's CLI.
+	if filepath.Base(os.Args[0]) == nodecreds.PluginName {
+		os.Exit(cli.Execute(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	suite.ClusterOptions(setupNodeCredentials)
+	os.Exit(suite.Run(m))
+}
 
 // pullWait bounds how long a Pod may take to run or fail its pull: seconds
 // on a quiet machine, far more under `make stress`.

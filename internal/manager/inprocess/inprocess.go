@@ -18,6 +18,7 @@ import (
 
 	"regcred.dev/regcred/internal/cloud"
 	"regcred.dev/regcred/internal/manager"
+	"regcred.dev/regcred/internal/nodecreds"
 )
 
 // Options of Start.
@@ -32,6 +33,11 @@ type Options struct {
 	MetricsAddr string
 	// Cloud is how cloud sources reach their clouds.
 	Cloud cloud.Env
+	// Port of the webhook's server on 127.0.0.1; 0 picks a free one.
+	Port int
+	// NodeCredentials serves the kubelet credential broker beside the
+	// webhook; nil does not.
+	NodeCredentials *nodecreds.Options
 }
 
 // Start starts the manager and returns once its webhook serves; the
@@ -47,17 +53,20 @@ func Start(ctx context.Context, cfg *rest.Config, opts Options) (done <-chan str
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: opts.Namespace}}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, err
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
+	port := opts.Port
+	if port == 0 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		port = l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
 	mgr, err := manager.New(ctx, manager.Options{
 		RestConfig: cfg, Namespace: opts.Namespace, MetricsAddr: opts.MetricsAddr, ProbeAddr: "0",
 		Webhook: &manager.WebhookOptions{Host: "127.0.0.1", Port: port, CertDir: opts.CertDir, ManageCertificates: true, Register: true,
 			FailurePolicy: opts.FailurePolicy},
-		Cloud: opts.Cloud, PullFailureMetrics: true,
+		Cloud: opts.Cloud, PullFailureMetrics: true, NodeCredentials: opts.NodeCredentials,
 	})
 	if err != nil {
 		return nil, err

@@ -64,6 +64,10 @@ type Cluster struct {
 	// data and logs (NAME.log per program).
 	Dir string
 
+	// providerConfig and providerBinDir are the kubelet's image credential
+	// provider flags, when set.
+	providerConfig, providerBinDir string
+
 	procs     []*process
 	host      *hostState
 	socket    string
@@ -122,9 +126,19 @@ func Check() error {
 	return nil
 }
 
+// Option configures a cluster before it starts.
+type Option func(*Cluster)
+
+// WithCredentialProvider starts the kubelet with an image credential
+// provider configuration (a CredentialProviderConfig file, which must
+// exist) and the directory its plugins are looked up in at each pull.
+func WithCredentialProvider(configFile, binDir string) Option {
+	return func(c *Cluster) { c.providerConfig, c.providerBinDir = configFile, binDir }
+}
+
 // Start starts a cluster and returns when its node is Ready, its
 // default ServiceAccount exists and regcred's CRDs are installed.
-func Start() (*Cluster, error) {
+func Start(opts ...Option) (*Cluster, error) {
 	if err := Check(); err != nil {
 		return nil, err
 	}
@@ -138,6 +152,9 @@ func Start() (*Cluster, error) {
 	}
 	c := &Cluster{Dir: dir, NodeName: clusterNodeName, NodeIP: nodeIP, started: time.Now(),
 		socket: filepath.Join(dir, "containerd", "containerd.sock")}
+	for _, o := range opts {
+		o(c)
+	}
 	c.ctrBin, _ = exec.LookPath("ctr")
 	c.host, err = claimHost(dir, c.socket, clusterBridge, 30*time.Minute)
 	if err != nil {
@@ -256,12 +273,16 @@ func (c *Cluster) start() error {
 	if err := c.importSandboxImage(); err != nil {
 		return err
 	}
-	if _, err := c.run("kubelet", c.asset("kubelet"),
-		"--config", c.writeKubeletConfig(kubeletPort, kubeletHealthz),
+	kubeletArgs := []string{"--config", c.writeKubeletConfig(kubeletPort, kubeletHealthz),
 		"--kubeconfig", c.kubeconfigFor("kubelet"),
 		"--root-dir", filepath.Join(c.Dir, "kubelet"),
 		"--cert-dir", filepath.Join(c.Dir, "kubelet", "pki"),
-		"--hostname-override", c.NodeName, "--node-ip", c.NodeIP); err != nil {
+		"--hostname-override", c.NodeName, "--node-ip", c.NodeIP}
+	if c.providerConfig != "" {
+		kubeletArgs = append(kubeletArgs, "--image-credential-provider-config", c.providerConfig,
+			"--image-credential-provider-bin-dir", c.providerBinDir)
+	}
+	if _, err := c.run("kubelet", c.asset("kubelet"), kubeletArgs...); err != nil {
 		return err
 	}
 	if _, err := c.run("kube-proxy", c.asset("kube-proxy"),

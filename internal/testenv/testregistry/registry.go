@@ -229,6 +229,9 @@ func (r *Registry) writeCertDir() error {
 	return os.WriteFile(r.CAFile, r.CA.CertPEM, 0o644)
 }
 
+// UserNamed returns the account named name, with its current password.
+func (r *Registry) UserNamed(name string) (User, bool) { return r.user(name) }
+
 // user returns the account named name.
 func (r *Registry) user(name string) (User, bool) {
 	r.mu.Lock()

@@ -29,6 +29,8 @@ import (
 //	func TestMain(m *testing.M) { os.Exit(suite.Run(m)) }
 type Suite struct {
 	opts []controlplane.Option
+	// clusterOpts says how the cluster starts; called once, on first use.
+	clusterOpts func() ([]testcluster.Option, error)
 
 	cpOnce sync.Once
 	cp     *controlplane.ControlPlane
@@ -42,6 +44,10 @@ type Suite struct {
 	registries map[testregistry.AuthMode]*testregistry.Registry
 	onStop     []func()
 }
+
+// ClusterOptions makes the cluster start with what f returns, called once
+// when a test first asks for the cluster (before Run).
+func (s *Suite) ClusterOptions(f func() ([]testcluster.Option, error)) { s.clusterOpts = f }
 
 // OnStop registers f to run after the tests and before the parts stop
 // (say, to stop a manager that talks to the control plane).
@@ -124,7 +130,13 @@ func (s *Suite) Cluster(t testing.TB) *testcluster.Cluster {
 			s.clusterErr = err
 			return
 		}
-		c, err := testcluster.Start()
+		var opts []testcluster.Option
+		if s.clusterOpts != nil {
+			if opts, s.clusterErr = s.clusterOpts(); s.clusterErr != nil {
+				return
+			}
+		}
+		c, err := testcluster.Start(opts...)
 		s.mu.Lock()
 		s.cluster, s.clusterErr = c, err
 		s.mu.Unlock()
