@@ -21,6 +21,7 @@ import (
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/kubeletmsg"
+	"regcred.dev/regcred/internal/nodecreds"
 )
 
 // pageSize bounds each list: a big cluster is read in pages.
@@ -29,8 +30,9 @@ const pageSize = 500
 // Collect reads what Diagnose needs about the target's Pods: all Pods in
 // scope (one paginated list), and only for the Pods that fail to pull their
 // Warning Events (one list per namespace), namespace, ServiceAccount, pull
-// Secrets and the owner of their ReplicaSet; then regcred's credentials and
-// webhook registration once.
+// Secrets and the owner of their ReplicaSet; then regcred's credentials,
+// webhook registration and, when a credential delivers to nodes, the
+// broker's ConfigMap once.
 func Collect(ctx context.Context, c client.Reader, target Target, regcredNamespace string) (*Snapshot, error) {
 	s := &Snapshot{Now: time.Now(), RegcredNamespace: regcredNamespace, SecretsReadable: true,
 		Events: map[types.UID][]corev1.Event{}, Namespaces: map[string]*corev1.Namespace{},
@@ -68,6 +70,9 @@ func Collect(ctx context.Context, c client.Reader, target Target, regcredNamespa
 		}
 	}
 	if err := s.readWebhook(ctx, c); err != nil {
+		return nil, err
+	}
+	if err := s.readNodeCredentials(ctx, c); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -255,7 +260,8 @@ func (s *Snapshot) readAround(ctx context.Context, c client.Reader, p *corev1.Po
 		names[r.Name] = true
 	}
 	for _, cr := range s.Credentials {
-		if cr.Kind == credential.KindCluster || cr.Namespace == p.Namespace {
+		// A credential delivered to nodes only has no Secret to read.
+		if cr.DeliversSecrets() && (cr.Kind == credential.KindCluster || cr.Namespace == p.Namespace) {
 			names[cr.SecretName()] = true
 		}
 	}
@@ -328,6 +334,29 @@ func (s *Snapshot) readWebhook(ctx context.Context, c client.Reader) error {
 				}
 			}
 		}
+	}
+	return nil
+}
+
+// readNodeCredentials tells whether the manager serves the kubelet
+// credential broker: it publishes the ConfigMap nodecreds.ConfigMapName in
+// its namespace when it does. Read only when a credential delivers to
+// nodes; a caller who may not read it learns that it was not checked.
+func (s *Snapshot) readNodeCredentials(ctx context.Context, c client.Reader) error {
+	if !slices.ContainsFunc(s.Credentials, (*credential.Credential).DeliversToNodes) {
+		return nil
+	}
+	var cm corev1.ConfigMap
+	err := c.Get(ctx, client.ObjectKey{Namespace: s.RegcredNamespace, Name: nodecreds.ConfigMapName}, &cm)
+	switch {
+	case err == nil:
+		s.NodeCredentials = BrokerPublished
+	case apierrors.IsNotFound(err):
+		s.NodeCredentials = BrokerAbsent
+	case apierrors.IsForbidden(err):
+		s.note(fmt.Sprintf("you may not read ConfigMap %s/%s: whether the manager serves node credentials was not checked", s.RegcredNamespace, nodecreds.ConfigMapName))
+	default:
+		return fmt.Errorf("get ConfigMap %s/%s: %w", s.RegcredNamespace, nodecreds.ConfigMapName, err)
 	}
 	return nil
 }

@@ -11,7 +11,8 @@ import (
 )
 
 // deliveryRules explain, in order, why the Secret of a credential that
-// covers the image (evidence.cred) is not in the Pod, or not usable there:
+// covers the image (evidence.cred, one delivered as Secrets: Secrets or
+// Both; node.go explains a Node one) is not in the Pod, or not usable there:
 // where the credential acts, then its Secret in the namespace, then what
 // puts the Secret into Pods (the ServiceAccount, the webhook). The last
 // rule always concludes.
@@ -40,7 +41,7 @@ func (e *evidence) namespaceAlwaysExcluded() bool {
 	if !e.clusterWide() || !(ns == e.pc.s.RegcredNamespace || slices.Contains(credential.AlwaysExcluded, ns)) {
 		return false
 	}
-	e.out.conclude(DiagNamespaceExcluded, fmt.Sprintf("%s covers this image but never reaches namespace %s (regcred leaves it alone)", display(e.cred.c), ns),
+	e.out.conclude(DiagNamespaceExcluded, fmt.Sprintf("%s covers this image but never reaches namespace %s (regcred leaves it alone)%s", display(e.cred.c), ns, e.nodeSuffix()),
 		fmt.Sprintf("kubectl -n %s create -f registrycredential.yaml  # a RegistryCredential of %s's own, with registries [%s]", ns, ns, registryHost(e.out.Image)))
 	return true
 }
@@ -50,7 +51,7 @@ func (e *evidence) namespaceExcluded() bool {
 	if !e.clusterWide() || !slices.Contains(e.cred.c.Exclude, ns) {
 		return false
 	}
-	e.out.conclude(DiagNamespaceExcluded, fmt.Sprintf("%s covers this image but lists %s in spec.excludeNamespaces", display(e.cred.c), ns),
+	e.out.conclude(DiagNamespaceExcluded, fmt.Sprintf("%s covers this image but lists %s in spec.excludeNamespaces%s", display(e.cred.c), ns, e.nodeSuffix()),
 		fmt.Sprintf("kubectl edit %s  # remove %s from spec.excludeNamespaces", objectRef(e.cred.c), ns))
 	return true
 }
@@ -63,8 +64,11 @@ func (e *evidence) namespaceNotSelected() bool {
 	if ok, err := v.entry.Applies(pc.ns); err != nil || ok {
 		return false
 	}
-	e.out.conclude(DiagNamespaceNotSelected, fmt.Sprintf("%s covers this image but its namespaceSelector does not pick namespace %s", display(v.c), pc.pod.Namespace),
-		labelFix(v.c, pc.pod.Namespace))
+	expl := fmt.Sprintf("%s covers this image but its namespaceSelector does not pick namespace %s%s", display(v.c), pc.pod.Namespace, e.nodeSuffix())
+	if q := e.refusalNaming("namespace " + pc.pod.Namespace + " "); q != "" && nodeOnly(v.c) {
+		expl += fmt.Sprintf("; the broker's last refusal: %q", q)
+	}
+	e.out.conclude(DiagNamespaceNotSelected, expl, labelFix(v.c, pc.pod.Namespace, e.afterFix()))
 	return true
 }
 

@@ -4,8 +4,9 @@
 // Pod's pull Secrets, its ServiceAccount, the credentials that cover the
 // image and why none reached the Pod. Diagnose is a pure function of a
 // Snapshot; Collect fills one from the API server. The diagnosis is an
-// ordered list of named rules (rules.go, delivery.go): the first that
-// concludes explains the finding.
+// ordered list of named rules (rules.go, delivery.go, node.go for
+// credentials delivered to nodes): the first that concludes explains the
+// finding.
 package doctor
 
 import (

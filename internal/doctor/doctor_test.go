@@ -1,18 +1,27 @@
 package doctor
 
 import (
+	"context"
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/kubeletmsg"
+	"regcred.dev/regcred/internal/nodecreds"
 )
 
 var t0 = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
@@ -27,6 +36,8 @@ type fixture struct {
 	s    *Snapshot
 	pod  *corev1.Pod
 	cred *v1alpha1.ClusterRegistryCredential
+	// extra are more ClusterRegistryCredentials.
+	extra []*v1alpha1.ClusterRegistryCredential
 }
 
 func newFixture() *fixture {
@@ -61,6 +72,9 @@ func newFixture() *fixture {
 func (f *fixture) diagnose(t *testing.T) Finding {
 	t.Helper()
 	f.s.Credentials = []*credential.Credential{credential.FromCluster(f.cred)}
+	for _, c := range f.extra {
+		f.s.Credentials = append(f.s.Credentials, credential.FromCluster(c))
+	}
 	r := Diagnose(f.s, "cluster")
 	if len(r.Findings) != 1 || r.PodsFailing != 1 || r.PodsChecked != 1 {
 		t.Fatalf("report %+v, want one finding", r)
@@ -235,5 +249,195 @@ func TestFixNeverCarriesAnInvalidSecretName(t *testing.T) {
 		if got.Diagnosis != DiagMissingSecret || !strings.Contains(got.Fix, tc.want) {
 			t.Errorf("pull Secret %q: %s, fix %q; want %s with %q", tc.name, got.Diagnosis, got.Fix, DiagMissingSecret, tc.want)
 		}
+	}
+}
+
+// nodeFixture is the fixture with the credential delivered to nodes only
+// (spec.delivery Node, Ready NodeDelivery): no Secret in the namespace, the
+// Pod on node-1, the manager serving the broker, and no request from any
+// node in the credential's status.
+func nodeFixture() *fixture {
+	f := newFixture()
+	f.cred.Spec.Delivery = v1alpha1.DeliveryNode
+	f.cred.Status.Conditions[0].Reason = v1alpha1.ReasonNodeDelivery
+	f.cred.Status.Delivery = &v1alpha1.DeliveryStatus{Mode: v1alpha1.DeliveryNode}
+	delete(f.s.Secrets, "team/regcred-robot")
+	f.pod.Spec.NodeName = "node-1"
+	f.s.NodeCredentials = BrokerPublished
+	return f
+}
+
+// servedTo records the broker's answer to node at t in the credential's
+// status, as the replicas' flush does.
+func servedTo(f *fixture, node string, t time.Time) {
+	d := f.cred.Status.Delivery
+	d.Served++
+	d.LastServedAt = ptr.To(metav1.NewTime(t))
+	d.Nodes = append(d.Nodes, v1alpha1.NodeRequests{Name: node, LastRequestAt: metav1.NewTime(t)})
+}
+
+// TestDiagnoseNodeDelivery: a credential delivered to nodes has no Secret,
+// so the Secret rules stay quiet; the node rules say why the kubelet got
+// nothing from regcred's broker, or that the registry refused what it got.
+func TestDiagnoseNodeDelivery(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		change    func(*fixture)
+		cause     kubeletmsg.Cause
+		diagnosis Diagnosis
+		fix       string
+		// explains are fragments of the explanation.
+		explains []string
+	}{
+		{"secret rules stay quiet", func(f *fixture) {
+			// Each of these would conclude a Secret rule: no Secret, the
+			// Pod lists one that is gone, no webhook, injection off, the
+			// Pod made before the credential.
+			f.pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred-robot"}}
+			f.s.Webhook = nil
+			f.cred.Spec.PodInjection.Enabled = ptr.To(false)
+			f.cred.CreationTimestamp = metav1.NewTime(t0.Add(time.Hour))
+		}, kubeletmsg.Unauthorized, DiagBrokerNotAsked, "regcred kubelet-config --match-image reg.example",
+			[]string{"kubelet on node node-1 did not ask regcred's broker", "regcred broker at https://…: connection refused"}},
+		{"both still has a secret", func(f *fixture) { f.cred.Spec.Delivery = v1alpha1.DeliveryBoth }, kubeletmsg.Unauthorized, DiagSecretMissing, "status.failures", nil},
+		{"namespace excluded", func(f *fixture) { f.cred.Spec.ExcludeNamespaces = []string{"team"} }, kubeletmsg.Unauthorized, DiagNamespaceExcluded,
+			"kubectl edit clusterregistrycredential robot  # remove team from spec.excludeNamespaces", []string{"regcred's broker serves it to no Pod there"}},
+		{"namespace not selected", func(f *fixture) {
+			f.cred.Spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"pulls": "reg"}}
+			f.cred.Status.Delivery.LastRefusal = "namespace team is not selected"
+			f.cred.Status.Delivery.LastRefusedAt = ptr.To(metav1.NewTime(t0))
+		}, kubeletmsg.Unauthorized, DiagNamespaceNotSelected, "kubectl label namespace team pulls=reg  # the kubelet's next pull attempt gets it",
+			[]string{"ClusterRegistryCredential robot", `the broker's last refusal: "namespace team is not selected"`}},
+		{"service account not selected", func(f *fixture) {
+			f.cred.Spec.ServiceAccounts = v1alpha1.ServiceAccountSelection{Mode: v1alpha1.ServiceAccountsSelector,
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"pulls": "reg"}}}
+			f.cred.Status.Delivery.Refused = 3
+			f.cred.Status.Delivery.LastRefusal = "ServiceAccount team/default is not selected by spec.serviceAccounts\x1b[2J"
+			f.cred.Status.Delivery.LastRefusedAt = ptr.To(metav1.NewTime(t0))
+		}, kubeletmsg.Unauthorized, DiagServiceAccountNotSelected, "kubectl -n team label serviceaccount default pulls=reg",
+			[]string{"ClusterRegistryCredential robot", "does not select ServiceAccount team/default",
+				`the broker's last refusal: "ServiceAccount team/default is not selected by spec.serviceAccounts"`}},
+		{"service account mode default", func(f *fixture) {
+			f.pod.Spec.ServiceAccountName = "builder"
+			f.s.ServiceAccounts["team/builder"] = &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "builder"}}
+			f.cred.Spec.ServiceAccounts.Mode = v1alpha1.ServiceAccountsDefault
+			// An old refusal, of another ServiceAccount: not quoted.
+			f.cred.Status.Delivery.LastRefusal = "ServiceAccount team/other is not selected by spec.serviceAccounts"
+		}, kubeletmsg.Unauthorized, DiagServiceAccountNotSelected, "kubectl edit clusterregistrycredential robot  # make spec.serviceAccounts select ServiceAccount team/builder",
+			[]string{"(mode Default) does not select ServiceAccount team/builder"}},
+		{"not ready", func(f *fixture) {
+			f.cred.Status.Conditions[0].Status, f.cred.Status.Conditions[0].Reason = metav1.ConditionFalse, v1alpha1.ReasonSourceNotFound
+		}, kubeletmsg.Unauthorized, DiagSourceInvalid, "kubectl describe clusterregistrycredential robot", []string{"regcred's broker cannot render it"}},
+		{"manager does not serve the broker", func(f *fixture) { f.s.NodeCredentials = BrokerAbsent }, kubeletmsg.Unauthorized, DiagNodeCredentialsOff,
+			"--set nodeCredentials.enabled=true", []string{"ConfigMap regcred-node-credentials does not exist in regcred-system"}},
+		{"node asked before the failure only", func(f *fixture) { servedTo(f, "node-1", t0.Add(-5*time.Minute)) }, kubeletmsg.Unauthorized, DiagBrokerNotAsked,
+			"journalctl -u kubelet | grep regcred", []string{"it last asked at 2026-12-01T11:55:00Z"}},
+		{"served to another node", func(f *fixture) { servedTo(f, "node-2", t0) }, kubeletmsg.Unauthorized, DiagBrokerNotAsked, "regcred kubelet-config", nil},
+		{"failed a moment ago", func(f *fixture) { f.s.Now = t0.Add(10 * time.Second) }, kubeletmsg.Unauthorized, DiagBrokerNotAsked, "regcred kubelet-config",
+			[]string{"run the doctor again"}},
+		{"served, registry refused", func(f *fixture) {
+			servedTo(f, "node-1", t0.Add(-10*time.Second))
+			f.cred.Status.Conditions = append(f.cred.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionVerified, Status: metav1.ConditionFalse, Reason: "Unauthorized"})
+		}, kubeletmsg.Unauthorized, DiagCredentialRejected, "regcred secret create robot-source -n regcred-system --server reg.example",
+			[]string{"served by regcred's broker to node node-1 at 2026-12-01T11:59:50Z", "its Verified condition says Unauthorized too"}},
+		{"served, token expired", func(f *fixture) {
+			servedTo(f, "node-1", t0)
+			f.cred.Spec.Source = v1alpha1.CredentialSource{ECR: &v1alpha1.ECRSource{Region: "eu-west-1"}}
+			f.cred.Status.Token = &v1alpha1.TokenStatus{ExpiresAt: ptr.To(metav1.NewTime(t0))}
+		}, kubeletmsg.TokenExpired, DiagTokenExpired, "kubectl describe clusterregistrycredential robot", nil},
+		{"served, not found", func(f *fixture) {
+			servedTo(f, "node-1", t0)
+			f.s.Events["pod-uid"][0].Message = strings.Replace(unauthorized, "401 Unauthorized", "404 Not Found", 1)
+		}, kubeletmsg.NotFound, DiagImageNotFound, "fix the image name or tag", nil},
+		{"a secret credential beside one for another namespace", func(f *fixture) {
+			f.cred.Spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"pulls": "reg"}}
+			other := &v1alpha1.ClusterRegistryCredential{ObjectMeta: metav1.ObjectMeta{Name: "secrets", CreationTimestamp: metav1.NewTime(t0.Add(-time.Hour))}}
+			other.Spec.Registries = []string{"reg.example"}
+			other.Spec.Source.SecretRef = &v1alpha1.SecretReference{Name: "secrets-source"}
+			f.extra = append(f.extra, other)
+		}, kubeletmsg.Unauthorized, DiagSecretMissing, "kubectl get clusterregistrycredential secrets", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := nodeFixture()
+			tc.change(f)
+			got := f.diagnose(t)
+			if got.Cause != tc.cause || got.Diagnosis != tc.diagnosis {
+				t.Errorf("cause %s, diagnosis %s, want %s, %s (%s)", got.Cause, got.Diagnosis, tc.cause, tc.diagnosis, got.Explanation)
+			}
+			if !strings.Contains(got.Fix, tc.fix) {
+				t.Errorf("fix %q does not contain %q", got.Fix, tc.fix)
+			}
+			for _, want := range tc.explains {
+				if !strings.Contains(got.Explanation, want) {
+					t.Errorf("explanation %q does not contain %q", got.Explanation, want)
+				}
+			}
+			if Sanitize(got.Explanation) != got.Explanation {
+				t.Errorf("explanation %q is not printable", got.Explanation)
+			}
+			for _, c := range got.Credentials {
+				if c.Name == "robot" && (c.Secret != "" || c.InPod) && f.cred.Spec.Delivery == v1alpha1.DeliveryNode {
+					t.Errorf("credential state %+v: a Node credential has no Secret", c)
+				}
+			}
+		})
+	}
+}
+
+// TestQuotedRefusalIsBounded: the broker's refusal is regcred's own text,
+// still bounded when quoted.
+func TestQuotedRefusalIsBounded(t *testing.T) {
+	f := nodeFixture()
+	f.cred.Spec.ServiceAccounts = v1alpha1.ServiceAccountSelection{Mode: v1alpha1.ServiceAccountsSelector, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"a": "b"}}}
+	f.cred.Status.Delivery.LastRefusal = "ServiceAccount team/default " + strings.Repeat("x", 5000)
+	got := f.diagnose(t)
+	if got.Diagnosis != DiagServiceAccountNotSelected || len(got.Explanation) > 600 || !strings.Contains(got.Explanation, "…") {
+		t.Errorf("%s, explanation of %d bytes: %.300s", got.Diagnosis, len(got.Explanation), got.Explanation)
+	}
+}
+
+// TestReadNodeCredentials: the doctor reads the broker's ConfigMap
+// only when a credential delivers to nodes; a caller who may not read it
+// gets a note, not an error.
+func TestReadNodeCredentials(t *testing.T) {
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "regcred-system", Name: nodecreds.ConfigMapName}}
+	forbidden := func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+		if _, ok := obj.(*corev1.ConfigMap); ok {
+			return apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, key.Name, errors.New("no"))
+		}
+		return c.Get(ctx, key, obj, opts...)
+	}
+	for _, tc := range []struct {
+		name     string
+		delivery v1alpha1.DeliveryMode
+		objects  []client.Object
+		get      func(context.Context, client.WithWatch, client.ObjectKey, client.Object, ...client.GetOption) error
+		want     BrokerState
+		note     bool
+	}{
+		{"published", v1alpha1.DeliveryNode, []client.Object{cm}, nil, BrokerPublished, false},
+		{"absent", v1alpha1.DeliveryBoth, nil, nil, BrokerAbsent, false},
+		{"forbidden", v1alpha1.DeliveryNode, nil, forbidden, BrokerUnknown, true},
+		{"not needed", v1alpha1.DeliverySecrets, []client.Object{cm}, nil, BrokerUnknown, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture()
+			f.cred.Spec.Delivery = tc.delivery
+			scheme, err := credential.Scheme()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(tc.objects...).WithInterceptorFuncs(interceptor.Funcs{Get: tc.get}).Build()
+			s := &Snapshot{RegcredNamespace: "regcred-system", Credentials: []*credential.Credential{credential.FromCluster(f.cred)}}
+			if err := s.readNodeCredentials(context.Background(), c); err != nil {
+				t.Fatal(err)
+			}
+			if s.NodeCredentials != tc.want {
+				t.Errorf("NodeCredentials %q, want %q", s.NodeCredentials, tc.want)
+			}
+			if hasNote := slices.ContainsFunc(s.Notes, func(n string) bool { return strings.Contains(n, nodecreds.ConfigMapName) }); hasNote != tc.note {
+				t.Errorf("notes %q, want a note about the ConfigMap: %v", s.Notes, tc.note)
+			}
+		})
 	}
 }

@@ -14,6 +14,9 @@ import (
 // failing is one image the kubelet failed to pull for a Pod.
 type failing struct {
 	kind, name, image, waiting, message string
+	// at is when the kubelet last reported the failure (its Event); zero
+	// when only the waiting state tells.
+	at time.Time
 }
 
 // notPullReasons are waiting reasons that are not about a pull.
@@ -50,8 +53,8 @@ func failingImages(pod *corev1.Pod, events []corev1.Event, malformed bool) []fai
 				f.kind, f.name = "imageVolume", vol
 			}
 		}
-		if m, ok := latest[image]; ok {
-			f.message = m
+		if ev, ok := latest[image]; ok {
+			f.message, f.at = ev.message, ev.at
 		}
 		if key := f.kind + "/" + f.name; !seen[key] {
 			seen[key] = true
@@ -101,7 +104,7 @@ func missingSecretFailures(pod *corev1.Pod, events []corev1.Event, kinds, specIm
 		if ev.Reason == kubeletmsg.EventMissingSecret && pod.Status.Phase == corev1.PodPending {
 			for name, img := range specImage {
 				if kinds[name] == "container" {
-					out = append(out, failing{kind: "container", name: name, image: img, message: ev.Message})
+					out = append(out, failing{kind: "container", name: name, image: img, message: ev.Message, at: eventTime(ev)})
 				}
 			}
 			slices.SortFunc(out, func(a, b failing) int { return cmp.Compare(a.name, b.name) })
@@ -111,19 +114,25 @@ func missingSecretFailures(pod *corev1.Pod, events []corev1.Event, kinds, specIm
 	return out
 }
 
+// pullEvent is what the kubelet last said about an image, and when.
+type pullEvent struct {
+	message string
+	at      time.Time
+}
+
 // latestPullMessages maps an image to the message of the kubelet's latest
 // "Failed to pull image" (or InspectFailed, ErrImageNeverPull) Event on it:
 // the registry's own answer, which a back-off status only repeats.
-func latestPullMessages(events []corev1.Event) map[string]string {
+func latestPullMessages(events []corev1.Event) map[string]pullEvent {
 	sorted := slices.Clone(events)
 	sort.SliceStable(sorted, func(i, j int) bool { return eventTime(sorted[i]).Before(eventTime(sorted[j])) })
-	out := map[string]string{}
+	out := map[string]pullEvent{}
 	for _, ev := range sorted {
 		if ev.Reason == kubeletmsg.EventMissingSecret || !kubeletmsg.IsPullFailureEvent(ev.Reason, ev.Message) {
 			continue
 		}
 		if img := kubeletmsg.ImageOfMessage(ev.Message); img != "" {
-			out[img] = ev.Message
+			out[img] = pullEvent{message: ev.Message, at: eventTime(ev)}
 		}
 	}
 	return out

@@ -75,8 +75,8 @@ func sourceFix(c *credential.Credential, regcredNS, host string) string {
 }
 
 // labelFix adds a label the selector wants, when it is a plain
-// matchLabels selector.
-func labelFix(c *credential.Credential, ns string) string {
+// matchLabels selector; then says what follows.
+func labelFix(c *credential.Credential, ns, then string) string {
 	sel := c.NamespaceSelector
 	if sel != nil && len(sel.MatchExpressions) == 0 && len(sel.MatchLabels) > 0 {
 		var kv []string
@@ -84,7 +84,7 @@ func labelFix(c *credential.Credential, ns string) string {
 			kv = append(kv, k+"="+v)
 		}
 		sort.Strings(kv)
-		return fmt.Sprintf("kubectl label namespace %s %s  # then recreate the Pod", ns, strings.Join(kv, " "))
+		return fmt.Sprintf("kubectl label namespace %s %s  # %s", ns, strings.Join(kv, " "), then)
 	}
 	return fmt.Sprintf("kubectl edit %s  # make spec.namespaceSelector pick %s", objectRef(c), ns)
 }

@@ -137,7 +137,7 @@ func (pc *podContext) diagnose(f failing) Finding {
 	for _, v := range creds {
 		out.Credentials = append(out.Credentials, v.state)
 	}
-	pc.explain(&out, creds, len(podCovers) > 0)
+	pc.explain(&out, creds, len(podCovers) > 0, f.at)
 	return out
 }
 
@@ -154,9 +154,17 @@ func (pc *podContext) covering(target keyring.Target) []credView {
 // view is the credential as the Pod sees it.
 func (pc *podContext) view(e *credential.Entry) credView {
 	c := e.Credential
-	v := credView{c: c, entry: e, secret: e.SecretName()}
-	v.inPod = slices.ContainsFunc(pc.pod.Spec.ImagePullSecrets, func(r corev1.LocalObjectReference) bool { return r.Name == v.secret })
+	v := credView{c: c, entry: e}
+	// A credential delivered to nodes only has no Secret by design: no
+	// pull Secret of the Pod is its.
+	if c.DeliversSecrets() {
+		v.secret = e.SecretName()
+		v.inPod = slices.ContainsFunc(pc.pod.Spec.ImagePullSecrets, func(r corev1.LocalObjectReference) bool { return r.Name == v.secret })
+	}
 	v.state = CredentialState{Kind: string(c.Kind), Namespace: c.Namespace, Name: c.Name, Secret: v.secret, Ready: "Unknown", InPod: v.inPod}
+	if c.DeliversToNodes() {
+		v.state.Delivery = string(c.Spec.Delivery)
+	}
 	if cond := readyCondition(c); cond != nil {
 		v.state.Ready, v.state.Reason = string(cond.Status), cond.Reason
 	}

@@ -61,6 +61,9 @@ type CredentialState struct {
 	Reason    string `json:"reason,omitempty"`
 	// InPod: the Pod lists the credential's Secret.
 	InPod bool `json:"inPod"`
+	// Delivery is spec.delivery when the broker serves the credential to
+	// kubelets (Node, Both); a Node credential has no Secret.
+	Delivery string `json:"delivery,omitempty"`
 	// TokenExpiresAt is the expiry of a cloud token, RFC 3339.
 	TokenExpiresAt string `json:"tokenExpiresAt,omitempty"`
 }
@@ -103,6 +106,13 @@ const (
 	DiagWebhookNotRegistered  Diagnosis = "WebhookNotRegistered"
 	DiagWebhookNotCalled      Diagnosis = "WebhookNotCalled"
 	DiagUnknown               Diagnosis = "Unknown"
+	// The diagnoses of a credential delivered to nodes (spec.delivery
+	// Node): the broker refuses the Pod's ServiceAccount; the kubelet did
+	// not ask the broker, or got no answer; the manager does not serve
+	// the broker at all.
+	DiagServiceAccountNotSelected Diagnosis = "ServiceAccountNotSelected"
+	DiagBrokerNotAsked            Diagnosis = "BrokerNotAsked"
+	DiagNodeCredentialsOff        Diagnosis = "NodeCredentialsNotServed"
 )
 
 // conclude records the diagnosis, its explanation and the fix.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"regcred.dev/regcred/internal/kubeletmsg"
 )
@@ -21,7 +22,20 @@ type evidence struct {
 	// cred is the covering credential the delivery rules ask about; nil
 	// before them.
 	cred *credView
+	// failedAt is when the kubelet reported the failure (its Event, or
+	// the Pod's creation when no Event tells).
+	failedAt time.Time
+	// served is a credential regcred's broker served to the Pod's node
+	// after the failure, for its namespace and ServiceAccount: the kubelet
+	// had it, as if the Pod listed its Secret. servedAt is when the node
+	// last asked.
+	served   *credView
+	servedAt time.Time
 }
+
+// hasCredential: the kubelet had a credential for the image, from a pull
+// Secret of the Pod or from regcred's broker.
+func (e *evidence) hasCredential() bool { return e.podHasCredential || e.served != nil }
 
 // rule is one named check of the diagnosis. diagnose concludes the finding
 // and returns true, or returns false and leaves it to the next rule. A rule
@@ -54,8 +68,14 @@ var findingRules = []rule{
 }
 
 // explain fills the diagnosis, its explanation and the fix.
-func (pc *podContext) explain(out *Finding, creds []credView, podHasCredential bool) {
-	e := &evidence{pc: pc, out: out, creds: creds, podHasCredential: podHasCredential, recreate: pc.recreateCommand()}
+func (pc *podContext) explain(out *Finding, creds []credView, podHasCredential bool, failedAt time.Time) {
+	e := &evidence{pc: pc, out: out, creds: creds, podHasCredential: podHasCredential, recreate: pc.recreateCommand(),
+		failedAt: failedAt}
+	if e.failedAt.IsZero() {
+		// The pull cannot have failed before the Pod existed.
+		e.failedAt = pc.pod.CreationTimestamp.Time
+	}
+	e.served, e.servedAt = e.servedToNode()
 	e.apply(findingRules)
 }
 
@@ -121,7 +141,7 @@ func (e *evidence) rateLimited() bool {
 		return false
 	}
 	expl := "the registry is rate-limiting pulls (429)"
-	if !e.podHasCredential {
+	if !e.hasCredential() {
 		expl += " and this Pod pulls anonymously, which has the lowest limit"
 	}
 	e.out.conclude(DiagRateLimited, expl,
@@ -132,7 +152,7 @@ func (e *evidence) rateLimited() bool {
 // imageNotFound: without a credential of its own, a Pod may be told "not
 // found" for a private image; the rules about credentials decide then.
 func (e *evidence) imageNotFound() bool {
-	if e.out.Cause != kubeletmsg.NotFound || !(e.podHasCredential || len(e.creds) == 0) {
+	if e.out.Cause != kubeletmsg.NotFound || !(e.hasCredential() || len(e.creds) == 0) {
 		return false
 	}
 	e.out.conclude(DiagImageNotFound, fmt.Sprintf("the registry has no image %s: the repository or tag does not exist", e.out.Image),
@@ -141,8 +161,13 @@ func (e *evidence) imageNotFound() bool {
 }
 
 func (e *evidence) unknownCause() bool {
-	if e.out.Cause != kubeletmsg.Other || !e.podHasCredential {
+	if e.out.Cause != kubeletmsg.Other || !e.hasCredential() {
 		return false
+	}
+	if !e.podHasCredential {
+		e.out.conclude(DiagUnknown, fmt.Sprintf("the kubelet's message names no cause regcred knows; regcred's broker served %s for the image to node %s", display(e.served.c), e.pc.pod.Spec.NodeName),
+			fmt.Sprintf("kubectl describe %s  # then the kubelet's log on node %s: journalctl -u kubelet | grep %s", objectRef(e.served.c), e.pc.pod.Spec.NodeName, registryHost(e.out.Image)))
+		return true
 	}
 	e.out.conclude(DiagUnknown, "the kubelet's message names no cause regcred knows; the Pod has a credential for the image",
 		checkCommand(e.out, "asks the registry the way the pull did"))
@@ -150,10 +175,12 @@ func (e *evidence) unknownCause() bool {
 }
 
 // listedCredential is the first covering credential whose Secret the Pod
-// lists, when a pull Secret of the Pod covers the image; else nil.
+// lists, when a pull Secret of the Pod covers the image; else the one
+// regcred's broker served to the Pod's node after the failure (the same
+// rules then explain why the registry refused it); else nil.
 func (e *evidence) listedCredential() *credView {
 	if !e.podHasCredential {
-		return nil
+		return e.served
 	}
 	for i := range e.creds {
 		if e.creds[i].inPod {
@@ -179,7 +206,11 @@ func (e *evidence) listedCredentialNotReady() bool {
 	if v == nil || v.state.Ready != "False" {
 		return false
 	}
-	e.out.conclude(DiagSourceInvalid, fmt.Sprintf("%s is not Ready (%s): its Secret may hold an old or no credential", display(v.c), v.state.Reason),
+	holds := "its Secret may hold"
+	if !v.inPod {
+		holds = "regcred's broker may serve"
+	}
+	e.out.conclude(DiagSourceInvalid, fmt.Sprintf("%s is not Ready (%s): %s an old or no credential", display(v.c), v.state.Reason, holds),
 		fmt.Sprintf("kubectl describe %s", objectRef(v.c)))
 	return true
 }
@@ -189,7 +220,11 @@ func (e *evidence) listedCredentialRejected() bool {
 	if v == nil {
 		return false
 	}
-	e.out.conclude(DiagCredentialRejected, fmt.Sprintf("the registry refused the login of %s (Secret %s): its source holds a wrong, expired or revoked password, or one without pull access", display(v.c), v.secret),
+	how, verified := "Secret "+v.secret, ""
+	if !v.inPod {
+		how, verified = e.servedHow(), verifiedSays(v.c)
+	}
+	e.out.conclude(DiagCredentialRejected, fmt.Sprintf("the registry refused the login of %s (%s): its source holds a wrong, expired or revoked password, or one without pull access%s", display(v.c), how, verified),
 		sourceFix(v.c, e.pc.s.RegcredNamespace, registryHost(e.out.Image)))
 	return true
 }
@@ -234,14 +269,26 @@ func (e *evidence) noCredential() bool {
 	return true
 }
 
-// credentialNotDelivered: credentials cover the image but none reached the
-// Pod. The delivery rules say why, for the first one in a stable order
-// (RegistryCredentials, then cluster ones, by name).
-func (e *evidence) credentialNotDelivered() bool {
+// sortedCreds are the covering credentials in the order the delivery
+// rules ask about them: RegistryCredentials, then cluster ones, by name.
+func (e *evidence) sortedCreds() []credView {
 	sorted := slices.Clone(e.creds)
 	slices.SortStableFunc(sorted, func(a, b credView) int {
 		return cmp.Or(cmp.Compare(b.c.Kind, a.c.Kind), cmp.Compare(a.c.Name, b.c.Name))
 	})
+	return sorted
+}
+
+// credentialNotDelivered: credentials cover the image but none reached the
+// Pod. The delivery rules say why, for the first one in a stable order
+// (RegistryCredentials, then cluster ones, by name).
+func (e *evidence) credentialNotDelivered() bool {
+	sorted := e.sortedCreds()
+	if e.cred = e.nodeCandidate(sorted); e.cred != nil {
+		return e.apply(nodeDeliveryRules)
+	}
+	// The Secret rules ask only about credentials that have a Secret.
+	sorted = slices.DeleteFunc(sorted, func(v credView) bool { return !v.c.DeliversSecrets() })
 	e.cred = &sorted[0]
 	if slices.Contains(e.pc.missing, e.cred.secret) && e.cred.inPod {
 		e.out.Cause = kubeletmsg.MissingSecret

@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"slices"
 	"testing"
 
 	"regcred.dev/regcred/internal/credential"
@@ -9,7 +10,7 @@ import (
 // The rule names are how a person refers to a check: each names one.
 func TestRuleNamesUnique(t *testing.T) {
 	seen := map[string]bool{}
-	for _, r := range append(append([]rule{}, findingRules...), deliveryRules...) {
+	for _, r := range slices.Concat(findingRules, deliveryRules, nodeDeliveryRules) {
 		if r.name == "" || seen[r.name] {
 			t.Errorf("rule name %q empty or used twice", r.name)
 		}
@@ -26,5 +27,16 @@ func TestLastDeliveryRuleConcludes(t *testing.T) {
 	e := &evidence{pc: pc, out: &Finding{}, cred: &v}
 	if last := deliveryRules[len(deliveryRules)-1]; !last.diagnose(e) || e.out.Diagnosis != DiagWebhookNotCalled {
 		t.Errorf("last delivery rule %s concluded %q", last.name, e.out.Diagnosis)
+	}
+}
+
+// The node delivery rules end in one that always concludes too.
+func TestLastNodeRuleConcludes(t *testing.T) {
+	f := nodeFixture()
+	pc := newPodContext(f.s, f.pod)
+	v := pc.view(credential.Compile(credential.FromCluster(f.cred), f.s.RegcredNamespace))
+	e := &evidence{pc: pc, out: &Finding{}, cred: &v}
+	if last := nodeDeliveryRules[len(nodeDeliveryRules)-1]; !last.diagnose(e) || e.out.Diagnosis != DiagBrokerNotAsked {
+		t.Errorf("last node delivery rule %s concluded %q", last.name, e.out.Diagnosis)
 	}
 }

@@ -29,6 +29,10 @@ type Snapshot struct {
 	Credentials     []*credential.Credential
 	// Webhook is regcred's Pod webhook as registered; nil when it is not.
 	Webhook *Webhook
+	// NodeCredentials says whether regcred's manager serves the kubelet
+	// credential broker (it publishes its ConfigMap when it does); read
+	// only when a credential delivers to nodes.
+	NodeCredentials BrokerState
 	// Workloads name the workload that made a Pod ("deployment/web"), by
 	// the UID of the Pod's controller.
 	Workloads map[types.UID]string
@@ -41,6 +45,17 @@ type Webhook struct {
 	Configuration string
 	FailurePolicy string
 }
+
+// BrokerState is whether the manager serves node credentials, as the
+// ConfigMap nodecreds.ConfigMapName in regcred's namespace tells.
+type BrokerState string
+
+// The states; the zero value is unknown (not read, or not readable).
+const (
+	BrokerUnknown   BrokerState = ""
+	BrokerPublished BrokerState = "Published"
+	BrokerAbsent    BrokerState = "Absent"
+)
 
 // WebhookName is the name of regcred's Pod webhook inside its
 // MutatingWebhookConfiguration.
