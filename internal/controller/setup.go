@@ -48,6 +48,11 @@ import (
 // tokenreviews create) have no marker: the chart grants them only with
 // webIdentity.enabled (templates/rbac.yaml); without them a web identity
 // reports AccessDenied.
+//
+// Node credentials (tokenreviews create, pods get, and the ConfigMap
+// regcred-node-credentials in regcred's namespace) have no marker either:
+// the chart grants them only with nodeCredentials.enabled. The broker
+// reads Pods and that ConfigMap with the API reader, never the cache.
 
 // Options configure the controllers.
 type Options struct {

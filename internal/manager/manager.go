@@ -310,7 +310,7 @@ func setupBroker(mgr ctrl.Manager, opts Options, cfg webhook.Config, cat *creden
 	if cfg.ClientConfig.Service != nil {
 		serverName = cfg.Hosts[0]
 	}
-	return mgr.Add(&nodecreds.Publisher{Client: c, Namespace: opts.Namespace, ServerName: serverName, CA: func(ctx context.Context) ([]byte, error) {
+	return mgr.Add(&nodecreds.Publisher{Reader: mgr.GetAPIReader(), Client: c, Namespace: opts.Namespace, ServerName: serverName, CA: func(ctx context.Context) ([]byte, error) {
 		return tls.CABundle(ctx)
 	}, Log: ctrl.Log.WithName("node-credentials")})
 }

@@ -20,6 +20,9 @@ import (
 // Nothing in it is secret; the agents need no API access to read it (the
 // DaemonSet mounts it).
 type Publisher struct {
+	// Reader reads the ConfigMap live (the API reader): the manager's
+	// cache holds no ConfigMaps, and its RBAC grants no list or watch.
+	Reader    client.Reader
 	Client    client.Client
 	Namespace string
 	// ServerName is the name the broker's certificate is for, as the
@@ -66,7 +69,7 @@ func (p *Publisher) Publish(ctx context.Context) error {
 	}
 	want := map[string]string{CAFile: string(ca), ServerNameFile: p.ServerName}
 	var cm corev1.ConfigMap
-	err = p.Client.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: ConfigMapName}, &cm)
+	err = p.Reader.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: ConfigMapName}, &cm)
 	switch {
 	case apierrors.IsNotFound(err):
 		cm = corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: ConfigMapName,

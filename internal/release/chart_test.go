@@ -94,7 +94,7 @@ func TestChartLint(t *testing.T) {
 	testenv.SkipShort(t, "runs Helm")
 	for _, h := range []string{"helm3", "helm4"} {
 		helm := testenv.Tool(t, h)
-		for _, set := range [][]string{nil, {"--set", "webhook.certificates=cert-manager"}, {"--set", "webhook.enabled=false"}} {
+		for _, set := range [][]string{nil, {"--set", "webhook.certificates=cert-manager"}, {"--set", "webhook.enabled=false"}, {"--set", "nodeCredentials.enabled=true"}} {
 			args := append([]string{"lint", "--strict", chartDir(), "--kube-version", testenv.KubeVersion()}, set...)
 			if out, err := exec.Command(helm, args...).CombinedOutput(); err != nil {
 				t.Errorf("%s lint %v: %v\n%s", h, set, err, out)
@@ -117,6 +117,10 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"webhook.timeoutSeconds=60", "timeoutSeconds"},
 		{"log.level=trace", "level"},
 		{"replicas=3", "replicas"},
+		{"nodeCredentials.enabled=true,webhook.enabled=false", "nodeCredentials.enabled needs webhook.enabled"},
+		{"nodeCredentials.audience=*", "audience"},
+		{"nodeCredentials.cacheDuration=soon", "cacheDuration"},
+		{"nodeCredentials.pluginDir=relative", "pluginDir"},
 	} {
 		_, err := renderErr(helm, "--set", tc.set)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -323,7 +327,8 @@ func TestChartServerSideDryRun(t *testing.T) {
 	if err := cp.Client.Create(ctx, ns); err != nil && !strings.Contains(err.Error(), "already exists") {
 		t.Fatal(err)
 	}
-	for _, set := range [][]string{nil, {"--set", "webhook.enabled=false"}, {"--set", "imagePullSecrets[0].name=pull", "--set", "image.digest=sha256:" + strings.Repeat("0", 64)}} {
+	for _, set := range [][]string{nil, {"--set", "webhook.enabled=false"}, {"--set", "imagePullSecrets[0].name=pull", "--set", "image.digest=sha256:" + strings.Repeat("0", 64)},
+		{"--set", "nodeCredentials.enabled=true", "--set", "imagePullSecrets[0].name=pull"}} {
 		objs := objects(t, render(t, helm, set...))
 		if len(objs) < 6 {
 			t.Fatalf("%v renders only %d objects", set, len(objs))

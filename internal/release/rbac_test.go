@@ -36,8 +36,11 @@ import (
 // when: always; leader (leaderElection.enabled); selfcerts (webhook on,
 // certificates: self); webidentity (webIdentity.enabled, all namespaces);
 // webidentity-ns (webIdentity.namespaces set); tokenreview (webIdentity
-// enabled either way). scope: "cluster" (a ClusterRoleBinding) or the
-// namespace of the RoleBinding.
+// enabled either way); nodecreds (nodeCredentials.enabled; tokenreview
+// too). scope: "cluster" (a ClusterRoleBinding) or the namespace of the
+// RoleBinding; "nodes cluster" is a ClusterRoleBinding to the group
+// system:nodes (the kubelets), the only subject besides regcred's
+// ServiceAccount.
 var neededRules = []struct {
 	when, scope, group, resources, verbs, names, why string
 }{
@@ -59,7 +62,11 @@ var neededRules = []struct {
 	{"webidentity", "cluster", "", "serviceaccounts/token", "create", "", "web identities: a token for an opted-in ServiceAccount of any namespace"},
 	{"webidentity-ns", "team-a", "", "serviceaccounts/token", "create", "", "web identities, only in the namespaces listed"},
 	{"webidentity-ns", "team-b", "", "serviceaccounts/token", "create", "", "web identities, only in the namespaces listed"},
-	{"tokenreview", "cluster", "authentication.k8s.io", "tokenreviews", "create", "", "a minted token leaves the manager only if the API server would refuse it"},
+	{"tokenreview", "cluster", "authentication.k8s.io", "tokenreviews", "create", "", "a minted token leaves the manager only if the API server would refuse it; the broker checks each kubelet request's ServiceAccount token"},
+	{"nodecreds", "cluster", "", "pods", "get", "", "the broker reads the Pod a token is bound to, by name: it must exist, run on the token's node and use its ServiceAccount"},
+	{"nodecreds", "regcred-system", "", "configmaps", "create", "", "the node agent's ConfigMap (broker CA, server name), the first time (create cannot name its object)"},
+	{"nodecreds", "regcred-system", "", "configmaps", "get,update", "regcred-node-credentials", "the node agent's ConfigMap, kept current by name"},
+	{"nodecreds", "nodes cluster", "", "regcred.dev", "request-serviceaccounts-token-audience", "", "kubelets mint the Pods' ServiceAccount tokens for regcred's audience (NodeRestriction asks this of the audience); only the broker accepts it"},
 }
 
 // grant is one verb on one resource (and name) in one scope.
@@ -109,6 +116,8 @@ func TestChartRBACIsNeeded(t *testing.T) {
 		{[]string{"webIdentity.namespaces={team-a}"}, []string{"always", "leader", "selfcerts"}},
 		{[]string{"webhook.certificates=cert-manager"}, []string{"always", "leader"}},
 		{[]string{"webhook.enabled=false", "leaderElection.enabled=false"}, []string{"always"}},
+		{[]string{"nodeCredentials.enabled=true"}, []string{"always", "leader", "selfcerts", "nodecreds", "tokenreview"}},
+		{[]string{"nodeCredentials.enabled=true", "webIdentity.enabled=true"}, []string{"always", "leader", "selfcerts", "nodecreds", "webidentity", "tokenreview"}},
 	} {
 		t.Run(strings.Join(tc.set, ","), func(t *testing.T) {
 			var args []string
@@ -139,9 +148,10 @@ func TestChartRBACIsNeeded(t *testing.T) {
 }
 
 // chartGrants follows every RoleBinding and ClusterRoleBinding of the
-// rendering to its role. A binding to anyone but regcred's ServiceAccount,
-// a role that aggregates others or a binding to a role the chart does not
-// ship fails the test.
+// rendering to its role. A binding to anyone but regcred's ServiceAccount
+// (or the group system:nodes, whose grants are scoped "nodes ..."), a role
+// that aggregates others or a binding to a role the chart does not ship
+// fails the test.
 func chartGrants(t *testing.T, objs []*unstructured.Unstructured) map[grant]bool {
 	t.Helper()
 	roles := map[string][]rbacv1.PolicyRule{}
@@ -167,10 +177,21 @@ func chartGrants(t *testing.T, objs []*unstructured.Unstructured) map[grant]bool
 		if !findNamed(t, []*unstructured.Unstructured{u}, u.GetKind(), u.GetName(), &b) {
 			t.Fatal("unreachable")
 		}
-		for _, s := range b.Subjects {
-			if s.Kind != "ServiceAccount" || s.Name != "regcred-manager" || s.Namespace != "regcred-system" {
+		who := ""
+		for i, s := range b.Subjects {
+			w := "?"
+			switch {
+			case s.Kind == "ServiceAccount" && s.Name == "regcred-manager" && s.Namespace == "regcred-system":
+				w = ""
+			case s.Kind == "Group" && s.Name == "system:nodes":
+				w = "nodes "
+			default:
 				t.Errorf("%s %s binds %s %s/%s, not regcred's ServiceAccount", u.GetKind(), b.Name, s.Kind, s.Namespace, s.Name)
 			}
+			if i > 0 && w != who {
+				t.Errorf("%s %s binds regcred's ServiceAccount and the nodes together", u.GetKind(), b.Name)
+			}
+			who = w
 		}
 		scope, ns := "cluster", ""
 		if u.GetKind() == "RoleBinding" {
@@ -187,7 +208,7 @@ func chartGrants(t *testing.T, objs []*unstructured.Unstructured) map[grant]bool
 			if len(r.NonResourceURLs) > 0 {
 				t.Errorf("%s grants nonResourceURLs %v", b.RoleRef.Name, r.NonResourceURLs)
 			}
-			for _, g := range expand(scope, r.APIGroups, r.Resources, r.Verbs, r.ResourceNames) {
+			for _, g := range expand(who+scope, r.APIGroups, r.Resources, r.Verbs, r.ResourceNames) {
 				out[g] = true
 			}
 		}

@@ -42,7 +42,10 @@ import (
 
 var suite = testsuite.New()
 
-func TestMain(m *testing.M) { os.Exit(suite.Run(m)) }
+func TestMain(m *testing.M) {
+	suite.ClusterOptions(setupNode)
+	os.Exit(suite.Run(m))
+}
 
 const (
 	ns       = "regcred-system"
@@ -139,6 +142,8 @@ func TestInstallUpgradeFailoverUninstall(t *testing.T) {
 	t.Logf("measured: leader failover after SIGKILL in %.1fs (new leader %s)", time.Since(killed).Seconds(), next)
 	later := e.namespace(t, "after-failover")
 	e.waitSynced(t, later)
+
+	e.nodeCredentials(t)
 
 	// Uninstall: the webhook configuration goes; credentials, CRDs and
 	// the Secrets regcred wrote stay, so running workloads keep pulling.
@@ -409,12 +414,17 @@ func (e *installEnv) waitSynced(t *testing.T, namespace string) {
 
 func (e *installEnv) deployment(t *testing.T, namespace, name string) {
 	t.Helper()
+	e.deploymentOf(t, namespace, name, e.reg.Ref("apps/web:1"))
+}
+
+func (e *installEnv) deploymentOf(t *testing.T, namespace, name, image string) {
+	t.Helper()
 	labels := map[string]string{"app": name}
 	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}, Spec: appsv1.DeploymentSpec{
 		Selector: &metav1.LabelSelector{MatchLabels: labels},
 		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
 			TerminationGracePeriodSeconds: ptr.To[int64](0),
-			Containers:                    []corev1.Container{{Name: "web", Image: e.reg.Ref("apps/web:1")}},
+			Containers:                    []corev1.Container{{Name: "web", Image: image}},
 		}},
 	}}
 	if err := e.c.Create(bg, d); err != nil {

@@ -58,3 +58,33 @@ app.kubernetes.io/component: manager
 {{- $n := trimSuffix "s" (trimSuffix "m" (trimSuffix "h" $d)) | int -}}
 {{- if hasSuffix "h" $d -}}{{ mul $n 3600 }}{{- else if hasSuffix "m" $d -}}{{ mul $n 60 }}{{- else -}}{{ $n }}{{- end -}}
 {{- end }}
+
+{{/* The node agent's labels: the manager's with component node-agent, so
+that the webhook Service and the manager's selectors never pick its Pods. */}}
+{{- define "regcred.nodeAgentSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "regcred.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: node-agent
+{{- end }}
+
+{{- define "regcred.nodeAgentLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "regcred.nodeAgentSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* regcred.webhookServiceEnv is the prefix of the variables Kubernetes
+sets for the webhook Service in Pods of its namespace
+(<PREFIX>_SERVICE_HOST, <PREFIX>_SERVICE_PORT). */}}
+{{- define "regcred.webhookServiceEnv" -}}
+{{- include "regcred.webhookServiceName" . | upper | replace "-" "_" }}
+{{- end }}
+
+{{/* regcred.nodeCredentialsCheck fails the rendering when nodeCredentials
+cannot work with the other values. */}}
+{{- define "regcred.nodeCredentialsCheck" -}}
+{{- if and .Values.nodeCredentials.enabled (not .Values.webhook.enabled) }}
+{{- fail "nodeCredentials.enabled needs webhook.enabled: the broker runs on the webhook's HTTPS server" }}
+{{- end }}
+{{- end }}

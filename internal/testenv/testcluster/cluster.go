@@ -47,7 +47,10 @@ import (
 // Pods reach the API server through the kubernetes Service, and the API
 // server reaches Services' Pods (webhooks) directly by endpoint. Pod
 // traffic never leaves the machine: forwarding off the bridge is dropped,
-// and the Service range is a blackhole route until kube-proxy rewrites it.
+// and the Service range is routed to the host itself: kube-proxy's rules
+// send Service traffic on to Pods (from Pods and from the host, where the
+// kubelet's credential provider plugin runs), and the rest of the range
+// ends at the host's own sockets.
 //
 // It needs root and cgroups. Stop restores the host; see hostState.
 type Cluster struct {
@@ -175,10 +178,12 @@ func (c *Cluster) start() error {
 		return err
 	}
 	// Safety first: nothing a Pod sends leaves the machine.
-	if out, err := exec.Command("ip", "route", "add", "blackhole", clusterServiceCIDR).CombinedOutput(); err != nil {
-		return fmt.Errorf("blackhole route for %s: %v: %s", clusterServiceCIDR, err, out)
+	// A local route, not a blackhole: a blackhole fails the host's own
+	// connect() before kube-proxy's OUTPUT rules could rewrite it.
+	if out, err := exec.Command("ip", "route", "add", "local", clusterServiceCIDR, "dev", "lo").CombinedOutput(); err != nil {
+		return fmt.Errorf("local route for %s: %v: %s", clusterServiceCIDR, err, out)
 	}
-	c.host.BlackholeRoute = clusterServiceCIDR
+	c.host.LocalRoute = clusterServiceCIDR
 	if err := c.host.save(); err != nil {
 		return err
 	}

@@ -80,7 +80,7 @@ func hostSnapshot(t *testing.T) string {
 	}
 	sort.Strings(mounts)
 	fmt.Fprintf(&b, "mounts %v\n", mounts)
-	routes, _ := exec.Command("ip", "route", "show").Output()
+	routes, _ := exec.Command("ip", "route", "show", "table", "all").Output()
 	fmt.Fprintf(&b, "routes\n%s", routes)
 	procs, _ := exec.Command("pgrep", "-f", "regcred-cluster-").Output()
 	fmt.Fprintf(&b, "processes %q\n", strings.Fields(string(procs)))

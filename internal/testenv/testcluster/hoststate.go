@@ -25,14 +25,16 @@ import (
 // iptables chains have fixed names, so two would fight over them. The lock
 // (an flock, released by the kernel when its holder dies) serializes them.
 type hostState struct {
-	Owner            int               `json:"owner"`
-	Dir              string            `json:"dir"`
-	ContainerdSocket string            `json:"containerdSocket"`
-	Bridge           string            `json:"bridge"`
-	BlackholeRoute   string            `json:"blackholeRoute,omitempty"`
-	Sysctls          map[string]string `json:"sysctls"`
-	IPTables         map[string]string `json:"iptables"` // command -> saved dump
-	Created          []string          `json:"created"`  // paths that did not exist before
+	Owner            int    `json:"owner"`
+	Dir              string `json:"dir"`
+	ContainerdSocket string `json:"containerdSocket"`
+	Bridge           string `json:"bridge"`
+	// BlackholeRoute is what harnesses before the local route added.
+	BlackholeRoute string            `json:"blackholeRoute,omitempty"`
+	LocalRoute     string            `json:"localRoute,omitempty"`
+	Sysctls        map[string]string `json:"sysctls"`
+	IPTables       map[string]string `json:"iptables"` // command -> saved dump
+	Created        []string          `json:"created"`  // paths that did not exist before
 
 	lock *os.File
 }
@@ -167,6 +169,9 @@ func (h *hostState) restore() error {
 				add(fmt.Errorf("delete bridge %s: %v: %s", h.Bridge, err, out))
 			}
 		}
+	}
+	if h.LocalRoute != "" {
+		_ = exec.Command("ip", "route", "delete", "local", h.LocalRoute, "dev", "lo").Run()
 	}
 	if h.BlackholeRoute != "" {
 		_ = exec.Command("ip", "route", "delete", "blackhole", h.BlackholeRoute).Run()
