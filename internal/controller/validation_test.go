@@ -78,6 +78,15 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		{"relative plugin path", func(c *v1alpha1.ClusterRegistryCredential) {
 			c.Spec.Source = v1alpha1.CredentialSource{CredentialProvider: &v1alpha1.CredentialProviderSource{Command: "ecr-credential-provider"}}
 		}, "spec.source.credentialProvider.command"},
+		{"unknown delivery", func(c *v1alpha1.ClusterRegistryCredential) { c.Spec.Delivery = "Kubelet" }, `Unsupported value: "Kubelet"`},
+		{"delivery Node to no ServiceAccount", func(c *v1alpha1.ClusterRegistryCredential) {
+			c.Spec.Delivery = v1alpha1.DeliveryNode
+			c.Spec.ServiceAccounts.Mode = v1alpha1.ServiceAccountsNone
+		}, "spec.serviceAccounts.mode None selects no ServiceAccount, so delivery Node or Both would serve none"},
+		{"delivery Both to no ServiceAccount", func(c *v1alpha1.ClusterRegistryCredential) {
+			c.Spec.Delivery = v1alpha1.DeliveryBoth
+			c.Spec.ServiceAccounts.Mode = v1alpha1.ServiceAccountsNone
+		}, "delivery Node or Both would serve none"},
 		{"bad plugin env name", func(c *v1alpha1.ClusterRegistryCredential) {
 			c.Spec.Source = v1alpha1.CredentialSource{CredentialProvider: &v1alpha1.CredentialProviderSource{Command: "/plugins/p",
 				Env: []v1alpha1.EnvVar{{Name: "A B", Value: "x"}}}}
@@ -140,6 +149,17 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 			t.Errorf("error %q does not contain %q", err, name)
 		}
 	}
+	noSA := &v1alpha1.RegistryCredential{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "validation-tenant-node"}}
+	noSA.Spec.Registries = []string{"r.example.com"}
+	noSA.Spec.Source.SecretRef = &v1alpha1.SecretReference{Name: "src"}
+	noSA.Spec.Delivery = v1alpha1.DeliveryNode
+	noSA.Spec.ServiceAccounts.Mode = v1alpha1.ServiceAccountsNone
+	if err := c.Create(bg, noSA); err == nil {
+		_ = c.Delete(bg, noSA)
+		t.Error("a RegistryCredential with delivery Node and serviceAccounts None was accepted")
+	} else if !strings.Contains(err.Error(), "would serve none") {
+		t.Errorf("error %q does not say why", err)
+	}
 	tenantOK := &v1alpha1.RegistryCredential{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "validation-tenant-ok"}}
 	tenantOK.Spec.Registries = []string{"r.example.com"}
 	tenantOK.Spec.Source.ECR = &v1alpha1.ECRSource{Region: "eu-west-1", Identity: v1alpha1.CloudIdentity{SecretRef: &v1alpha1.SecretReference{Name: "keys"}}}
@@ -147,6 +167,18 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		t.Errorf("a tenant's ECR source with its own keys rejected: %v", err)
 	} else {
 		_ = c.Delete(bg, tenantOK)
+	}
+	if ok.Spec.Delivery != v1alpha1.DeliverySecrets {
+		t.Errorf("delivery defaulted to %q, want Secrets", ok.Spec.Delivery)
+	}
+	nodeOK := base()
+	nodeOK.Name = "validation-node"
+	nodeOK.Spec.Delivery = v1alpha1.DeliveryNode
+	nodeOK.Spec.ServiceAccounts = v1alpha1.ServiceAccountSelection{Mode: v1alpha1.ServiceAccountsSelector, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"pull": "yes"}}}
+	if err := c.Create(bg, nodeOK); err != nil {
+		t.Errorf("delivery Node with a ServiceAccount selector rejected: %v", err)
+	} else {
+		_ = c.Delete(bg, nodeOK)
 	}
 	if ok.Spec.ServiceAccounts.Mode != v1alpha1.ServiceAccountsAll || !ok.Spec.PodInjection.InjectionEnabled() || ok.Spec.PodInjection.Enabled == nil {
 		t.Errorf("defaults not applied: %+v %+v", ok.Spec.ServiceAccounts, ok.Spec.PodInjection)

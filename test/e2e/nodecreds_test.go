@@ -231,15 +231,22 @@ func TestNodeDeliveryBrandNewNamespace(t *testing.T) {
 	e.sourceSecret(t, regcredNS, "node-fanout-robot", reg)
 	cred := e.clusterCredential(t, "node-fanout", "node-fanout-robot", labels("e2e", "node-fanout"), []string{reg.Host}, nodeDelivery)
 
-	ns := e.namespace(t, "node-fanout", labels("e2e", "node-fanout"))
-	start := time.Now()
-	deploy := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"}, Spec: appsv1.DeploymentSpec{
-		Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: labels("app", "web")},
-		Template: podTemplate("web", reg.Ref("node-fanout:1"), corev1.RestartPolicyAlways)}}
-	e.create(t, deploy)
-	e.waitPodOf(t, ns, "web")
-	t.Logf("measured: the Deployment's Pod Running %s after the Deployment was created (delivery Node)", time.Since(start).Round(10*time.Millisecond))
-	e.noPullSecrets(t, ns)
+	// Beside it, the same with delivery Secrets, for a registry the node's
+	// provider does not match: time from creating a namespace and at once
+	// a Deployment in it to its Pod Running, three of each.
+	secretsReg := e.registry(t, testregistry.Basic)
+	e.sourceSecret(t, regcredNS, "secrets-fanout-robot", secretsReg)
+	e.clusterCredential(t, "secrets-fanout", "secrets-fanout-robot", labels("e2e", "secrets-fanout"), []string{secretsReg.Host}, nil)
+	var ns string
+	took := map[string][]time.Duration{}
+	for i := 0; i < 3; i++ {
+		ns = e.namespace(t, "node-fanout", labels("e2e", "node-fanout"))
+		took["Node"] = append(took["Node"], e.deploymentRunning(t, ns, reg.Ref("node-fanout:1")))
+		e.noPullSecrets(t, ns)
+		other := e.namespace(t, "secrets-fanout", labels("e2e", "secrets-fanout"))
+		took["Secrets"] = append(took["Secrets"], e.deploymentRunning(t, other, secretsReg.Ref("app:1")))
+	}
+	t.Logf("measured: a brand-new namespace's Deployment Running after create: delivery Node %v, delivery Secrets %v", took["Node"], took["Secrets"])
 	e.waitReason(t, cred, v1alpha1.ReasonNodeDelivery)
 
 	other := e.namespace(t, "node-unselected", nil)
@@ -491,6 +498,18 @@ func TestNodeBrokerDown(t *testing.T) {
 			t.Errorf("the doctor does not name %q:\n%s", want, out)
 		}
 	}
+}
+
+// deploymentRunning creates a Deployment of image in ns and returns how
+// long its Pod took to run.
+func (e env) deploymentRunning(t *testing.T, ns, image string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	e.create(t, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"}, Spec: appsv1.DeploymentSpec{
+		Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: labels("app", "web")},
+		Template: podTemplate("web", image, corev1.RestartPolicyAlways)}})
+	e.waitPodOf(t, ns, "web")
+	return time.Since(start).Round(10 * time.Millisecond)
 }
 
 // waitReason waits until a credential's Ready condition has reason.
