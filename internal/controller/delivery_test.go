@@ -46,6 +46,7 @@ func TestDeliveryNodeWritesNoSecret(t *testing.T) {
 	}
 
 	later := newNamespace(t, c, "delivery-later", sel)
+	createSA(t, c, later, "default", nil)
 	clusterReady(t, c, "delivery", metav1.ConditionTrue, v1alpha1.ReasonNodeDelivery, "node 2")
 	var secrets corev1.SecretList
 	if err := c.List(bg, &secrets, client.InNamespace(later)); err != nil {
