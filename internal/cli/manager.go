@@ -148,8 +148,8 @@ func (o *managerOptions) addWebhookFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.nodeCredentials, "node-credentials", false, "serve the kubelet credential broker on the webhook's server, for credentials with spec.delivery Node or Both (needs --webhook)")
 	f.StringVar(&o.nodeCredentialsAudience, "node-credentials-audience", nodecreds.DefaultAudience, "audience of the ServiceAccount tokens the kubelet mints for regcred's plugin (the tokenAttributes of `regcred kubelet-config`); never one the API server accepts")
 	f.DurationVar(&o.nodeCredentialsCache, "node-credentials-cache-duration", time.Minute, "how long a kubelet may reuse an answer (never past a token's expiry): how soon a rotation reaches new pulls")
-	f.Float64Var(&o.nodeCredentialsQPS, "node-credentials-node-qps", 20, "requests per second each node may make to the broker")
-	f.IntVar(&o.nodeCredentialsBurst, "node-credentials-node-burst", 40, "burst of requests each node may make to the broker")
+	f.Float64Var(&o.nodeCredentialsQPS, "node-credentials-node-qps", 20, "requests per second each node may make to the broker for the Pods of one namespace")
+	f.IntVar(&o.nodeCredentialsBurst, "node-credentials-node-burst", 40, "burst of requests each node may make to the broker for the Pods of one namespace")
 }
 
 // nodeCredentialsOptions are the broker's settings, nil without

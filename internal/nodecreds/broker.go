@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"time"
 
@@ -116,9 +117,17 @@ type Broker struct {
 
 	reviews    *reviews
 	reviewRate *rate.Limiter
-	nodes      *nodeLimits
-	stats      *Stats
-	podGroup   singleflight.Group
+	// reviewBySource limits the uncached reviews one address may cause.
+	reviewBySource *nodeLimits
+	// nodes limits each node's requests for Pods of one namespace, so a
+	// tenant's Pods exhaust only their own share of a node.
+	nodes *nodeLimits
+	// refused remembers Pods that can never be served (gone, replaced,
+	// elsewhere, another ServiceAccount, mounting the audience), so a
+	// replayed token costs no Pod read and no node budget.
+	refused  *refusals
+	stats    *Stats
+	podGroup singleflight.Group
 }
 
 // Deps are what the broker reads.
@@ -142,10 +151,12 @@ func New(d Deps, opts Options) (*Broker, error) {
 		return nil, err
 	}
 	return &Broker{cat: d.Catalogue, src: d.Source, pods: d.Pods, cached: d.Cached, log: d.Log, opts: opts,
-		reviews:    newReviews(d.Review, opts.Audience, opts.ReviewCacheSize, opts.ReviewMaxTTL, opts.Now),
-		reviewRate: rate.NewLimiter(rate.Limit(opts.ReviewQPS), opts.ReviewBurst),
-		nodes:      newNodeLimits(opts.NodeQPS, opts.NodeBurst, 4096),
-		stats:      newStats(opts.Now)}, nil
+		reviews:        newReviews(d.Review, opts.Audience, opts.ReviewCacheSize, opts.ReviewMaxTTL, opts.Now),
+		reviewRate:     rate.NewLimiter(rate.Limit(opts.ReviewQPS), opts.ReviewBurst),
+		reviewBySource: newNodeLimits(opts.ReviewQPS/2, max(1, opts.ReviewBurst/2), 4096),
+		nodes:          newNodeLimits(opts.NodeQPS, opts.NodeBurst, 16384),
+		refused:        newRefusals(opts.ReviewCacheSize, opts.Now),
+		stats:          newStats(opts.Now)}, nil
 }
 
 // Stats are the broker's counts per credential, for the status flusher.
@@ -159,6 +170,11 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
+	// The server sets no body or write timeout: a client trickling its
+	// request must not hold a connection.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(start.Add(10 * time.Second))
+	_ = rc.SetWriteDeadline(start.Add(30 * time.Second))
 	resp, review, err := b.serve(r)
 	result := "served"
 	var ref *refusal
@@ -206,7 +222,7 @@ func (b *Broker) serve(r *http.Request) (*credentialproviderv1.CredentialProvide
 		return nil, "none", err
 	}
 	ctx := r.Context()
-	id, cached, err := b.identify(ctx, req.ServiceAccountToken)
+	id, cached, err := b.identify(ctx, req.ServiceAccountToken, sourceOf(r))
 	review := "api"
 	if cached {
 		review = "cached"
@@ -214,11 +230,23 @@ func (b *Broker) serve(r *http.Request) (*credentialproviderv1.CredentialProvide
 	if err != nil {
 		return nil, review, err
 	}
-	if !b.nodes.allow(id.NodeName) {
-		return nil, review, refuse(http.StatusTooManyRequests, "rate_limited", "node %s is over its request rate (--node-credentials-node-qps)", id.NodeName)
+	if ref := b.refused.get(id.PodUID); ref != nil {
+		return nil, review, ref
+	}
+	if !b.nodes.allow(id.NodeName + "/" + id.Namespace) {
+		return nil, review, refuse(http.StatusTooManyRequests, "rate_limited", "node %s is over its request rate for namespace %s (--node-credentials-node-qps)", id.NodeName, id.Namespace)
 	}
 	resp, err := b.answer(ctx, id, req.Image)
 	return resp, review, err
+}
+
+// sourceOf is the address a request came from, without its port.
+func sourceOf(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 func readRequest(body io.Reader) (*credentialproviderv1.CredentialProviderRequest, error) {
@@ -251,13 +279,19 @@ func clip(s string, n int) string {
 }
 
 // identify checks the token, limiting the TokenReviews of tokens not
-// cached: garbage tokens must not turn into a flood on the API server.
-func (b *Broker) identify(ctx context.Context, token string) (*Identity, bool, error) {
+// cached: garbage must not turn into a flood on the API server, nor use up
+// the budget of the kubelets. A token whose own claims say it cannot pass
+// (another audience, expired, not bound to a Pod on a node) is refused
+// before any budget is spent; one address may use half the budget.
+func (b *Broker) identify(ctx context.Context, token, source string) (*Identity, bool, error) {
 	if len(token) > 0 && len(token) <= maxToken {
 		if id, ok := b.reviews.cached(hashToken(token)); ok {
 			return id, true, nil
 		}
-		if !b.reviewRate.Allow() {
+		if err := precheck(token, b.opts.Audience, b.opts.Now()); err != nil {
+			return nil, false, err
+		}
+		if !b.reviewBySource.allow(source) || !b.reviewRate.Allow() {
 			return nil, false, refuse(http.StatusTooManyRequests, "rate_limited", "too many tokens to check right now; retry")
 		}
 	}
@@ -290,8 +324,13 @@ func (b *Broker) answer(ctx context.Context, id *Identity, image string) (*crede
 		if !e.DeliversToNodes() {
 			continue
 		}
-		if why := refusalFor(e, &ns, &sa); why != "" {
-			b.stats.refused(e.Key, id.NodeName, why)
+		if ok, err := e.Applies(&ns); err != nil || !ok {
+			// Not this credential's namespace: nothing of it goes into
+			// the credential's status (a tenant must not write there).
+			continue
+		}
+		if ok, err := e.SelectsServiceAccount(&sa); err != nil || !ok {
+			b.stats.refused(e.Key, id.NodeName, fmt.Sprintf("ServiceAccount %s/%s is not selected by spec.serviceAccounts", sa.Namespace, sa.Name))
 			continue
 		}
 		r, err := b.src.NodeCredential(ctx, e.Credential)
@@ -315,17 +354,6 @@ func (b *Broker) answer(ctx context.Context, id *Identity, image string) (*crede
 	}, nil
 }
 
-// refusalFor says why e does not serve a Pod of ns running as sa, or "".
-func refusalFor(e *credential.Entry, ns *corev1.Namespace, sa *corev1.ServiceAccount) string {
-	if ok, err := e.Applies(ns); err != nil || !ok {
-		return fmt.Sprintf("namespace %s is not selected", ns.Name)
-	}
-	if ok, err := e.SelectsServiceAccount(sa); err != nil || !ok {
-		return fmt.Sprintf("ServiceAccount %s/%s is not selected by spec.serviceAccounts", sa.Namespace, sa.Name)
-	}
-	return ""
-}
-
 func notFoundRefusal(err error, format string, args ...any) error {
 	if apierrors.IsNotFound(err) {
 		return refuse(http.StatusForbidden, "forbidden", format+" does not exist", args...)
@@ -344,25 +372,33 @@ func (b *Broker) checkPod(ctx context.Context, id *Identity) error {
 		err := b.pods.Get(ctx, client.ObjectKey{Namespace: id.Namespace, Name: id.PodName}, &pod)
 		return &pod, err
 	})
+	if apierrors.IsNotFound(err) {
+		return b.refused.put(id, refuse(http.StatusForbidden, "forbidden", "Pod %s does not exist", id.Pod()))
+	}
 	if err != nil {
-		return notFoundRefusal(err, "Pod %s", id.Pod())
+		return err
 	}
 	pod := v.(*corev1.Pod)
 	sa := pod.Spec.ServiceAccountName
 	if sa == "" {
 		sa = "default"
 	}
+	// Each refusal below is for good: a UID never comes back, and a Pod's
+	// node, ServiceAccount and volumes do not change.
+	var ref *refusal
 	switch {
 	case string(pod.UID) != id.PodUID:
-		return refuse(http.StatusForbidden, "forbidden", "Pod %s is not the one the token is bound to (it was replaced)", id.Pod())
+		ref = refuse(http.StatusForbidden, "forbidden", "Pod %s is not the one the token is bound to (it was replaced)", id.Pod())
 	case pod.Spec.NodeName != id.NodeName:
-		return refuse(http.StatusForbidden, "forbidden", "Pod %s does not run on node %s, which the token names", id.Pod(), id.NodeName)
+		ref = refuse(http.StatusForbidden, "forbidden", "Pod %s does not run on node %s, which the token names", id.Pod(), id.NodeName)
 	case sa != id.ServiceAccount:
-		return refuse(http.StatusForbidden, "forbidden", "Pod %s runs as ServiceAccount %s, not %s", id.Pod(), sa, id.ServiceAccount)
+		ref = refuse(http.StatusForbidden, "forbidden", "Pod %s runs as ServiceAccount %s, not %s", id.Pod(), sa, id.ServiceAccount)
 	case mountsAudience(pod, b.opts.Audience):
-		return refuse(http.StatusForbidden, "forbidden", "Pod %s mounts a ServiceAccount token for audience %q itself: regcred serves only the kubelet", id.Pod(), b.opts.Audience)
+		ref = refuse(http.StatusForbidden, "forbidden", "Pod %s mounts a ServiceAccount token for audience %q itself: regcred serves only the kubelet", id.Pod(), b.opts.Audience)
+	default:
+		return nil
 	}
-	return nil
+	return b.refused.put(id, ref)
 }
 
 func mountsAudience(pod *corev1.Pod, audience string) bool {

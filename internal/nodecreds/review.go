@@ -215,3 +215,100 @@ func expiry(token string) (time.Time, error) {
 	}
 	return time.Unix(sec, 0), nil
 }
+
+// precheck reads a token's claims without trusting them, to refuse for
+// free what the API server would refuse anyway: another audience, expired,
+// or not bound to a Pod on a node. What passes still gets a TokenReview.
+func precheck(token, audience string, now time.Time) error {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return refuse(401, "unauthenticated", "the ServiceAccount token is not a JWT")
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return refuse(401, "unauthenticated", "the ServiceAccount token is not a JWT")
+	}
+	var claims struct {
+		Aud json.RawMessage `json:"aud"`
+		Exp *json.Number    `json:"exp"`
+		K8s *struct {
+			Pod  *struct{ Name, UID string } `json:"pod"`
+			Node *struct{ Name, UID string } `json:"node"`
+		} `json:"kubernetes.io"`
+	}
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		return refuse(401, "unauthenticated", "the ServiceAccount token's claims are not JSON")
+	}
+	var auds []string
+	var one string
+	if json.Unmarshal(claims.Aud, &one) == nil {
+		auds = []string{one}
+	} else if json.Unmarshal(claims.Aud, &auds) != nil {
+		auds = nil
+	}
+	if !slices.Contains(auds, audience) {
+		return refuse(401, "unauthenticated", "the ServiceAccount token is not for audience %q", audience)
+	}
+	if claims.Exp == nil {
+		return refuse(401, "unauthenticated", "the ServiceAccount token has no expiry")
+	}
+	if sec, err := claims.Exp.Int64(); err != nil || !now.Before(time.Unix(sec, 0)) {
+		return refuse(401, "unauthenticated", "the ServiceAccount token has expired")
+	}
+	if claims.K8s == nil || claims.K8s.Pod == nil || claims.K8s.Node == nil {
+		return refuse(403, "forbidden", "the ServiceAccount token is not bound to a Pod on a node")
+	}
+	return nil
+}
+
+// refusals remembers, per Pod UID, refusals that hold for good, each until
+// the token it came with expires (bounded; the oldest go first).
+type refusals struct {
+	max   int
+	now   func() time.Time
+	mu    sync.Mutex
+	byUID map[string]*list.Element
+	order *list.List
+}
+
+type refusalEntry struct {
+	uid  string
+	ref  *refusal
+	keep time.Time
+}
+
+func newRefusals(max int, now func() time.Time) *refusals {
+	return &refusals{max: max, now: now, byUID: map[string]*list.Element{}, order: list.New()}
+}
+
+func (r *refusals) get(uid string) *refusal {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	el, ok := r.byUID[uid]
+	if !ok {
+		return nil
+	}
+	e := el.Value.(*refusalEntry)
+	if !r.now().Before(e.keep) {
+		r.order.Remove(el)
+		delete(r.byUID, uid)
+		return nil
+	}
+	return e.ref
+}
+
+// put remembers ref for id's Pod and returns it.
+func (r *refusals) put(id *Identity, ref *refusal) *refusal {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if el, ok := r.byUID[id.PodUID]; ok {
+		r.order.Remove(el)
+	}
+	r.byUID[id.PodUID] = r.order.PushFront(&refusalEntry{uid: id.PodUID, ref: ref, keep: id.Expires})
+	for r.order.Len() > r.max {
+		old := r.order.Back()
+		r.order.Remove(old)
+		delete(r.byUID, old.Value.(*refusalEntry).uid)
+	}
+	return ref
+}

@@ -149,10 +149,11 @@ func ValidateResponse(body []byte, token string) (*credentialproviderv1.Credenti
 	if resp.Kind != "CredentialProviderResponse" {
 		return nil, fmt.Errorf("answer has kind %q, want CredentialProviderResponse", printable(resp.Kind, 64, token))
 	}
-	switch resp.CacheKeyType {
-	case credentialproviderv1.ImagePluginCacheKeyType, credentialproviderv1.RegistryPluginCacheKeyType, credentialproviderv1.GlobalPluginCacheKeyType:
-	default:
-		return nil, fmt.Errorf("answer has cacheKeyType %q, want Image, Registry or Global", printable(string(resp.CacheKeyType), 64, token))
+	// Only Image: regcred's broker answers for one image, and a Registry or
+	// Global key would let the kubelet reuse the answer for images the
+	// broker never judged.
+	if resp.CacheKeyType != credentialproviderv1.ImagePluginCacheKeyType {
+		return nil, fmt.Errorf("answer has cacheKeyType %q, want Image", printable(string(resp.CacheKeyType), 64, token))
 	}
 	if resp.CacheDuration != nil && resp.CacheDuration.Duration < 0 {
 		return nil, errors.New("answer has a negative cacheDuration")
