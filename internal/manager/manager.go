@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -191,7 +192,7 @@ func setupParts(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, opts Op
 		}
 	}
 	if opts.Webhook != nil {
-		if err := setupWebhook(ctx, mgr, opts, cat, ensurer); err != nil {
+		if err := setupWebhook(ctx, mgr, cfg, opts, cat, ensurer); err != nil {
 			return fmt.Errorf("set up the webhook: %w", err)
 		}
 	}
@@ -228,7 +229,7 @@ func addChecks(mgr ctrl.Manager, opts Options, cat *credential.Catalogue) error 
 	})
 }
 
-func setupWebhook(ctx context.Context, mgr ctrl.Manager, opts Options, cat *credential.Catalogue, ensurer *controller.NamespaceReconciler) error {
+func setupWebhook(ctx context.Context, mgr ctrl.Manager, restCfg *rest.Config, opts Options, cat *credential.Catalogue, ensurer *controller.NamespaceReconciler) error {
 	w := opts.Webhook
 	if w.Port == 0 {
 		w.Port = 9443
@@ -280,18 +281,31 @@ func setupWebhook(ctx context.Context, mgr ctrl.Manager, opts Options, cat *cred
 		Log: ctrl.Log.WithName("webhook")}
 	mgr.GetWebhookServer().Register(webhook.Path, &admission.Webhook{Handler: h, RecoverPanic: ptr.To(true)})
 	if opts.NodeCredentials != nil {
-		return setupBroker(mgr, opts, cfg, cat, ensurer, tls)
+		return setupBroker(mgr, restCfg, opts, cfg, cat, ensurer, tls)
 	}
 	return nil
 }
 
+// brokerQPS limits the broker's own calls to the API server.
+const brokerQPS = 500
+
 // setupBroker serves the kubelet credential broker beside the webhook,
 // with its certificate, adds each replica's status flusher, and
 // publishes the CA the node agents need.
-func setupBroker(mgr ctrl.Manager, opts Options, cfg webhook.Config, cat *credential.Catalogue, src nodecreds.Source, tls *webhook.TLS) error {
+func setupBroker(mgr ctrl.Manager, restCfg *rest.Config, opts Options, cfg webhook.Config, cat *credential.Catalogue, src nodecreds.Source, tls *webhook.TLS) error {
 	c := mgr.GetClient()
-	b, err := nodecreds.New(nodecreds.Deps{Catalogue: cat, Source: src, Pods: mgr.GetAPIReader(), Cached: c,
-		Review: func(ctx context.Context, r *authenticationv1.TokenReview) error { return c.Create(ctx, r) },
+	// The broker's live reads (a TokenReview, the Pod) have a client and a
+	// rate of their own: a burst of pulls must not starve the controllers,
+	// nor wait behind them.
+	bcfg := rest.CopyConfig(restCfg)
+	bcfg.QPS, bcfg.Burst = brokerQPS, 2*brokerQPS
+	bcfg.UserAgent = "regcred-manager/node-credentials"
+	live, err := client.New(bcfg, client.Options{Scheme: mgr.GetScheme()})
+	if err != nil {
+		return err
+	}
+	b, err := nodecreds.New(nodecreds.Deps{Catalogue: cat, Source: src, Pods: live, Cached: c,
+		Review: func(ctx context.Context, r *authenticationv1.TokenReview) error { return live.Create(ctx, r) },
 		Log:    ctrl.Log.WithName("node-credentials")}, *opts.NodeCredentials)
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-logr/logr"
 	"golang.org/x/sync/singleflight"
@@ -66,13 +67,13 @@ func (o *Options) defaults() {
 		o.CacheDuration = time.Minute
 	}
 	if o.NodeQPS == 0 {
-		o.NodeQPS, o.NodeBurst = 20, 40
+		o.NodeQPS = 20
 	}
 	if o.NodeBurst == 0 {
 		o.NodeBurst = int(2 * o.NodeQPS)
 	}
 	if o.ReviewQPS == 0 {
-		o.ReviewQPS, o.ReviewBurst = 100, 200
+		o.ReviewQPS = 100
 	}
 	if o.ReviewBurst == 0 {
 		o.ReviewBurst = int(2 * o.ReviewQPS)
@@ -181,11 +182,11 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.As(err, &ref):
 		result = ref.result
-		http.Error(w, ref.reason, ref.status)
+		http.Error(w, clip(ref.reason, maxReason), ref.status)
 	case err != nil:
 		result = "error"
 		b.log.Error(err, "node credential request failed")
-		http.Error(w, "regcred's broker could not answer: "+redact.Message(err.Error()), http.StatusInternalServerError)
+		http.Error(w, clip("regcred's broker could not answer: "+redact.Message(err.Error()), maxReason), http.StatusInternalServerError)
 	default:
 		if len(resp.Auth) == 0 {
 			result = "empty"
@@ -222,11 +223,7 @@ func (b *Broker) serve(r *http.Request) (*credentialproviderv1.CredentialProvide
 		return nil, "none", err
 	}
 	ctx := r.Context()
-	id, cached, err := b.identify(ctx, req.ServiceAccountToken, sourceOf(r))
-	review := "api"
-	if cached {
-		review = "cached"
-	}
+	id, review, err := b.identify(ctx, req.ServiceAccountToken, sourceOf(r))
 	if err != nil {
 		return nil, review, err
 	}
@@ -271,9 +268,17 @@ func readRequest(body io.Reader) (*credentialproviderv1.CredentialProviderReques
 	return &req, nil
 }
 
+// maxReason bounds the one line an error answer says (the contract).
+const maxReason = 256
+
+// clip cuts s to at most n bytes, on a rune boundary.
 func clip(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
 	}
 	return s
 }
@@ -283,19 +288,27 @@ func clip(s string, n int) string {
 // the budget of the kubelets. A token whose own claims say it cannot pass
 // (another audience, expired, not bound to a Pod on a node) is refused
 // before any budget is spent; one address may use half the budget.
-func (b *Broker) identify(ctx context.Context, token, source string) (*Identity, bool, error) {
-	if len(token) > 0 && len(token) <= maxToken {
-		if id, ok := b.reviews.cached(hashToken(token)); ok {
-			return id, true, nil
-		}
-		if err := precheck(token, b.opts.Audience, b.opts.Now()); err != nil {
-			return nil, false, err
-		}
-		if !b.reviewBySource.allow(source) || !b.reviewRate.Allow() {
-			return nil, false, refuse(http.StatusTooManyRequests, "rate_limited", "too many tokens to check right now; retry")
-		}
+// The second result says how the token was checked, for the latency
+// histogram: cached, api (a TokenReview) or none.
+func (b *Broker) identify(ctx context.Context, token, source string) (*Identity, string, error) {
+	if len(token) == 0 || len(token) > maxToken {
+		_, _, err := b.reviews.identify(ctx, token)
+		return nil, "none", err
 	}
-	return b.reviews.identify(ctx, token)
+	if id, ok := b.reviews.cached(hashToken(token)); ok {
+		return id, "cached", nil
+	}
+	if err := precheck(token, b.opts.Audience, b.opts.Now()); err != nil {
+		return nil, "none", err
+	}
+	if !b.reviewBySource.allow(source) || !b.reviewRate.Allow() {
+		return nil, "none", refuse(http.StatusTooManyRequests, "rate_limited", "too many tokens to check right now; retry")
+	}
+	id, cached, err := b.reviews.identify(ctx, token)
+	if cached {
+		return id, "cached", err
+	}
+	return id, "api", err
 }
 
 // answer checks the Pod the token is bound to, then builds the answer
@@ -368,6 +381,10 @@ func notFoundRefusal(err error, format string, args ...any) error {
 // ask for).
 func (b *Broker) checkPod(ctx context.Context, id *Identity) error {
 	v, err, _ := b.podGroup.Do(id.Pod()+"/"+id.PodUID, func() (any, error) {
+		// Shared by every request for this Pod: not cut short when the
+		// first of them hangs up.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
 		var pod corev1.Pod
 		err := b.pods.Get(ctx, client.ObjectKey{Namespace: id.Namespace, Name: id.PodName}, &pod)
 		return &pod, err

@@ -99,6 +99,10 @@ func (r *reviews) identify(ctx context.Context, token string) (*Identity, bool, 
 		return id, true, nil
 	}
 	v, err, _ := r.group.Do(string(key[:]), func() (any, error) {
+		// Shared by every request with this token: not cut short when the
+		// first of them hangs up.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
 		id, err := r.review(ctx, token)
 		if err == nil {
 			r.store(key, id)
