@@ -27,9 +27,11 @@ must match exactly, and an optional path prefix; every entry is checked
 with the kubelet's own rules, because the kubelet does not start with an
 invalid file.
 
-The kubelet needs, on every node: this file (it must exist when the kubelet
-starts), the plugin in --bin-dir (the chart's node agent puts it there),
-and the two flags. The API server must also let nodes request tokens for
+The kubelet needs, on every node: this file and an executable at
+--bin-dir/regcred-credential-provider, both before it starts (a kubelet
+whose configured plugin is missing does not start; a placeholder script
+that exits 1 will do, the chart's node agent replaces it with regcred's
+binary), and the two flags. The API server must also let nodes request tokens for
 the audience: the chart's ClusterRole with verb
 request-serviceaccounts-token-audience, bound to system:nodes.
 
@@ -145,7 +147,7 @@ func (o *kubeletConfigOptions) run(s Streams) error {
 		b.Write(yamlOut)
 		fmt.Fprintf(&b, "# Save the above on every node as %s, and start the kubelet with:\n", o.config.ConfigFile)
 		fmt.Fprintf(&b, "#   %s\n", flags)
-		fmt.Fprintf(&b, "# The plugin %s must be in %s (the chart's node agent installs it).\n", nodecreds.PluginName, o.config.BinDir)
+		fmt.Fprintf(&b, "# The plugin %s must be in %s before the kubelet starts (a placeholder will do: the chart's node agent installs the binary).\n", nodecreds.PluginName, o.config.BinDir)
 		_, err = s.Out.Write([]byte(b.String()))
 	}
 	return err
