@@ -33,7 +33,6 @@ import (
 	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/kubeletmsg"
 	"regcred.dev/regcred/internal/nodecreds"
-	"regcred.dev/regcred/internal/nodecreds/kubeletconfig"
 	"regcred.dev/regcred/internal/testenv"
 	"regcred.dev/regcred/internal/testenv/fakecloud"
 	"regcred.dev/regcred/internal/testenv/testcluster"
@@ -48,10 +47,9 @@ import (
 // the node's configuration directory the way the chart's node agent does:
 // the broker's address, and the CA the manager publishes.
 var nodeCreds struct {
-	reg                  *testregistry.Registry
-	binDir, configDir    string
-	server               string
-	configFile, provider string
+	reg               *testregistry.Registry
+	binDir, configDir string
+	server            string
 }
 
 // rotatorUser is the node registry's user whose password a test rotates.
@@ -76,12 +74,7 @@ func setupNodeCredentials() ([]testcluster.Option, error) {
 		_ = os.RemoveAll(dir)
 	})
 	nodeCreds.reg = reg
-	nodeCreds.binDir, nodeCreds.configDir = filepath.Join(dir, "bin"), filepath.Join(dir, "config")
-	for _, d := range []string{nodeCreds.binDir, nodeCreds.configDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, err
-		}
-	}
+	// The plugin is this binary (TestMain makes it regcred's CLI).
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -90,19 +83,12 @@ func setupNodeCredentials() ([]testcluster.Option, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(nodeCreds.binDir, nodecreds.PluginName), exe, 0o755); err != nil {
-		return nil, err
-	}
-	cfg, err := kubeletconfig.Render(kubeletconfig.Options{MatchImages: []string{reg.Host}, ConfigDir: nodeCreds.configDir})
+	p, opt, err := testcluster.NewProvider(dir, exe, reg.Host)
 	if err != nil {
 		return nil, err
 	}
-	nodeCreds.provider = string(cfg)
-	nodeCreds.configFile = filepath.Join(dir, "credential-provider.yaml")
-	if err := os.WriteFile(nodeCreds.configFile, cfg, 0o644); err != nil {
-		return nil, err
-	}
-	return []testcluster.Option{testcluster.WithCredentialProvider(nodeCreds.configFile, nodeCreds.binDir)}, nil
+	nodeCreds.binDir, nodeCreds.configDir = p.BinDir, p.ConfigDir
+	return []testcluster.Option{opt}, nil
 }
 
 func freePort() (int, error) {

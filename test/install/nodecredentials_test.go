@@ -15,7 +15,6 @@ import (
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/nodecreds"
-	"regcred.dev/regcred/internal/nodecreds/kubeletconfig"
 	"regcred.dev/regcred/internal/testenv"
 	"regcred.dev/regcred/internal/testenv/testcluster"
 	"regcred.dev/regcred/internal/testenv/testregistry"
@@ -45,27 +44,15 @@ func setupNode() ([]testcluster.Option, error) {
 		_ = os.RemoveAll(dir)
 	})
 	node.reg = reg
-	node.binDir, node.configDir = filepath.Join(dir, "bin"), filepath.Join(dir, "config")
-	for _, d := range []string{node.binDir, node.configDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, err
-		}
-	}
 	// A kubelet refuses to start when a configured plugin is missing, so a
 	// node's bootstrap puts a placeholder there (docs/node-credentials.md);
 	// the node agent replaces it with regcred's binary.
-	if err := os.WriteFile(filepath.Join(node.binDir, nodecreds.PluginName), []byte(placeholder), 0o755); err != nil {
-		return nil, err
-	}
-	cfg, err := kubeletconfig.Render(kubeletconfig.Options{MatchImages: []string{reg.Host}, ConfigDir: node.configDir})
+	p, opt, err := testcluster.NewProvider(dir, []byte(placeholder), reg.Host)
 	if err != nil {
 		return nil, err
 	}
-	file := filepath.Join(dir, "credential-provider.yaml")
-	if err := os.WriteFile(file, cfg, 0o644); err != nil {
-		return nil, err
-	}
-	return []testcluster.Option{testcluster.WithCredentialProvider(file, node.binDir)}, nil
+	node.binDir, node.configDir = p.BinDir, p.ConfigDir
+	return []testcluster.Option{opt}, nil
 }
 
 const placeholder = "#!/bin/sh\necho 'regcred-credential-provider: the node agent has not installed the plugin yet' >&2\nexit 1\n"
