@@ -27,6 +27,7 @@ import (
 	credentialproviderv1 "k8s.io/kubelet/pkg/apis/credentialprovider/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/cloud"
@@ -210,7 +211,7 @@ func (e env) noPullSecrets(t *testing.T, ns string, sources ...string) {
 // its Pod runs, pulled with what the kubelet got from regcred's broker,
 // with no Secret in the namespace, no imagePullSecrets on the Pod or its
 // ServiceAccount. A namespace the credential does not select gets the
-// registry's 401.
+// registry's 401, and leaves nothing in the credential's status.
 func TestNodeDeliveryBrandNewNamespace(t *testing.T) {
 	e := withRegcred(t)
 	reg := e.nodeRegistry(t, "node-fanout")
@@ -236,19 +237,52 @@ func TestNodeDeliveryBrandNewNamespace(t *testing.T) {
 	e.waitReason(t, cred, v1alpha1.ReasonNodeDelivery)
 
 	other := e.namespace(t, "node-unselected", nil)
+	emptyBefore := brokerRequests(t, "empty")
 	e.create(t, pod(other, "app", reg.Ref("node-fanout:1")))
 	if events := e.waitPullFailure(t, other, "app"); !refusedByRegistry(events) {
 		t.Errorf("the unselected namespace's pull failed without the registry's refusal:\n%s", events)
 	}
+	// The broker was asked and answered nothing.
+	testenv.Eventually(t, time.Minute, func(context.Context) error {
+		if n := brokerRequests(t, "empty"); n <= emptyBefore {
+			return fmt.Errorf("%v empty answers, %v before the unselected namespace's Pod", n, emptyBefore)
+		}
+		return nil
+	})
+	// A namespace the credential does not select writes nothing into its
+	// status (a tenant must not write there).
 	e.waitDelivery(t, cred, func(d *v1alpha1.DeliveryStatus) error {
 		if d.Served == 0 || len(d.Nodes) == 0 || d.Nodes[0].Name != e.NodeName {
 			return fmt.Errorf("served %d, nodes %v", d.Served, d.Nodes)
 		}
-		if d.Refused == 0 || !strings.Contains(d.LastRefusal, "namespace "+other+" is not selected") {
+		if d.Refused != 0 || strings.Contains(d.LastRefusal, other) {
 			return fmt.Errorf("refused %d: %q", d.Refused, d.LastRefusal)
 		}
 		return nil
 	})
+}
+
+// brokerRequests is the in-process broker's regcred_node_credential_requests_total
+// for result.
+func brokerRequests(t *testing.T, result string) float64 {
+	t.Helper()
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "regcred_node_credential_requests_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == result {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // TestNodeDeliveryServiceAccountSelector: a tenant's RegistryCredential
