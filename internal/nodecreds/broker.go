@@ -8,8 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/go-logr/logr"
 	"golang.org/x/sync/singleflight"
@@ -276,11 +276,7 @@ func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	s = s[:n]
-	for len(s) > 0 && !utf8.ValidString(s) {
-		s = s[:len(s)-1]
-	}
-	return s
+	return strings.ToValidUTF8(s[:n], "")
 }
 
 // identify checks the token, limiting the TokenReviews of tokens not
