@@ -69,19 +69,8 @@ func run() error {
 
 	fmt.Printf("# controller benchmark: %d namespaces x 2 ClusterRegistryCredentials, QPS %d burst %d, concurrency %d\n\n", *namespaces, *qps, *burst, *concurrency)
 	start := time.Now()
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: regcredNS}}); err != nil {
-		return err
-	}
-	names := make([]string, *namespaces)
-	for i := range names {
-		names[i] = fmt.Sprintf("bench-%04d", i)
-	}
-	if err := parallel.Each(16, names, func(ns string) error {
-		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"bench": "yes"}}}); err != nil {
-			return err
-		}
-		return c.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default"}})
-	}); err != nil {
+	names, err := benchenv.Namespaces(ctx, c, regcredNS, *namespaces, true)
+	if err != nil {
 		return err
 	}
 	fmt.Printf("setup: %d namespaces with a default ServiceAccount in %s\n", *namespaces, time.Since(start).Round(time.Millisecond))

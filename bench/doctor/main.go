@@ -304,41 +304,10 @@ type requestCounter struct {
 }
 
 func (r *requestCounter) wrap(rt http.RoundTripper) http.RoundTripper {
-	return roundTripper(func(req *http.Request) (*http.Response, error) {
+	return benchenv.RoundTripperFunc(func(req *http.Request) (*http.Response, error) {
 		r.mu.Lock()
-		r.counts[describe(req)]++
+		r.counts[benchenv.Describe(req)]++
 		r.mu.Unlock()
 		return rt.RoundTrip(req)
 	})
 }
-
-// describe is "list pods", "get secrets" and so on.
-func describe(req *http.Request) string {
-	segs := strings.Split(strings.Trim(req.URL.Path, "/"), "/")
-	switch {
-	case len(segs) <= 2 || (segs[0] == "apis" && len(segs) <= 3):
-		return "discovery"
-	case segs[0] == "api":
-		segs = segs[2:]
-	default:
-		segs = segs[3:]
-	}
-	if len(segs) >= 3 && segs[0] == "namespaces" {
-		segs = segs[2:]
-	}
-	verb := "list"
-	if len(segs) > 1 {
-		verb = "get"
-	}
-	if req.Method != http.MethodGet {
-		verb = req.Method
-	}
-	if len(segs) == 0 {
-		return verb + " ?"
-	}
-	return verb + " " + segs[0]
-}
-
-type roundTripper func(*http.Request) (*http.Response, error)
-
-func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -442,8 +442,8 @@ type requestCounter struct {
 }
 
 func (r *requestCounter) wrap(rt http.RoundTripper) http.RoundTripper {
-	return roundTripper(func(req *http.Request) (*http.Response, error) {
-		k := describe(req)
+	return benchenv.RoundTripperFunc(func(req *http.Request) (*http.Response, error) {
+		k := benchenv.Describe(req)
 		r.mu.Lock()
 		r.counts[k]++
 		r.mu.Unlock()
@@ -466,37 +466,3 @@ func (r *requestCounter) snapshot() map[string]int64 {
 	}
 	return out
 }
-
-// describe is "get pods", "POST tokenreviews", "watch serviceaccounts"...
-func describe(req *http.Request) string {
-	segs := strings.Split(strings.Trim(req.URL.Path, "/"), "/")
-	switch {
-	case len(segs) <= 2 || (segs[0] == "apis" && len(segs) <= 3):
-		return "discovery"
-	case segs[0] == "api":
-		segs = segs[2:]
-	default:
-		segs = segs[3:]
-	}
-	if len(segs) >= 3 && segs[0] == "namespaces" {
-		segs = segs[2:]
-	}
-	verb := "list"
-	if len(segs) > 1 {
-		verb = "get"
-	}
-	if req.URL.Query().Get("watch") == "true" {
-		verb = "watch"
-	}
-	if req.Method != http.MethodGet {
-		verb = req.Method
-	}
-	if len(segs) == 0 {
-		return verb + " ?"
-	}
-	return verb + " " + segs[0]
-}
-
-type roundTripper func(*http.Request) (*http.Response, error)
-
-func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

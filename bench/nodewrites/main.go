@@ -37,7 +37,6 @@ import (
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/bench/internal/benchenv"
-	"regcred.dev/regcred/bench/internal/parallel"
 	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/manager"
@@ -132,19 +131,7 @@ func measure(mode v1alpha1.DeliveryMode) (*outcome, error) {
 	defer cp.Stop()
 	c := cp.Client
 	t0 := time.Now()
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: regcredNS}}); err != nil {
-		return nil, err
-	}
-	names := make([]string, *namespaces)
-	for i := range names {
-		names[i] = fmt.Sprintf("bench-%04d", i)
-	}
-	if err := parallel.Each(16, names, func(ns string) error {
-		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"bench": "yes"}}}); err != nil {
-			return err
-		}
-		return c.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default"}})
-	}); err != nil {
+	if _, err := benchenv.Namespaces(ctx, c, regcredNS, *namespaces, true); err != nil {
 		return nil, err
 	}
 	for i := range *credentials {
@@ -265,7 +252,7 @@ type writeCounter struct {
 }
 
 func (w *writeCounter) wrap(rt http.RoundTripper) http.RoundTripper {
-	return roundTripper(func(req *http.Request) (*http.Response, error) {
+	return benchenv.RoundTripperFunc(func(req *http.Request) (*http.Response, error) {
 		switch req.Method {
 		case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
 			k := req.Method + " " + resource(req.URL.Path)
@@ -350,7 +337,3 @@ func format(m map[string]int64) string {
 	}
 	return strings.Join(parts, ", ")
 }
-
-type roundTripper func(*http.Request) (*http.Response, error)
-
-func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -24,7 +24,6 @@ import (
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/bench/internal/benchenv"
-	"regcred.dev/regcred/bench/internal/parallel"
 	"regcred.dev/regcred/internal/cloud"
 	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/manager"
@@ -75,16 +74,7 @@ func run() error {
 	trust.Add(aws.CA.CertPEM)
 
 	fmt.Printf("# token refresh benchmark: %d namespaces x %d ClusterRegistryCredentials, one ECR identity, tokens living %s\n\n", *namespaces, *credentials, *life)
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: regcredNS}}); err != nil {
-		return err
-	}
-	names := make([]string, *namespaces)
-	for i := range names {
-		names[i] = fmt.Sprintf("bench-%04d", i)
-	}
-	if err := parallel.Each(16, names, func(ns string) error {
-		return c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"bench": "yes"}}})
-	}); err != nil {
+	if _, err := benchenv.Namespaces(ctx, c, regcredNS, *namespaces, false); err != nil {
 		return err
 	}
 	id, secret := aws.NewAccessKey()
