@@ -119,10 +119,10 @@ type Broker struct {
 	reviews    *reviews
 	reviewRate *rate.Limiter
 	// reviewBySource limits the uncached reviews one address may cause.
-	reviewBySource *nodeLimits
+	reviewBySource *keyedLimits
 	// nodes limits each node's requests for Pods of one namespace, so a
 	// tenant's Pods exhaust only their own share of a node.
-	nodes *nodeLimits
+	nodes *keyedLimits
 	// refused remembers Pods that can never be served (gone, replaced,
 	// elsewhere, another ServiceAccount, mounting the audience), so a
 	// replayed token costs no Pod read and no node budget.
@@ -154,8 +154,8 @@ func New(d Deps, opts Options) (*Broker, error) {
 	return &Broker{cat: d.Catalogue, src: d.Source, pods: d.Pods, cached: d.Cached, log: d.Log, opts: opts,
 		reviews:        newReviews(d.Review, opts.Audience, opts.ReviewCacheSize, opts.ReviewMaxTTL, opts.Now),
 		reviewRate:     rate.NewLimiter(rate.Limit(opts.ReviewQPS), opts.ReviewBurst),
-		reviewBySource: newNodeLimits(opts.ReviewQPS/2, max(1, opts.ReviewBurst/2), 4096),
-		nodes:          newNodeLimits(opts.NodeQPS, opts.NodeBurst, 16384),
+		reviewBySource: newKeyedLimits(opts.ReviewQPS/2, max(1, opts.ReviewBurst/2), 4096),
+		nodes:          newKeyedLimits(opts.NodeQPS, opts.NodeBurst, 16384),
 		refused:        newRefusals(opts.ReviewCacheSize, opts.Now),
 		stats:          newStats(opts.Now)}, nil
 }
@@ -287,8 +287,7 @@ func clip(s string, n int) string {
 // The second result says how the token was checked, for the latency
 // histogram: cached, api (a TokenReview) or none.
 func (b *Broker) identify(ctx context.Context, token, source string) (*Identity, string, error) {
-	if len(token) == 0 || len(token) > maxToken {
-		_, _, err := b.reviews.identify(ctx, token)
+	if err := checkSize(token); err != nil {
 		return nil, "none", err
 	}
 	if id, ok := b.reviews.cached(hashToken(token)); ok {

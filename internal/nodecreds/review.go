@@ -88,11 +88,8 @@ func newReviews(create TokenReviewer, audience string, max int, maxTTL time.Dura
 // identify returns who token is, and whether the answer came from the
 // cache. Only the token's hash is kept.
 func (r *reviews) identify(ctx context.Context, token string) (*Identity, bool, error) {
-	if token == "" {
-		return nil, false, refuse(401, "unauthenticated", "the request carries no ServiceAccount token: configure the kubelet's provider with tokenAttributes (regcred kubelet-config)")
-	}
-	if len(token) > maxToken {
-		return nil, false, refuse(401, "unauthenticated", "the ServiceAccount token is longer than %d bytes", maxToken)
+	if err := checkSize(token); err != nil {
+		return nil, false, err
 	}
 	key := hashToken(token)
 	if id, ok := r.cached(key); ok {
@@ -185,6 +182,18 @@ func (r *reviews) review(ctx context.Context, token string) (*Identity, error) {
 	}
 	id.Expires = exp
 	return id, nil
+}
+
+// checkSize refuses a missing token, or one longer than any JWT the API
+// server mints.
+func checkSize(token string) error {
+	if token == "" {
+		return refuse(401, "unauthenticated", "the request carries no ServiceAccount token: configure the kubelet's provider with tokenAttributes (regcred kubelet-config)")
+	}
+	if len(token) > maxToken {
+		return refuse(401, "unauthenticated", "the ServiceAccount token is longer than %d bytes", maxToken)
+	}
+	return nil
 }
 
 func hashToken(token string) [32]byte { return sha256.Sum256([]byte(token)) }
