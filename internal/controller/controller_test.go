@@ -522,3 +522,53 @@ func TestUnrelatedSecretsAreNotCached(t *testing.T) {
 	}
 	deleteAndWait(t, c, cred)
 }
+
+// TestTerminatingNamespaceIsLeftAlone: a namespace being deleted loses
+// its Secrets and ServiceAccounts to the namespace controller; regcred
+// writes nothing more to it (each write would be wasted, at scale a third
+// of a churn's writes) and stops counting it. The harness runs no
+// namespace controller, so the namespace stays Terminating.
+func TestTerminatingNamespaceIsLeftAlone(t *testing.T) {
+	c := startManager(t)
+	sel := map[string]string{"regcred-test": "terminating"}
+	stays := newNamespace(t, c, "term-stays", sel)
+	goes := newNamespace(t, c, "term-goes", sel)
+	for _, ns := range []string{stays, goes} {
+		createSA(t, c, ns, "default", nil)
+	}
+	v1 := testenv.DockerConfigJSON(t, "harbor.example.com", "robot", "first-pass")
+	src := createSource(t, c, regcredNamespace, "terminating-source", v1)
+	if err := c.Create(bg, clusterCred("terminating", "terminating-source", sel, "harbor.example.com")); err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range []string{stays, goes} {
+		waitSecretData(t, c, ns, "regcred-terminating", v1)
+		waitPullSecrets(t, c, ns, "default", "regcred-terminating")
+	}
+	clusterReady(t, c, "terminating", metav1.ConditionTrue, v1alpha1.ReasonSynced, "2/2")
+	_, before, err := secretData(bg, c, goes, "regcred-terminating")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := c.Delete(bg, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: goes}}); err != nil {
+		t.Fatal(err)
+	}
+	clusterReady(t, c, "terminating", metav1.ConditionTrue, v1alpha1.ReasonSynced, "1/1")
+	// A rotation reaches the namespace that stays; by then the deleted
+	// one's events were handled long ago.
+	v2 := testenv.DockerConfigJSON(t, "harbor.example.com", "robot", "second-pass")
+	src.Data[corev1.DockerConfigJsonKey] = v2
+	if err := c.Update(bg, src); err != nil {
+		t.Fatal(err)
+	}
+	waitSecretData(t, c, stays, "regcred-terminating", v2)
+	_, after, err := secretData(bg, c, goes, "regcred-terminating")
+	if err != nil {
+		t.Fatalf("the Terminating namespace's Secret: %v (regcred deleted it)", err)
+	}
+	if after.ResourceVersion != before.ResourceVersion {
+		t.Errorf("the Terminating namespace's Secret was written: resourceVersion %s, was %s", after.ResourceVersion, before.ResourceVersion)
+	}
+	waitPullSecrets(t, c, goes, "default", "regcred-terminating")
+}

@@ -48,6 +48,15 @@ func (r *NamespaceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		}
 		return ctrl.Result{}, err
 	}
+	if !ns.DeletionTimestamp.IsZero() || ns.Status.Phase == corev1.NamespaceTerminating {
+		// The namespace controller is deleting its Secrets and
+		// ServiceAccounts: removing regcred's copies and entries first is
+		// only writes (at 10,000 namespaces' churn, a third of them) that
+		// the API server may refuse anyway. The credentials stop counting
+		// the namespace (credential.Scope) without them.
+		r.failures.clearNamespace(req.Name)
+		return ctrl.Result{}, nil
+	}
 	s, err := r.newNamespaceSync(ctx, &ns)
 	if err != nil {
 		return ctrl.Result{}, err

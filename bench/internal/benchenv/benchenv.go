@@ -9,8 +9,8 @@ import (
 )
 
 // ControlPlane starts kube-apiserver and etcd with regcred's types and
-// room for 1,000 requests in flight (500 mutating).
-func ControlPlane() (*controlplane.ControlPlane, error) {
-	return controlplane.Start(controlplane.WithSchemeAdder(v1alpha1.AddToScheme),
-		controlplane.WithAPIServerArg("max-requests-inflight", "1000"), controlplane.WithAPIServerArg("max-mutating-requests-inflight", "500"))
+// room for 1,000 requests in flight (500 mutating), and opts.
+func ControlPlane(opts ...controlplane.Option) (*controlplane.ControlPlane, error) {
+	return controlplane.Start(append([]controlplane.Option{controlplane.WithSchemeAdder(v1alpha1.AddToScheme),
+		controlplane.WithAPIServerArg("max-requests-inflight", "1000"), controlplane.WithAPIServerArg("max-mutating-requests-inflight", "500")}, opts...)...)
 }

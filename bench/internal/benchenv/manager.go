@@ -37,6 +37,12 @@ type Manager struct {
 // namespace and extra flags, logging errors only into a file in dir, and
 // waits until it is ready.
 func StartManager(bin, kubeconfig, namespace, dir string, flags ...string) (*Manager, error) {
+	return StartManagerEnv(bin, kubeconfig, namespace, dir, nil, flags...)
+}
+
+// StartManagerEnv is StartManager with more environment variables
+// (GOMEMLIMIT, say).
+func StartManagerEnv(bin, kubeconfig, namespace, dir string, env []string, flags ...string) (*Manager, error) {
 	metrics, err := stats.FreeAddr()
 	if err != nil {
 		return nil, err
@@ -53,6 +59,7 @@ func StartManager(bin, kubeconfig, namespace, dir string, flags ...string) (*Man
 		"--metrics-bind-address", m.MetricsAddr, "--health-probe-bind-address", m.probeAddr, "--log-level", "error"}, flags...)
 	m.cmd = exec.Command(bin, args...)
 	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
+	m.cmd.Env = append(os.Environ(), env...)
 	if err := m.cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -81,6 +88,27 @@ func (m *Manager) waitReady(timeout time.Duration) error {
 func (m *Manager) Stop() error {
 	_ = m.cmd.Process.Signal(syscall.SIGTERM)
 	return m.cmd.Wait()
+}
+
+// Kill sends SIGKILL, as an OOM kill or a lost node would, and waits.
+func (m *Manager) Kill() {
+	_ = m.cmd.Process.Kill()
+	_ = m.cmd.Wait()
+}
+
+// Log is the path of the manager's log.
+func (m *Manager) Log() string { return m.log.Name() }
+
+// Gauge reads one unlabelled (or fully spelled) series from the
+// manager's metrics; -1 when it is absent.
+func (m *Manager) Gauge(series string) float64 {
+	v := -1.0
+	_ = m.Metrics(func(line string) {
+		if strings.HasPrefix(line, series+" ") {
+			v, _ = strconv.ParseFloat(strings.Fields(line)[len(strings.Fields(line))-1], 64)
+		}
+	})
+	return v
 }
 
 // RSS and HWM (peak RSS) of the process, from /proc.

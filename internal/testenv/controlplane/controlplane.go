@@ -11,7 +11,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,6 +39,10 @@ type ControlPlane struct {
 	Kubeconfig string
 
 	dir string
+	// argv of components Kill stopped, and the processes StartAgain
+	// started (faults.go).
+	argv      map[Component][]string
+	restarted []*exec.Cmd
 }
 
 // Option changes how the control plane starts.
@@ -159,7 +165,19 @@ func (cp *ControlPlane) Stop() error {
 	if cp == nil {
 		return nil
 	}
+	// A restarted API server first, a restarted etcd last: an API server
+	// whose etcd is gone retries until envtest's stop timeout.
+	var etcds []*exec.Cmd
+	for _, cmd := range cp.restarted {
+		if filepath.Base(cmd.Path) == string(Etcd) {
+			etcds = append(etcds, cmd)
+		}
+	}
+	cp.restarted = slices.DeleteFunc(cp.restarted, func(c *exec.Cmd) bool { return slices.Contains(etcds, c) })
+	cp.stopRestarted()
 	err := cp.Env.Stop()
+	cp.restarted = etcds
+	cp.stopRestarted()
 	if rmErr := os.RemoveAll(cp.dir); rmErr != nil && err == nil {
 		err = rmErr
 	}
