@@ -116,7 +116,9 @@ func (ch *churn) deleteOne(ctx context.Context) error {
 	delete(w.present, ns)
 	delete(w.foreign, ns)
 	w.mu.Unlock()
-	if err := retry(ctx, func() error { return ignoreNotFound(w.c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})) }); err != nil {
+	if err := retry(ctx, func() error {
+		return ignoreNotFound(w.c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	}); err != nil {
 		return err
 	}
 	for _, obj := range []client.Object{&corev1.Secret{}, &corev1.ServiceAccount{}} {
@@ -415,7 +417,9 @@ func retry(ctx context.Context, f func() error) error {
 	}
 }
 
-func retryConflict(f func() error) error { return clientretry.RetryOnConflict(clientretry.DefaultBackoff, f) }
+func retryConflict(f func() error) error {
+	return clientretry.RetryOnConflict(clientretry.DefaultBackoff, f)
+}
 
 func ignoreExists(err error) error {
 	if apierrors.IsAlreadyExists(err) {
@@ -430,4 +434,3 @@ func ignoreNotFound(err error) error {
 	}
 	return err
 }
-
