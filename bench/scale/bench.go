@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -37,6 +38,70 @@ type bench struct {
 	managers    map[string]*benchenv.Manager
 	nextUser    int
 	pprof       map[string]string
+	// mu guards managers: the supervisor restarts those that exit.
+	mu       sync.Mutex
+	restarts []string
+}
+
+// supervise restarts a manager that exits on its own, as the kubelet
+// restarts its container: a leader cut off from the API server longer
+// than its renew deadline stops.
+func (b *bench) supervise(ctx context.Context) {
+	for ctx.Err() == nil {
+		time.Sleep(500 * time.Millisecond)
+		for u, m := range b.running() {
+			if !m.Exited() {
+				continue
+			}
+			b.mu.Lock()
+			if b.managers[u] != m {
+				b.mu.Unlock()
+				continue
+			}
+			delete(b.managers, u)
+			b.restarts = append(b.restarts, fmt.Sprintf("%s at %s (%s)", u, time.Now().Format("15:04:05"), lastLine(m.Log())))
+			b.mu.Unlock()
+			if _, err := b.startAs(u); err != nil {
+				fmt.Printf("supervisor: restarting %s: %v\n", u, err)
+			}
+		}
+	}
+}
+
+func lastLine(path string) string {
+	data, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	l := lines[len(lines)-1]
+	if len(l) > 200 {
+		l = l[:200]
+	}
+	return l
+}
+
+// running is a snapshot of the running managers.
+func (b *bench) running() map[string]*benchenv.Manager {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[string]*benchenv.Manager, len(b.managers))
+	for u, m := range b.managers {
+		out[u] = m
+	}
+	return out
+}
+
+// takeRestarts returns and clears the restarts seen so far.
+func (b *bench) takeRestarts() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r := b.restarts
+	b.restarts = nil
+	return r
+}
+
+func (b *bench) forget(u string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.managers, u)
 }
 
 var managerUsers = []string{"regcred-a", "regcred-b", "regcred-c", "regcred-d", "regcred-e", "regcred-f"}
@@ -80,7 +145,7 @@ func newBench(ctx context.Context, dir string) (*bench, error) {
 }
 
 func (b *bench) stop() {
-	for _, m := range b.managers {
+	for _, m := range b.running() {
 		_ = m.Stop()
 	}
 	_ = b.cp.Stop()
@@ -107,16 +172,24 @@ func (b *bench) setup(ctx context.Context) error {
 
 // startManager starts a manager as the next user, with leader election.
 func (b *bench) startManager() (string, *benchenv.Manager, error) {
+	b.mu.Lock()
 	if b.nextUser == len(managerUsers) {
+		b.mu.Unlock()
 		return "", nil, fmt.Errorf("out of manager users")
 	}
 	u := managerUsers[b.nextUser]
 	b.nextUser++
+	b.mu.Unlock()
+	m, err := b.startAs(u)
+	return u, m, err
+}
+
+func (b *bench) startAs(u string) (*benchenv.Manager, error) {
 	// Each replica serves the webhook, as in the chart; on one host each
 	// needs its own port and certificate directory.
 	wh, err := stats.FreeAddr()
 	if err != nil {
-		return "", nil, err
+		return nil, err
 	}
 	_, port, _ := net.SplitHostPort(wh)
 	flags := []string{"--leader-elect", "--kube-api-qps", fmt.Sprint(*qps), "--kube-api-burst", fmt.Sprint(*burst),
@@ -124,9 +197,11 @@ func (b *bench) startManager() (string, *benchenv.Manager, error) {
 	if *pprofDir != "" {
 		addr, err := stats.FreeAddr()
 		if err != nil {
-			return "", nil, err
+			return nil, err
 		}
+		b.mu.Lock()
 		b.pprof[u] = addr
+		b.mu.Unlock()
 		flags = append(flags, "--pprof-bind-address", addr)
 	}
 	flags = append(flags, strings.Fields(*managerFlags)...)
@@ -136,17 +211,19 @@ func (b *bench) startManager() (string, *benchenv.Manager, error) {
 	}
 	m, err := benchenv.StartManagerEnv(b.bin, b.kubeconfigs[u], regcredNS, b.dir, env, flags...)
 	if err != nil {
-		return "", nil, err
+		return nil, err
 	}
+	b.mu.Lock()
 	b.managers[u] = m
-	return u, m, nil
+	b.mu.Unlock()
+	return m, nil
 }
 
 // leader waits until one running manager leads and returns it.
 func (b *bench) leader(ctx context.Context, timeout time.Duration) (string, *benchenv.Manager, error) {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		for u, m := range b.managers {
+		for u, m := range b.running() {
 			if m.Gauge(`leader_election_master_status{name="regcred-manager"}`) == 1 {
 				return u, m, nil
 			}
@@ -157,11 +234,11 @@ func (b *bench) leader(ctx context.Context, timeout time.Duration) (string, *ben
 }
 
 func (b *bench) stopManagers() error {
-	for u, m := range b.managers {
+	for u, m := range b.running() {
+		b.forget(u)
 		if err := m.Stop(); err != nil {
 			return fmt.Errorf("%s: %w", u, err)
 		}
-		delete(b.managers, u)
 	}
 	return nil
 }
@@ -248,12 +325,22 @@ func sourceName(i int) string { return fmt.Sprintf("source-%d", i) }
 func host(i int) string       { return fmt.Sprintf("registry-%d.example.com", i) }
 func secretName(i int) string { return "regcred-" + credName(i) }
 
+// reportRestarts prints the managers the supervisor restarted.
+func (b *bench) reportRestarts() {
+	if r := b.takeRestarts(); len(r) > 0 {
+		fmt.Printf("managers that exited and were restarted: %s\n", strings.Join(r, "; "))
+	}
+}
+
 // heapProfile saves user's heap profile as name in -pprof-dir.
 func (b *bench) heapProfile(user, name string) error {
 	if *pprofDir == "" {
 		return nil
 	}
-	resp, err := http.Get("http://" + b.pprof[user] + "/debug/pprof/heap")
+	b.mu.Lock()
+	addr := b.pprof[user]
+	b.mu.Unlock()
+	resp, err := http.Get("http://" + addr + "/debug/pprof/heap?gc=1")
 	if err != nil {
 		return err
 	}

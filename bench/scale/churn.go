@@ -255,7 +255,7 @@ func (ch *churn) rotate(ctx context.Context) error {
 // faults runs the churn with etcd restarted, etcd compacted under a
 // restarted API server, and the leader killed; then checks everything.
 func (b *bench) faults(ctx context.Context) error {
-	for len(b.managers) < 2 {
+	for len(b.running()) < 2 {
 		if _, _, err := b.startManager(); err != nil {
 			return err
 		}
@@ -311,8 +311,8 @@ func (b *bench) faults(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
+			b.forget(lu)
 			lm.Kill()
-			delete(b.managers, lu)
 			if _, _, err := b.leader(ctx, time.Minute); err != nil {
 				return err
 			}
@@ -349,13 +349,14 @@ func (b *bench) faults(ctx context.Context) error {
 		fmt.Printf("minimum for what the churn did: %d; made %+.2f%% (a Secret deleted and rotated counts twice in the minimum, status writes none)\n",
 			minimum, 100*float64(t.writes-minimum)/float64(minimum))
 	}
+	b.reportRestarts()
 	fmt.Printf("Secrets written more often than the churn asked (more than %d, the rotations): %d\n", ch.rotated.Load()+1, t.duplicates(int(ch.rotated.Load())+1))
 	return nil
 }
 
 // soak runs the churn for -soak and samples every running manager.
 func (b *bench) soak(ctx context.Context) error {
-	if len(b.managers) == 0 {
+	if len(b.running()) == 0 {
 		if _, _, err := b.startManager(); err != nil {
 			return err
 		}

@@ -81,6 +81,9 @@ func run() error {
 		return err
 	}
 	defer b.stop()
+	sctx, stopSupervisor := context.WithCancel(ctx)
+	defer stopSupervisor()
+	go b.supervise(sctx)
 	fmt.Printf("# scale: %d namespaces x %d ClusterRegistryCredentials (delivery %s), manager QPS %d burst %d\n\n",
 		*namespaces, *credentials, *delivery, *qps, *burst)
 	if err := b.setup(ctx); err != nil {

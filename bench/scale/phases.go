@@ -89,11 +89,12 @@ func (b *bench) converge(ctx context.Context) error {
 	fmt.Printf("reads by the managers: %s\n", t.readSummary())
 	fmt.Printf("leader RSS: %s idle, %s after converging, peak %s; Go heap in use %s; goroutines %.0f\n",
 		benchenv.MiB(idle), benchenv.MiB(lm.RSS()), benchenv.MiB(lm.HWM()), benchenv.MiB(lm.Heap()), lm.Gauge("go_goroutines"))
-	for u, m := range b.managers {
+	for u, m := range b.running() {
 		if u != lu {
 			fmt.Printf("standby %s RSS: %s, peak %s\n", u, benchenv.MiB(m.RSS()), benchenv.MiB(m.HWM()))
 		}
 	}
+	b.reportRestarts()
 	return b.heapProfile(lu, "converge.heap")
 }
 
@@ -146,7 +147,7 @@ func (b *bench) restart(ctx context.Context) error {
 // moment a namespace is created, and measures until the standby has set
 // it up.
 func (b *bench) handover(ctx context.Context) error {
-	if len(b.managers) < 2 {
+	if len(b.running()) < 2 {
 		if _, _, err := b.startManager(); err != nil {
 			return err
 		}
@@ -159,8 +160,8 @@ func (b *bench) handover(ctx context.Context) error {
 	time.Sleep(3 * time.Second)
 	ns := fmt.Sprintf("handover-%d", time.Now().UnixNano()%100000)
 	t0 := time.Now()
+	b.forget(lu)
 	lm.Kill()
-	delete(b.managers, lu)
 	if err := b.w.createNamespace(ctx, ns); err != nil {
 		return err
 	}
@@ -179,6 +180,7 @@ func (b *bench) handover(ctx context.Context) error {
 	fmt.Printf("standby leads %s after the kill; a namespace created at the kill is set up %s after it\n",
 		elected.Round(100*time.Millisecond), time.Since(t0).Round(100*time.Millisecond))
 	_, err = b.settle(ctx, 10*time.Minute)
+	b.reportRestarts()
 	return err
 }
 

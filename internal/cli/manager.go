@@ -26,6 +26,7 @@ type managerOptions struct {
 	probeAddr               string
 	pprofAddr               string
 	leaderElect             bool
+	lease                   manager.Lease
 	qps                     float32
 	burst                   int
 	maxConcurrentReconciles int
@@ -122,6 +123,9 @@ func (o *managerOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.pprofAddr, "pprof-bind-address", "", "address of net/http/pprof, for memory measurements (empty disables it)")
 	_ = f.MarkHidden("pprof-bind-address")
 	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader so that only one replica reconciles")
+	f.DurationVar(&o.lease.LeaseDuration, "leader-election-lease-duration", manager.DefaultLease.LeaseDuration, "how long a standby waits for a silent leader before it takes over (a killed leader's work resumes after about this long)")
+	f.DurationVar(&o.lease.RenewDeadline, "leader-election-renew-deadline", manager.DefaultLease.RenewDeadline, "how long the leader keeps trying to renew its lease before it stops, and restarts as a standby (shorter than the lease duration)")
+	f.DurationVar(&o.lease.RetryPeriod, "leader-election-retry-period", manager.DefaultLease.RetryPeriod, "how often the leader renews and the standbys try to take the lease")
 	f.Float32Var(&o.qps, "kube-api-qps", 200, "queries per second to the API server")
 	f.IntVar(&o.burst, "kube-api-burst", 400, "burst of queries to the API server")
 	f.IntVar(&o.maxConcurrentReconciles, "concurrency", 4, "namespaces reconciled at once")
@@ -181,6 +185,9 @@ func (o *managerOptions) run(ctx context.Context, logOut io.Writer) error {
 		return err
 	}
 	ctrl.SetLogger(logger)
+	if err := o.lease.Validate(); err != nil {
+		return usageErrorf("--leader-election-lease-duration, --leader-election-renew-deadline, --leader-election-retry-period: %v", err)
+	}
 	cfg, err := o.kube.restConfig()
 	if err != nil {
 		return err
@@ -206,6 +213,7 @@ func (o *managerOptions) run(ctx context.Context, logOut io.Writer) error {
 		ProbeAddr:                  o.probeAddr,
 		PprofAddr:                  o.pprofAddr,
 		LeaderElect:                o.leaderElect,
+		Lease:                      o.lease,
 		PluginDir:                  o.pluginDir,
 		TenantEndpointHosts:        o.tenantEndpointHosts,
 		TenantAllowPrivateNetworks: o.tenantPrivateNets,

@@ -108,7 +108,7 @@ func regcredAnnotations(in map[string]string) map[string]string {
 			out[k] = v
 		}
 	}
-	return out
+	return internStrings(out)
 }
 
 // trimServiceAccount keeps the metadata above and imagePullSecrets.
@@ -132,7 +132,7 @@ func trimSecret(in any) {
 	trimMeta(&s.ObjectMeta)
 	// Only regcred's own label is read; the others are a tenant's to pad.
 	if v, ok := s.Labels[credential.LabelManaged]; ok {
-		s.Labels = map[string]string{credential.LabelManaged: v}
+		s.Labels = internStrings(map[string]string{credential.LabelManaged: v})
 	} else {
 		s.Labels = nil
 	}
@@ -143,7 +143,9 @@ func trimSecret(in any) {
 	case !ok || len(s.Data) != 1:
 		s.Data = nil
 	case len(d) > maxCachedSecretData:
-		s.Data = map[string][]byte{corev1.DockerConfigJsonKey: dataDigest(d)}
+		s.Data = internData(corev1.DockerConfigJsonKey, dataDigest(d))
+	default:
+		s.Data = internData(corev1.DockerConfigJsonKey, d)
 	}
 }
 

@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"fmt"
-	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -36,6 +35,8 @@ type CredentialReconciler struct {
 	failures         *failures
 	recorder         events.EventRecorder
 	verifier         *verifier
+	// copies is the managed Secrets of this kind by owner.
+	copies *copyIndex
 }
 
 // Reconcile implements reconcile.Reconciler: the steps of
@@ -79,8 +80,9 @@ func (r *CredentialReconciler) credentialSteps() []credentialStep {
 // credential, and what its status write reports.
 type credentialState struct {
 	c *credential.Credential
-	// copies are the managed Secrets the credential owns.
-	copies []corev1.Secret
+	// copies are the managed Secrets the credential owns: the cache's
+	// own objects, read only.
+	copies []*corev1.Secret
 	// desired are the namespaces the credential applies to.
 	desired map[string]bool
 	src     *rendered
@@ -176,10 +178,9 @@ func (r *CredentialReconciler) forget(key credential.Key) {
 	deleteCredentialMetrics(key)
 }
 
-func (r *CredentialReconciler) listCopies(ctx context.Context, st *credentialState) (stepResult, error) {
-	var err error
-	st.copies, err = r.copies(ctx, st.c)
-	return continueSteps, err
+func (r *CredentialReconciler) listCopies(_ context.Context, st *credentialState) (stepResult, error) {
+	st.copies = r.copiesOf(st.c)
+	return continueSteps, nil
 }
 
 // finalize lets a deleted credential go once the namespace controller has
@@ -431,16 +432,14 @@ func timeOf(t time.Time) *metav1.Time {
 // copies are the managed Secrets rendered from the credential: those it
 // really owns (credential.Credential.Owns), not every Secret whose
 // annotation names it, which anyone writing Secrets can forge.
-func (r *CredentialReconciler) copies(ctx context.Context, c *credential.Credential) ([]corev1.Secret, error) {
-	var list corev1.SecretList
-	opts := []client.ListOption{client.MatchingFields{indexOwner: c.Key.String()}}
-	if c.Kind == credential.KindNamespaced {
-		opts = append(opts, client.InNamespace(c.Namespace))
-	}
-	if err := r.client.List(ctx, &list, opts...); err != nil {
-		return nil, err
-	}
-	return slices.DeleteFunc(list.Items, func(s corev1.Secret) bool { return !c.Owns(&s) }), nil
+func (r *CredentialReconciler) copiesOf(c *credential.Credential) []*corev1.Secret {
+	var out []*corev1.Secret
+	r.copies.each(c.Key, func(s *corev1.Secret) {
+		if c.Owns(s) {
+			out = append(out, s)
+		}
+	})
+	return out
 }
 
 func (r *CredentialReconciler) desiredNamespaces(ctx context.Context, c *credential.Credential) (map[string]bool, error) {

@@ -75,19 +75,6 @@ func (w *wiring) credentials(ctx context.Context, kind credential.Kind, opts ...
 	return out
 }
 
-func (w *wiring) ownerOf(kind credential.Kind) handler.MapFunc {
-	return func(_ context.Context, o client.Object) []reconcile.Request {
-		s, ok := o.(*corev1.Secret)
-		if !ok {
-			return nil
-		}
-		if key, ok := credential.OwnerOf(s); ok && key.Kind == kind {
-			return []reconcile.Request{requestFor(key)}
-		}
-		return nil
-	}
-}
-
 // credentialsSelecting maps a namespace change to the credentials that
 // may act in it.
 func (w *wiring) credentialsSelecting(kind credential.Kind) handler.MapFunc {

@@ -26,8 +26,6 @@ import (
 )
 
 const (
-	// indexOwner indexes managed Secrets by the key of their credential.
-	indexOwner = "regcred.dev/owner"
 	// indexSourceSecret indexes credentials by "namespace/name" of their
 	// source Secret.
 	indexSourceSecret = "regcred.dev/source-secret"
@@ -56,7 +54,7 @@ func getCredential(ctx context.Context, r client.Reader, key credential.Key) (*c
 	}
 }
 
-// ownerKey is the index value of a managed Secret: its credential's key.
+// ownerKey is a managed Secret's credential's key, for logs.
 func ownerKey(s *corev1.Secret) string {
 	if k, ok := credential.OwnerOf(s); ok {
 		return k.String()

@@ -220,17 +220,9 @@ func newTokenCache(mgr ctrl.Manager, opts cloud.CacheOptions, te *tokenEvents) (
 	return tokens, nil
 }
 
-// setupIndexes indexes managed Secrets by owner, and credentials by source
-// Secret and by token key, for the mappers.
+// setupIndexes indexes credentials by source Secret and by token key, for
+// the mappers. (Managed Secrets by owner: copyIndex.)
 func setupIndexes(ctx context.Context, idx client.FieldIndexer, regcredNamespace string, renders *renderer) error {
-	if err := idx.IndexField(ctx, &corev1.Secret{}, indexOwner, func(o client.Object) []string {
-		if k := ownerKey(o.(*corev1.Secret)); k != "" {
-			return []string{k}
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
 	if err := idx.IndexField(ctx, &v1alpha1.ClusterRegistryCredential{}, indexSourceSecret, func(o client.Object) []string {
 		return sourceSecrets(&o.(*v1alpha1.ClusterRegistryCredential).Spec.Source, regcredNamespace)
 	}); err != nil {

@@ -30,14 +30,15 @@ func setupRegistryCredentialController(mgr ctrl.Manager, d *shared) error {
 // when its copies or the namespaces it may select change; also when its
 // sync failures, its source Secret or its token change.
 func setupCredentialController(mgr ctrl.Manager, d *shared, kind credential.Kind, forObj client.Object, name string) error {
-	cr := &CredentialReconciler{kind: kind, client: mgr.GetClient(), regcredNamespace: d.opts.Namespace,
+	copies := newCopyIndex(kind)
+	cr := &CredentialReconciler{kind: kind, client: mgr.GetClient(), regcredNamespace: d.opts.Namespace, copies: copies,
 		renders: d.renders, failures: d.failures, recorder: d.recorder,
 		verifier: &verifier{options: d.opts.Registry, now: time.Now, tenantGuard: d.guard}}
 	cr.verifier.record = cr.recordProbe
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named(name).
 		For(forObj, builder.WithPredicates(specOrLifecycleChanged())).
-		Watches(&corev1.Secret{}, delayed(d.wiring.ownerOf(kind))).
+		Watches(&corev1.Secret{}, copies.handler()).
 		Watches(&corev1.Namespace{}, delayed(d.wiring.credentialsSelecting(kind)), builder.WithPredicates(namespaceChanged())).
 		WatchesRawSource(&notifySource{f: d.failures, kind: kind}).
 		WatchesRawSource(d.tokenEvents.credentialSource(kind)).

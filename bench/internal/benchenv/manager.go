@@ -31,6 +31,8 @@ type Manager struct {
 	MetricsAddr string
 	probeAddr   string
 	log         *os.File
+	done        chan struct{}
+	err         error
 }
 
 // StartManager runs `bin manager` against kubeconfig with regcred's
@@ -63,6 +65,8 @@ func StartManagerEnv(bin, kubeconfig, namespace, dir string, env []string, flags
 	if err := m.cmd.Start(); err != nil {
 		return nil, err
 	}
+	m.done = make(chan struct{})
+	go func() { m.err = m.cmd.Wait(); close(m.done) }()
 	if err := m.waitReady(2 * time.Minute); err != nil {
 		_ = m.Stop()
 		return nil, err
@@ -87,13 +91,25 @@ func (m *Manager) waitReady(timeout time.Duration) error {
 // Stop sends SIGTERM and waits for the process.
 func (m *Manager) Stop() error {
 	_ = m.cmd.Process.Signal(syscall.SIGTERM)
-	return m.cmd.Wait()
+	<-m.done
+	return m.err
+}
+
+// Exited reports whether the process has ended on its own (a leader that
+// lost its lease stops, and its Pod would restart).
+func (m *Manager) Exited() bool {
+	select {
+	case <-m.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // Kill sends SIGKILL, as an OOM kill or a lost node would, and waits.
 func (m *Manager) Kill() {
 	_ = m.cmd.Process.Kill()
-	_ = m.cmd.Wait()
+	<-m.done
 }
 
 // Log is the path of the manager's log.

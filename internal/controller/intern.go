@@ -1,0 +1,86 @@
+package controller
+
+import (
+	"crypto/sha256"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// The cached copies of one credential carry the same label, the same
+// owner annotation and, per source version, the same data; the
+// ServiceAccounts of a cluster mostly the same tracking annotation. A Go
+// map costs about 300 bytes however small, so at 10,000 namespaces x 3
+// credentials one map per field per object is some 30 MiB of identical
+// maps. The trims share one map among all objects with the same content.
+//
+// A shared map must never be written: nothing writes cached objects (the
+// client hands out deep copies, and the few UnsafeDisableDeepCopy readers
+// only read). The tables are bounded, and emptied when full: tenants can
+// make as many distinct values as they like, which then only cost what
+// they cost before; old maps live on only in the objects still holding
+// them.
+
+const (
+	maxInterned      = 1024
+	maxInternedBytes = 1 << 20
+)
+
+type interner[V any] struct {
+	mu    sync.Mutex
+	m     map[string]V
+	bytes int
+}
+
+// get returns the shared value for key, storing make()'s when there is
+// none.
+func (in *interner[V]) get(key string, make func() V) V {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if v, ok := in.m[key]; ok {
+		return v
+	}
+	if in.m == nil || len(in.m) >= maxInterned || in.bytes+len(key) > maxInternedBytes {
+		in.m, in.bytes = map[string]V{}, 0
+	}
+	v := make()
+	in.m[key] = v
+	in.bytes += len(key)
+	return v
+}
+
+var (
+	internedStrings interner[map[string]string]
+	internedData    interner[map[string][]byte]
+)
+
+// internStrings returns a map equal to m that objects share.
+func internStrings(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return m
+	}
+	keys := make([]string, 0, len(m))
+	size := 0
+	for k, v := range m {
+		keys = append(keys, k)
+		size += len(k) + len(v) + 2
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.Grow(size)
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(m[k])
+		b.WriteByte(0)
+	}
+	return internedStrings.get(b.String(), func() map[string]string { return m })
+}
+
+// internData returns a map of one key, equal to {key: data}, that objects
+// share. The table is keyed by the data's digest, so it holds no copy of
+// the data of its own.
+func internData(key string, data []byte) map[string][]byte {
+	sum := sha256.Sum256(data)
+	return internedData.get(key+"\x00"+string(sum[:]), func() map[string][]byte { return map[string][]byte{key: data} })
+}

@@ -1,0 +1,51 @@
+package controller
+
+import (
+	"fmt"
+	"reflect"
+	"testing"
+)
+
+func samePointer(a, b any) bool { return reflect.ValueOf(a).Pointer() == reflect.ValueOf(b).Pointer() }
+
+func TestInternShares(t *testing.T) {
+	a := internStrings(map[string]string{"x": "1", "y": "2"})
+	b := internStrings(map[string]string{"y": "2", "x": "1"})
+	if !samePointer(a, b) {
+		t.Error("equal maps are not shared")
+	}
+	// "x"="1\x00y" is not {"x":"1","y":...}: the separator cannot fold two maps together.
+	c := internStrings(map[string]string{"x": "1", "y": "3"})
+	if samePointer(a, c) || c["y"] != "3" {
+		t.Errorf("different maps shared: %v", c)
+	}
+	if internStrings(nil) != nil {
+		t.Error("nil map interned")
+	}
+	d1 := internData("k", []byte("one"))
+	d2 := internData("k", []byte("one"))
+	d3 := internData("k", []byte("two"))
+	if !samePointer(d1, d2) || samePointer(d1, d3) || string(d3["k"]) != "two" || string(d1["k"]) != "one" {
+		t.Errorf("data: %v %v %v", d1, d2, d3)
+	}
+}
+
+func TestInternIsBounded(t *testing.T) {
+	var in interner[map[string]string]
+	for i := range 3 * maxInterned {
+		k := fmt.Sprint(i)
+		v := in.get(k, func() map[string]string { return map[string]string{"v": k} })
+		if v["v"] != k {
+			t.Fatalf("%s: got %v", k, v)
+		}
+	}
+	if len(in.m) > maxInterned {
+		t.Errorf("table holds %d entries, bound %d", len(in.m), maxInterned)
+	}
+	big := string(make([]byte, maxInternedBytes/2+1))
+	in.get(big+"a", func() map[string]string { return nil })
+	in.get(big+"b", func() map[string]string { return nil })
+	if in.bytes > maxInternedBytes {
+		t.Errorf("table holds %d bytes of keys, bound %d", in.bytes, maxInternedBytes)
+	}
+}
