@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -41,6 +42,18 @@ type bench struct {
 	// mu guards managers: the supervisor restarts those that exit.
 	mu       sync.Mutex
 	restarts []string
+	cgroups  map[string]*benchenv.MemoryCgroup
+}
+
+// oomKills sums the kernel's OOM kills in the managers' cgroups.
+func (b *bench) oomKills() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, g := range b.cgroups {
+		n += max(g.OOMKills(), 0)
+	}
+	return n
 }
 
 // supervise restarts a manager that exits on its own, as the kubelet
@@ -122,7 +135,7 @@ func newBench(ctx context.Context, dir string) (*bench, error) {
 		return nil, err
 	}
 	b := &bench{dir: dir, bin: bin, cp: cp, c: cp.Client, cs: kubernetes.NewForConfigOrDie(cp.Config),
-		audit: &auditLog{path: logPath}, kubeconfigs: map[string]string{}, managers: map[string]*benchenv.Manager{}, pprof: map[string]string{}}
+		audit: &auditLog{path: logPath}, kubeconfigs: map[string]string{}, managers: map[string]*benchenv.Manager{}, pprof: map[string]string{}, cgroups: map[string]*benchenv.MemoryCgroup{}}
 	for _, u := range managerUsers {
 		user, err := cp.Env.AddUser(envtest.User{Name: u, Groups: []string{"system:masters"}}, nil)
 		if err != nil {
@@ -147,6 +160,9 @@ func newBench(ctx context.Context, dir string) (*bench, error) {
 func (b *bench) stop() {
 	for _, m := range b.running() {
 		_ = m.Stop()
+	}
+	for _, g := range b.cgroups {
+		_ = g.Remove()
 	}
 	_ = b.cp.Stop()
 }
@@ -205,11 +221,29 @@ func (b *bench) startAs(u string) (*benchenv.Manager, error) {
 		flags = append(flags, "--pprof-bind-address", addr)
 	}
 	flags = append(flags, strings.Fields(*managerFlags)...)
-	var env []string
+	var opts benchenv.ManagerOptions
 	if *gomemlimit != "" {
-		env = append(env, "GOMEMLIMIT="+*gomemlimit)
+		opts.Env = append(opts.Env, "GOMEMLIMIT="+*gomemlimit)
 	}
-	m, err := benchenv.StartManagerEnv(b.bin, b.kubeconfigs[u], regcredNS, b.dir, env, flags...)
+	if *memoryLimit != "" {
+		q, err := resource.ParseQuantity(*memoryLimit)
+		if err != nil {
+			return nil, fmt.Errorf("-memory-limit: %w", err)
+		}
+		b.mu.Lock()
+		g := b.cgroups[u]
+		b.mu.Unlock()
+		if g == nil {
+			if g, err = benchenv.NewMemoryCgroup(fmt.Sprintf("regcred-scale-%d-%s", os.Getpid(), u), q.Value()); err != nil {
+				return nil, err
+			}
+			b.mu.Lock()
+			b.cgroups[u] = g
+			b.mu.Unlock()
+		}
+		opts.Cgroup = g
+	}
+	m, err := benchenv.StartManagerWith(b.bin, b.kubeconfigs[u], regcredNS, b.dir, opts, flags...)
 	if err != nil {
 		return nil, err
 	}
@@ -329,6 +363,9 @@ func secretName(i int) string { return "regcred-" + credName(i) }
 func (b *bench) reportRestarts() {
 	if r := b.takeRestarts(); len(r) > 0 {
 		fmt.Printf("managers that exited and were restarted: %s\n", strings.Join(r, "; "))
+	}
+	if *memoryLimit != "" {
+		fmt.Printf("OOM kills so far at the %s limit: %d\n", *memoryLimit, b.oomKills())
 	}
 }
 

@@ -51,7 +51,8 @@ var (
 	sampleEvery  = flag.Duration("sample", 30*time.Second, "soak sampling interval")
 	pprofDir     = flag.String("pprof-dir", "", "write the leader's heap profile after converging here")
 	managerFlags = flag.String("manager-flags", "", "more flags for regcred manager (space-separated)")
-	gomemlimit   = flag.String("gomemlimit", "", "GOMEMLIMIT of the managers (what the chart sets from its memory limit)")
+	gomemlimit   = flag.String("gomemlimit", "", "GOMEMLIMIT of the managers (by default a manager takes 90% of its cgroup's limit)")
+	memoryLimit  = flag.String("memory-limit", "", "run each manager in a memory cgroup of this limit (192Mi, say: the chart's), as its container would; OOM kills are reported")
 )
 
 const regcredNS = "regcred-system"

@@ -76,7 +76,7 @@ func TestBadInput(t *testing.T) {
 		{"doctor not kind/name", []string{"doctor", "web"}, `"web" is not KIND/NAME`},
 		{"doctor two targets", []string{"doctor", "pod/a", "pod/b"}, "takes at most one KIND/NAME (got 2 arguments)"},
 		{"doctor bad output", []string{"doctor", "-o", "xml"}, `unknown output format "xml"`},
-		{"manager lease shorter than its renewal", []string{"manager", "--leader-election-renew-deadline", "10s"}, "must be shorter than the lease duration"},
+		{"manager lease shorter than its renewal", []string{"manager", "--leader-election-renew-deadline", "20s"}, "must be shorter than the lease duration"},
 		{"manager zero retry period", []string{"manager", "--leader-election-retry-period", "0s"}, "must be positive"},
 		{"doctor bad timeout", []string{"doctor", "--check", "--timeout", "0s"}, "--timeout must be positive"},
 		{"doctor bad CA file", []string{"doctor", "--check", "--ca-file", pw}, "holds no PEM certificate"},

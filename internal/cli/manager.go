@@ -1,7 +1,10 @@
 package cli
 
 import (
+	"math"
+
 	"context"
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"io"
 	"os"
 	"path/filepath"
@@ -185,6 +188,15 @@ func (o *managerOptions) run(ctx context.Context, logOut io.Writer) error {
 		return err
 	}
 	ctrl.SetLogger(logger)
+	// A container's memory limit becomes the Go runtime's soft limit, at
+	// 90% (the rest is the binary and what the runtime does not count):
+	// near it the collector works harder instead of the kernel killing
+	// the manager. GOMEMLIMIT, or AUTOMEMLIMIT=off, decides instead.
+	if limit, err := memlimit.Set(memlimit.WithRatio(0.9), memlimit.WithProvider(memlimit.FromCgroup)); err != nil {
+		logger.V(1).Info("no memory limit to follow", "reason", err.Error())
+	} else if limit < math.MaxInt64 {
+		logger.Info("Go memory limit", "bytes", limit)
+	}
 	if err := o.lease.Validate(); err != nil {
 		return usageErrorf("--leader-election-lease-duration, --leader-election-renew-deadline, --leader-election-retry-period: %v", err)
 	}

@@ -39,12 +39,19 @@ type Manager struct {
 // namespace and extra flags, logging errors only into a file in dir, and
 // waits until it is ready.
 func StartManager(bin, kubeconfig, namespace, dir string, flags ...string) (*Manager, error) {
-	return StartManagerEnv(bin, kubeconfig, namespace, dir, nil, flags...)
+	return StartManagerWith(bin, kubeconfig, namespace, dir, ManagerOptions{}, flags...)
 }
 
-// StartManagerEnv is StartManager with more environment variables
-// (GOMEMLIMIT, say).
-func StartManagerEnv(bin, kubeconfig, namespace, dir string, env []string, flags ...string) (*Manager, error) {
+// ManagerOptions are how a load tool runs a manager beyond its flags.
+type ManagerOptions struct {
+	// Env adds environment variables (GOMEMLIMIT, say).
+	Env []string
+	// Cgroup, when set, is where the process runs, limited.
+	Cgroup *MemoryCgroup
+}
+
+// StartManagerWith is StartManager with opts.
+func StartManagerWith(bin, kubeconfig, namespace, dir string, opts ManagerOptions, flags ...string) (*Manager, error) {
 	metrics, err := stats.FreeAddr()
 	if err != nil {
 		return nil, err
@@ -59,9 +66,13 @@ func StartManagerEnv(bin, kubeconfig, namespace, dir string, env []string, flags
 	}
 	args := append([]string{"manager", "--kubeconfig", kubeconfig, "--namespace", namespace,
 		"--metrics-bind-address", m.MetricsAddr, "--health-probe-bind-address", m.probeAddr, "--log-level", "error"}, flags...)
-	m.cmd = exec.Command(bin, args...)
+	argv := append([]string{bin}, args...)
+	if opts.Cgroup != nil {
+		argv = opts.Cgroup.Wrap(argv)
+	}
+	m.cmd = exec.Command(argv[0], argv[1:]...)
 	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
-	m.cmd.Env = append(os.Environ(), env...)
+	m.cmd.Env = append(os.Environ(), opts.Env...)
 	if err := m.cmd.Start(); err != nil {
 		return nil, err
 	}
