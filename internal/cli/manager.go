@@ -1,15 +1,14 @@
 package cli
 
 import (
-	"math"
-
 	"context"
-	"github.com/KimMachineGun/automemlimit/memlimit"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"

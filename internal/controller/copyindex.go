@@ -37,7 +37,8 @@ func newCopyIndex(kind credential.Kind) *copyIndex {
 }
 
 // each calls f with every cached copy whose owner annotation names key.
-// f must not keep or modify the Secret.
+// f must not modify the Secret: it is the cache's (an update replaces the
+// object, so holding it for a reconcile is safe).
 func (ix *copyIndex) each(key credential.Key, f func(*corev1.Secret)) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
