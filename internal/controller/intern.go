@@ -2,8 +2,8 @@ package controller
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"sort"
-	"strings"
 	"sync"
 )
 
@@ -63,18 +63,21 @@ func internStrings(m map[string]string) map[string]string {
 	size := 0
 	for k, v := range m {
 		keys = append(keys, k)
-		size += len(k) + len(v) + 2
+		size += len(k) + len(v)
 	}
 	sort.Strings(keys)
-	var b strings.Builder
-	b.Grow(size)
+	// Each string is length-prefixed: annotation values may hold NUL, and
+	// with a separator {a: "x\x00b\x00y"} would share {a: "x", b: "y"}'s
+	// map, letting one tenant's object change what regcred sees of
+	// another's.
+	b := make([]byte, 0, size+len(m)*2*binary.MaxVarintLen64)
 	for _, k := range keys {
-		b.WriteString(k)
-		b.WriteByte(0)
-		b.WriteString(m[k])
-		b.WriteByte(0)
+		b = binary.AppendUvarint(b, uint64(len(k)))
+		b = append(b, k...)
+		b = binary.AppendUvarint(b, uint64(len(m[k])))
+		b = append(b, m[k]...)
 	}
-	return internedStrings.get(b.String(), func() map[string]string { return m })
+	return internedStrings.get(string(b), func() map[string]string { return m })
 }
 
 // internData returns a map of one key, equal to {key: data}, that objects

@@ -19,6 +19,13 @@ func TestInternShares(t *testing.T) {
 	if samePointer(a, c) || c["y"] != "3" {
 		t.Errorf("different maps shared: %v", c)
 	}
+	// A value holding NUL must not fold into the map whose keys it spells.
+	two := internStrings(map[string]string{"regcred.dev/credential": "X", "regcred.dev/pull-secrets": "Y"})
+	one := internStrings(map[string]string{"regcred.dev/credential": "X\x00\x18regcred.dev/pull-secrets\x00Y"})
+	one0 := internStrings(map[string]string{"regcred.dev/credential": "X\x00regcred.dev/pull-secrets\x00Y"})
+	if samePointer(two, one) || samePointer(two, one0) || len(one) != 1 || len(one0) != 1 || len(two) != 2 {
+		t.Errorf("NUL-bearing value shared another map: %v %v %v", two, one, one0)
+	}
 	if internStrings(nil) != nil {
 		t.Error("nil map interned")
 	}

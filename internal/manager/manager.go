@@ -15,6 +15,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -217,6 +218,11 @@ func newManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		WebhookServer: webhookServer,
 		Scheme:        scheme,
 		Cache:         controller.CacheOptions(),
+		// A standby's controllers fill their queues from its caches
+		// (every namespace at low priority, later changes at normal
+		// priority), so when it is elected its workers start on the
+		// changes the dead leader left, not behind a resync of all.
+		Controller: config.Controller{EnableWarmup: ptr.To(true)},
 		NewCache: func(config *rest.Config, o cache.Options) (cache.Cache, error) {
 			config = rest.CopyConfig(config)
 			config.QPS, config.Burst = config.QPS*cacheQPSFactor, config.Burst*cacheQPSFactor
