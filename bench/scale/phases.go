@@ -156,8 +156,21 @@ func (b *bench) handover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// The standby's caches are warm before the kill.
-	time.Sleep(3 * time.Second)
+	// The standby has warmed up before the kill: its namespace queue holds
+	// every namespace (controller-runtime's warmup, which the manager
+	// turns on), waiting for the lease.
+	warm := time.Now()
+	for _, m := range b.running() {
+		if m == lm {
+			continue
+		}
+		for m.SumGauges(`workqueue_depth{controller="namespace"`) < float64(b.w.count()) {
+			if time.Since(warm) > 5*time.Minute {
+				return fmt.Errorf("the standby's namespace queue is not filled 5 minutes after it started")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	ns := fmt.Sprintf("handover-%d", time.Now().UnixNano()%100000)
 	t0 := time.Now()
 	b.forget(lu)

@@ -94,7 +94,7 @@ func trimMeta(m *metav1.ObjectMeta) {
 		Generation: m.Generation, CreationTimestamp: m.CreationTimestamp,
 		DeletionTimestamp: m.DeletionTimestamp, DeletionGracePeriodSeconds: m.DeletionGracePeriodSeconds,
 		Labels: m.Labels, Annotations: regcredAnnotations(m.Annotations),
-		OwnerReferences: m.OwnerReferences, Finalizers: m.Finalizers,
+		OwnerReferences: internOwners(m.OwnerReferences), Finalizers: m.Finalizers,
 	}
 }
 

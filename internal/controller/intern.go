@@ -5,16 +5,19 @@ import (
 	"encoding/binary"
 	"sort"
 	"sync"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // The cached copies of one credential carry the same label, the same
-// owner annotation and, per source version, the same data; the
+// owner annotation and owner reference and, per source version, the same
+// data; the
 // ServiceAccounts of a cluster mostly the same tracking annotation. A Go
 // map costs about 300 bytes however small, so at 10,000 namespaces x 3
 // credentials one map per field per object is some 30 MiB of identical
 // maps. The trims share one map among all objects with the same content.
 //
-// A shared map must never be written: nothing writes cached objects (the
+// A shared map or slice must never be written: nothing writes cached objects (the
 // client hands out deep copies, and the few UnsafeDisableDeepCopy readers
 // only read). The tables are bounded, and emptied when full: tenants can
 // make as many distinct values as they like, which then only cost what
@@ -52,7 +55,40 @@ func (in *interner[V]) get(key string, make func() V) V {
 var (
 	internedStrings interner[map[string]string]
 	internedData    interner[map[string][]byte]
+	internedOwners  interner[[]metav1.OwnerReference]
 )
+
+// appendField appends f length-prefixed, so no two sequences of fields
+// spell the same key.
+func appendField(b []byte, f string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(f)))
+	return append(b, f...)
+}
+
+func boolField(p *bool) string {
+	switch {
+	case p == nil:
+		return ""
+	case *p:
+		return "t"
+	}
+	return "f"
+}
+
+// internOwners returns owner references equal to refs that objects share:
+// every copy of one credential names the same owner.
+func internOwners(refs []metav1.OwnerReference) []metav1.OwnerReference {
+	if len(refs) == 0 {
+		return refs
+	}
+	var b []byte
+	for _, r := range refs {
+		for _, f := range []string{r.APIVersion, r.Kind, r.Name, string(r.UID), boolField(r.Controller), boolField(r.BlockOwnerDeletion)} {
+			b = appendField(b, f)
+		}
+	}
+	return internedOwners.get(string(b), func() []metav1.OwnerReference { return refs })
+}
 
 // internStrings returns a map equal to m that objects share.
 func internStrings(m map[string]string) map[string]string {
@@ -72,10 +108,7 @@ func internStrings(m map[string]string) map[string]string {
 	// another's.
 	b := make([]byte, 0, size+len(m)*2*binary.MaxVarintLen64)
 	for _, k := range keys {
-		b = binary.AppendUvarint(b, uint64(len(k)))
-		b = append(b, k...)
-		b = binary.AppendUvarint(b, uint64(len(m[k])))
-		b = append(b, m[k]...)
+		b = appendField(appendField(b, k), m[k])
 	}
 	return internedStrings.get(string(b), func() map[string]string { return m })
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func samePointer(a, b any) bool { return reflect.ValueOf(a).Pointer() == reflect.ValueOf(b).Pointer() }
@@ -28,6 +30,14 @@ func TestInternShares(t *testing.T) {
 	}
 	if internStrings(nil) != nil {
 		t.Error("nil map interned")
+	}
+	yes, no := true, false
+	o1 := internOwners([]metav1.OwnerReference{{APIVersion: "regcred.dev/v1alpha1", Kind: "ClusterRegistryCredential", Name: "a", UID: "u1", Controller: &yes}})
+	o2 := internOwners([]metav1.OwnerReference{{APIVersion: "regcred.dev/v1alpha1", Kind: "ClusterRegistryCredential", Name: "a", UID: "u1", Controller: &yes}})
+	o3 := internOwners([]metav1.OwnerReference{{APIVersion: "regcred.dev/v1alpha1", Kind: "ClusterRegistryCredential", Name: "a", UID: "u1", Controller: &no}})
+	o4 := internOwners([]metav1.OwnerReference{{APIVersion: "regcred.dev/v1alpha1", Kind: "ClusterRegistryCredential", Name: "a", UID: "u2", Controller: &yes}})
+	if !samePointer(o1, o2) || samePointer(o1, o3) || samePointer(o1, o4) || *o3[0].Controller || o4[0].UID != "u2" {
+		t.Errorf("owner references: %v %v %v %v", o1, o2, o3, o4)
 	}
 	d1 := internData("k", []byte("one"))
 	d2 := internData("k", []byte("one"))

@@ -92,6 +92,10 @@ type Lease struct {
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 }
 
+// cacheSyncTimeout bounds how long a controller waits for its sources'
+// first lists before the manager gives up and exits.
+const cacheSyncTimeout = 10 * time.Minute
+
 // DefaultLease is controller-runtime's: a SIGKILLed leader's work resumes
 // on a standby after up to 17 seconds. Shorter leases (8s/6s/1s hand over
 // in about 9) make a leader cut off from the API server for longer than
@@ -222,7 +226,11 @@ func newManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		// (every namespace at low priority, later changes at normal
 		// priority), so when it is elected its workers start on the
 		// changes the dead leader left, not behind a resync of all.
-		Controller: config.Controller{EnableWarmup: ptr.To(true)},
+		// A standby warms up while the leader fans out, when the API
+		// server is busiest: its sources' first lists at 10,000
+		// namespaces took over controller-runtime's 2 minutes on two busy
+		// cores, and a timeout restarts the process into the same lists.
+		Controller: config.Controller{EnableWarmup: ptr.To(true), CacheSyncTimeout: cacheSyncTimeout},
 		NewCache: func(config *rest.Config, o cache.Options) (cache.Cache, error) {
 			config = rest.CopyConfig(config)
 			config.QPS, config.Burst = config.QPS*cacheQPSFactor, config.Burst*cacheQPSFactor

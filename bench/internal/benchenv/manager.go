@@ -138,6 +138,24 @@ func (m *Manager) Gauge(series string) float64 {
 	return v
 }
 
+// SumGauges adds up the series whose line starts with prefix (a metric
+// name and some of its labels); -1 when there is none.
+func (m *Manager) SumGauges(prefix string) float64 {
+	sum, found := 0.0, false
+	_ = m.Metrics(func(line string) {
+		if strings.HasPrefix(line, prefix) {
+			f := strings.Fields(line)
+			if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+				sum, found = sum+v, true
+			}
+		}
+	})
+	if !found {
+		return -1
+	}
+	return sum
+}
+
 // RSS and HWM (peak RSS) of the process, from /proc.
 func (m *Manager) RSS() int64 { return m.procStatus("VmRSS") }
 func (m *Manager) HWM() int64 { return m.procStatus("VmHWM") }
