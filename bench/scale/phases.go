@@ -87,15 +87,41 @@ func (b *bench) converge(ctx context.Context) error {
 			minimum, 100*float64(t.writes-minimum)/float64(minimum), t.duplicates(1))
 	}
 	fmt.Printf("reads by the managers: %s\n", t.readSummary())
-	fmt.Printf("leader RSS: %s idle, %s after converging, peak %s; Go heap in use %s; goroutines %.0f\n",
-		benchenv.MiB(idle), benchenv.MiB(lm.RSS()), benchenv.MiB(lm.HWM()), benchenv.MiB(lm.Heap()), lm.Gauge("go_goroutines"))
-	for u, m := range b.running() {
-		if u != lu {
-			fmt.Printf("standby %s RSS: %s, peak %s\n", u, benchenv.MiB(m.RSS()), benchenv.MiB(m.HWM()))
+	fmt.Printf("leader %s RSS before the fan-out: %s\n", lu, benchenv.MiB(idle))
+	now, _, err := b.leader(ctx, time.Minute)
+	if err != nil {
+		return err
+	}
+	if now != lu {
+		fmt.Printf("%s lost the lead during the fan-out; %s leads at the end\n", lu, now)
+	}
+	b.reportMemory(now)
+	b.reportRestarts()
+	return b.heapProfile(now, "converge.heap")
+}
+
+// reportMemory prints each running manager's memory: the leader first.
+func (b *bench) reportMemory(leader string) {
+	running := b.running()
+	users := []string{leader}
+	for u := range running {
+		if u != leader {
+			users = append(users, u)
 		}
 	}
-	b.reportRestarts()
-	return b.heapProfile(lu, "converge.heap")
+	for _, u := range users {
+		m, ok := running[u]
+		if !ok {
+			continue
+		}
+		role := "standby"
+		if u == leader {
+			role = "leader"
+		}
+		fmt.Printf("%s %s: RSS %s (anonymous %s, the binary's pages %s), peak %s; Go heap in use %s; goroutines %.0f\n",
+			role, u, benchenv.MiB(m.RSS()), benchenv.MiB(m.RSSAnon()), benchenv.MiB(m.RSSFile()), benchenv.MiB(m.HWM()),
+			benchenv.MiB(m.Heap()), m.Gauge("go_goroutines"))
+	}
 }
 
 // restart stops every manager and starts one with everything in place.

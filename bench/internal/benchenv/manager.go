@@ -160,6 +160,12 @@ func (m *Manager) SumGauges(prefix string) float64 {
 func (m *Manager) RSS() int64 { return m.procStatus("VmRSS") }
 func (m *Manager) HWM() int64 { return m.procStatus("VmHWM") }
 
+// RSSAnon is the resident memory the process allocated; RSSFile its
+// resident file pages (the binary), which the kernel can drop and read
+// again.
+func (m *Manager) RSSAnon() int64 { return m.procStatus("RssAnon") }
+func (m *Manager) RSSFile() int64 { return m.procStatus("RssFile") }
+
 func (m *Manager) procStatus(key string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.cmd.Process.Pid))
 	if err != nil {
