@@ -120,7 +120,7 @@ func TestInstallUpgradeFailoverUninstall(t *testing.T) {
 	}
 
 	// A leader crash: SIGKILL, no lease release. Another replica takes over
-	// once the lease (15s) runs out, and syncing goes on.
+	// once the lease (8s) runs out, and syncing goes on.
 	victim := e.podByName(t, podOf(newLeader))
 	killed := time.Now()
 	if err := e.KillContainer(victim.Status.ContainerStatuses[0].ContainerID); err != nil {
