@@ -76,8 +76,18 @@ build_pinned() {
 }
 
 link_tool() {
-	local name="$1" path
-	path="$(command -v "$name" || true)"
+	local name="$1" path="" dir
+	# The assets directory is often on PATH itself (the README's test
+	# commands put it there): look past it, or the link would point at
+	# itself.
+	local IFS=:
+	for dir in $PATH; do
+		[ -n "$dir" ] && [ "$(readlink -f "$dir")" != "$(readlink -f "$ASSETS")" ] || continue
+		if [ -x "$dir/$name" ] && [ ! -d "$dir/$name" ]; then
+			path="$(readlink -f "$dir/$name")"
+			break
+		fi
+	done
 	if [ -z "$path" ]; then
 		log "$name not found"
 		return 1
