@@ -38,6 +38,8 @@ func setupCredentialController(mgr ctrl.Manager, d *shared, kind credential.Kind
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named(name).
 		For(forObj, builder.WithPredicates(specOrLifecycleChanged())).
+		// No predicate here: the index takes an entry's old owner from
+		// each event's old object, so it must see every event.
 		Watches(&corev1.Secret{}, copies.handler()).
 		Watches(&corev1.Namespace{}, delayed(d.wiring.credentialsSelecting(kind)), builder.WithPredicates(namespaceChanged())).
 		WatchesRawSource(&notifySource{f: d.failures, kind: kind}).
