@@ -191,6 +191,9 @@ func (b *bench) handover(ctx context.Context) error {
 			continue
 		}
 		for m.SumGauges(`workqueue_depth{controller="namespace"`) < float64(b.w.count()) {
+			if m.Exited() {
+				return fmt.Errorf("the standby exited while warming up (log: %s)", m.Log())
+			}
 			if time.Since(warm) > 5*time.Minute {
 				return fmt.Errorf("the standby's namespace queue is not filled 5 minutes after it started")
 			}

@@ -27,16 +27,16 @@ import (
 // counts an index older than the event that woke it, and the workers
 // start only once the watch has replayed the cache (the handler's
 // HasSynced).
+//
+// Keys are the Secrets' own name strings, and the previous owner comes
+// from the event's old object: an entry costs a map slot and no
+// allocation of its own (a second map from name to owner, and a
+// "namespace/name" string per copy, were 7 MiB at 30,000 copies).
 type copyIndex struct {
 	kind    credential.Kind
 	mu      sync.RWMutex
 	byOwner map[credential.Key]map[types.NamespacedName]*corev1.Secret
 }
-
-// Keys are the Secrets' own name strings, and the previous owner comes
-// from the event's old object: an index entry costs a map slot, no
-// allocation of its own (a second map from name to owner, and a
-// "namespace/name" string per copy, were 7 MiB at 30,000 copies).
 
 func newCopyIndex(kind credential.Kind) *copyIndex {
 	return &copyIndex{kind: kind, byOwner: map[credential.Key]map[types.NamespacedName]*corev1.Secret{}}

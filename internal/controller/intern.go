@@ -11,18 +11,18 @@ import (
 
 // The cached copies of one credential carry the same label, the same
 // owner annotation and owner reference and, per source version, the same
-// data; the
-// ServiceAccounts of a cluster mostly the same tracking annotation. A Go
-// map costs about 300 bytes however small, so at 10,000 namespaces x 3
-// credentials one map per field per object is some 30 MiB of identical
-// maps. The trims share one map among all objects with the same content.
+// data; the ServiceAccounts of a cluster mostly the same tracking
+// annotation. A Go map costs about 300 bytes however small, so at 10,000
+// namespaces x 3 credentials one map per field per object is some 30 MiB
+// of identical maps. The trims share one value among all objects with the
+// same content.
 //
-// A shared map or slice must never be written: nothing writes cached objects (the
-// client hands out deep copies, and the few UnsafeDisableDeepCopy readers
-// only read). The tables are bounded, and emptied when full: tenants can
-// make as many distinct values as they like, which then only cost what
-// they cost before; old maps live on only in the objects still holding
-// them.
+// A shared map or slice must never be written: nothing writes cached
+// objects (the client hands out deep copies, and the few
+// UnsafeDisableDeepCopy readers only read). The tables are bounded, and
+// emptied when full: tenants can make as many distinct values as they
+// like, which then only cost what they cost before; old values live on
+// only in the objects still holding them.
 
 const (
 	maxInterned      = 1024
