@@ -46,6 +46,7 @@ type Catalogue struct {
 	compiles  atomic.Int64
 	version   atomic.Uint64
 	listeners []func(Key)
+	watchers  []func()
 	synced    chan struct{}
 	syncOnce  sync.Once
 }
@@ -168,11 +169,12 @@ func (e *Entry) SelectsServiceAccount(sa *corev1.ServiceAccount) (bool, error) {
 
 // mirrorSet is one ClusterImageMirror, compiled.
 type mirrorSet struct {
-	name     string
-	selector labels.Selector
-	rules    []mirror.Rule
-	compiled *mirror.Rules
-	stamp    stamp
+	name              string
+	namespaceSelector *metav1.LabelSelector // as written, for the admission policies
+	selector          labels.Selector
+	rules             []mirror.Rule
+	compiled          *mirror.Rules
+	stamp             stamp
 }
 
 // Put adds or replaces an object: a ClusterRegistryCredential, a
@@ -203,6 +205,7 @@ func (c *Catalogue) Delete(obj any) {
 		delete(c.problems, "ClusterImageMirror "+o.Name)
 		c.mirrorsChanged()
 		c.mu.Unlock()
+		c.versionChanged()
 	}
 }
 
@@ -222,6 +225,7 @@ func (c *Catalogue) putCredential(cr *Credential) {
 		e = Compile(cr, c.regcredNamespace)
 		c.compiles.Add(1)
 		c.version.Add(1)
+		defer c.versionChanged()
 	}
 	list = slices.Clone(list)
 	if found {
@@ -244,6 +248,7 @@ func (c *Catalogue) deleteCredential(key Key) {
 	if found {
 		c.setList(key, slices.Delete(slices.Clone(list), i, i+1))
 		c.version.Add(1)
+		defer c.versionChanged()
 	}
 	delete(c.problems, key.String())
 	c.mu.Unlock()
@@ -294,6 +299,17 @@ func (c *Catalogue) noteProblems(e *Entry) {
 // annotation), after the catalogue holds the change.
 // Register before feeding.
 func (c *Catalogue) OnChange(f func(Key)) { c.listeners = append(c.listeners, f) }
+
+// OnVersion registers f to hear of every change of Version, after the
+// catalogue holds it: a renderer of the whole catalogue (the admission
+// policies) rebuilds then. f must not block. Register before feeding.
+func (c *Catalogue) OnVersion(f func()) { c.watchers = append(c.watchers, f) }
+
+func (c *Catalogue) versionChanged() {
+	for _, f := range c.watchers {
+		f()
+	}
+}
 
 func (c *Catalogue) notify(k Key) {
 	for _, f := range c.listeners {

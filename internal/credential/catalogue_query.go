@@ -2,6 +2,7 @@ package credential
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -142,11 +143,17 @@ func (c *Catalogue) Mirrors(ns *corev1.Namespace) (string, *mirror.Rules) {
 }
 
 func (c *Catalogue) putMirror(o *v1alpha1.ClusterImageMirror) {
+	if c.putMirrorLocked(o) {
+		c.versionChanged()
+	}
+}
+
+func (c *Catalogue) putMirrorLocked(o *v1alpha1.ClusterImageMirror) (changed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	i, found := slices.BinarySearchFunc(c.mirrors, o.Name, func(m *mirrorSet, name string) int { return strings.Compare(m.name, name) })
 	if found && c.mirrors[i].stamp.same(stampOf(o)) {
-		return
+		return false
 	}
 	set, err := compileMirror(o)
 	list := slices.Clone(c.mirrors)
@@ -166,6 +173,7 @@ func (c *Catalogue) putMirror(o *v1alpha1.ClusterImageMirror) {
 	}
 	c.mirrors = list
 	c.mirrorsChanged()
+	return true
 }
 
 // mirrorsChanged holds c.mu.
@@ -186,7 +194,7 @@ func (c *Catalogue) MirrorGeneration() uint64 {
 }
 
 func compileMirror(o *v1alpha1.ClusterImageMirror) (*mirrorSet, error) {
-	set := &mirrorSet{name: o.Name, stamp: stampOf(o)}
+	set := &mirrorSet{name: o.Name, stamp: stampOf(o), namespaceSelector: o.Spec.NamespaceSelector}
 	for _, r := range o.Spec.Mirrors {
 		set.rules = append(set.rules, mirror.Rule{Source: r.Source, Mirror: r.Mirror})
 	}
@@ -203,4 +211,56 @@ func compileMirror(o *v1alpha1.ClusterImageMirror) (*mirrorSet, error) {
 		set.selector = sel
 	}
 	return set, nil
+}
+
+// Injection is what Pod injection decides with, for front ends that
+// compile all of it at once (the admission policies): every credential
+// whose Secret is added to Pods, not being deleted and with a valid
+// selector, in the catalogue's order (ClusterRegistryCredentials by name,
+// then RegistryCredentials by namespace and name), and every valid
+// ClusterImageMirror by name.
+type Injection struct {
+	Credentials []*Entry
+	Mirrors     []MirrorSet
+}
+
+// MirrorSet is one ClusterImageMirror as compiled.
+type MirrorSet struct {
+	Name string
+	// NamespaceSelector as written; nil selects every namespace.
+	NamespaceSelector *metav1.LabelSelector
+	Rules             []mirror.Rule
+}
+
+// Injection returns the catalogue's injection view.
+func (c *Catalogue) Injection() Injection {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var out Injection
+	add := func(list []*Entry) {
+		for _, e := range list {
+			if e.InjectionEnabled() && !e.Deleting() && e.scopeErr == nil {
+				out.Credentials = append(out.Credentials, e)
+			}
+		}
+	}
+	add(c.cluster)
+	namespaces := slices.Sorted(maps.Keys(c.namespaced))
+	for _, ns := range namespaces {
+		add(c.namespaced[ns])
+	}
+	for _, m := range c.mirrors {
+		out.Mirrors = append(out.Mirrors, MirrorSet{Name: m.name, NamespaceSelector: m.namespaceSelector, Rules: m.rules})
+	}
+	return out
+}
+
+// Keys are the credential's registry keys the kubelet accepts, as
+// written.
+func (e *Entry) Keys() []string {
+	out := make([]string, len(e.keys))
+	for i, k := range e.keys {
+		out[i] = k.key
+	}
+	return out
 }

@@ -291,3 +291,19 @@ func (g *globKey) matches(labels []string, port, path string) bool {
 	}
 	return true
 }
+
+// Host labels, port and path of a parsed target or key, for front ends
+// that compile the kubelet's rules into another language (the admission
+// policies): the same parse, so the two cannot drift.
+
+// Valid reports whether the name parsed; an invalid one matches no key.
+func (t Target) Valid() bool { return t.valid }
+
+// Labels are the dot-separated labels of the host, without the port.
+func (t Target) Labels() []string { return t.labels }
+
+// Port is the port, "" when none was given.
+func (t Target) Port() string { return t.port }
+
+// Path is the path after the host, "" or starting with "/".
+func (t Target) Path() string { return t.path }

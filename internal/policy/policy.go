@@ -1,0 +1,564 @@
+// Package policy compiles regcred's Pod injection into
+// MutatingAdmissionPolicies, so that the API server itself rewrites images
+// by the ClusterImageMirrors and adds the pull Secrets of the credentials
+// that match them, in CEL, with no webhook on the admission path. It is
+// one more rendering of the compiled catalogue the webhook decides with,
+// and decides the same way:
+//
+//   - each image is parsed with Docker's normalization (reference
+//     grammar, "nginx" → "docker.io/library/nginx", the 255-character
+//     path, the digest algorithms);
+//   - the most specific mirror rule of the namespace's ClusterImageMirrors
+//     rewrites it, keeping tag and digest (":latest" when neither);
+//   - the rewritten name is matched by the kubelet's rules: a credential's
+//     registry key matches when the label counts and ports are equal, each
+//     label matches as a glob, and the key's path is a string prefix of
+//     the image's path; Docker Hub images also take an "index.docker.io"
+//     key;
+//   - the Secrets of the matching credentials that act in the namespace
+//     are appended to imagePullSecrets in the catalogue's order, except
+//     those listed already, and the Pod is annotated as the webhook does.
+//
+// Registry keys are compiled to regular expressions here, in Go, from the
+// keyring package's own parse of each key; in CEL each image is parsed
+// once and each acting credential costs one match per image.
+//
+// A policy cannot create a Secret: the namespace controller does, as for
+// ServiceAccounts, so the first Pod of a brand-new namespace may name a
+// Secret that is not there yet (the kubelet retries the pull).
+package policy
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/distribution/reference"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"regcred.dev/regcred/internal/credential"
+	"regcred.dev/regcred/internal/keyring"
+	"regcred.dev/regcred/internal/mirror"
+)
+
+// Labels regcred puts on the objects it generates, to find and clean them
+// up.
+const (
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	managedBy      = "regcred"
+	// LabelPolicy marks a generated policy or binding.
+	LabelPolicy = "regcred.dev/pod-injection"
+)
+
+// Options say how to render.
+type Options struct {
+	// Namespace is regcred's own; no Pod there is touched.
+	Namespace string
+	// Prefix names the objects: Prefix, Prefix-2, … (default
+	// "regcred-pod-injection").
+	Prefix string
+	// FailurePolicy of the policies: Ignore (default) admits a Pod the
+	// policy cannot evaluate, unchanged; Fail refuses it.
+	FailurePolicy admissionregistrationv1.FailurePolicyType
+	// MaxKeysPerPolicy bounds the registry keys one policy carries
+	// (default DefaultMaxKeysPerPolicy); beyond it credentials go to
+	// further policies.
+	MaxKeysPerPolicy int
+	// MaxKeysPerCredential bounds one credential's keys (default
+	// DefaultMaxKeysPerCredential): a credential with more is refused in
+	// policy mode, with a reason, rather than carried in part.
+	MaxKeysPerCredential int
+}
+
+// Bounds on what a policy carries. CEL's budget is per Pod: one
+// expression may spend 1,000,000 cost units, a whole policy 10,000,000,
+// and a Pod with many images costs more than one with few (see
+// docs/pod-injection-policies.md for the measured costs). With these
+// bounds a Pod of 64 distinct images, every credential acting, stays
+// under a tenth of the per-expression limit.
+const (
+	DefaultMaxKeysPerPolicy     = 400
+	DefaultMaxKeysPerCredential = 64
+)
+
+// Rendered is the set of objects that carry the injection.
+type Rendered struct {
+	Policies []*admissionregistrationv1.MutatingAdmissionPolicy
+	Bindings []*admissionregistrationv1.MutatingAdmissionPolicyBinding
+	// Carried counts the credentials the policies carry.
+	Carried int
+	// Refused are credentials left out, each with the reason, for their
+	// status and Events.
+	Refused []Refusal
+}
+
+// Refusal is a credential the policies cannot carry.
+type Refusal struct {
+	Key    credential.Key
+	Reason string
+}
+
+func (o Options) withDefaults() Options {
+	if o.Prefix == "" {
+		o.Prefix = "regcred-pod-injection"
+	}
+	if o.FailurePolicy == "" {
+		o.FailurePolicy = admissionregistrationv1.Ignore
+	}
+	if o.MaxKeysPerPolicy <= 0 {
+		o.MaxKeysPerPolicy = DefaultMaxKeysPerPolicy
+	}
+	if o.MaxKeysPerCredential <= 0 {
+		o.MaxKeysPerCredential = DefaultMaxKeysPerCredential
+	}
+	return o
+}
+
+// compiledCredential is one credential ready for CEL.
+type compiledCredential struct {
+	entry *credential.Entry
+	// match is the regular expression over an image's target string.
+	match string
+	keys  int
+}
+
+// Render compiles the injection view into policies and bindings. The
+// first policy carries the mirrors and the ClusterRegistryCredentials;
+// RegistryCredentials follow, grouped by namespace, in further policies
+// when one would carry more than MaxKeysPerPolicy keys. It is a pure
+// function: the same view renders the same objects.
+func Render(in credential.Injection, opts Options) *Rendered {
+	opts = opts.withDefaults()
+	out := &Rendered{}
+	var cluster []compiledCredential
+	tenants := map[string][]compiledCredential{}
+	var namespaces []string
+	for _, e := range in.Credentials {
+		cc, reason := compileCredential(e, opts.MaxKeysPerCredential)
+		if reason != "" {
+			out.Refused = append(out.Refused, Refusal{Key: e.Key, Reason: reason})
+			continue
+		}
+		if cc == nil {
+			continue // no key the kubelet accepts: it matches no image
+		}
+		out.Carried++
+		if e.Kind == credential.KindCluster {
+			cluster = append(cluster, *cc)
+			continue
+		}
+		if _, seen := tenants[e.Namespace]; !seen {
+			namespaces = append(namespaces, e.Namespace)
+		}
+		tenants[e.Namespace] = append(tenants[e.Namespace], *cc)
+	}
+	// Group into policies: the first holds the cluster credentials and
+	// as many tenant namespaces as fit; a namespace's credentials stay
+	// together, so each Pod meets at most two policies.
+	type group struct {
+		creds      []compiledCredential
+		namespaces []string // nil: the first policy, every namespace
+	}
+	groups := []group{{creds: cluster}}
+	keys := 0
+	for _, c := range cluster {
+		keys += c.keys
+	}
+	if keys > opts.MaxKeysPerPolicy {
+		// The cluster credentials must share one policy (their order is
+		// the webhook's); refuse the ones past the bound.
+		kept, n := 0, 0
+		for _, c := range cluster {
+			if n+c.keys > opts.MaxKeysPerPolicy {
+				out.Refused = append(out.Refused, Refusal{Key: c.entry.Key, Reason: fmt.Sprintf("the ClusterRegistryCredentials' registry keys exceed the %d one admission policy carries; this one is past the bound (by name order)", opts.MaxKeysPerPolicy)})
+				out.Carried--
+				continue
+			}
+			n += c.keys
+			cluster[kept] = c
+			kept++
+		}
+		groups[0].creds = cluster[:kept]
+		keys = n
+	}
+	for _, ns := range namespaces {
+		n := 0
+		for _, c := range tenants[ns] {
+			n += c.keys
+		}
+		last := &groups[len(groups)-1]
+		if keys+n > opts.MaxKeysPerPolicy && len(last.creds) > 0 {
+			groups = append(groups, group{namespaces: []string{}})
+			last = &groups[len(groups)-1]
+			keys = 0
+		}
+		last.creds = append(last.creds, tenants[ns]...)
+		if last.namespaces != nil {
+			last.namespaces = append(last.namespaces, ns)
+		}
+		keys += n
+	}
+	for i, g := range groups {
+		name := opts.Prefix
+		if i > 0 {
+			name = opts.Prefix + "-" + strconv.Itoa(i+1)
+		}
+		var mirrors []credential.MirrorSet
+		if i == 0 {
+			mirrors = in.Mirrors
+		}
+		if i > 0 && len(g.creds) == 0 {
+			continue
+		}
+		p, b := renderPolicy(name, g.creds, g.namespaces, mirrors, opts)
+		out.Policies = append(out.Policies, p)
+		out.Bindings = append(out.Bindings, b)
+	}
+	return out
+}
+
+// compileCredential compiles a credential's keys into one expression
+// over target strings; nil when no key can ever match.
+func compileCredential(e *credential.Entry, maxKeys int) (*compiledCredential, string) {
+	keys := e.Keys()
+	if len(keys) > maxKeys {
+		return nil, fmt.Sprintf("%d registry keys, more than the %d an admission policy carries for one credential", len(keys), maxKeys)
+	}
+	var alts []string
+	hub := false
+	for _, k := range keys {
+		norm, err := keyring.NormalizeKey(k)
+		if err != nil {
+			continue
+		}
+		if norm == "index.docker.io" {
+			hub = true
+		}
+		if re, ok := keyPattern(norm); ok {
+			alts = append(alts, re)
+		}
+	}
+	if hub {
+		alts = append(alts, `h\|`)
+	}
+	if len(alts) == 0 {
+		return nil, ""
+	}
+	slices.Sort(alts)
+	alts = slices.Compact(alts)
+	return &compiledCredential{entry: e, match: "^(?:" + strings.Join(alts, "|") + ")", keys: len(keys)}, ""
+}
+
+// keyPattern is a normalized key as an expression over target strings
+// "H|host|port|path" (H is "h" for a Docker Hub image, "n" otherwise),
+// from the keyring's own parse of the key.
+func keyPattern(norm string) (string, bool) {
+	t := keyring.ParseTarget(norm)
+	if !t.Valid() {
+		return "", false
+	}
+	labels := make([]string, len(t.Labels()))
+	for i, l := range t.Labels() {
+		re, ok := globLabel(l)
+		if !ok {
+			return "", false
+		}
+		labels[i] = re
+	}
+	return `[hn]\|` + strings.Join(labels, `\.`) + `\|` + regexp.QuoteMeta(t.Port()) + `\|` + regexp.QuoteMeta(t.Path()), true
+}
+
+// The reference grammar, as distribution/reference parses.
+var (
+	referencePattern = reference.ReferenceRegexp.String()
+	namePattern      = "^(?:" + reference.NameRegexp.String() + ")$"
+	domainPattern    = "^(?:" + reference.DomainRegexp.String() + ")$"
+	// The algorithms go-digest knows, with their lengths.
+	digestPattern = `^(?:sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128})$`
+)
+
+func renderPolicy(name string, creds []compiledCredential, namespaces []string, mirrors []credential.MirrorSet, opts Options) (*admissionregistrationv1.MutatingAdmissionPolicy, *admissionregistrationv1.MutatingAdmissionPolicyBinding) {
+	meta := metav1.ObjectMeta{Name: name, Labels: map[string]string{LabelManagedBy: managedBy, LabelPolicy: "true"}}
+	scope := admissionregistrationv1.NamespacedScope
+	excluded := append(slices.Clone(credential.AlwaysExcluded), opts.Namespace)
+	nsSelector := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+		{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn, Values: excluded},
+		{Key: credential.LabelInject, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"false"}},
+	}}
+	if namespaces != nil {
+		nsSelector.MatchExpressions = append(nsSelector.MatchExpressions, metav1.LabelSelectorRequirement{
+			Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpIn, Values: namespaces})
+	}
+	failure := opts.FailurePolicy
+	p := &admissionregistrationv1.MutatingAdmissionPolicy{
+		ObjectMeta: meta,
+		Spec: admissionregistrationv1.MutatingAdmissionPolicySpec{
+			MatchConstraints: &admissionregistrationv1.MatchResources{
+				NamespaceSelector: nsSelector,
+				ObjectSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+					{Key: credential.LabelInject, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"false"}},
+				}},
+				ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+					RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+						Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}, Scope: &scope},
+					},
+				}},
+			},
+			Variables:          variables(creds, mirrors),
+			Mutations:          []admissionregistrationv1.Mutation{{PatchType: admissionregistrationv1.PatchTypeJSONPatch, JSONPatch: &admissionregistrationv1.JSONPatch{Expression: patchExpression}}},
+			FailurePolicy:      &failure,
+			ReinvocationPolicy: admissionregistrationv1.IfNeededReinvocationPolicy,
+		},
+	}
+	b := &admissionregistrationv1.MutatingAdmissionPolicyBinding{
+		ObjectMeta: meta,
+		Spec:       admissionregistrationv1.MutatingAdmissionPolicyBindingSpec{PolicyName: name},
+	}
+	return p, b
+}
+
+// variables are the policy's CEL, staged: each variable is evaluated at
+// most once per admission, and the per-image lists line up by index.
+func variables(creds []compiledCredential, mirrors []credential.MirrorSet) []admissionregistrationv1.Variable {
+	v := func(name, expr string) admissionregistrationv1.Variable {
+		return admissionregistrationv1.Variable{Name: name, Expression: expr}
+	}
+	return []admissionregistrationv1.Variable{
+		// The images the kubelet pulls, in the webhook's order: where
+		// each is (for the annotation), its JSON pointer, its reference.
+		v("imgs", imagesExpression),
+		// Digest: [before "@", after "@", "y" when there was an "@"].
+		v("dg", `variables.imgs.map(m, m.r.indexOf('@') < 0 ? [m.r, '', ''] : [m.r.substring(0, m.r.indexOf('@')), m.r.substring(m.r.indexOf('@') + 1), 'y'])`),
+		// Tag: [name, tag, "y" when there was a tag separator].
+		v("tg", `variables.dg.map(x, x[0].lastIndexOf(':') > x[0].lastIndexOf('/') ? [x[0].substring(0, x[0].lastIndexOf(':')), x[0].substring(x[0].lastIndexOf(':') + 1), 'y'] : [x[0], '', ''])`),
+		// Docker's domain split: [first component, the rest, "y" when the
+		// name has a "/"].
+		v("fc", `variables.tg.map(x, x[0].indexOf('/') < 0 ? ['', x[0], ''] : [x[0].substring(0, x[0].indexOf('/')), x[0].substring(x[0].indexOf('/') + 1), 'y'])`),
+		// [domain, remote name] after normalization.
+		v("dm", `variables.fc.transformList(i, f, f[2] != 'y' ? ['docker.io', 'library/' + f[1]] :
+			f[0] == 'localhost' || f[0].matches('[.:]') || f[0].lowerAscii() != f[0] ?
+				(f[0] == 'index.docker.io' || f[0] == 'docker.io' ? ['docker.io', f[1].contains('/') ? f[1] : 'library/' + f[1]] : [f[0], f[1]]) :
+				['docker.io', variables.tg[i][0].contains('/') ? variables.tg[i][0] : 'library/' + variables.tg[i][0]])`),
+		// The full name and whether the reference parses as
+		// ParseNormalizedNamed parses it.
+		v("nm", `variables.dm.transformList(i, d, [d[0] + '/' + d[1],
+			!variables.imgs[i].r.matches('^[a-f0-9]{64}$') &&
+			(d[1] + (variables.tg[i][2] == 'y' ? ':' + variables.tg[i][1] : '') + (variables.dg[i][2] == 'y' ? '@' + variables.dg[i][1] : '')).split(':')[0].lowerAscii() ==
+				(d[1] + (variables.tg[i][2] == 'y' ? ':' + variables.tg[i][1] : '') + (variables.dg[i][2] == 'y' ? '@' + variables.dg[i][1] : '')).split(':')[0] &&
+			(d[0] + '/' + d[1] + (variables.tg[i][2] == 'y' ? ':' + variables.tg[i][1] : '') + (variables.dg[i][2] == 'y' ? '@' + variables.dg[i][1] : '')).matches(` + lit(referencePattern) + `) &&
+			size(d[0].matches(` + lit(domainPattern) + `) ? d[1] : d[0] + '/' + d[1]) <= 255 &&
+			(variables.dg[i][2] != 'y' || variables.dg[i][1].matches(` + lit(digestPattern) + `)) ? 'y' : ''])`),
+		// The mirror rules of the namespace's ClusterImageMirrors, most
+		// specific first: [source, mirror].
+		v("rules", rulesExpression(mirrors)),
+		// The rule that rewrites each valid image: [] or [source, mirror].
+		v("rw", `variables.nm.map(n, n[1] != 'y' ? [] : variables.rules.filter(r, n[0] == r[0] || n[0].startsWith(r[0] + '/')))`),
+		// The name after the first matching rule: [new name, "y"].
+		v("nn", `variables.nm.transformList(i, n, size(variables.rw[i]) == 0 ? [n[0], ''] : [variables.rw[i][0][1] + n[0].substring(size(variables.rw[i][0][0])), 'y'])`),
+		// [name to match, rewritten reference or "", "y" when valid].
+		v("rs", `variables.nn.transformList(i, n, variables.nm[i][1] != 'y' ? ['', '', ''] : n[1] != 'y' ? [n[0], '', 'y'] :
+			[n[0],
+			 n[0] + (variables.tg[i][2] == 'y' ? ':' + variables.tg[i][1] : '') + (variables.dg[i][2] == 'y' ? '@' + variables.dg[i][1] : '') +
+				(variables.tg[i][2] != 'y' && variables.dg[i][2] != 'y' ? ':latest' : ''),
+			 n[0].matches(` + lit(namePattern) + `) &&
+				size(n[0].split('/')[0].matches(` + lit(domainPattern) + `) ? n[0].substring(size(n[0].split('/')[0]) + 1) : n[0]) <= 255 ? 'y' : ''])`),
+		// [host[:port], path] of each name to match.
+		v("hp", `variables.rs.map(r, r[2] != 'y' ? ['', ''] : [r[0].substring(0, r[0].indexOf('/')), r[0].substring(r[0].indexOf('/'))])`),
+		// The target each credential's expression matches:
+		// "h|host|port|path" ("n|…" off Docker Hub); "" for an image
+		// that does not parse.
+		v("tt", `variables.hp.transformList(i, h, variables.rs[i][2] != 'y' ? '' :
+			(h[0] == 'docker.io' || h[0] == 'index.docker.io' || !h[0].matches('[.:]') ? 'h|' : 'n|') +
+			(h[0].matches(':[0-9]+$') ?
+				(h[0].substring(0, h[0].lastIndexOf(':')).startsWith('[') && h[0].substring(0, h[0].lastIndexOf(':')).endsWith(']') ?
+					h[0].substring(1, h[0].lastIndexOf(':') - 1) : h[0].substring(0, h[0].lastIndexOf(':'))) + '|' + h[0].substring(h[0].lastIndexOf(':') + 1) :
+				h[0] + '|') + '|' + h[1])`),
+		// The targets, each once.
+		v("ts", `variables.tt.filter(t, t != '').distinct()`),
+		// Each carried credential: its Secret, its name for the
+		// annotation, and whether it acts here and matches an image.
+		v("cs", credentialsExpression(creds)),
+		// The names the Pod lists already.
+		v("present", `object.spec.?imagePullSecrets.orValue([]).map(s, string(s.?name.orValue('')))`),
+		// The credentials whose Secrets are added: matching, not listed,
+		// the first of any that share a Secret name.
+		v("add", `variables.cs.transformList(i, c, c[2] == 'y' && !(c[0] in variables.present) &&
+			!variables.cs.slice(0, i).exists(d, d[2] == 'y' && d[0] == c[0]), c)`),
+		// The images rewritten: [JSON pointer, new reference, where, original].
+		v("rewrites", `variables.imgs.transformList(i, m, variables.rs[i][1] != '' && variables.rs[i][2] == 'y' && variables.rs[i][1] != m.r, [m.p, variables.rs[i][1], m.w, m.r])`),
+		v("annotations", `object.metadata.?annotations.orValue({})`),
+		// regcred.dev/injected: the names recorded before and now, sorted.
+		v("injected", `(variables.annotations[?'`+AnnotationInjected+`'].orValue('').split(',').filter(n, n != '') + variables.add.map(c, c[1])).distinct().sort().join(',')`),
+		// regcred.dev/rewritten: the JSON object of originals, the entries
+		// recorded before kept (read when in the webhook's own form).
+		v("prior", `variables.annotations[?'`+AnnotationRewritten+`'].orValue('').matches('^\\{("[^"\\\\<>&\\x00-\\x1f\\x{2028}\\x{2029}]*":"[^"\\\\<>&\\x00-\\x1f\\x{2028}\\x{2029}]*"(,"[^"\\\\<>&\\x00-\\x1f\\x{2028}\\x{2029}]*":"[^"\\\\<>&\\x00-\\x1f\\x{2028}\\x{2029}]*")*)?\\}$') && variables.annotations[?'`+AnnotationRewritten+`'].orValue('') != '{}' ?
+			variables.annotations[?'`+AnnotationRewritten+`'].orValue('').substring(2, size(variables.annotations[?'`+AnnotationRewritten+`'].orValue('')) - 2).split('","').map(e, [e.split('":"')[0], e.split('":"')[1]]) : []`),
+		v("rewritten", `'{' + (variables.prior + variables.rewrites.filter(r, !variables.prior.exists(p, p[0] == r[2])).map(r, [r[2], r[3]])).map(e, '"' + e[0] + '":"' + e[1] + '"').sort().join(',') + '}'`),
+	}
+}
+
+// Annotations the webhook writes; the policies write the same.
+const (
+	AnnotationInjected  = "regcred.dev/injected"
+	AnnotationRewritten = "regcred.dev/rewritten"
+)
+
+// imagesExpression lists the images the kubelet pulls for a Pod, as
+// credential.PodImages does.
+const imagesExpression = `object.spec.?initContainers.orValue([]).transformList(i, c, {'w': string(c.?name.orValue('')), 'p': '/spec/initContainers/' + string(i) + '/image', 'r': string(c.?image.orValue(''))}) +
+	object.spec.?containers.orValue([]).transformList(i, c, {'w': string(c.?name.orValue('')), 'p': '/spec/containers/' + string(i) + '/image', 'r': string(c.?image.orValue(''))}) +
+	object.spec.?ephemeralContainers.orValue([]).transformList(i, c, {'w': string(c.?name.orValue('')), 'p': '/spec/ephemeralContainers/' + string(i) + '/image', 'r': string(c.?image.orValue(''))}) +
+	object.spec.?volumes.orValue([]).transformList(i, v, has(v.image), {'w': 'volume/' + string(v.?name.orValue('')), 'p': '/spec/volumes/' + string(i) + '/image/reference', 'r': string(v.image.?reference.orValue(''))})`
+
+// patchExpression is the one mutation: image rewrites, added Secrets,
+// annotations, as JSON patch operations (the webhook's own patch).
+const patchExpression = `variables.rewrites.map(r, JSONPatch{op: 'replace', path: r[0], value: r[1]}) +
+	(size(variables.add) == 0 ? [] : size(variables.present) == 0 ?
+		[JSONPatch{op: 'add', path: '/spec/imagePullSecrets', value: variables.add.map(c, {'name': c[0]})}] :
+		variables.add.map(c, JSONPatch{op: 'add', path: '/spec/imagePullSecrets/-', value: {'name': c[0]}})) +
+	(size(variables.add) == 0 && size(variables.rewrites) == 0 ? [] :
+		(size(variables.annotations) == 0 ? [JSONPatch{op: 'add', path: '/metadata/annotations', value: {}}] : []) +
+		(size(variables.add) == 0 ? [] : [JSONPatch{op: 'add', path: '/metadata/annotations/regcred.dev~1injected', value: variables.injected}]) +
+		(size(variables.rewrites) == 0 ? [] : [JSONPatch{op: 'add', path: '/metadata/annotations/regcred.dev~1rewritten', value: variables.rewritten}]))`
+
+// rulesExpression is the namespace's mirror rules, most specific first,
+// ties in the order of the ClusterImageMirrors by name and their rules:
+// mirror.Compile's order over the merged sets of Catalogue.Mirrors.
+func rulesExpression(sets []credential.MirrorSet) string {
+	type rule struct {
+		source, mirror string
+		segments       int
+		set            int
+	}
+	var rules []rule
+	for i, s := range sets {
+		for _, r := range s.Rules {
+			src, err1 := mirror.NormalizeSource(r.Source)
+			mir, err2 := mirror.NormalizeMirror(r.Mirror)
+			if err1 != nil || err2 != nil {
+				continue
+			}
+			rules = append(rules, rule{source: src, mirror: mir, segments: strings.Count(src, "/") + 1, set: i})
+		}
+	}
+	slices.SortStableFunc(rules, func(a, b rule) int { return b.segments - a.segments })
+	if len(rules) == 0 {
+		return `[['', '']].filter(r, false)`
+	}
+	items := make([]string, len(rules))
+	for i, r := range rules {
+		items[i] = "[" + lit(r.source) + ", " + lit(r.mirror) + ", " + selectorExpression(sets[r.set].NamespaceSelector, "") + " ? 'y' : '']"
+	}
+	return "[" + strings.Join(items, ",\n") + "].filter(r, r[2] == 'y').map(r, [r[0], r[1]])"
+}
+
+// credentialsExpression is each carried credential as [Secret name,
+// annotation name, "y" when it acts in the namespace and matches an
+// image].
+func credentialsExpression(creds []compiledCredential) string {
+	if len(creds) == 0 {
+		return `[['', '', '']].filter(c, false)`
+	}
+	items := make([]string, len(creds))
+	for i, c := range creds {
+		items[i] = "[" + lit(c.entry.SecretName()) + ", " + lit(c.entry.Key.Display()) + ", " +
+			actsExpression(c.entry) + " && variables.ts.exists(t, t.matches(" + lit(c.match) + ")) ? 'y' : '']"
+	}
+	return "[" + strings.Join(items, ",\n") + "]"
+}
+
+// actsExpression is credential.Scope.Applies over namespaceObject (the
+// always-excluded namespaces and regcred's are outside every policy's
+// match constraints already).
+func actsExpression(e *credential.Entry) string {
+	live := `!has(namespaceObject.metadata.deletionTimestamp) && namespaceObject.status.?phase.orValue('') != 'Terminating'`
+	if e.Kind == credential.KindNamespaced {
+		return "(" + live + " && namespaceObject.metadata.name == " + lit(e.Namespace) + ")"
+	}
+	parts := []string{live}
+	if len(e.Exclude) > 0 {
+		parts = append(parts, "!(namespaceObject.metadata.name in "+listLit(e.Exclude)+")")
+	}
+	if sel := selectorExpression(e.NamespaceSelector, ""); sel != "true" {
+		parts = append(parts, sel)
+	}
+	return "(" + strings.Join(parts, " && ") + ")"
+}
+
+// selectorExpression is a label selector over the namespace's labels;
+// nil and the empty selector select everything, as
+// metav1.LabelSelectorAsSelector has it.
+func selectorExpression(s *metav1.LabelSelector, _ string) string {
+	if s == nil {
+		return "true"
+	}
+	labels := `namespaceObject.metadata.?labels.orValue({})`
+	var parts []string
+	keys := make([]string, 0, len(s.MatchLabels))
+	for k := range s.MatchLabels {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		parts = append(parts, "("+lit(k)+" in "+labels+" && "+labels+"["+lit(k)+"] == "+lit(s.MatchLabels[k])+")")
+	}
+	for _, r := range s.MatchExpressions {
+		k := lit(r.Key)
+		switch r.Operator {
+		case metav1.LabelSelectorOpIn:
+			parts = append(parts, "("+k+" in "+labels+" && "+labels+"["+k+"] in "+listLit(r.Values)+")")
+		case metav1.LabelSelectorOpNotIn:
+			parts = append(parts, "(!("+k+" in "+labels+") || !("+labels+"["+k+"] in "+listLit(r.Values)+"))")
+		case metav1.LabelSelectorOpExists:
+			parts = append(parts, "("+k+" in "+labels+")")
+		case metav1.LabelSelectorOpDoesNotExist:
+			parts = append(parts, "!("+k+" in "+labels+")")
+		default:
+			// The catalogue refuses such a selector before it gets here.
+			parts = append(parts, "false")
+		}
+	}
+	if len(parts) == 0 {
+		return "true"
+	}
+	return "(" + strings.Join(parts, " && ") + ")"
+}
+
+func listLit(values []string) string {
+	items := make([]string, len(values))
+	for i, v := range values {
+		items[i] = lit(v)
+	}
+	if len(items) == 0 {
+		return "['']" + ".filter(x, false)"
+	}
+	return "[" + strings.Join(items, ", ") + "]"
+}
+
+// lit is s as a CEL string literal. Everything outside printable ASCII,
+// the quote and the backslash are written as escapes: whatever a tenant
+// wrote (a registry key, a name) stays data.
+func lit(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r >= 0x20 && r < 0x7f:
+			b.WriteRune(r)
+		case r <= 0xffff:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			fmt.Fprintf(&b, `\U%08x`, r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
