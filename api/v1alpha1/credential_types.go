@@ -494,6 +494,13 @@ const (
 	// Connection, Timeout, Blocked, Other, or NoCredential when the
 	// credential has no entry for the probed image.
 	ConditionVerified = "Verified"
+	// ConditionPodInjection, with regcred manager --pod-injection=policy,
+	// says whether the generated MutatingAdmissionPolicies carry the
+	// credential: True, AdmissionPolicy; False, TooLargeForAdmissionPolicy
+	// (more registry keys than a policy carries for one credential).
+	ConditionPodInjection = "PodInjection"
+	// ReasonAdmissionPolicy: the admission policies carry it.
+	ReasonAdmissionPolicy = "AdmissionPolicy"
 	// ReasonNoCredential: the credential has no entry for the image.
 	ReasonNoCredential = "NoCredential"
 	// ReasonBlocked: the probed registry (or a tenant's cloud endpoint)

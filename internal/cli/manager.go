@@ -22,6 +22,7 @@ import (
 )
 
 type managerOptions struct {
+	podInjection            string
 	kube                    kubeFlags
 	namespace               string
 	metricsAddr             string
@@ -142,6 +143,7 @@ func (o *managerOptions) addFlags(f *pflag.FlagSet) {
 
 func (o *managerOptions) addWebhookFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.webhook, "webhook", true, "serve the Pod admission webhook (every replica serves it)")
+	f.StringVar(&o.podInjection, "pod-injection", manager.PodInjectionWebhook, `how Pods get their pull Secrets and mirror rewrites: "webhook" (regcred's admission webhook, which also creates a missing Secret before admitting the Pod) or "policy" (MutatingAdmissionPolicies regcred generates and keeps current: the API server injects, with regcred down too; no Pod webhook is registered, and the one regcred registered is removed)`)
 	f.StringVar(&o.webhookHost, "webhook-host", "", "address to serve the webhook on; when set (127.0.0.1 for a local control plane) the webhook is registered by URL, otherwise by Service")
 	f.IntVar(&o.webhookPort, "webhook-port", 9443, "webhook port")
 	f.StringVar(&o.webhookServiceName, "webhook-service-name", "regcred-webhook", "Service in front of the webhook, in --namespace")
@@ -215,7 +217,13 @@ func (o *managerOptions) run(ctx context.Context, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
+	switch o.podInjection {
+	case manager.PodInjectionWebhook, manager.PodInjectionPolicy:
+	default:
+		return usageErrorf("--pod-injection %q: use webhook or policy", o.podInjection)
+	}
 	mgr, err := manager.New(ctx, manager.Options{
+		PodInjection:               o.podInjection,
 		NodeCredentials:            nodeOpts,
 		Webhook:                    wh,
 		RestConfig:                 cfg,

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"regcred.dev/regcred/internal/policy"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -37,6 +38,9 @@ type CredentialReconciler struct {
 	verifier         *verifier
 	// copies is the managed Secrets of this kind by owner.
 	copies *copyIndex
+	// podPolicies: Pods are injected by admission policies with these
+	// options; nil: by the webhook.
+	podPolicies *policy.Options
 }
 
 // Reconcile implements reconcile.Reconciler: the steps of
@@ -73,6 +77,7 @@ func (r *CredentialReconciler) credentialSteps() []credentialStep {
 		buildReady,
 		r.emitReadyEvents,
 		r.verify,
+		r.podInjection,
 	}
 }
 
@@ -94,6 +99,8 @@ type credentialState struct {
 	// the status already holds the latest or no probe ran.
 	verified    *metav1.Condition
 	verifyState *v1alpha1.VerifyStatus
+	// injection is the PodInjection condition; nil removes it.
+	injection *metav1.Condition
 }
 
 // credentialStep is one step of a reconcile. An error is transient: the
@@ -374,6 +381,11 @@ func (st *credentialState) writeStatus(s *v1alpha1.CredentialStatus) {
 		s.Verify = st.verifyState
 	}
 	meta.SetStatusCondition(&s.Conditions, st.ready)
+	if st.injection != nil {
+		meta.SetStatusCondition(&s.Conditions, *st.injection)
+	} else {
+		meta.RemoveStatusCondition(&s.Conditions, v1alpha1.ConditionPodInjection)
+	}
 	s.SecretName = c.SecretName()
 	if !c.DeliversSecrets() {
 		s.SecretName = ""
@@ -503,4 +515,26 @@ func writeDelivery(c *credential.Credential, s *v1alpha1.CredentialStatus) {
 	if !c.DeliversSecrets() {
 		s.Namespaces.Summary = fmt.Sprintf("node %d", s.Namespaces.Desired)
 	}
+}
+
+// podInjection says, when admission policies inject Pods, whether they
+// carry the credential: one with more registry keys than a policy carries
+// for one credential is refused whole (never carried in part), and
+// recorded with a Warning Event when the condition turns so.
+func (r *CredentialReconciler) podInjection(_ context.Context, st *credentialState) (stepResult, error) {
+	c := st.c
+	if r.podPolicies == nil || !c.InjectionEnabled() || c.Deleting() {
+		return continueSteps, nil
+	}
+	cond := metav1.Condition{Type: v1alpha1.ConditionPodInjection, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonAdmissionPolicy,
+		Message: "its Secret is added to matching Pods by the MutatingAdmissionPolicies regcred generates", ObservedGeneration: c.Object.GetGeneration()}
+	if reason := PolicyRefusal(credential.Compile(c, r.regcredNamespace), *r.podPolicies); reason != "" {
+		cond.Status, cond.Reason = metav1.ConditionFalse, ReasonPolicyTooLarge
+		cond.Message = "not carried by the admission policies, so Pods do not get its Secret: " + reason
+		if old := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ConditionPodInjection); old == nil || old.Status != cond.Status {
+			r.recorder.Eventf(c.Object, nil, corev1.EventTypeWarning, ReasonPolicyTooLarge, "InjectPods", "%s", cond.Message)
+		}
+	}
+	st.injection = &cond
+	return continueSteps, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"regcred.dev/regcred/internal/policy"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -82,6 +83,10 @@ type Options struct {
 	// probes and cloud endpoints may still reach; the rest of those
 	// ranges is refused for tenants.
 	TenantAllowPrivateNetworks []string
+	// PodInjectionPolicies, when Pods are injected by admission policies
+	// (regcred manager --pod-injection=policy), are their options: each
+	// credential's PodInjection condition says whether they carry it.
+	PodInjectionPolicies *policy.Options
 }
 
 // CacheOptions restricts the manager's cache to what regcred manages:

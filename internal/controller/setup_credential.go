@@ -32,7 +32,7 @@ func setupRegistryCredentialController(mgr ctrl.Manager, d *shared) error {
 func setupCredentialController(mgr ctrl.Manager, d *shared, kind credential.Kind, forObj client.Object, name string) error {
 	copies := newCopyIndex(kind)
 	cr := &CredentialReconciler{kind: kind, client: mgr.GetClient(), regcredNamespace: d.opts.Namespace, copies: copies,
-		renders: d.renders, failures: d.failures, recorder: d.recorder,
+		renders: d.renders, failures: d.failures, recorder: d.recorder, podPolicies: d.opts.PodInjectionPolicies,
 		verifier: &verifier{options: d.opts.Registry, now: time.Now, tenantGuard: d.guard}}
 	cr.verifier.record = cr.recordProbe
 	b := ctrl.NewControllerManagedBy(mgr).

@@ -32,6 +32,7 @@ import (
 	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/credential/cachefeed"
 	"regcred.dev/regcred/internal/nodecreds"
+	"regcred.dev/regcred/internal/policy"
 	"regcred.dev/regcred/internal/registry"
 	"regcred.dev/regcred/internal/webhook"
 )
@@ -81,7 +82,20 @@ type Options struct {
 	// NodeCredentials serves the kubelet credential broker on the
 	// webhook's server; nil disables it.
 	NodeCredentials *nodecreds.Options
+	// PodInjection is how Pods get their pull Secrets and mirror
+	// rewrites: PodInjectionWebhook (default) or PodInjectionPolicy.
+	PodInjection string
 }
+
+// How Pods are injected.
+const (
+	// PodInjectionWebhook: regcred's admission webhook, which also
+	// creates a missing Secret before the Pod is admitted.
+	PodInjectionWebhook = "webhook"
+	// PodInjectionPolicy: MutatingAdmissionPolicies regcred generates;
+	// the API server injects, with regcred down too.
+	PodInjectionPolicy = "policy"
+)
 
 // Lease is how the replicas elect their leader. A standby takes over a
 // killed leader's lease once LeaseDuration has passed since its last
@@ -200,6 +214,11 @@ func New(ctx context.Context, opts Options) (ctrl.Manager, error) {
 	// One catalogue, compiled once per change, for the controllers, the
 	// webhook and the pull-failure watch.
 	cat := credential.NewCatalogue(opts.Namespace)
+	if opts.PodInjection == PodInjectionPolicy {
+		if err := addPolicyWriter(mgr, opts, cat); err != nil {
+			return nil, err
+		}
+	}
 	if err := cachefeed.Start(ctx, mgr.GetCache(), cat); err != nil {
 		return nil, err
 	}
@@ -207,6 +226,28 @@ func New(ctx context.Context, opts Options) (ctrl.Manager, error) {
 		return nil, err
 	}
 	return mgr, addChecks(mgr, opts, cat)
+}
+
+// policyOptions are the admission policies' options; nil when the
+// webhook injects.
+func policyOptions(opts Options) *policy.Options {
+	if opts.PodInjection != PodInjectionPolicy {
+		return nil
+	}
+	failure := admissionregistrationv1.Ignore
+	if opts.Webhook != nil && opts.Webhook.FailurePolicy != "" {
+		failure = admissionregistrationv1.FailurePolicyType(opts.Webhook.FailurePolicy)
+	}
+	return &policy.Options{Namespace: opts.Namespace, FailurePolicy: failure}
+}
+
+// addPolicyWriter keeps the generated MutatingAdmissionPolicies current,
+// on the leader.
+func addPolicyWriter(mgr ctrl.Manager, opts Options, cat *credential.Catalogue) error {
+	w := &controller.PolicyWriter{Catalogue: cat, Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Options: *policyOptions(opts),
+		Events: mgr.GetEventRecorder("regcred"), Log: ctrl.Log.WithName("admission-policies")}
+	w.Register()
+	return mgr.Add(w)
 }
 
 func newManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
@@ -262,7 +303,8 @@ func newManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 func setupParts(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, opts Options, cat *credential.Catalogue) error {
 	ensurer, err := controller.Setup(ctx, mgr, controller.Options{Namespace: opts.Namespace, MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
 		Cloud: opts.Cloud, Tokens: opts.Tokens, PluginDir: opts.PluginDir, Registry: opts.Registry, Catalogue: cat,
-		TenantEndpointHosts: opts.TenantEndpointHosts, TenantAllowPrivateNetworks: opts.TenantAllowPrivateNetworks})
+		TenantEndpointHosts: opts.TenantEndpointHosts, TenantAllowPrivateNetworks: opts.TenantAllowPrivateNetworks,
+		PodInjectionPolicies: policyOptions(opts)})
 	if err != nil {
 		return fmt.Errorf("set up controllers: %w", err)
 	}
@@ -333,6 +375,7 @@ func setupWebhook(ctx context.Context, mgr ctrl.Manager, restCfg *rest.Config, o
 		TimeoutSeconds:     w.TimeoutSeconds,
 		ManageCertificates: w.ManageCertificates,
 		Register:           w.Register,
+		NoPodWebhook:       opts.PodInjection == PodInjectionPolicy,
 	}
 	if err := w.Validate(); err != nil {
 		return err
@@ -361,9 +404,11 @@ func setupWebhook(ctx context.Context, mgr ctrl.Manager, restCfg *rest.Config, o
 			return err
 		}
 	}
-	h := &webhook.Handler{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Catalogue: cat, Secrets: ensurer,
-		Log: ctrl.Log.WithName("webhook")}
-	mgr.GetWebhookServer().Register(webhook.Path, &admission.Webhook{Handler: h, RecoverPanic: ptr.To(true)})
+	if !cfg.NoPodWebhook {
+		h := &webhook.Handler{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Catalogue: cat, Secrets: ensurer,
+			Log: ctrl.Log.WithName("webhook")}
+		mgr.GetWebhookServer().Register(webhook.Path, &admission.Webhook{Handler: h, RecoverPanic: ptr.To(true)})
+	}
 	if opts.NodeCredentials != nil {
 		return setupBroker(mgr, restCfg, opts, cfg, cat, ensurer, tls)
 	}

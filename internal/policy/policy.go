@@ -350,9 +350,9 @@ func variables(creds []compiledCredential, mirrors []credential.MirrorSet) []adm
 			!variables.imgs[i].r.matches('^[a-f0-9]{64}$') &&
 			(d[1] + (variables.tg[i][2] == 'y' ? ':' + variables.tg[i][1] : '') + (variables.dg[i][2] == 'y' ? '@' + variables.dg[i][1] : '')).split(':')[0].lowerAscii() ==
 				(d[1] + (variables.tg[i][2] == 'y' ? ':' + variables.tg[i][1] : '') + (variables.dg[i][2] == 'y' ? '@' + variables.dg[i][1] : '')).split(':')[0] &&
-			(d[0] + '/' + d[1] + (variables.tg[i][2] == 'y' ? ':' + variables.tg[i][1] : '') + (variables.dg[i][2] == 'y' ? '@' + variables.dg[i][1] : '')).matches(` + lit(referencePattern) + `) &&
-			size(d[0].matches(` + lit(domainPattern) + `) ? d[1] : d[0] + '/' + d[1]) <= 255 &&
-			(variables.dg[i][2] != 'y' || variables.dg[i][1].matches(` + lit(digestPattern) + `)) ? 'y' : ''])`),
+			(d[0] + '/' + d[1] + (variables.tg[i][2] == 'y' ? ':' + variables.tg[i][1] : '') + (variables.dg[i][2] == 'y' ? '@' + variables.dg[i][1] : '')).matches(`+lit(referencePattern)+`) &&
+			size(d[0].matches(`+lit(domainPattern)+`) ? d[1] : d[0] + '/' + d[1]) <= 255 &&
+			(variables.dg[i][2] != 'y' || variables.dg[i][1].matches(`+lit(digestPattern)+`)) ? 'y' : ''])`),
 		// The mirror rules of the namespace's ClusterImageMirrors, most
 		// specific first: [source, mirror].
 		v("rules", rulesExpression(mirrors)),
@@ -365,8 +365,8 @@ func variables(creds []compiledCredential, mirrors []credential.MirrorSet) []adm
 			[n[0],
 			 n[0] + (variables.tg[i][2] == 'y' ? ':' + variables.tg[i][1] : '') + (variables.dg[i][2] == 'y' ? '@' + variables.dg[i][1] : '') +
 				(variables.tg[i][2] != 'y' && variables.dg[i][2] != 'y' ? ':latest' : ''),
-			 n[0].matches(` + lit(namePattern) + `) &&
-				size(n[0].split('/')[0].matches(` + lit(domainPattern) + `) ? n[0].substring(size(n[0].split('/')[0]) + 1) : n[0]) <= 255 ? 'y' : ''])`),
+			 n[0].matches(`+lit(namePattern)+`) &&
+				size(n[0].split('/')[0].matches(`+lit(domainPattern)+`) ? n[0].substring(size(n[0].split('/')[0]) + 1) : n[0]) <= 255 ? 'y' : ''])`),
 		// [host[:port], path] of each name to match.
 		v("hp", `variables.rs.map(r, r[2] != 'y' ? ['', ''] : [r[0].substring(0, r[0].indexOf('/')), r[0].substring(r[0].indexOf('/'))])`),
 		// The target each credential's expression matches:

@@ -132,3 +132,26 @@ func (t *TLS) injectCABundle(ctx context.Context, caBundle []byte) error {
 	}
 	return fmt.Errorf("MutatingWebhookConfiguration %q keeps changing under us", key.Name)
 }
+
+// removeConfiguration deletes the MutatingWebhookConfiguration regcred
+// registered (labelled managed-by regcred), once Pods are injected by
+// admission policies: it would otherwise send every Pod to a webhook that
+// no longer serves them. One installed by someone else stays.
+func (t *TLS) removeConfiguration(ctx context.Context) error {
+	var cur admissionregistrationv1.MutatingWebhookConfiguration
+	err := t.Reader.Get(ctx, client.ObjectKey{Name: t.Config.ConfigurationName}, &cur)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if cur.Labels["app.kubernetes.io/managed-by"] != managedBy {
+		return nil
+	}
+	if err := t.Writer.Delete(ctx, &cur, client.Preconditions{UID: &cur.UID, ResourceVersion: &cur.ResourceVersion}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("remove MutatingWebhookConfiguration %q (Pods are injected by admission policies now): %w", cur.Name, err)
+	}
+	t.Log.Info("removed the webhook configuration: Pods are injected by admission policies", logkeys.Configuration, cur.Name)
+	return nil
+}

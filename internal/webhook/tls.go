@@ -78,6 +78,11 @@ type Config struct {
 	// configuration installed by the Helm chart or config/default, whose
 	// deletion then goes with the installation's.
 	Register bool
+	// NoPodWebhook: Pods are injected by admission policies instead
+	// (regcred manager --pod-injection=policy). No configuration is kept,
+	// and with Register the one regcred registered before is removed; the
+	// certificates still serve the kubelet credential broker.
+	NoPodWebhook bool
 }
 
 // TLS keeps the webhook's certificates and configuration current. Every
@@ -117,6 +122,11 @@ func (t *TLS) Ensure(ctx context.Context) (time.Time, error) {
 		}
 	}
 	switch {
+	case t.Config.NoPodWebhook && t.Config.Register:
+		if err := t.removeConfiguration(ctx); err != nil {
+			return now.Add(10 * time.Second), err
+		}
+	case t.Config.NoPodWebhook:
 	case t.Config.Register:
 		if err := t.ensureConfiguration(ctx, caBundle); err != nil {
 			return now.Add(10 * time.Second), err
