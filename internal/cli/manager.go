@@ -23,6 +23,7 @@ import (
 
 type managerOptions struct {
 	podInjection            string
+	podInjectionExclude     []string
 	kube                    kubeFlags
 	namespace               string
 	metricsAddr             string
@@ -143,6 +144,7 @@ func (o *managerOptions) addFlags(f *pflag.FlagSet) {
 
 func (o *managerOptions) addWebhookFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.webhook, "webhook", true, "serve the Pod admission webhook (every replica serves it)")
+	f.StringSliceVar(&o.podInjectionExclude, "pod-injection-exclude-namespaces", nil, "with --pod-injection=policy, namespaces (comma-separated) whose Pods the policies never touch, besides kube-system, kube-public, kube-node-lease and --namespace (the chart passes webhook.excludeNamespaces)")
 	f.StringVar(&o.podInjection, "pod-injection", manager.PodInjectionWebhook, `how Pods get their pull Secrets and mirror rewrites: "webhook" (regcred's admission webhook, which also creates a missing Secret before admitting the Pod) or "policy" (MutatingAdmissionPolicies regcred generates and keeps current: the API server injects, with regcred down too; no Pod webhook is registered, and the one regcred registered is removed)`)
 	f.StringVar(&o.webhookHost, "webhook-host", "", "address to serve the webhook on; when set (127.0.0.1 for a local control plane) the webhook is registered by URL, otherwise by Service")
 	f.IntVar(&o.webhookPort, "webhook-port", 9443, "webhook port")
@@ -224,6 +226,7 @@ func (o *managerOptions) run(ctx context.Context, logOut io.Writer) error {
 	}
 	mgr, err := manager.New(ctx, manager.Options{
 		PodInjection:               o.podInjection,
+		PodInjectionExclude:        o.podInjectionExclude,
 		NodeCredentials:            nodeOpts,
 		Webhook:                    wh,
 		RestConfig:                 cfg,

@@ -20,7 +20,10 @@ import (
 	"regcred.dev/regcred/internal/policy"
 )
 
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingadmissionpolicies;mutatingadmissionpolicybindings,verbs=get;list;create;update;delete
+// The grant for these objects (get, list, create, update, delete of
+// mutatingadmissionpolicies and mutatingadmissionpolicybindings) is the
+// chart's, only with podInjection=policy: writing admission policies is
+// power over every Pod, so the webhook mode does not hold it.
 
 // PolicyWriter keeps the MutatingAdmissionPolicies and their bindings
 // that inject Pods (regcred manager --pod-injection=policy) equal to the

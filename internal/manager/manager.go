@@ -85,6 +85,9 @@ type Options struct {
 	// PodInjection is how Pods get their pull Secrets and mirror
 	// rewrites: PodInjectionWebhook (default) or PodInjectionPolicy.
 	PodInjection string
+	// PodInjectionExclude are namespaces the policies never touch,
+	// besides the always-excluded ones and regcred's.
+	PodInjectionExclude []string
 }
 
 // How Pods are injected.
@@ -238,7 +241,7 @@ func policyOptions(opts Options) *policy.Options {
 	if opts.Webhook != nil && opts.Webhook.FailurePolicy != "" {
 		failure = admissionregistrationv1.FailurePolicyType(opts.Webhook.FailurePolicy)
 	}
-	return &policy.Options{Namespace: opts.Namespace, FailurePolicy: failure}
+	return &policy.Options{Namespace: opts.Namespace, FailurePolicy: failure, ExcludeNamespaces: opts.PodInjectionExclude}
 }
 
 // addPolicyWriter keeps the generated MutatingAdmissionPolicies current,

@@ -58,6 +58,9 @@ const (
 type Options struct {
 	// Namespace is regcred's own; no Pod there is touched.
 	Namespace string
+	// ExcludeNamespaces are namespaces whose Pods are never touched,
+	// besides credential.AlwaysExcluded and Namespace.
+	ExcludeNamespaces []string
 	// Prefix names the objects: Prefix, Prefix-2, … (default
 	// "regcred-pod-injection").
 	Prefix string
@@ -285,6 +288,11 @@ func renderPolicy(name string, creds []compiledCredential, namespaces []string, 
 	meta := metav1.ObjectMeta{Name: name, Labels: map[string]string{LabelManagedBy: managedBy, LabelPolicy: "true"}}
 	scope := admissionregistrationv1.NamespacedScope
 	excluded := append(slices.Clone(credential.AlwaysExcluded), opts.Namespace)
+	for _, ns := range opts.ExcludeNamespaces {
+		if !slices.Contains(excluded, ns) {
+			excluded = append(excluded, ns)
+		}
+	}
 	nsSelector := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
 		{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn, Values: excluded},
 		{Key: credential.LabelInject, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"false"}},

@@ -94,7 +94,7 @@ func TestChartLint(t *testing.T) {
 	testenv.SkipShort(t, "runs Helm")
 	for _, h := range []string{"helm3", "helm4"} {
 		helm := testenv.Tool(t, h)
-		for _, set := range [][]string{nil, {"--set", "webhook.certificates=cert-manager"}, {"--set", "webhook.enabled=false"}, {"--set", "nodeCredentials.enabled=true"}} {
+		for _, set := range [][]string{nil, {"--set", "webhook.certificates=cert-manager"}, {"--set", "webhook.enabled=false"}, {"--set", "nodeCredentials.enabled=true"}, {"--set", "podInjection=policy"}} {
 			args := append([]string{"lint", "--strict", chartDir(), "--kube-version", testenv.KubeVersion()}, set...)
 			if out, err := exec.Command(helm, args...).CombinedOutput(); err != nil {
 				t.Errorf("%s lint %v: %v\n%s", h, set, err, out)
@@ -119,6 +119,7 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"replicas=3", "replicas"},
 		{"nodeCredentials.enabled=true,webhook.enabled=false", "nodeCredentials.enabled needs webhook.enabled"},
 		{"nodeCredentials.audience=*", "audience"},
+		{"podInjection=both", "podInjection"},
 		{"nodeCredentials.cacheDuration=soon", "cacheDuration"},
 		{"nodeCredentials.pluginDir=relative", "pluginDir"},
 	} {
@@ -315,6 +316,36 @@ func TestChartCertManagerGolden(t *testing.T) {
 	}
 }
 
+// TestChartPodInjectionPolicyGolden renders podInjection=policy: no Pod
+// webhook, the manager told so, and the grant to write admission
+// policies only in this mode.
+func TestChartPodInjectionPolicyGolden(t *testing.T) {
+	testenv.SkipShort(t, "runs Helm")
+	got := render(t, testenv.Tool(t, "helm3"), "--set", "podInjection=policy", "--set", "webhook.failurePolicy=Fail")
+	testenv.Golden(t, filepath.Join("testdata", "pod-injection-policy.golden.yaml"), got)
+	objs := objects(t, got)
+	if k := kinds(objs); k["MutatingWebhookConfiguration"] != 0 {
+		t.Errorf("policy mode renders a MutatingWebhookConfiguration: %v", k)
+	}
+	var d appsv1.Deployment
+	find(t, objs, "Deployment", &d)
+	args := d.Spec.Template.Spec.Containers[0].Args
+	for _, want := range []string{"--pod-injection=policy", "--webhook-failure-policy=Fail", "--pod-injection-exclude-namespaces=kube-system,kube-public,kube-node-lease"} {
+		if !slices.Contains(args, want) {
+			t.Errorf("args %v lack %s", args, want)
+		}
+	}
+	var role rbacv1.ClusterRole
+	findNamed(t, objs, "ClusterRole", "regcred-policies", &role)
+	if len(role.Rules) != 1 || !slices.Contains(role.Rules[0].Resources, "mutatingadmissionpolicies") {
+		t.Errorf("policies role %+v", role.Rules)
+	}
+	// The default (webhook) mode holds no such grant.
+	if def := render(t, testenv.Tool(t, "helm3")); bytes.Contains(def, []byte("mutatingadmissionpolicies")) {
+		t.Error("the webhook mode grants admission policies")
+	}
+}
+
 // TestChartServerSideDryRun sends every rendered object to the real API
 // server as a dry-run create: the API server's own validation, defaulting
 // and admission (with regcred's CRDs installed).
@@ -327,7 +358,7 @@ func TestChartServerSideDryRun(t *testing.T) {
 	if err := cp.Client.Create(ctx, ns); err != nil && !strings.Contains(err.Error(), "already exists") {
 		t.Fatal(err)
 	}
-	for _, set := range [][]string{nil, {"--set", "webhook.enabled=false"}, {"--set", "imagePullSecrets[0].name=pull", "--set", "image.digest=sha256:" + strings.Repeat("0", 64)},
+	for _, set := range [][]string{nil, {"--set", "webhook.enabled=false"}, {"--set", "podInjection=policy"}, {"--set", "imagePullSecrets[0].name=pull", "--set", "image.digest=sha256:" + strings.Repeat("0", 64)},
 		{"--set", "nodeCredentials.enabled=true", "--set", "imagePullSecrets[0].name=pull"}} {
 		objs := objects(t, render(t, helm, set...))
 		if len(objs) < 6 {
