@@ -85,6 +85,10 @@ type Options struct {
 	// PodInjection is how Pods get their pull Secrets and mirror
 	// rewrites: PodInjectionWebhook (default) or PodInjectionPolicy.
 	PodInjection string
+	// Restartable lets a process run managers one after another (tests,
+	// the load tools): controller names are checked for uniqueness per
+	// process otherwise.
+	Restartable bool
 	// PodInjectionExclude are namespaces the policies never touch,
 	// besides the always-excluded ones and regcred's.
 	PodInjectionExclude []string
@@ -278,7 +282,7 @@ func newManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		// server is busiest: its sources' first lists at 10,000
 		// namespaces took over controller-runtime's 2 minutes on two busy
 		// cores, and a timeout restarts the process into the same lists.
-		Controller: config.Controller{EnableWarmup: ptr.To(true), CacheSyncTimeout: cacheSyncTimeout},
+		Controller: config.Controller{EnableWarmup: ptr.To(true), CacheSyncTimeout: cacheSyncTimeout, SkipNameValidation: ptr.To(opts.Restartable)},
 		NewCache: func(config *rest.Config, o cache.Options) (cache.Cache, error) {
 			config = rest.CopyConfig(config)
 			config.QPS, config.Burst = config.QPS*cacheQPSFactor, config.Burst*cacheQPSFactor

@@ -38,6 +38,9 @@ type Options struct {
 	// NodeCredentials serves the kubelet credential broker beside the
 	// webhook; nil does not.
 	NodeCredentials *nodecreds.Options
+	// PodInjection: manager.PodInjectionWebhook ("" too) or
+	// manager.PodInjectionPolicy.
+	PodInjection string
 }
 
 // Start starts the manager and returns once its webhook serves; the
@@ -66,7 +69,8 @@ func Start(ctx context.Context, cfg *rest.Config, opts Options) (done <-chan str
 		RestConfig: cfg, Namespace: opts.Namespace, MetricsAddr: opts.MetricsAddr, ProbeAddr: "0",
 		Webhook: &manager.WebhookOptions{Host: "127.0.0.1", Port: port, CertDir: opts.CertDir, ManageCertificates: true, Register: true,
 			FailurePolicy: opts.FailurePolicy},
-		Cloud: opts.Cloud, PullFailureMetrics: true, NodeCredentials: opts.NodeCredentials,
+		Cloud: opts.Cloud, PullFailureMetrics: true, NodeCredentials: opts.NodeCredentials, PodInjection: opts.PodInjection,
+		Restartable: true,
 	})
 	if err != nil {
 		return nil, err
