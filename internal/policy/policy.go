@@ -30,6 +30,7 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strconv"
@@ -82,7 +83,8 @@ type Options struct {
 // and a Pod with many images costs more than one with few (see
 // docs/pod-injection-policies.md for the measured costs). With these
 // bounds a Pod of 64 distinct images, every credential acting, stays
-// under a tenth of the per-expression limit.
+// under a quarter of the per-expression limit (TestCostWithinBudget):
+// images cost about 1,500 each, credentials a few dozen.
 const (
 	DefaultMaxKeysPerPolicy     = 400
 	DefaultMaxKeysPerCredential = 64
@@ -124,9 +126,15 @@ func (o Options) withDefaults() Options {
 // compiledCredential is one credential ready for CEL.
 type compiledCredential struct {
 	entry *credential.Entry
-	// match is the regular expression over an image's target string.
-	match string
-	keys  int
+	// exact are the keys without globs: "host|port" and the path prefix,
+	// found by a map lookup.
+	exact [][2]string
+	// globs are the other keys: an index ("labels|literal suffix|port")
+	// and an expression over target strings.
+	globs [][2]string
+	// hub: a key "index.docker.io", which Docker Hub images also take.
+	hub  bool
+	keys int
 }
 
 // Render compiles the injection view into policies and bindings. The
@@ -231,39 +239,52 @@ func compileCredential(e *credential.Entry, maxKeys int) (*compiledCredential, s
 	if len(keys) > maxKeys {
 		return nil, fmt.Sprintf("%d registry keys, more than the %d an admission policy carries for one credential", len(keys), maxKeys)
 	}
-	var alts []string
-	hub := false
+	cc := &compiledCredential{entry: e, keys: len(keys)}
 	for _, k := range keys {
 		norm, err := keyring.NormalizeKey(k)
 		if err != nil {
 			continue
 		}
 		if norm == "index.docker.io" {
-			hub = true
+			cc.hub = true
 		}
-		if re, ok := keyPattern(norm); ok {
-			alts = append(alts, re)
+		t := keyring.ParseTarget(norm)
+		if !t.Valid() {
+			continue
+		}
+		if !slices.ContainsFunc(t.Labels(), func(l string) bool { return strings.ContainsAny(l, `*?[\`) }) {
+			cc.exact = append(cc.exact, [2]string{strings.Join(t.Labels(), ".") + "|" + t.Port(), t.Path()})
+			continue
+		}
+		if re, ok := keyPattern(t); ok {
+			cc.globs = append(cc.globs, [2]string{globIndex(t), re})
 		}
 	}
-	if hub {
-		alts = append(alts, `h\|`)
-	}
-	if len(alts) == 0 {
+	if len(cc.exact) == 0 && len(cc.globs) == 0 && !cc.hub {
 		return nil, ""
 	}
-	slices.Sort(alts)
-	alts = slices.Compact(alts)
-	return &compiledCredential{entry: e, match: "^(?:" + strings.Join(alts, "|") + ")", keys: len(keys)}, ""
+	return cc, ""
+}
+
+// globIndex is where a glob key is filed: its label count, its labels
+// after the last one with a glob, and its port. A target is looked up
+// under each of its label suffixes, so only the glob keys that can match
+// are tried.
+func globIndex(t keyring.Target) string {
+	labels := t.Labels()
+	last := 0
+	for i, l := range labels {
+		if strings.ContainsAny(l, `*?[\`) {
+			last = i
+		}
+	}
+	return strconv.Itoa(len(labels)) + "|" + strings.Join(labels[last+1:], ".") + "|" + t.Port()
 }
 
 // keyPattern is a normalized key as an expression over target strings
 // "H|host|port|path" (H is "h" for a Docker Hub image, "n" otherwise),
 // from the keyring's own parse of the key.
-func keyPattern(norm string) (string, bool) {
-	t := keyring.ParseTarget(norm)
-	if !t.Valid() {
-		return "", false
-	}
+func keyPattern(t keyring.Target) (string, bool) {
 	labels := make([]string, len(t.Labels()))
 	for i, l := range t.Labels() {
 		re, ok := globLabel(l)
@@ -272,7 +293,7 @@ func keyPattern(norm string) (string, bool) {
 		}
 		labels[i] = re
 	}
-	return `[hn]\|` + strings.Join(labels, `\.`) + `\|` + regexp.QuoteMeta(t.Port()) + `\|` + regexp.QuoteMeta(t.Path()), true
+	return `^[hn]\|` + strings.Join(labels, `\.`) + `\|` + regexp.QuoteMeta(t.Port()) + `\|` + regexp.QuoteMeta(t.Path()), true
 }
 
 // The reference grammar, as distribution/reference parses.
@@ -390,6 +411,11 @@ func variables(creds []compiledCredential, mirrors []credential.MirrorSet) []adm
 		v("ts", `variables.tt.filter(t, t != '').distinct()`),
 		// Each carried credential: its Secret, its name for the
 		// annotation, and whether it acts here and matches an image.
+		// The namespace is not being deleted (no credential acts then).
+		v("live", `!has(namespaceObject.metadata.deletionTimestamp) && namespaceObject.status.?phase.orValue('') != 'Terminating'`),
+		// The indexes of the credentials whose keys match an image, as
+		// a set.
+		v("hits", hitsExpression(creds)),
 		v("cs", credentialsExpression(creds)),
 		// The names the Pod lists already.
 		v("present", `object.spec.?imagePullSecrets.orValue([]).map(s, string(s.?name.orValue('')))`),
@@ -475,16 +501,66 @@ func credentialsExpression(creds []compiledCredential) string {
 	items := make([]string, len(creds))
 	for i, c := range creds {
 		items[i] = "[" + lit(c.entry.SecretName()) + ", " + lit(c.entry.Key.Display()) + ", " +
-			actsExpression(c.entry) + " && variables.ts.exists(t, t.matches(" + lit(c.match) + ")) ? 'y' : '']"
+			actsExpression(c.entry) + " && " + lit(strconv.Itoa(i)) + " in variables.hits ? 'y' : '']"
 	}
 	return "[" + strings.Join(items, ",\n") + "]"
+}
+
+// hitsExpression lists, as strings, the indexes of the carried
+// credentials whose keys match a target: keys without globs by a map
+// lookup of "host|port" and a path prefix, glob keys by their expression,
+// and Docker Hub images by the credentials with an "index.docker.io" key.
+// Each credential then costs a lookup in this short list, not a match per
+// image.
+func hitsExpression(creds []compiledCredential) string {
+	exact := map[string][]string{}
+	globs := map[string][]string{}
+	var hub []string
+	for i, c := range creds {
+		idx := lit(strconv.Itoa(i))
+		for _, e := range c.exact {
+			exact[e[0]] = append(exact[e[0]], "["+idx+", "+lit(e[1])+"]")
+		}
+		for _, g := range c.globs {
+			globs[g[0]] = append(globs[g[0]], "["+idx+", "+lit(g[1])+"]")
+		}
+		if c.hub {
+			hub = append(hub, idx)
+		}
+	}
+	hostports := slices.Sorted(maps.Keys(exact))
+	entries := make([]string, len(hostports))
+	for i, hp := range hostports {
+		entries[i] = lit(hp) + ": [" + strings.Join(exact[hp], ", ") + "]"
+	}
+	table := "{" + strings.Join(entries, ",\n") + "}"
+	if len(entries) == 0 {
+		table = "{'': [['', '']]}"
+	}
+	globTable := "{'': [['', '']]}"
+	if len(globs) > 0 {
+		indexes := slices.Sorted(maps.Keys(globs))
+		items := make([]string, len(indexes))
+		for i, k := range indexes {
+			items[i] = lit(k) + ": [" + strings.Join(globs[k], ", ") + "]"
+		}
+		globTable = "{" + strings.Join(items, ",\n") + "}"
+	}
+	hubList := "['']" + ".filter(h, false)"
+	if len(hub) > 0 {
+		hubList = "[" + strings.Join(hub, ", ") + "]"
+	}
+	return "variables.ts.map(t, " + table + "[?(t.split('|')[1] + '|' + t.split('|')[2])].orValue([]).filter(e, t.split('|')[3].startsWith(e[1])).map(e, e[0]) +\n" +
+		"[t.split('|')[1].split('.')].map(l, l.transformList(k, x, " + globTable + "[?(string(size(l)) + '|' + l.slice(size(l) - k, size(l)).join('.') + '|' + t.split('|')[2])].orValue([])).flatten())[0]" +
+		".filter(g, t.matches(g[1])).map(g, g[0]) +\n" +
+		"(t.startsWith('h|') ? " + hubList + " : [''].filter(h, false))).flatten().distinct().transformMapEntry(i, x, {x: true})"
 }
 
 // actsExpression is credential.Scope.Applies over namespaceObject (the
 // always-excluded namespaces and regcred's are outside every policy's
 // match constraints already).
 func actsExpression(e *credential.Entry) string {
-	live := `!has(namespaceObject.metadata.deletionTimestamp) && namespaceObject.status.?phase.orValue('') != 'Terminating'`
+	live := `variables.live`
 	if e.Kind == credential.KindNamespaced {
 		return "(" + live + " && namespaceObject.metadata.name == " + lit(e.Namespace) + ")"
 	}

@@ -1,6 +1,7 @@
 package policytest
 
 import (
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -149,4 +150,14 @@ func Corpus() []Case {
 	optOut.Labels = map[string]string{credential.LabelInject: "false"}
 	out = append(out, Case{"apps", optOut})
 	return out
+}
+
+// Tenant is a RegistryCredential of keys registries "NS-kI.example.com".
+func Tenant(namespace, name string, keys int) *v1alpha1.RegistryCredential {
+	rc := &v1alpha1.RegistryCredential{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
+	for k := 0; k < keys; k++ {
+		rc.Spec.Registries = append(rc.Spec.Registries, namespace+"-k"+strconv.Itoa(k)+".example.com")
+	}
+	rc.Spec.Source.SecretRef = &v1alpha1.SecretReference{Name: "src"}
+	return rc
 }

@@ -218,3 +218,10 @@ func (cp *ControlPlane) stopRestarted() {
 	}
 	cp.restarted = nil
 }
+
+// PID is the process of a component of this control plane (for load
+// tools that read its CPU time).
+func (cp *ControlPlane) PID(c Component) (int, error) {
+	pid, _, err := cp.find(c)
+	return pid, err
+}

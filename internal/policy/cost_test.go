@@ -1,0 +1,138 @@
+package policy_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	celconfig "k8s.io/apiserver/pkg/apis/cel"
+
+	"regcred.dev/regcred/internal/credential"
+	"regcred.dev/regcred/internal/policy"
+	"regcred.dev/regcred/internal/policy/policytest"
+)
+
+// catalogueOfKeys is n ClusterRegistryCredentials of keysEach keys, half
+// of them globs.
+func catalogueOfKeys(n, keysEach int) *credential.Catalogue {
+	cat := credential.NewCatalogue("regcred-system")
+	for i := 0; i < n; i++ {
+		var keys []string
+		for k := 0; k < keysEach; k++ {
+			if k%2 == 0 {
+				keys = append(keys, fmt.Sprintf("registry-%03d-%02d.example.com/team", i, k))
+			} else {
+				keys = append(keys, fmt.Sprintf("*.mirror-%03d-%02d.example.net:5000", i, k))
+			}
+		}
+		cat.Put(policytest.Cred(fmt.Sprintf("c%03d", i), keys...))
+	}
+	cat.MarkSynced()
+	return cat
+}
+
+func podOfImages(n int) *corev1.Pod {
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "apps"}}
+	for i := 0; i < n; i++ {
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: fmt.Sprintf("c%d", i),
+			Image: fmt.Sprintf("registry-%03d-00.example.com/team/app-%d:1", i%200, i)})
+	}
+	return p
+}
+
+// TestCostWithinBudget: at the bound of keys one policy carries, a Pod
+// of 64 distinct images (every credential acting) spends less than a
+// quarter of the CEL budget of one expression, so the policy never fails on
+// cost for a Pod a person writes. The figures are in
+// docs/pod-injection-policies.md.
+func TestCostWithinBudget(t *testing.T) {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apps"}}
+	for _, tc := range []struct{ creds, keys, images int }{
+		{20, 2, 3}, {100, 2, 3}, {200, 2, 3}, {policy.DefaultMaxKeysPerPolicy / 2, 2, 64},
+		{policy.DefaultMaxKeysPerPolicy / policy.DefaultMaxKeysPerCredential, policy.DefaultMaxKeysPerCredential, 64},
+	} {
+		r := policy.Render(catalogueOfKeys(tc.creds, tc.keys).Injection(), policy.Options{Namespace: "regcred-system"})
+		if len(r.Policies) != 1 || len(r.Refused) != 0 {
+			t.Fatalf("%d×%d keys: %d policies, refused %v", tc.creds, tc.keys, len(r.Policies), r.Refused)
+		}
+		ev, err := policytest.New(r.Policies)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := ev.Admit(context.Background(), podOfImages(tc.images), ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Pod.Spec.ImagePullSecrets) == 0 {
+			t.Fatalf("%d×%d keys, %d images: nothing injected", tc.creds, tc.keys, tc.images)
+		}
+		t.Logf("%d credentials × %d keys, %d images: CEL cost %d (%.2f%% of one expression's limit)", tc.creds, tc.keys, tc.images, res.Cost, 100*float64(res.Cost)/celconfig.PerCallLimit)
+		if tc.images == 64 && res.Cost > celconfig.PerCallLimit/4 {
+			t.Errorf("%d credentials × %d keys, 64 images: cost %d, over a quarter of %d", tc.creds, tc.keys, res.Cost, celconfig.PerCallLimit)
+		}
+	}
+}
+
+// TestSplitAndRefuse: tenants beyond one policy's bound go to further
+// policies, whole namespaces at a time; a credential with more keys than
+// one credential may carry is refused, never carried in part.
+func TestSplitAndRefuse(t *testing.T) {
+	cat := credential.NewCatalogue("regcred-system")
+	for ns := 0; ns < 30; ns++ {
+		for j := 0; j < 2; j++ {
+			rc := policytest.Tenant(fmt.Sprintf("ns-%02d", ns), fmt.Sprintf("rc-%d", j), 10)
+			cat.Put(rc)
+		}
+	}
+	big := policytest.Cred("too-big")
+	for k := 0; k <= policy.DefaultMaxKeysPerCredential; k++ {
+		big.Spec.Registries = append(big.Spec.Registries, fmt.Sprintf("r%d.example.com", k))
+	}
+	cat.Put(big)
+	cat.MarkSynced()
+	r := policy.Render(cat.Injection(), policy.Options{Namespace: "regcred-system"})
+	if len(r.Refused) != 1 || r.Refused[0].Key.Name != "too-big" {
+		t.Fatalf("refused %v", r.Refused)
+	}
+	if r.Carried != 60 {
+		t.Errorf("carried %d, want 60", r.Carried)
+	}
+	// 600 tenant keys at 400 a policy: two policies, the second bound to
+	// its namespaces.
+	if len(r.Policies) != 2 || len(r.Bindings) != 2 {
+		t.Fatalf("%d policies, %d bindings", len(r.Policies), len(r.Bindings))
+	}
+	seen := map[string]int{}
+	for i, p := range r.Policies {
+		for _, e := range p.Spec.MatchConstraints.NamespaceSelector.MatchExpressions {
+			if e.Operator == metav1.LabelSelectorOpIn {
+				for _, ns := range e.Values {
+					seen[ns] = i
+				}
+			}
+		}
+	}
+	if len(seen) == 0 {
+		t.Fatal("the second policy is not limited to its namespaces")
+	}
+	ev, err := policytest.New(r.Policies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every tenant's Pod gets its own two Secrets, whichever policy holds it.
+	for ns := 0; ns < 30; ns++ {
+		name := fmt.Sprintf("ns-%02d", ns)
+		p := policytest.Pod(fmt.Sprintf("%s-k0.example.com/app:1", name))
+		p.Namespace = name
+		res, err := ev.Admit(context.Background(), p, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := len(res.Pod.Spec.ImagePullSecrets); got != 2 {
+			t.Errorf("%s: %d Secrets added, want 2: %v", name, got, res.Pod.Spec.ImagePullSecrets)
+		}
+	}
+}
