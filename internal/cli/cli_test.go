@@ -72,6 +72,7 @@ func TestBadInput(t *testing.T) {
 		{"secret from empty config", []string{"secret", "create", "x", "--from-docker-config", empty}, "holds no credentials"},
 		{"secret from malformed config", []string{"secret", "create", "x", "--from-docker-config", malformed}, "is not valid JSON"},
 		{"secret registry without config", []string{"secret", "create", "x", "--registry", "r.io"}, "--registry only applies with --from-docker-config"},
+		{"manager bad pod injection", []string{"manager", "--pod-injection", "both"}, `--pod-injection "both": use webhook or policy`},
 		{"doctor bad kind", []string{"doctor", "svc/web"}, `cannot diagnose "svc"`},
 		{"doctor not kind/name", []string{"doctor", "web"}, `"web" is not KIND/NAME`},
 		{"doctor two targets", []string{"doctor", "pod/a", "pod/b"}, "takes at most one KIND/NAME (got 2 arguments)"},

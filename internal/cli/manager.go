@@ -200,6 +200,11 @@ func (o *managerOptions) run(ctx context.Context, logOut io.Writer) error {
 	} else if limit < math.MaxInt64 {
 		logger.Info("Go memory limit", "bytes", limit)
 	}
+	switch o.podInjection {
+	case manager.PodInjectionWebhook, manager.PodInjectionPolicy:
+	default:
+		return usageErrorf("--pod-injection %q: use webhook or policy", o.podInjection)
+	}
 	if err := o.lease.Validate(); err != nil {
 		return usageErrorf("--leader-election-lease-duration, --leader-election-renew-deadline, --leader-election-retry-period: %v", err)
 	}
@@ -218,11 +223,6 @@ func (o *managerOptions) run(ctx context.Context, logOut io.Writer) error {
 	nodeOpts, err := o.nodeCredentialsOptions()
 	if err != nil {
 		return err
-	}
-	switch o.podInjection {
-	case manager.PodInjectionWebhook, manager.PodInjectionPolicy:
-	default:
-		return usageErrorf("--pod-injection %q: use webhook or policy", o.podInjection)
 	}
 	mgr, err := manager.New(ctx, manager.Options{
 		PodInjection:               o.podInjection,
