@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -101,14 +102,16 @@ func (w *PolicyWriter) Sync(ctx context.Context) error {
 	w.report(r.Refused)
 	// Bindings go after their policies and before stale policies go, so
 	// a Pod never meets a binding without its policy.
-	for _, p := range r.Policies {
+	// One object the API server refuses must not hold back the others:
+	// each is written, and the errors are returned together.
+	var errs []error
+	for i, p := range r.Policies {
 		if err := w.apply(ctx, p, &admissionregistrationv1.MutatingAdmissionPolicy{}); err != nil {
-			return err
+			errs = append(errs, err)
+			continue
 		}
-	}
-	for _, b := range r.Bindings {
-		if err := w.apply(ctx, b, &admissionregistrationv1.MutatingAdmissionPolicyBinding{}); err != nil {
-			return err
+		if err := w.apply(ctx, r.Bindings[i], &admissionregistrationv1.MutatingAdmissionPolicyBinding{}); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	keep := map[string]bool{}
@@ -138,7 +141,7 @@ func (w *PolicyWriter) Sync(ctx context.Context) error {
 			w.Log.Info("removed an admission policy", "policy", p.Name)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // apply creates want or updates the object of its name to it.

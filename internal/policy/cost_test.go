@@ -87,6 +87,11 @@ func TestSplitAndRefuse(t *testing.T) {
 			cat.Put(rc)
 		}
 	}
+	// One namespace of 50 credentials of 10 keys: 40 fit its policy, the
+	// last 10 (by name) are refused.
+	for j := 0; j < 50; j++ {
+		cat.Put(policytest.Tenant("crowded", fmt.Sprintf("rc-%02d", j), 10))
+	}
 	big := policytest.Cred("too-big")
 	for k := 0; k <= policy.DefaultMaxKeysPerCredential; k++ {
 		big.Spec.Registries = append(big.Spec.Registries, fmt.Sprintf("r%d.example.com", k))
@@ -94,15 +99,15 @@ func TestSplitAndRefuse(t *testing.T) {
 	cat.Put(big)
 	cat.MarkSynced()
 	r := policy.Render(cat.Injection(), policy.Options{Namespace: "regcred-system"})
-	if len(r.Refused) != 1 || r.Refused[0].Key.Name != "too-big" {
+	if len(r.Refused) != 11 || r.Refused[0].Key.Name != "too-big" || r.Refused[1].Key.Name != "rc-40" || r.Refused[10].Key.Name != "rc-49" {
 		t.Fatalf("refused %v", r.Refused)
 	}
-	if r.Carried != 60 {
-		t.Errorf("carried %d, want 60", r.Carried)
+	if r.Carried != 100 {
+		t.Errorf("carried %d, want 100", r.Carried)
 	}
-	// 600 tenant keys at 400 a policy: two policies, the second bound to
-	// its namespaces.
-	if len(r.Policies) != 2 || len(r.Bindings) != 2 {
+	// 400 keys of the crowded namespace, then 600 of the others at 400 a
+	// policy: three policies, the later ones bound to their namespaces.
+	if len(r.Policies) != 3 || len(r.Bindings) != 3 {
 		t.Fatalf("%d policies, %d bindings", len(r.Policies), len(r.Bindings))
 	}
 	seen := map[string]int{}

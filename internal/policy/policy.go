@@ -197,10 +197,21 @@ func Render(in credential.Injection, opts Options) *Rendered {
 		keys = n
 	}
 	for _, ns := range namespaces {
+		// A namespace's credentials share one policy; past its bound
+		// they are refused (by name order), so that no tenant makes a
+		// policy too large to write or to evaluate.
 		n := 0
+		kept := tenants[ns][:0]
 		for _, c := range tenants[ns] {
+			if n+c.keys > opts.MaxKeysPerPolicy {
+				out.Refused = append(out.Refused, Refusal{Key: c.entry.Key, Reason: fmt.Sprintf("the RegistryCredentials of namespace %s have more registry keys than the %d one admission policy carries; this one is past the bound (by name order)", ns, opts.MaxKeysPerPolicy)})
+				out.Carried--
+				continue
+			}
 			n += c.keys
+			kept = append(kept, c)
 		}
+		tenants[ns] = kept
 		last := &groups[len(groups)-1]
 		if keys+n > opts.MaxKeysPerPolicy && len(last.creds) > 0 {
 			groups = append(groups, group{namespaces: []string{}})
