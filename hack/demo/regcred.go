@@ -81,6 +81,13 @@ func tellStory(ctx context.Context, cl *testcluster.Cluster, reg *testregistry.R
 		Type: corev1.SecretTypeDockerConfigJson, Data: map[string][]byte{corev1.DockerConfigJsonKey: data}}); err != nil {
 		return "", err
 	}
+	// Creation times have a resolution of one second, and the kubelet
+	// can fail a loopback pull within the Pod's first second: the
+	// credential is made in a later second than the Pod, as it is when a
+	// person writes it, so the doctor can tell which came first.
+	if d := time.Until(stuck.CreationTimestamp.Add(time.Second)); d > 0 {
+		time.Sleep(d)
+	}
 	cred := &v1alpha1.ClusterRegistryCredential{ObjectMeta: metav1.ObjectMeta{Name: "private-registry"}}
 	cred.Spec.Registries = []string{reg.Host}
 	cred.Spec.Source.SecretRef = &v1alpha1.SecretReference{Name: "private-registry-robot"}
