@@ -91,6 +91,11 @@ func TestDiagnose(t *testing.T) {
 		fix       string
 	}{
 		{"webhook not called", func(*fixture) {}, kubeletmsg.Unauthorized, DiagWebhookNotCalled, "kubectl -n team rollout restart deployment/web"},
+		{"only the event tells", func(f *fixture) {
+			// Right after the first failed pull the status still says
+			// ContainerCreating.
+			f.pod.Status.ContainerStatuses[0].State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
+		}, kubeletmsg.Unauthorized, DiagWebhookNotCalled, "kubectl -n team rollout restart deployment/web"},
 		{"webhook not registered", func(f *fixture) { f.s.Webhook = nil }, kubeletmsg.Unauthorized, DiagWebhookNotRegistered, "webhook.enabled=true"},
 		{"pod predates the secret", func(f *fixture) {
 			f.s.Secrets["team/regcred-robot"].CreationTimestamp = metav1.NewTime(t0.Add(time.Second))
@@ -175,8 +180,19 @@ func TestHealthyPods(t *testing.T) {
 	crash.Status.Phase = corev1.PodRunning
 	crash.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}
 	f.s.Pods = append(f.s.Pods, crash)
+	// Still creating, with no word of a failed pull.
+	creating := f.pod.DeepCopy()
+	creating.UID, creating.Name = "creating", "creating"
+	creating.Status.Phase = corev1.PodPending
+	creating.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}
+	// Pending on another container, past the pull an old Event failed.
+	pulled := f.pod.DeepCopy()
+	pulled.UID, pulled.Name = "pulled", "pulled"
+	pulled.Status.Phase = corev1.PodPending
+	f.s.Events["pulled"] = f.s.Events["pod-uid"]
+	f.s.Pods = append(f.s.Pods, creating, pulled)
 	r := Diagnose(f.s, "cluster")
-	if len(r.Findings) != 0 || r.PodsChecked != 2 || r.PodsFailing != 0 {
+	if len(r.Findings) != 0 || r.PodsChecked != 4 || r.PodsFailing != 0 {
 		t.Errorf("report %+v, want no findings", r)
 	}
 }

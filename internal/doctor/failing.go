@@ -62,8 +62,41 @@ func failingImages(pod *corev1.Pod, events []corev1.Event, malformed bool) []fai
 		}
 	}
 	if len(out) == 0 {
+		out = eventOnlyFailures(pod, latest, kinds, specImage, volumeOf)
+	}
+	if len(out) == 0 {
 		out = missingSecretFailures(pod, events, kinds, specImage)
 	}
+	return out
+}
+
+// eventOnlyFailures lists the images of a Pending Pod that the kubelet said
+// it failed to pull while their containers' statuses do not say so yet: for
+// a moment after the first failed pull, and while an image volume's pull
+// fails, the status reads ContainerCreating and the Event is the only
+// word. A container that runs or ran is past its pull.
+func eventOnlyFailures(pod *corev1.Pod, latest map[string]pullEvent, kinds, specImage, volumeOf map[string]string) []failing {
+	if pod.Status.Phase != corev1.PodPending || len(latest) == 0 {
+		return nil
+	}
+	started := map[string]bool{}
+	for _, st := range slices.Concat(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses, pod.Status.EphemeralContainerStatuses) {
+		if st.State.Running != nil || st.State.Terminated != nil {
+			started[st.Name] = true
+		}
+	}
+	var out []failing
+	for name, img := range specImage {
+		if ev, ok := latest[img]; ok && !started[name] {
+			out = append(out, failing{kind: kinds[name], name: name, image: img, message: ev.message, at: ev.at})
+		}
+	}
+	for img, vol := range volumeOf {
+		if ev, ok := latest[img]; ok {
+			out = append(out, failing{kind: "imageVolume", name: vol, image: img, message: ev.message, at: ev.at})
+		}
+	}
+	slices.SortFunc(out, func(a, b failing) int { return cmp.Or(cmp.Compare(a.kind, b.kind), cmp.Compare(a.name, b.name)) })
 	return out
 }
 
