@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,7 +20,7 @@ import (
 
 // TestDemoPullsForReal runs the demo as `make demo` does, checks the story
 // it tells against the kubelet's own results, executes the kubectl
-// commands it prints, and stops it with Ctrl-C.
+// commands it prints, and stops it with Ctrl-C with its output piped.
 func TestDemoPullsForReal(t *testing.T) {
 	testenv.SkipShort(t, "integration test")
 	testcluster.Require(t)
@@ -41,7 +42,13 @@ func TestDemoPullsForReal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = os.Stderr
+	// `make demo 2>&1 | tee demo.log`: both go to a pipe, which Ctrl-C
+	// closes (tee dies too) before the demo restores the host.
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _, _ = io.Copy(os.Stderr, stderr) }()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -116,6 +123,8 @@ func TestDemoPullsForReal(t *testing.T) {
 		}
 	}
 
+	_ = stdout.Close()
+	_ = stderr.Close()
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}

@@ -40,6 +40,12 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// `make demo | tee demo.log` and Ctrl-C: tee dies with the demo's
+	// output, and Go kills a program on its first write to a broken
+	// stdout or stderr unless SIGPIPE is notified. Notified (not
+	// ignored, which the cluster's programs would inherit), the write
+	// only fails and the host is still restored.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 
 	if *stateDir == "" {
 		dir, err := os.MkdirTemp("", "regcred-demo-")
