@@ -1,12 +1,8 @@
 package controller
 
 import (
-	"context"
 	"sort"
 	"sync"
-
-	"k8s.io/client-go/util/workqueue"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"regcred.dev/regcred/internal/credential"
 )
@@ -15,21 +11,14 @@ import (
 // controller could not sync, and wakes the credential controller of that
 // credential's kind when that changes. It lives in memory: after a restart
 // every namespace is reconciled again and refills it.
-//
-// Each kind has its own credential controller, started in no fixed order,
-// so the wake-up function and the changes that arrive before it is
-// registered are kept per kind: one controller's start never replaces the
-// other's function nor takes its pending keys.
 type failures struct {
-	mu      sync.Mutex
-	byCred  map[credential.Key]map[string]string // namespace -> message
-	notify  map[credential.Kind]func(credential.Key)
-	pending map[credential.Kind]map[credential.Key]struct{}
+	mu     sync.Mutex
+	byCred map[credential.Key]map[string]string // namespace -> message
+	*wakeups
 }
 
 func newFailures() *failures {
-	return &failures{byCred: map[credential.Key]map[string]string{}, notify: map[credential.Kind]func(credential.Key){},
-		pending: map[credential.Kind]map[credential.Key]struct{}{}}
+	return &failures{byCred: map[credential.Key]map[string]string{}, wakeups: newWakeups()}
 }
 
 // set records (message != "") or clears (message == "") a failure. It
@@ -54,16 +43,9 @@ func (f *failures) set(key credential.Key, namespace, message string) bool {
 		m[namespace] = message
 		changed = true
 	}
-	notify := f.notify[key.Kind]
-	if changed && notify == nil {
-		if f.pending[key.Kind] == nil {
-			f.pending[key.Kind] = map[credential.Key]struct{}{}
-		}
-		f.pending[key.Kind][key] = struct{}{}
-	}
 	f.mu.Unlock()
-	if changed && notify != nil {
-		notify(key)
+	if changed {
+		f.wake(key)
 	}
 	return changed && message != ""
 }
@@ -118,23 +100,3 @@ func (f *failures) get(key credential.Key, inScope func(string) bool) []failure 
 }
 
 type failure struct{ Namespace, Message string }
-
-// notifySource is a controller-runtime source that enqueues the credentials
-// of one kind whose failures changed.
-type notifySource struct {
-	f    *failures
-	kind credential.Kind
-}
-
-func (s *notifySource) Start(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
-	add := func(key credential.Key) { q.Add(requestFor(key)) }
-	s.f.mu.Lock()
-	s.f.notify[s.kind] = add
-	pending := s.f.pending[s.kind]
-	delete(s.f.pending, s.kind)
-	s.f.mu.Unlock()
-	for k := range pending {
-		add(k)
-	}
-	return nil
-}

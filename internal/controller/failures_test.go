@@ -27,7 +27,7 @@ func drain(q workqueue.TypedRateLimitingInterface[reconcile.Request]) map[reconc
 	return out
 }
 
-// Each kind's credential controller starts its notifySource in no fixed
+// Each kind's credential controller starts its wakeup source in no fixed
 // order. Whatever the order, and whether a failure is recorded before or
 // after the sources start, it must reach the controller of its own kind.
 func TestFailuresReachTheirKindWhateverTheStartOrder(t *testing.T) {
@@ -54,7 +54,7 @@ func TestFailuresReachTheirKindWhateverTheStartOrder(t *testing.T) {
 				}
 				for _, kind := range order {
 					queues[kind] = newQueue()
-					if err := (&notifySource{f: f, kind: kind}).Start(context.Background(), queues[kind]); err != nil {
+					if err := f.source(kind).Start(context.Background(), queues[kind]); err != nil {
 						t.Fatal(err)
 					}
 				}

@@ -42,7 +42,7 @@ func setupCredentialController(mgr ctrl.Manager, d *shared, kind credential.Kind
 		// each event's old object, so it must see every event.
 		Watches(&corev1.Secret{}, copies.handler()).
 		Watches(&corev1.Namespace{}, delayed(d.wiring.credentialsSelecting(kind)), builder.WithPredicates(namespaceChanged())).
-		WatchesRawSource(&notifySource{f: d.failures, kind: kind}).
+		WatchesRawSource(d.failures.source(kind)).
 		WatchesRawSource(d.tokenEvents.credentialSource(kind)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 2, RateLimiter: RateLimiter()})
 	for _, src := range d.sourceWatches.sources(d.wiring.credentialsOfSourceSecret(kind)) {

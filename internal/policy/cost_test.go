@@ -3,6 +3,7 @@ package policy_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -76,9 +77,11 @@ func TestCostWithinBudget(t *testing.T) {
 	}
 }
 
-// TestSplitAndRefuse: tenants beyond one policy's bound go to further
-// policies, whole namespaces at a time; a credential with more keys than
-// one credential may carry is refused, never carried in part.
+// TestSplitAndRefuse: the cluster credentials and the mirrors share the
+// first policy; each namespace's RegistryCredentials have a policy bound
+// to that namespace alone, past whose bound they are refused by name
+// order; a credential with more keys than one credential may carry is
+// refused, never carried in part.
 func TestSplitAndRefuse(t *testing.T) {
 	cat := credential.NewCatalogue("regcred-system")
 	for ns := 0; ns < 30; ns++ {
@@ -97,47 +100,133 @@ func TestSplitAndRefuse(t *testing.T) {
 		big.Spec.Registries = append(big.Spec.Registries, fmt.Sprintf("r%d.example.com", k))
 	}
 	cat.Put(big)
+	cat.Put(policytest.Cred("shared", "shared.example.com"))
 	cat.MarkSynced()
 	r := policy.Render(cat.Injection(), policy.Options{Namespace: "regcred-system"})
 	if len(r.Refused) != 11 || r.Refused[0].Key.Name != "too-big" || r.Refused[1].Key.Name != "rc-40" || r.Refused[10].Key.Name != "rc-49" {
 		t.Fatalf("refused %v", r.Refused)
 	}
-	if r.Carried != 100 {
-		t.Errorf("carried %d, want 100", r.Carried)
+	if r.Carried != 101 {
+		t.Errorf("carried %d, want 101", r.Carried)
 	}
-	// 400 keys of the crowded namespace, then 600 of the others at 400 a
-	// policy: three policies, the later ones bound to their namespaces.
-	if len(r.Policies) != 3 || len(r.Bindings) != 3 {
+	// The first policy, then one for each of the 31 namespaces.
+	if len(r.Policies) != 32 || len(r.Bindings) != 32 {
 		t.Fatalf("%d policies, %d bindings", len(r.Policies), len(r.Bindings))
 	}
-	seen := map[string]int{}
 	for i, p := range r.Policies {
+		var bound []string
 		for _, e := range p.Spec.MatchConstraints.NamespaceSelector.MatchExpressions {
 			if e.Operator == metav1.LabelSelectorOpIn {
-				for _, ns := range e.Values {
-					seen[ns] = i
-				}
+				bound = e.Values
 			}
 		}
-	}
-	if len(seen) == 0 {
-		t.Fatal("the second policy is not limited to its namespaces")
+		switch {
+		case i == 0 && (p.Name != "regcred-pod-injection" || bound != nil):
+			t.Errorf("first policy %s bound to %v, want regcred-pod-injection for every namespace", p.Name, bound)
+		case i > 0 && (len(bound) != 1 || p.Name != "regcred-pod-injection-"+bound[0]):
+			t.Errorf("policy %s bound to %v, want one namespace, its name", p.Name, bound)
+		}
 	}
 	ev, err := policytest.New(r.Policies)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Every tenant's Pod gets its own two Secrets, whichever policy holds it.
+	// Every tenant's Pod gets its own two Secrets and the shared one.
 	for ns := 0; ns < 30; ns++ {
 		name := fmt.Sprintf("ns-%02d", ns)
-		p := policytest.Pod(fmt.Sprintf("%s-k0.example.com/app:1", name))
+		p := policytest.Pod(fmt.Sprintf("%s-k0.example.com/app:1", name), "shared.example.com/app:1")
 		p.Namespace = name
 		res, err := ev.Admit(context.Background(), p, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := len(res.Pod.Spec.ImagePullSecrets); got != 2 {
-			t.Errorf("%s: %d Secrets added, want 2: %v", name, got, res.Pod.Spec.ImagePullSecrets)
+		if got := len(res.Pod.Spec.ImagePullSecrets); got != 3 {
+			t.Errorf("%s: %d Secrets added, want 3: %v", name, got, res.Pod.Spec.ImagePullSecrets)
 		}
+	}
+}
+
+// TestHostileTenantStaysInItsNamespace: a tenant whose registry keys are
+// as long and as glob-heavy as the API allows gets a policy of its own,
+// with its credentials past the expression bound refused; every policy
+// still compiles, and another namespace's Pods cost what they cost
+// without that tenant.
+func TestHostileTenantStaysInItsNamespace(t *testing.T) {
+	hostile := func(cat *credential.Catalogue) {
+		for j := 0; j < 6; j++ {
+			rc := policytest.Tenant("hostile", fmt.Sprintf("rc-%d", j), 0)
+			for k := 0; k < policy.DefaultMaxKeysPerCredential; k++ {
+				rc.Spec.Registries = append(rc.Spec.Registries, fmt.Sprintf("*.*/%s%d", strings.Repeat(".", 240), k))
+			}
+			cat.Put(rc)
+		}
+	}
+	render := func(withHostile bool) *policy.Rendered {
+		cat := credential.NewCatalogue("regcred-system")
+		cat.Put(policytest.Cred("shared", "shared.example.com", "*.example.org"))
+		cat.Put(policytest.Tenant("quiet", "rc", 4))
+		if withHostile {
+			hostile(cat)
+		}
+		cat.MarkSynced()
+		return policy.Render(cat.Injection(), policy.Options{Namespace: "regcred-system"})
+	}
+	r := render(true)
+	if len(r.Refused) == 0 {
+		t.Fatal("no hostile credential refused: the bound is not reached")
+	}
+	for _, x := range r.Refused {
+		if x.Key.Namespace != "hostile" || !strings.Contains(x.Reason, "regcred-pod-injection-hostile") {
+			t.Errorf("refused %s: %s", x.Key.Display(), x.Reason)
+		}
+	}
+	for _, p := range r.Policies {
+		for _, v := range p.Spec.Variables {
+			if len(v.Expression) > policy.DefaultMaxExpressionLength {
+				t.Errorf("policy %s variable %s: %d characters", p.Name, v.Name, len(v.Expression))
+			}
+		}
+	}
+	ev, err := policytest.New(r.Policies)
+	if err != nil {
+		t.Fatalf("the policies do not compile: %v", err)
+	}
+	quiet, err := policytest.New(render(false).Policies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	images := make([]string, 32)
+	for i := range images {
+		images[i] = fmt.Sprintf("quay.io/app-%d:1", i)
+	}
+	images[0] = "quiet-k0.example.com/app:1"
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "quiet"}}
+	pod := policytest.Pod(images...)
+	pod.Namespace = "quiet"
+	got, err := ev.Admit(context.Background(), pod, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := quiet.Admit(context.Background(), pod, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Cost != want.Cost || len(got.Pod.Spec.ImagePullSecrets) != 1 {
+		t.Errorf("namespace quiet with the hostile tenant: cost %d, Secrets %v; without: cost %d", got.Cost, got.Pod.Spec.ImagePullSecrets, want.Cost)
+	}
+
+	// Without the bound the hostile namespace's policy could not be
+	// written: the API server's CEL parser refuses it.
+	cat := credential.NewCatalogue("regcred-system")
+	hostile(cat)
+	cat.MarkSynced()
+	unbound := policy.Render(cat.Injection(), policy.Options{Namespace: "regcred-system", MaxExpressionLength: 1 << 30})
+	if len(unbound.Refused) != 0 {
+		t.Fatalf("refused without the bound: %v", unbound.Refused)
+	}
+	if _, err := policytest.New(unbound.Policies); err == nil {
+		t.Error("the unbounded hostile policy compiles: the bound guards nothing")
+	} else {
+		t.Logf("unbounded: %v", err)
 	}
 }

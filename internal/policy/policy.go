@@ -62,16 +62,20 @@ type Options struct {
 	// ExcludeNamespaces are namespaces whose Pods are never touched,
 	// besides credential.AlwaysExcluded and Namespace.
 	ExcludeNamespaces []string
-	// Prefix names the objects: Prefix, Prefix-2, … (default
-	// "regcred-pod-injection").
+	// Prefix names the objects: Prefix for the cluster credentials and
+	// the mirrors, Prefix-NAMESPACE for a namespace's RegistryCredentials
+	// (default "regcred-pod-injection").
 	Prefix string
 	// FailurePolicy of the policies: Ignore (default) admits a Pod the
 	// policy cannot evaluate, unchanged; Fail refuses it.
 	FailurePolicy admissionregistrationv1.FailurePolicyType
 	// MaxKeysPerPolicy bounds the registry keys one policy carries
-	// (default DefaultMaxKeysPerPolicy); beyond it credentials go to
-	// further policies.
+	// (default DefaultMaxKeysPerPolicy): the cluster credentials' policy,
+	// or one namespace's; past it credentials are refused by name order.
 	MaxKeysPerPolicy int
+	// MaxExpressionLength bounds the characters of one CEL expression
+	// (default DefaultMaxExpressionLength).
+	MaxExpressionLength int
 	// MaxKeysPerCredential bounds one credential's keys (default
 	// DefaultMaxKeysPerCredential): a credential with more is refused in
 	// policy mode, with a reason, rather than carried in part.
@@ -88,6 +92,9 @@ type Options struct {
 const (
 	DefaultMaxKeysPerPolicy     = 400
 	DefaultMaxKeysPerCredential = 64
+	// The API server's CEL parser refuses expressions past 100,000 code
+	// points; lit writes ASCII only, so characters are code points.
+	DefaultMaxExpressionLength = 90_000
 )
 
 // Rendered is the set of objects that carry the injection.
@@ -120,6 +127,9 @@ func (o Options) withDefaults() Options {
 	if o.MaxKeysPerCredential <= 0 {
 		o.MaxKeysPerCredential = DefaultMaxKeysPerCredential
 	}
+	if o.MaxExpressionLength <= 0 {
+		o.MaxExpressionLength = DefaultMaxExpressionLength
+	}
 	return o
 }
 
@@ -139,9 +149,8 @@ type compiledCredential struct {
 
 // Render compiles the injection view into policies and bindings. The
 // first policy carries the mirrors and the ClusterRegistryCredentials;
-// RegistryCredentials follow, grouped by namespace, in further policies
-// when one would carry more than MaxKeysPerPolicy keys. It is a pure
-// function: the same view renders the same objects.
+// each namespace's RegistryCredentials have a policy of their own. It is
+// a pure function: the same view renders the same objects.
 func Render(in credential.Injection, opts Options) *Rendered {
 	opts = opts.withDefaults()
 	out := &Rendered{}
@@ -167,80 +176,75 @@ func Render(in credential.Injection, opts Options) *Rendered {
 		}
 		tenants[e.Namespace] = append(tenants[e.Namespace], *cc)
 	}
-	// Group into policies: the first holds the cluster credentials and
-	// as many tenant namespaces as fit; a namespace's credentials stay
-	// together, so each Pod meets at most two policies.
-	type group struct {
-		creds      []compiledCredential
-		namespaces []string // nil: the first policy, every namespace
-	}
-	groups := []group{{creds: cluster}}
-	keys := 0
-	for _, c := range cluster {
-		keys += c.keys
-	}
-	if keys > opts.MaxKeysPerPolicy {
-		// The cluster credentials must share one policy (their order is
-		// the webhook's); refuse the ones past the bound.
-		kept, n := 0, 0
-		for _, c := range cluster {
-			if n+c.keys > opts.MaxKeysPerPolicy {
-				out.Refused = append(out.Refused, Refusal{Key: c.entry.Key, Reason: fmt.Sprintf("the ClusterRegistryCredentials' registry keys exceed the %d one admission policy carries; this one is past the bound (by name order)", opts.MaxKeysPerPolicy)})
-				out.Carried--
-				continue
-			}
-			n += c.keys
-			cluster[kept] = c
-			kept++
-		}
-		groups[0].creds = cluster[:kept]
-		keys = n
-	}
+	// The first policy carries the mirrors and the cluster credentials,
+	// for every namespace; each namespace with RegistryCredentials has a
+	// policy of its own, bound to that namespace only. Whatever a tenant
+	// writes then sizes and costs its own namespace's policy only: it
+	// cannot make another namespace's policy too large to write, nor
+	// spend another namespace's CEL budget.
+	kept := out.bound(cluster, nil, in.Mirrors, opts, opts.Prefix, "the ClusterRegistryCredentials")
+	p, b := renderPolicy(opts.Prefix, kept, nil, in.Mirrors, true, opts)
+	out.Policies = append(out.Policies, p)
+	out.Bindings = append(out.Bindings, b)
+	slices.Sort(namespaces)
 	for _, ns := range namespaces {
-		// A namespace's credentials share one policy; past its bound
-		// they are refused (by name order), so that no tenant makes a
-		// policy too large to write or to evaluate.
-		n := 0
-		kept := tenants[ns][:0]
-		for _, c := range tenants[ns] {
-			if n+c.keys > opts.MaxKeysPerPolicy {
-				out.Refused = append(out.Refused, Refusal{Key: c.entry.Key, Reason: fmt.Sprintf("the RegistryCredentials of namespace %s have more registry keys than the %d one admission policy carries; this one is past the bound (by name order)", ns, opts.MaxKeysPerPolicy)})
-				out.Carried--
-				continue
-			}
-			n += c.keys
-			kept = append(kept, c)
-		}
-		tenants[ns] = kept
-		last := &groups[len(groups)-1]
-		if keys+n > opts.MaxKeysPerPolicy && len(last.creds) > 0 {
-			groups = append(groups, group{namespaces: []string{}})
-			last = &groups[len(groups)-1]
-			keys = 0
-		}
-		last.creds = append(last.creds, tenants[ns]...)
-		if last.namespaces != nil {
-			last.namespaces = append(last.namespaces, ns)
-		}
-		keys += n
-	}
-	for i, g := range groups {
-		name := opts.Prefix
-		if i > 0 {
-			name = opts.Prefix + "-" + strconv.Itoa(i+1)
-		}
-		var mirrors []credential.MirrorSet
-		if i == 0 {
-			mirrors = in.Mirrors
-		}
-		if i > 0 && len(g.creds) == 0 {
+		name := opts.Prefix + "-" + ns
+		kept := out.bound(tenants[ns], []string{ns}, in.Mirrors, opts, name, "the RegistryCredentials of namespace "+ns)
+		if len(kept) == 0 {
 			continue
 		}
-		p, b := renderPolicy(name, g.creds, g.namespaces, mirrors, opts)
+		// The namespace's policy matches the names the mirrors rewrite
+		// to, whether or not the first policy ran before it (the API
+		// server runs them in no fixed order); only the first rewrites.
+		p, b := renderPolicy(name, kept, []string{ns}, in.Mirrors, false, opts)
 		out.Policies = append(out.Policies, p)
 		out.Bindings = append(out.Bindings, b)
 	}
 	return out
+}
+
+// bound keeps the credentials one policy can carry, in the catalogue's
+// order, and refuses the others with the reason: no more than
+// MaxKeysPerPolicy registry keys, and no expression longer than
+// MaxExpressionLength characters (the API server compiles no CEL
+// expression past 100,000 code points, and keys and names are long).
+func (out *Rendered) bound(creds []compiledCredential, namespaces []string, mirrors []credential.MirrorSet, opts Options, name, whose string) []compiledCredential {
+	keys := 0
+	for _, c := range creds {
+		keys += c.keys
+	}
+	if keys <= opts.MaxKeysPerPolicy && longestExpression(creds, mirrors) <= opts.MaxExpressionLength {
+		return creds
+	}
+	var kept []compiledCredential
+	keys = 0
+	for _, c := range creds {
+		reason := ""
+		switch {
+		case keys+c.keys > opts.MaxKeysPerPolicy:
+			reason = fmt.Sprintf("%s have more registry keys than the %d one admission policy carries; this one is past the bound (by name order)", whose, opts.MaxKeysPerPolicy)
+		case longestExpression(append(slices.Clip(kept), c), mirrors) > opts.MaxExpressionLength:
+			reason = fmt.Sprintf("%s would make admission policy %s longer than the %d characters one CEL expression holds; this one is past the bound (by name order)", whose, name, opts.MaxExpressionLength)
+		}
+		if reason != "" {
+			out.Refused = append(out.Refused, Refusal{Key: c.entry.Key, Reason: reason})
+			out.Carried--
+			continue
+		}
+		keys += c.keys
+		kept = append(kept, c)
+	}
+	return kept
+}
+
+// longestExpression is the length of the longest expression a policy of
+// creds and mirrors holds.
+func longestExpression(creds []compiledCredential, mirrors []credential.MirrorSet) int {
+	n := len(patchExpression)
+	for _, v := range variables(creds, mirrors, true) {
+		n = max(n, len(v.Expression))
+	}
+	return n
 }
 
 // compileCredential compiles a credential's keys into one expression
@@ -316,7 +320,7 @@ var (
 	digestPattern = `^(?:sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128})$`
 )
 
-func renderPolicy(name string, creds []compiledCredential, namespaces []string, mirrors []credential.MirrorSet, opts Options) (*admissionregistrationv1.MutatingAdmissionPolicy, *admissionregistrationv1.MutatingAdmissionPolicyBinding) {
+func renderPolicy(name string, creds []compiledCredential, namespaces []string, mirrors []credential.MirrorSet, rewrite bool, opts Options) (*admissionregistrationv1.MutatingAdmissionPolicy, *admissionregistrationv1.MutatingAdmissionPolicyBinding) {
 	meta := metav1.ObjectMeta{Name: name, Labels: map[string]string{LabelManagedBy: managedBy, LabelPolicy: "true"}}
 	scope := admissionregistrationv1.NamespacedScope
 	excluded := append(slices.Clone(credential.AlwaysExcluded), opts.Namespace)
@@ -349,7 +353,7 @@ func renderPolicy(name string, creds []compiledCredential, namespaces []string, 
 					},
 				}},
 			},
-			Variables:          variables(creds, mirrors),
+			Variables:          variables(creds, mirrors, rewrite),
 			Mutations:          []admissionregistrationv1.Mutation{{PatchType: admissionregistrationv1.PatchTypeJSONPatch, JSONPatch: &admissionregistrationv1.JSONPatch{Expression: patchExpression}}},
 			FailurePolicy:      &failure,
 			ReinvocationPolicy: admissionregistrationv1.IfNeededReinvocationPolicy,
@@ -364,9 +368,13 @@ func renderPolicy(name string, creds []compiledCredential, namespaces []string, 
 
 // variables are the policy's CEL, staged: each variable is evaluated at
 // most once per admission, and the per-image lists line up by index.
-func variables(creds []compiledCredential, mirrors []credential.MirrorSet) []admissionregistrationv1.Variable {
+func variables(creds []compiledCredential, mirrors []credential.MirrorSet, rewrite bool) []admissionregistrationv1.Variable {
 	v := func(name, expr string) admissionregistrationv1.Variable {
 		return admissionregistrationv1.Variable{Name: name, Expression: expr}
+	}
+	rewrites := `variables.imgs.transformList(i, m, variables.rs[i][1] != '' && variables.rs[i][2] == 'y' && variables.rs[i][1] != m.r, [m.p, variables.rs[i][1], m.w, m.r])`
+	if !rewrite {
+		rewrites = `[['', '', '', '']].filter(r, false)`
 	}
 	return []admissionregistrationv1.Variable{
 		// The images the kubelet pulls, in the webhook's order: where
@@ -435,7 +443,7 @@ func variables(creds []compiledCredential, mirrors []credential.MirrorSet) []adm
 		v("add", `variables.cs.transformList(i, c, c[2] == 'y' && !(c[0] in variables.present) &&
 			!variables.cs.slice(0, i).exists(d, d[2] == 'y' && d[0] == c[0]), c)`),
 		// The images rewritten: [JSON pointer, new reference, where, original].
-		v("rewrites", `variables.imgs.transformList(i, m, variables.rs[i][1] != '' && variables.rs[i][2] == 'y' && variables.rs[i][1] != m.r, [m.p, variables.rs[i][1], m.w, m.r])`),
+		v("rewrites", rewrites),
 		v("annotations", `object.metadata.?annotations.orValue({})`),
 		// regcred.dev/injected: the names recorded before and now, sorted.
 		v("injected", `(variables.annotations[?'`+AnnotationInjected+`'].orValue('').split(',').filter(n, n != '') + variables.add.map(c, c[1])).distinct().sort().join(',')`),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -78,6 +79,32 @@ func TestPoliciesAgreeWithTheWebhook(t *testing.T) {
 		}
 		if !equalPods(want, c.Pod) {
 			changed++
+		}
+	}
+	// The API server runs the policies in no fixed order: a namespace's
+	// policy before the first one (which rewrites images) gives the
+	// same Pod, but for the order of the added Secrets.
+	r := policy.Render(cat.Injection(), policy.Options{Namespace: "regcred-system"})
+	if len(r.Policies) < 2 {
+		t.Fatalf("%d policies: the corpus has no tenant policy", len(r.Policies))
+	}
+	slices.Reverse(r.Policies)
+	reversed, err := policytest.New(r.Policies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range corpus {
+		ns := nss[c.Namespace]
+		want := webhookResult(cat, ns, c.Pod)
+		got, err := reversed.Admit(context.Background(), c.Pod, ns)
+		if err != nil {
+			t.Fatalf("case %d (%s), policies reversed: %v", i, describe(c.Pod), err)
+		}
+		bySecretName := func(a, b corev1.LocalObjectReference) int { return strings.Compare(a.Name, b.Name) }
+		slices.SortFunc(want.Spec.ImagePullSecrets, bySecretName)
+		slices.SortFunc(got.Pod.Spec.ImagePullSecrets, bySecretName)
+		if diff := cmp.Diff(want, got.Pod); diff != "" {
+			t.Errorf("case %d in %s (%s), policies reversed: webhook (-) and policy (+) differ:\n%s", i, c.Namespace, describe(c.Pod), diff)
 		}
 	}
 	// The corpus must exercise injection, not only agree on no-ops.
