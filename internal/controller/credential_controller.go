@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"fmt"
-	"regcred.dev/regcred/internal/policy"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -40,7 +39,7 @@ type CredentialReconciler struct {
 	copies *copyIndex
 	// podPolicies: Pods are injected by admission policies with these
 	// options; nil: by the webhook.
-	podPolicies *policy.Options
+	podPolicies *PolicyRender
 }
 
 // Reconcile implements reconcile.Reconciler: the steps of
@@ -528,7 +527,7 @@ func (r *CredentialReconciler) podInjection(_ context.Context, st *credentialSta
 	}
 	cond := metav1.Condition{Type: v1alpha1.ConditionPodInjection, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonAdmissionPolicy,
 		Message: "its Secret is added to matching Pods by the MutatingAdmissionPolicies regcred generates", ObservedGeneration: c.Object.GetGeneration()}
-	if reason := PolicyRefusal(credential.Compile(c, r.regcredNamespace), *r.podPolicies); reason != "" {
+	if reason := r.podPolicies.Refusal(c.Key); reason != "" {
 		cond.Status, cond.Reason = metav1.ConditionFalse, ReasonPolicyTooLarge
 		cond.Message = "not carried by the admission policies, so Pods do not get its Secret: " + reason
 		if old := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ConditionPodInjection); old == nil || old.Status != cond.Status {

@@ -1,19 +1,19 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
-	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"regcred.dev/regcred/internal/credential"
@@ -21,27 +21,102 @@ import (
 	"regcred.dev/regcred/internal/policy"
 )
 
-// The grant for these objects (get, list, create, update, delete of
-// mutatingadmissionpolicies and mutatingadmissionpolicybindings) is the
-// chart's, only with podInjection=policy: writing admission policies is
-// power over every Pod, so the webhook mode does not hold it.
+// The grant for these objects is the chart's: get, list, create, update
+// and delete of mutatingadmissionpolicies and their bindings with
+// podInjection=policy (writing admission policies is power over every
+// Pod, so the webhook mode does not hold it), list and delete otherwise,
+// so that switching back to the webhook removes what policy mode wrote.
+
+// PolicyRender is the catalogue rendered as admission policies, once per
+// catalogue version, shared by the writer and the credential controllers:
+// a credential's PodInjection condition reads whether the policies carry
+// it off the same rendering the writer writes, and a credential whose
+// refusal changes because of another (a bound shared by a namespace's or
+// by the cluster credentials) is woken to say so.
+type PolicyRender struct {
+	Catalogue *credential.Catalogue
+	Options   policy.Options
+
+	mu       sync.Mutex
+	rendered bool
+	version  uint64
+	last     *policy.Rendered
+	refused  map[credential.Key]string
+	wakeups  *wakeups
+}
+
+// NewPolicyRender renders cat with opts.
+func NewPolicyRender(cat *credential.Catalogue, opts policy.Options) *PolicyRender {
+	return &PolicyRender{Catalogue: cat, Options: opts, wakeups: newWakeups()}
+}
+
+// Render is the rendering of the catalogue's current version.
+func (p *PolicyRender) Render() *policy.Rendered {
+	v := p.Catalogue.Version()
+	p.mu.Lock()
+	if p.rendered && p.version == v {
+		r := p.last
+		p.mu.Unlock()
+		return r
+	}
+	p.mu.Unlock()
+	r := policy.Render(p.Catalogue.Injection(), p.Options)
+	refused := make(map[credential.Key]string, len(r.Refused))
+	for _, x := range r.Refused {
+		refused[x.Key] = x.Reason
+	}
+	var changed []credential.Key
+	p.mu.Lock()
+	if p.rendered && v < p.version {
+		// A newer version was rendered meanwhile.
+		r = p.last
+		p.mu.Unlock()
+		return r
+	}
+	for k, why := range refused {
+		if p.refused[k] != why {
+			changed = append(changed, k)
+		}
+	}
+	for k := range p.refused {
+		if _, still := refused[k]; !still {
+			changed = append(changed, k)
+		}
+	}
+	p.rendered, p.version, p.last, p.refused = true, v, r, refused
+	p.mu.Unlock()
+	for _, k := range changed {
+		p.wakeups.wake(k)
+	}
+	return r
+}
+
+// Refusal is why the policies do not carry the credential, "" when they
+// do (or when the catalogue does not hold it yet).
+func (p *PolicyRender) Refusal(key credential.Key) string {
+	p.Render()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.refused[key]
+}
 
 // PolicyWriter keeps the MutatingAdmissionPolicies and their bindings
 // that inject Pods (regcred manager --pod-injection=policy) equal to the
 // catalogue: it renders on every change of the catalogue, writes what
 // differs, and deletes the generated objects it no longer renders. It
-// runs on the leader only.
+// runs on the leader only. With Remove (the webhook injects) it deletes
+// every object it generated, once, and stops.
 //
 // It reads the objects through the API reader, by label, on each pass:
-// a handful of objects, a pass only after a change, and no cache (and no
-// watch permission) for a kind nobody else writes.
+// a few objects, a pass only after a change, and no cache (and no watch
+// permission) for a kind nobody else writes.
 type PolicyWriter struct {
-	Catalogue *credential.Catalogue
-	Client    client.Client
-	Reader    client.Reader
-	Options   policy.Options
-	// Events records a refused credential on its object.
-	Events events.EventRecorder
+	Render *PolicyRender
+	Client client.Client
+	Reader client.Reader
+	Remove bool
+	// Prefix is the generated objects' (policy.Options.Prefix).
+	Prefix string
 	Log    logr.Logger
 
 	wake    chan struct{}
@@ -55,7 +130,10 @@ func (w *PolicyWriter) NeedLeaderElection() bool { return true }
 // is fed.
 func (w *PolicyWriter) Register() {
 	w.wake = make(chan struct{}, 1)
-	w.Catalogue.OnVersion(func() {
+	if w.Remove {
+		return
+	}
+	w.Render.Catalogue.OnVersion(func() {
 		select {
 		case w.wake <- struct{}{}:
 		default:
@@ -66,8 +144,16 @@ func (w *PolicyWriter) Register() {
 // Start writes once the catalogue is loaded, then after every change;
 // a failed pass is retried with backoff up to 30 s.
 func (w *PolicyWriter) Start(ctx context.Context) error {
+	if w.Remove {
+		if err := w.Sync(ctx); err != nil && ctx.Err() == nil {
+			// Without the grant (an older chart) there is nothing this
+			// mode may do about them: said once.
+			w.Log.Info("could not remove the admission policies an earlier --pod-injection=policy wrote; delete them with: kubectl delete mutatingadmissionpolicies,mutatingadmissionpolicybindings -l "+policy.LabelPolicy+"=true", "error", err.Error())
+		}
+		return nil
+	}
 	select {
-	case <-w.Catalogue.Synced():
+	case <-w.Render.Catalogue.Synced():
 	case <-ctx.Done():
 		return nil
 	}
@@ -96,10 +182,13 @@ func (w *PolicyWriter) Start(ctx context.Context) error {
 }
 
 // Sync renders the catalogue and makes the cluster's generated objects
-// equal to the rendering.
+// equal to the rendering (with Remove: deletes them all).
 func (w *PolicyWriter) Sync(ctx context.Context) error {
-	r := policy.Render(w.Catalogue.Injection(), w.Options)
-	w.report(r.Refused)
+	r := &policy.Rendered{}
+	if !w.Remove {
+		r = w.Render.Render()
+		w.report(r.Refused)
+	}
 	// Bindings go after their policies and before stale policies go, so
 	// a Pod never meets a binding without its policy.
 	// One object the API server refuses must not hold back the others:
@@ -119,29 +208,40 @@ func (w *PolicyWriter) Sync(ctx context.Context) error {
 		keep[p.Name] = true
 	}
 	var bindings admissionregistrationv1.MutatingAdmissionPolicyBindingList
-	if err := w.Reader.List(ctx, &bindings, client.MatchingLabels{policy.LabelPolicy: "true"}); err != nil {
-		return fmt.Errorf("list MutatingAdmissionPolicyBindings: %w", err)
+	if err := w.Reader.List(ctx, &bindings, generated); err != nil {
+		return errors.Join(append(errs, fmt.Errorf("list MutatingAdmissionPolicyBindings: %w", err))...)
 	}
 	for i := range bindings.Items {
-		if b := &bindings.Items[i]; !keep[b.Name] {
+		if b := &bindings.Items[i]; !keep[b.Name] && w.ours(b) {
 			if err := w.Client.Delete(ctx, b); err != nil && !apierrors.IsNotFound(err) {
-				return fmt.Errorf("delete MutatingAdmissionPolicyBinding %s: %w", b.Name, err)
+				errs = append(errs, fmt.Errorf("delete MutatingAdmissionPolicyBinding %s: %w", b.Name, err))
 			}
 		}
 	}
 	var policies admissionregistrationv1.MutatingAdmissionPolicyList
-	if err := w.Reader.List(ctx, &policies, client.MatchingLabels{policy.LabelPolicy: "true"}); err != nil {
-		return fmt.Errorf("list MutatingAdmissionPolicies: %w", err)
+	if err := w.Reader.List(ctx, &policies, generated); err != nil {
+		return errors.Join(append(errs, fmt.Errorf("list MutatingAdmissionPolicies: %w", err))...)
 	}
 	for i := range policies.Items {
-		if p := &policies.Items[i]; !keep[p.Name] {
+		if p := &policies.Items[i]; !keep[p.Name] && w.ours(p) {
 			if err := w.Client.Delete(ctx, p); err != nil && !apierrors.IsNotFound(err) {
-				return fmt.Errorf("delete MutatingAdmissionPolicy %s: %w", p.Name, err)
+				errs = append(errs, fmt.Errorf("delete MutatingAdmissionPolicy %s: %w", p.Name, err))
+				continue
 			}
 			w.Log.Info("removed an admission policy", "policy", p.Name)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// generated selects the objects regcred generates.
+var generated = client.MatchingLabels{policy.LabelPolicy: "true", policy.LabelManagedBy: "regcred"}
+
+// ours: the name is this install's (another regcred with another prefix
+// keeps its own).
+func (w *PolicyWriter) ours(o client.Object) bool {
+	prefix := cmp.Or(w.Prefix, policy.DefaultPrefix)
+	return o.GetName() == prefix || strings.HasPrefix(o.GetName(), prefix+"-")
 }
 
 // apply creates want or updates the object of its name to it.
@@ -174,23 +274,14 @@ func (w *PolicyWriter) apply(ctx context.Context, want client.Object, cur client
 	return nil
 }
 
-// report tells of each newly refused credential once, with a Warning
-// Event on it and a log line.
+// report logs each newly refused credential once; its PodInjection
+// condition and a Warning Event on it tell its owner.
 func (w *PolicyWriter) report(refused []policy.Refusal) {
 	now := map[credential.Key]string{}
 	for _, r := range refused {
 		now[r.Key] = r.Reason
-		if w.refused[r.Key] == r.Reason {
-			continue
-		}
-		w.Log.Info("a credential is not carried by the admission policies: its Secret is not added to Pods", logkeys.Credential, r.Key.Display(), logkeys.Reason, r.Reason)
-		// A credential refused on its own is told by its PodInjection
-		// condition and its Event (the credential controller's); this
-		// one tells of those refused for the policies' shared bound.
-		if w.Events != nil {
-			if e := w.Catalogue.Get(r.Key); e != nil && PolicyRefusal(e, w.Options) == "" {
-				w.Events.Eventf(e.Object, nil, corev1.EventTypeWarning, ReasonPolicyTooLarge, "InjectPods", "not carried by the admission policies, so Pods do not get its Secret: %s", r.Reason)
-			}
+		if w.refused[r.Key] != r.Reason {
+			w.Log.Info("a credential is not carried by the admission policies: its Secret is not added to Pods", logkeys.Credential, r.Key.Display(), logkeys.Reason, r.Reason)
 		}
 	}
 	w.refused = now
@@ -199,13 +290,3 @@ func (w *PolicyWriter) report(refused []policy.Refusal) {
 // ReasonPolicyTooLarge is the Event of a credential the admission
 // policies cannot carry.
 const ReasonPolicyTooLarge = "TooLargeForAdmissionPolicy"
-
-// PolicyRefusal is why the admission policies cannot carry the
-// credential, "" when they can: what its status says.
-func PolicyRefusal(e *credential.Entry, opts policy.Options) string {
-	r := policy.Render(credential.Injection{Credentials: []*credential.Entry{e}}, opts)
-	if i := slices.IndexFunc(r.Refused, func(x policy.Refusal) bool { return x.Key == e.Key }); i >= 0 {
-		return r.Refused[i].Reason
-	}
-	return ""
-}

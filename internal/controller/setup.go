@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"regcred.dev/regcred/internal/policy"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -84,9 +83,9 @@ type Options struct {
 	// ranges is refused for tenants.
 	TenantAllowPrivateNetworks []string
 	// PodInjectionPolicies, when Pods are injected by admission policies
-	// (regcred manager --pod-injection=policy), are their options: each
+	// (regcred manager --pod-injection=policy), is their rendering: each
 	// credential's PodInjection condition says whether they carry it.
-	PodInjectionPolicies *policy.Options
+	PodInjectionPolicies *PolicyRender
 }
 
 // CacheOptions restricts the manager's cache to what regcred manages:

@@ -45,6 +45,9 @@ func setupCredentialController(mgr ctrl.Manager, d *shared, kind credential.Kind
 		WatchesRawSource(d.failures.source(kind)).
 		WatchesRawSource(d.tokenEvents.credentialSource(kind)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 2, RateLimiter: RateLimiter()})
+	if p := d.opts.PodInjectionPolicies; p != nil {
+		b = b.WatchesRawSource(p.wakeups.source(kind))
+	}
 	for _, src := range d.sourceWatches.sources(d.wiring.credentialsOfSourceSecret(kind)) {
 		b = b.WatchesRawSource(src)
 	}

@@ -221,15 +221,14 @@ func New(ctx context.Context, opts Options) (ctrl.Manager, error) {
 	// One catalogue, compiled once per change, for the controllers, the
 	// webhook and the pull-failure watch.
 	cat := credential.NewCatalogue(opts.Namespace)
-	if opts.PodInjection == PodInjectionPolicy {
-		if err := addPolicyWriter(mgr, opts, cat); err != nil {
-			return nil, err
-		}
+	policies, err := addPolicyWriter(mgr, opts, cat)
+	if err != nil {
+		return nil, err
 	}
 	if err := cachefeed.Start(ctx, mgr.GetCache(), cat); err != nil {
 		return nil, err
 	}
-	if err := setupParts(ctx, mgr, cfg, opts, cat); err != nil {
+	if err := setupParts(ctx, mgr, cfg, opts, cat, policies); err != nil {
 		return nil, err
 	}
 	return mgr, addChecks(mgr, opts, cat)
@@ -249,12 +248,15 @@ func policyOptions(opts Options) *policy.Options {
 }
 
 // addPolicyWriter keeps the generated MutatingAdmissionPolicies current,
-// on the leader.
-func addPolicyWriter(mgr ctrl.Manager, opts Options, cat *credential.Catalogue) error {
-	w := &controller.PolicyWriter{Catalogue: cat, Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Options: *policyOptions(opts),
-		Events: mgr.GetEventRecorder("regcred"), Log: ctrl.Log.WithName("admission-policies")}
+// on the leader, and returns their rendering; nil when the webhook
+// injects, and the writer then removes what an earlier policy mode left.
+func addPolicyWriter(mgr ctrl.Manager, opts Options, cat *credential.Catalogue) (*controller.PolicyRender, error) {
+	w := &controller.PolicyWriter{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Remove: true, Log: ctrl.Log.WithName("admission-policies")}
+	if o := policyOptions(opts); o != nil {
+		w.Render, w.Remove, w.Prefix = controller.NewPolicyRender(cat, *o), false, o.Prefix
+	}
 	w.Register()
-	return mgr.Add(w)
+	return w.Render, mgr.Add(w)
 }
 
 func newManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
@@ -307,11 +309,11 @@ func newManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 
 // setupParts adds the controllers, the pull-failure watch and the
 // webhook, all asking cat.
-func setupParts(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, opts Options, cat *credential.Catalogue) error {
+func setupParts(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, opts Options, cat *credential.Catalogue, policies *controller.PolicyRender) error {
 	ensurer, err := controller.Setup(ctx, mgr, controller.Options{Namespace: opts.Namespace, MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
 		Cloud: opts.Cloud, Tokens: opts.Tokens, PluginDir: opts.PluginDir, Registry: opts.Registry, Catalogue: cat,
 		TenantEndpointHosts: opts.TenantEndpointHosts, TenantAllowPrivateNetworks: opts.TenantAllowPrivateNetworks,
-		PodInjectionPolicies: policyOptions(opts)})
+		PodInjectionPolicies: policies})
 	if err != nil {
 		return fmt.Errorf("set up controllers: %w", err)
 	}

@@ -53,6 +53,8 @@ const (
 	managedBy      = "regcred"
 	// LabelPolicy marks a generated policy or binding.
 	LabelPolicy = "regcred.dev/pod-injection"
+	// DefaultPrefix names the generated objects.
+	DefaultPrefix = "regcred-pod-injection"
 )
 
 // Options say how to render.
@@ -116,7 +118,7 @@ type Refusal struct {
 
 func (o Options) withDefaults() Options {
 	if o.Prefix == "" {
-		o.Prefix = "regcred-pod-injection"
+		o.Prefix = DefaultPrefix
 	}
 	if o.FailurePolicy == "" {
 		o.FailurePolicy = admissionregistrationv1.Ignore

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 )
 
 // BuildOptions say what a release is made of.
@@ -88,11 +87,14 @@ func Build(ctx context.Context, o BuildOptions) (*Result, error) {
 // it), and returns the package's file name in out.
 func PackageChart(ctx context.Context, helm, chartDir string, v Version, out string) (string, error) {
 	ver := SemVer(v)
-	cmd := exec.CommandContext(ctx, helm, "package", chartDir, "--version", strings.TrimPrefix(ver, "v"), "--app-version", ver, "--destination", out)
+	// The chart's version keeps the v, as the image tag, the layout's tag
+	// and the CLI archives do, so one VERSION names every artifact
+	// (Helm takes v1.2.3 as SemVer, as cert-manager's charts use it).
+	cmd := exec.CommandContext(ctx, helm, "package", chartDir, "--version", ver, "--app-version", ver, "--destination", out)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("helm package: %v: %s", err, b)
 	}
-	name := fmt.Sprintf("regcred-%s.tgz", strings.TrimPrefix(ver, "v"))
+	name := fmt.Sprintf("regcred-%s.tgz", ver)
 	if _, err := os.Stat(filepath.Join(out, name)); err != nil {
 		return "", fmt.Errorf("helm package wrote no %s: %w", name, err)
 	}

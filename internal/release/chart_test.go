@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -122,10 +123,38 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"podInjection=both", "podInjection"},
 		{"nodeCredentials.cacheDuration=soon", "cacheDuration"},
 		{"nodeCredentials.pluginDir=relative", "pluginDir"},
+		{"registryCAs[0].key=ca.crt", "registryCAs"},
+		{"registryCAs[0].configMap=ca,registryCAs[0].secret=ca,registryCAs[0].key=ca.crt", "registryCAs"},
+		{"registryCAs[0].configMap=ca,registryCAs[0].key=../ca.crt", "registryCAs"},
 	} {
 		_, err := renderErr(helm, "--set", tc.set)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("--set %s: %v, want an error naming %s", tc.set, err, tc.want)
+		}
+	}
+}
+
+// TestChartPlainTemplate renders the chart as many users do, with no
+// cluster and no --kube-version: it renders where Helm assumes a version
+// regcred supports, and otherwise the error says how to render it. A
+// cluster older than 1.30 is refused with the same words.
+func TestChartPlainTemplate(t *testing.T) {
+	testenv.SkipShort(t, "runs Helm")
+	for _, h := range []string{"helm3", "helm4"} {
+		helm := testenv.Tool(t, h)
+		out, err := exec.Command(helm, "template", "rc", chartDir()).CombinedOutput()
+		if err != nil {
+			for _, want := range []string{"needs Kubernetes 1.30 or newer", "--kube-version 1.37"} {
+				if !strings.Contains(string(out), want) {
+					t.Errorf("%s template without --kube-version: %v, and the error does not say %q:\n%s", h, err, want, out)
+				}
+			}
+		} else if !bytes.Contains(out, []byte("kind: Deployment")) {
+			t.Errorf("%s template without --kube-version rendered no Deployment:\n%s", h, out)
+		}
+		out, err = exec.Command(helm, "template", "rc", chartDir(), "--kube-version", "1.29.4").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "needs Kubernetes 1.30 or newer, and this is rendered for v1.29.4") {
+			t.Errorf("%s template for 1.29.4: %v, want the version refused:\n%s", h, err, out)
 		}
 	}
 }
@@ -242,9 +271,10 @@ func TestChartSettings(t *testing.T) {
 	objs := objects(t, render(t, helm, "--set", "imagePullSecrets[0].name=regcred-image-pull", "--set", "image.digest="+digest,
 		"--set", "image.repository=harbor.example.com/platform/regcred", "--set", "webhook.failurePolicy=Fail"))
 	k := kinds(objs)
-	// ClusterRoles: the manager's and the webhook configuration's (by
-	// name); the Role: the Lease and the TLS Secret in regcred's namespace.
-	for kind, n := range map[string]int{"ServiceAccount": 1, "ClusterRole": 2, "ClusterRoleBinding": 2, "Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 2,
+	// ClusterRoles: the manager's, the webhook configuration's (by name)
+	// and the admission policies' (list and delete in webhook mode); the
+	// Role: the Lease and the TLS Secret in regcred's namespace.
+	for kind, n := range map[string]int{"ServiceAccount": 1, "ClusterRole": 3, "ClusterRoleBinding": 3, "Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 2,
 		"PodDisruptionBudget": 1, "MutatingWebhookConfiguration": 1, "NetworkPolicy": 1} {
 		if k[kind] != n {
 			t.Errorf("%d %s, want %d", k[kind], kind, n)
@@ -285,6 +315,45 @@ func TestChartSettings(t *testing.T) {
 		t.Errorf("failurePolicy %s", *mwc.Webhooks[0].FailurePolicy)
 	}
 
+	// A private registry's CA for spec.verify: each a ConfigMap's or a
+	// Secret's key, mounted read-only and named by --registry-ca-file.
+	objs = objects(t, render(t, helm, "--set", "registryCAs[0].configMap=harbor-ca", "--set", "registryCAs[0].key=ca.crt",
+		"--set", "registryCAs[1].secret=mirror-ca", "--set", "registryCAs[1].key=tls.crt"))
+	find(t, objs, "Deployment", &d)
+	pod = d.Spec.Template.Spec
+	c = pod.Containers[0]
+	for i, want := range []struct{ file, configMap, secret, key string }{
+		{"/etc/regcred/registry-ca/0/ca.crt", "harbor-ca", "", "ca.crt"},
+		{"/etc/regcred/registry-ca/1/tls.crt", "", "mirror-ca", "tls.crt"},
+	} {
+		if !slices.Contains(c.Args, "--registry-ca-file="+want.file) {
+			t.Errorf("args %v lack --registry-ca-file=%s", c.Args, want.file)
+		}
+		vol := fmt.Sprintf("registry-ca-%d", i)
+		if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+			return m.Name == vol && m.ReadOnly && m.MountPath+"/"+want.key == want.file
+		}) {
+			t.Errorf("no read-only mount of %s for %s: %+v", vol, want.file, c.VolumeMounts)
+		}
+		i := slices.IndexFunc(pod.Volumes, func(v corev1.Volume) bool { return v.Name == vol })
+		if i < 0 {
+			t.Fatalf("no volume %s: %+v", vol, pod.Volumes)
+		}
+		v := pod.Volumes[i].VolumeSource
+		var items []corev1.KeyToPath
+		switch {
+		case want.configMap != "" && v.ConfigMap != nil && v.ConfigMap.Name == want.configMap:
+			items = v.ConfigMap.Items
+		case want.secret != "" && v.Secret != nil && v.Secret.SecretName == want.secret:
+			items = v.Secret.Items
+		default:
+			t.Fatalf("volume %s is %+v, want configMap %q or secret %q", vol, v, want.configMap, want.secret)
+		}
+		if len(items) != 1 || items[0].Key != want.key || items[0].Path != want.key {
+			t.Errorf("volume %s items %+v, want only %s", vol, items, want.key)
+		}
+	}
+
 	// Without the webhook: no configuration, no webhook Service, and the
 	// manager told so.
 	objs = objects(t, render(t, helm, "--set", "webhook.enabled=false", "--set", "replicaCount=1"))
@@ -318,7 +387,7 @@ func TestChartCertManagerGolden(t *testing.T) {
 
 // TestChartPodInjectionPolicyGolden renders podInjection=policy: no Pod
 // webhook, the manager told so, and the grant to write admission
-// policies only in this mode.
+// policies only in this mode (the webhook mode may list and delete them).
 func TestChartPodInjectionPolicyGolden(t *testing.T) {
 	testenv.SkipShort(t, "runs Helm")
 	got := render(t, testenv.Tool(t, "helm3"), "--set", "podInjection=policy", "--set", "webhook.failurePolicy=Fail")
@@ -340,9 +409,13 @@ func TestChartPodInjectionPolicyGolden(t *testing.T) {
 	if len(role.Rules) != 1 || !slices.Contains(role.Rules[0].Resources, "mutatingadmissionpolicies") {
 		t.Errorf("policies role %+v", role.Rules)
 	}
-	// The default (webhook) mode holds no such grant.
-	if def := render(t, testenv.Tool(t, "helm3")); bytes.Contains(def, []byte("mutatingadmissionpolicies")) {
-		t.Error("the webhook mode grants admission policies")
+	if !slices.Equal(role.Rules[0].Verbs, []string{"get", "list", "create", "update", "delete"}) {
+		t.Errorf("policy mode's verbs %v", role.Rules[0].Verbs)
+	}
+	// The default (webhook) mode may only remove them.
+	findNamed(t, objects(t, render(t, testenv.Tool(t, "helm3"))), "ClusterRole", "regcred-policies", &role)
+	if len(role.Rules) != 1 || !slices.Equal(role.Rules[0].Verbs, []string{"list", "delete"}) {
+		t.Errorf("the webhook mode grants %+v on admission policies, want list and delete only", role.Rules)
 	}
 }
 

@@ -37,7 +37,7 @@ import (
 // certificates: self); webidentity (webIdentity.enabled, all namespaces);
 // webidentity-ns (webIdentity.namespaces set); tokenreview (webIdentity
 // enabled either way); nodecreds (nodeCredentials.enabled; tokenreview
-// too). scope: "cluster" (a ClusterRoleBinding) or the namespace of the
+// too); policies (podInjection=policy). scope: "cluster" (a ClusterRoleBinding) or the namespace of the
 // RoleBinding; "nodes cluster" is a ClusterRoleBinding to the group
 // system:nodes (the kubelets), the only subject besides regcred's
 // ServiceAccount.
@@ -66,6 +66,8 @@ var neededRules = []struct {
 	{"nodecreds", "cluster", "", "pods", "get", "", "the broker reads the Pod a token is bound to, by name: it must exist, run on the token's node and use its ServiceAccount"},
 	{"nodecreds", "regcred-system", "", "configmaps", "create", "", "the node agent's ConfigMap (broker CA, server name), the first time (create cannot name its object)"},
 	{"nodecreds", "regcred-system", "", "configmaps", "get,update", "regcred-node-credentials", "the node agent's ConfigMap, kept current by name"},
+	{"always", "cluster", "admissionregistration.k8s.io", "mutatingadmissionpolicies,mutatingadmissionpolicybindings", "list,delete", "", "the leader removes the admission policies it generated (labelled regcred.dev/pod-injection=true) when Pods are injected another way: the webhook, after podInjection=policy"},
+	{"policies", "cluster", "admissionregistration.k8s.io", "mutatingadmissionpolicies,mutatingadmissionpolicybindings", "get,create,update", "", "podInjection=policy: the leader writes the policies that inject Pods (their names follow the namespaces, so they cannot be named here)"},
 	{"nodecreds", "nodes cluster", "", "regcred.dev", "request-serviceaccounts-token-audience", "", "kubelets mint the Pods' ServiceAccount tokens for regcred's audience (NodeRestriction asks this of the audience); only the broker accepts it"},
 }
 
@@ -118,6 +120,7 @@ func TestChartRBACIsNeeded(t *testing.T) {
 		{[]string{"webhook.enabled=false", "leaderElection.enabled=false"}, []string{"always"}},
 		{[]string{"nodeCredentials.enabled=true"}, []string{"always", "leader", "selfcerts", "nodecreds", "tokenreview"}},
 		{[]string{"nodeCredentials.enabled=true", "webIdentity.enabled=true"}, []string{"always", "leader", "selfcerts", "nodecreds", "webidentity", "tokenreview"}},
+		{[]string{"podInjection=policy"}, []string{"always", "leader", "selfcerts", "policies"}},
 	} {
 		t.Run(strings.Join(tc.set, ","), func(t *testing.T) {
 			var args []string

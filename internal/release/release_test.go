@@ -59,12 +59,12 @@ func TestReleaseArtifacts(t *testing.T) {
 		"--base-url", "https://example.com/dl/{version}"}, versionArgs(testVersion)...)
 	fixtures.RunReleaseTool(t, args...)
 
-	chart := "regcred-1.2.3-4-gabcdef0.tgz"
+	chart := "regcred-v1.2.3-4-gabcdef0.tgz"
 	shown, err := exec.Command(helm, "show", "chart", filepath.Join(out, chart)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("helm show chart: %v: %s", err, shown)
 	}
-	if !strings.Contains(string(shown), "appVersion: v1.2.3-4-gabcdef0") || !strings.Contains(string(shown), "version: 1.2.3-4-gabcdef0") {
+	if !strings.Contains(string(shown), "appVersion: v1.2.3-4-gabcdef0") || !strings.Contains(string(shown), "\nversion: v1.2.3-4-gabcdef0") {
 		t.Errorf("packaged chart's version is not the release's:\n%s", shown)
 	}
 	if _, err := os.Stat(filepath.Join(out, "image", "index.json")); err != nil {

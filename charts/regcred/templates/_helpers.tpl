@@ -88,3 +88,14 @@ cannot work with the other values. */}}
 {{- fail "nodeCredentials.enabled needs webhook.enabled: the broker runs on the webhook's HTTPS server" }}
 {{- end }}
 {{- end }}
+
+{{/* regcred.kubeVersionCheck refuses clusters older than 1.30 with an
+error that says what to do. Chart.yaml's kubeVersion cannot: `helm
+template` without a cluster assumes Kubernetes v1.20.0 (Helm 3), and the
+error Helm prints for kubeVersion does not say how to render anyway. */}}
+{{- define "regcred.kubeVersionCheck" -}}
+{{- $v := .Capabilities.KubeVersion.Version }}
+{{- if not (semverCompare ">=1.30.0-0" $v) }}
+{{- fail (printf "regcred needs Kubernetes 1.30 or newer, and this is rendered for %s. Without a cluster, Helm 3's `helm template` assumes v1.20.0: pass your cluster's version, for example `helm template regcred charts/regcred --kube-version 1.37`" $v) }}
+{{- end }}
+{{- end }}
