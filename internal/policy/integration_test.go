@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"testing"
@@ -216,8 +217,100 @@ func TestPoliciesAgreeWithTheWebhookOnTheAPIServer(t *testing.T) {
 	}
 	waitNot(t, c, probe)
 
+	conditions(t, c)
+
 	stop()
 	compare("manager stopped")
+
+	// Back to the webhook: the manager removes the policies it wrote.
+	stop = startManager(t, cp, manager.PodInjectionWebhook)
+	defer stop()
+	testenv.Eventually(t, time.Minute, func(ctx context.Context) error {
+		var left admissionregistrationv1.MutatingAdmissionPolicyList
+		if err := c.List(ctx, &left, client.MatchingLabels{policy.LabelPolicy: "true"}); err != nil {
+			return err
+		}
+		var bindings admissionregistrationv1.MutatingAdmissionPolicyBindingList
+		if err := c.List(ctx, &bindings, client.MatchingLabels{policy.LabelPolicy: "true"}); err != nil {
+			return err
+		}
+		if n := len(left.Items) + len(bindings.Items); n > 0 {
+			return fmt.Errorf("%d generated policies and bindings left in webhook mode", n)
+		}
+		return nil
+	})
+}
+
+// conditions: each credential's PodInjection condition says whether the
+// policies carry it, with a Warning Event when they cannot: past the
+// bound it shares with its namespace's others, which turns back when room
+// is made. (One credential's own bound, 64 keys, is the CRD's too.)
+func conditions(t *testing.T, c client.Client) {
+	t.Helper()
+	ctx := context.Background()
+	want := func(obj client.Object, status metav1.ConditionStatus, reason string) {
+		t.Helper()
+		testenv.Eventually(t, time.Minute, func(ctx context.Context) error {
+			if err := c.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+				return err
+			}
+			var conds []metav1.Condition
+			switch o := obj.(type) {
+			case *v1alpha1.ClusterRegistryCredential:
+				conds = o.Status.Conditions
+			case *v1alpha1.RegistryCredential:
+				conds = o.Status.Conditions
+			}
+			for _, cond := range conds {
+				if cond.Type == v1alpha1.ConditionPodInjection {
+					if cond.Status != status || cond.Reason != reason {
+						return fmt.Errorf("%s: PodInjection %s/%s (%s), want %s/%s", obj.GetName(), cond.Status, cond.Reason, cond.Message, status, reason)
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("%s: no PodInjection condition", obj.GetName())
+		})
+	}
+	harbor := &v1alpha1.ClusterRegistryCredential{ObjectMeta: metav1.ObjectMeta{Name: "harbor"}}
+	want(harbor, metav1.ConditionTrue, v1alpha1.ReasonAdmissionPolicy)
+
+	// Seven RegistryCredentials of 64 keys in one namespace: six fit its
+	// policy's 400, the last by name is refused until the first goes.
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "crowded"}}
+	if err := c.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	var rcs []*v1alpha1.RegistryCredential
+	for i := 0; i < 7; i++ {
+		rc := policytest.Tenant("crowded", fmt.Sprintf("rc-%d", i), policy.DefaultMaxKeysPerCredential)
+		if err := c.Create(ctx, rc); err != nil {
+			t.Fatal(err)
+		}
+		rcs = append(rcs, rc)
+	}
+	want(rcs[5], metav1.ConditionTrue, v1alpha1.ReasonAdmissionPolicy)
+	want(rcs[6], metav1.ConditionFalse, "TooLargeForAdmissionPolicy")
+	testenv.Eventually(t, time.Minute, func(ctx context.Context) error {
+		var evs corev1.EventList
+		if err := c.List(ctx, &evs, client.InNamespace("crowded")); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Name == "rc-6" && e.Reason == "TooLargeForAdmissionPolicy" && e.Type == corev1.EventTypeWarning {
+				return nil
+			}
+		}
+		return fmt.Errorf("no TooLargeForAdmissionPolicy Event on rc-6")
+	})
+	if err := c.Delete(ctx, rcs[0]); err != nil {
+		t.Fatal(err)
+	}
+	want(rcs[6], metav1.ConditionTrue, v1alpha1.ReasonAdmissionPolicy)
+	var crowded admissionregistrationv1.MutatingAdmissionPolicy
+	if err := c.Get(ctx, client.ObjectKey{Name: "regcred-pod-injection-crowded"}, &crowded); err != nil {
+		t.Errorf("the crowded namespace's policy: %v", err)
+	}
 }
 
 // waitGone waits for the webhook configuration regcred registered to go.
