@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"regcred.dev/regcred/api/v1alpha1"
@@ -18,9 +19,12 @@ type manifestsInjectOptions struct {
 	secrets     []string
 	credFiles   []string
 	fromCluster bool
-	kube        kubeFlags
-	mirrors     mirrorFlags
-	quiet       bool
+	// namespace of workloads that name none.
+	namespace        string
+	regcredNamespace string
+	kube             kubeFlags
+	mirrors          mirrorFlags
+	quiet            bool
 }
 
 const manifestsInjectLong = `Add imagePullSecrets to the Pod template of every workload with at least one
@@ -33,6 +37,16 @@ Credentials come from:
   --secret NAME=REGISTRY[,REGISTRY...]   a pull Secret and its registry keys
   --credentials FILE                     RegistryCredential / ClusterRegistryCredential objects
   --from-cluster                         the credentials in the current cluster
+
+A credential is added only in the namespaces where it acts, as the admission
+webhook decides: a RegistryCredential in its own namespace; a
+ClusterRegistryCredential where its namespaceSelector selects and
+excludeNamespaces does not exclude, never in kube-system, kube-public,
+kube-node-lease or regcred's namespace. A workload's namespace is its
+metadata.namespace, or --namespace. The selector reads the namespace's labels:
+from the cluster with --from-cluster, from Namespace objects in the
+--credentials files otherwise (a namespace not given there has only its
+kubernetes.io/metadata.name label).
 
 With --mirror or --mirrors, images are first rewritten to their mirrors, then
 matched (as the admission webhook does).`
@@ -58,6 +72,8 @@ func (o *manifestsInjectOptions) addFlags(f *pflag.FlagSet) {
 	f.StringArrayVar(&o.secrets, "secret", nil, "a pull Secret NAME=REGISTRY[,REGISTRY...] (repeatable)")
 	f.StringArrayVar(&o.credFiles, "credentials", nil, "a YAML file of RegistryCredential and ClusterRegistryCredential objects (repeatable)")
 	f.BoolVar(&o.fromCluster, "from-cluster", false, "use the credentials of the current cluster")
+	f.StringVarP(&o.namespace, "namespace", "n", "default", "the namespace of workloads that name none (where kubectl apply -n would put them)")
+	f.StringVar(&o.regcredNamespace, "regcred-namespace", "regcred-system", "the namespace regcred runs in (no ClusterRegistryCredential acts there)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "do not print warnings")
 	o.kube.addFlags(f, false)
 	o.mirrors.addFlags(f)
@@ -76,7 +92,7 @@ func (o *manifestsInjectOptions) run(ctx context.Context, s Streams, args []stri
 	if err != nil {
 		return &usageError{err}
 	}
-	stats, err := manifests.TransformDocuments(docs, s.Out, manifests.Options{Rules: rules, Credentials: creds})
+	stats, err := manifests.TransformDocuments(docs, s.Out, manifests.Options{Rules: rules, Credentials: creds, Namespace: o.namespace})
 	if err != nil {
 		return &usageError{err}
 	}
@@ -110,8 +126,18 @@ func (o *manifestsInjectOptions) credentials(ctx context.Context) ([]manifests.C
 		if err := listCredentialObjects(ctx, r, &objs); err != nil {
 			return nil, err
 		}
+		if len(objs.Cluster) > 0 {
+			var nl corev1.NamespaceList
+			if err := r.List(ctx, &nl); err != nil {
+				return nil, fmt.Errorf("list namespaces (their labels decide where ClusterRegistryCredentials act): %w", err)
+			}
+			objs.Namespaces = append(objs.Namespaces, nl.Items...)
+		}
 	}
-	injectable, disabled := objs.Injectable()
+	injectable, disabled, err := objs.Injectable(o.regcredNamespace)
+	if err != nil {
+		return nil, usageErrorf("%v", err)
+	}
 	creds = append(creds, injectable...)
 	switch {
 	case len(creds) == 0 && disabled > 0:

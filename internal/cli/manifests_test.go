@@ -1,11 +1,18 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+
+	"regcred.dev/regcred/internal/testenv"
 )
 
 const deployment = `apiVersion: apps/v1
@@ -62,7 +69,9 @@ spec:
   secretName: dockerhub
   source: {secretRef: {name: hub}}
 `)
-	out, stderr, code := run(t, "", "manifests", "inject", "--credentials", creds, dir)
+	// The workloads name no namespace: -n says they go to team, where
+	// the RegistryCredential acts.
+	out, stderr, code := run(t, "", "manifests", "inject", "--credentials", creds, dir, "-n", "team")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -134,4 +143,84 @@ spec:
 	if _, stderr, code := run(t, deployment, "manifests", "inject", "--credentials", off); code != 1 || !strings.Contains(stderr, "podInjection.enabled: false") {
 		t.Errorf("only disabled credentials: exit %d, %s", code, stderr)
 	}
+}
+
+// TestManifestsInjectFollowsNamespaces: a credential is added only where
+// the webhook would add it: a RegistryCredential in its own namespace, a
+// ClusterRegistryCredential where its namespaceSelector selects and
+// excludeNamespaces does not exclude, by the namespaces' labels from the
+// --credentials files offline and from the cluster with --from-cluster.
+func TestManifestsInjectFollowsNamespaces(t *testing.T) {
+	const creds = `apiVersion: regcred.dev/v1alpha1
+kind: ClusterRegistryCredential
+metadata: {name: prod-only}
+spec:
+  registries: [harbor.internal]
+  namespaceSelector: {matchLabels: {env: prod}}
+  source: {secretRef: {name: harbor}}
+---
+apiVersion: regcred.dev/v1alpha1
+kind: ClusterRegistryCredential
+metadata: {name: everywhere}
+spec:
+  registries: [harbor.internal]
+  excludeNamespaces: [sandbox]
+  source: {secretRef: {name: harbor}}
+---
+apiVersion: regcred.dev/v1alpha1
+kind: RegistryCredential
+metadata: {name: team, namespace: shop}
+spec:
+  registries: [harbor.internal]
+  source: {secretRef: {name: harbor}}
+`
+	const namespaces = `apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {env: prod}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: sandbox, labels: {env: prod}}
+`
+	workload := func(ns string) string {
+		return strings.Replace(strings.Replace(deployment, "name: web\n", "name: web\n  namespace: "+ns+"\n", 1), "nginx", "harbor.internal/app:1", 1)
+	}
+	want := map[string][]string{
+		"shop":        {"regcred-prod-only", "regcred-everywhere", "regcred-team"},
+		"sandbox":     {"regcred-prod-only"},
+		"dev":         {"regcred-everywhere"},
+		"kube-system": nil,
+	}
+	check := func(t *testing.T, args ...string) {
+		t.Helper()
+		for ns, secrets := range want {
+			out, stderr, code := run(t, workload(ns), append([]string{"manifests", "inject"}, args...)...)
+			if code != 0 {
+				t.Fatalf("%s: exit %d: %s", ns, code, stderr)
+			}
+			for _, s := range []string{"regcred-prod-only", "regcred-everywhere", "regcred-team"} {
+				if got, w := strings.Contains(out, "- name: "+s+"\n"), slices.Contains(secrets, s); got != w {
+					t.Errorf("namespace %s: %s added %v, want %v:\n%s", ns, s, got, w, out)
+				}
+			}
+		}
+	}
+	dir := t.TempDir()
+	t.Run("offline", func(t *testing.T) {
+		check(t, "--credentials", writeFile(t, dir, "creds.yaml", creds+"---\n"+namespaces))
+	})
+	t.Run("from the cluster", func(t *testing.T) {
+		testenv.SkipShort(t, "integration test")
+		cp := suite.ControlPlane(t)
+		for _, doc := range strings.Split(namespaces+"---\n"+creds, "---\n") {
+			obj := &unstructured.Unstructured{}
+			if err := yaml.Unmarshal([]byte(doc), &obj.Object); err != nil {
+				t.Fatal(err)
+			}
+			if err := cp.Client.Create(context.Background(), obj); err != nil {
+				t.Fatal(err)
+			}
+		}
+		check(t, "--from-cluster", "--kubeconfig", cp.Kubeconfig)
+	})
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"regcred.dev/regcred/api/v1alpha1"
@@ -16,20 +18,63 @@ import (
 type CredentialObjects struct {
 	Cluster    []v1alpha1.ClusterRegistryCredential
 	Namespaced []v1alpha1.RegistryCredential
+	// Namespaces are the namespaces whose labels a
+	// ClusterRegistryCredential's namespaceSelector reads. Another
+	// namespace has only the label the API server gives every namespace,
+	// kubernetes.io/metadata.name.
+	Namespaces []corev1.Namespace
 }
 
-// Decode adds the credential objects of docs; other documents are skipped.
+// Decode adds the credential objects and the Namespaces of docs; other
+// documents are skipped.
 func (o *CredentialObjects) Decode(docs []*Document) error {
 	if err := DecodeKind(docs, "ClusterRegistryCredential", &o.Cluster); err != nil {
 		return err
 	}
+	for _, d := range docs {
+		n, err := d.Parse()
+		if err != nil {
+			return err
+		}
+		if n == nil || n.GetKind() != "Namespace" || n.GetApiVersion() != "v1" {
+			continue
+		}
+		j, err := n.MarshalJSON()
+		if err != nil {
+			return fmt.Errorf("document %d: %w", d.Index, err)
+		}
+		var ns corev1.Namespace
+		if err := sigsyaml.Unmarshal(j, &ns); err != nil {
+			return fmt.Errorf("document %d: Namespace: %v", d.Index, err)
+		}
+		o.Namespaces = append(o.Namespaces, ns)
+	}
 	return DecodeKind(docs, "RegistryCredential", &o.Namespaced)
 }
 
-// Injectable are the credentials the webhook would add to Pods, and how
-// many were left out because their podInjection is off or they are
-// delivered to nodes only.
-func (o *CredentialObjects) Injectable() (creds []Credential, disabled int) {
+// Injectable are the credentials the webhook would add to Pods, each
+// only in the namespaces where it acts (a RegistryCredential in its own;
+// a ClusterRegistryCredential by its namespaceSelector and
+// excludeNamespaces, never in regcredNamespace nor the always-excluded
+// ones), and how many were left out because their podInjection is off or
+// they are delivered to nodes only. A credential whose selector does not
+// parse is an error, as the controller refuses it.
+func (o *CredentialObjects) Injectable(regcredNamespace string) (creds []Credential, disabled int, err error) {
+	known := map[string]*corev1.Namespace{}
+	for i := range o.Namespaces {
+		known[o.Namespaces[i].Name] = &o.Namespaces[i]
+	}
+	namespace := func(name string) *corev1.Namespace {
+		if ns, ok := known[name]; ok {
+			ns = ns.DeepCopy()
+			if ns.Labels == nil {
+				ns.Labels = map[string]string{}
+			}
+			ns.Labels[corev1.LabelMetadataName] = name
+			return ns
+		}
+		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{corev1.LabelMetadataName: name}}}
+	}
 	var objects []*credential.Credential
 	for i := range o.Cluster {
 		objects = append(objects, credential.FromCluster(&o.Cluster[i]))
@@ -44,9 +89,14 @@ func (o *CredentialObjects) Injectable() (creds []Credential, disabled int) {
 			disabled++
 			continue
 		}
-		creds = append(creds, Credential{SecretName: c.SecretName(), Registries: c.Spec.Registries})
+		scope, err := c.Scope(regcredNamespace)
+		if err != nil {
+			return nil, 0, fmt.Errorf("%s: %w", c.Key.Display(), err)
+		}
+		creds = append(creds, Credential{SecretName: c.SecretName(), Registries: c.Spec.Registries,
+			Applies: func(ns string) bool { return scope.Applies(namespace(ns)) }})
 	}
-	return creds, disabled
+	return creds, disabled, nil
 }
 
 // DecodeKind decodes every document of the given kind in group

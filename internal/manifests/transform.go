@@ -3,6 +3,7 @@ package manifests
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"fmt"
 	"io"
 	"sort"
@@ -18,7 +19,10 @@ import (
 type Credential struct {
 	SecretName string
 	Registries []string
-	matcher    *credential.Matcher
+	// Applies reports whether the credential acts in a workload's
+	// namespace, as the webhook decides; nil: in every namespace.
+	Applies func(namespace string) bool
+	matcher *credential.Matcher
 }
 
 // injectable is a Credential for the image pipeline.
@@ -31,8 +35,12 @@ func (i injectable) Matches(t keyring.Target) bool { return i.c.matcher.Matches(
 type Options struct {
 	// Rules rewrite images first (nil: no rewrite).
 	Rules *mirror.Rules
-	// Credentials are injected where an image (after rewriting) matches.
+	// Credentials are injected where an image (after rewriting) matches
+	// and the credential acts in the workload's namespace.
 	Credentials []Credential
+	// Namespace is the namespace of workloads that name none (default
+	// "default", as kubectl apply without -n).
+	Namespace string
 }
 
 // Stats count what a run did.
@@ -106,9 +114,10 @@ func applyOne(d *Document, opts Options, stats *Stats) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", d.where(d.Line), err)
 	}
+	namespace := cmp.Or(d.node.GetNamespace(), opts.Namespace, "default")
 	for _, spec := range specs {
 		stats.Workloads++
-		changed, err := transformPodSpec(spec, opts, stats, d)
+		changed, err := transformPodSpec(spec, namespace, opts, stats, d)
 		if err != nil {
 			return err
 		}
@@ -121,7 +130,7 @@ func applyOne(d *Document, opts Options, stats *Stats) error {
 
 // transformPodSpec runs the image pipeline every front end shares
 // (credential.PlanImages) on one Pod template, in place in the YAML.
-func transformPodSpec(spec *yaml.RNode, opts Options, stats *Stats, d *Document) (bool, error) {
+func transformPodSpec(spec *yaml.RNode, namespace string, opts Options, stats *Stats, d *Document) (bool, error) {
 	nodes := imageNodes(spec)
 	if len(nodes) == 0 {
 		return false, nil
@@ -142,9 +151,11 @@ func transformPodSpec(spec *yaml.RNode, opts Options, stats *Stats, d *Document)
 			}
 		}
 	}
-	creds := make([]credential.Injectable, len(opts.Credentials))
+	creds := make([]credential.Injectable, 0, len(opts.Credentials))
 	for i := range opts.Credentials {
-		creds[i] = injectable{&opts.Credentials[i]}
+		if c := &opts.Credentials[i]; c.Applies == nil || c.Applies(namespace) {
+			creds = append(creds, injectable{c})
+		}
 	}
 	plan := credential.PlanImages(images, present, creds, func(ref string) *credential.Resolved {
 		return credential.Resolve(opts.Rules, ref)
