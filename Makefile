@@ -68,7 +68,7 @@ bench: ## Go benchmarks, then the load tools of bench/ and how to run each (figu
 	@for d in bench/*/; do [ -f $$d/main.go ] && printf '  %-14s %s\n' "$$(basename $$d)" "$$(grep -m1 -o 'go run \./bench/.*' $$d/main.go)"; done
 
 .PHONY: image
-image: ## regcred's image (linux/amd64+arm64) without a container engine: IMAGE_LAYOUT=DIR writes an OCI layout, REGISTRY=host/path pushes REGISTRY/regcred:VERSION (DOCKER_CONFIG credentials)
+image: ## regcred's image (linux/amd64+arm64) without a container engine: IMAGE_LAYOUT=DIR writes an OCI layout, REGISTRY=host/path pushes REGISTRY/regcred:VERSION (DOCKER_CONFIG credentials, credential helpers included)
 	$(GO) run ./hack/release image $(if $(IMAGE_LAYOUT),--layout $(IMAGE_LAYOUT)) $(if $(REGISTRY),--push $(REGISTRY)/regcred) $(if $(REGISTRY_CA),--ca-file $(REGISTRY_CA))
 
 .PHONY: release

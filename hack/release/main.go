@@ -169,7 +169,9 @@ func pushOptions(dockerConfig, caFile string) ([]registry.Option, error) {
 	}
 	var opts []registry.Option
 	if _, err := os.Stat(dockerConfig); err == nil {
-		cfg, err := dockercfg.ReadFile(dockerConfig)
+		// Its credential helpers too (credsStore, credHelpers), as
+		// docker push would run them.
+		cfg, err := dockercfg.ReadFileWithHelpers(dockerConfig)
 		if err != nil {
 			return nil, err
 		}

@@ -1,17 +1,13 @@
 package cli
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"os"
-	"sort"
 	"strings"
 	"time"
 
-	dockerconfig "github.com/docker/cli/cli/config"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
@@ -207,58 +203,16 @@ func (o *secretCreateOptions) configFromFlags(stdin io.Reader) (*dockercfg.Confi
 	return cfg, nil
 }
 
-// configFromDockerFile loads a docker config with docker's own loader, the
-// one go-containerregistry's keychain uses, and resolves credential helpers.
+// configFromDockerFile loads a docker config with docker's own loader and
+// resolves its credential helpers; a helper's failure is not a usage
+// error, the file's is.
 func configFromDockerFile(path string, registries []string) (*dockercfg.Config, error) {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, usageErrorf("read docker config: %v", err)
-	}
-	if !json.Valid(raw) {
-		return nil, usageErrorf("%s is not valid JSON", path)
-	}
-	cf, err := dockerconfig.LoadFromReader(bytes.NewReader(raw))
-	if err != nil {
-		return nil, usageErrorf("%s: %v", path, err)
-	}
-	cfg := &dockercfg.Config{Auths: map[string]dockercfg.Entry{}}
-	add := func(key string, user, pass, token string) {
-		if user == "" && pass == "" && token == "" {
-			return
-		}
-		cfg.Auths[key] = dockercfg.Entry{Username: user, Password: pass, IdentityToken: token}
-	}
-	if len(registries) == 0 {
-		all, err := cf.GetAllCredentials()
-		if err != nil {
-			return nil, fmt.Errorf("%s: credential helper: %v", path, err)
-		}
-		keys := make([]string, 0, len(all))
-		for k := range all {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			a := all[k]
-			add(k, a.Username, a.Password, a.IdentityToken)
-		}
-	} else {
-		for _, r := range registries {
-			a, err := cf.GetAuthConfig(r)
-			if err != nil {
-				return nil, fmt.Errorf("%s: credentials for %s: credential helper: %v", path, r, err)
-			}
-			key := dockercfg.ServerKey(r)
-			if a.Username == "" && a.Password == "" && a.IdentityToken == "" {
-				return nil, usageErrorf("%s has no credentials for %s", path, r)
-			}
-			add(key, a.Username, a.Password, a.IdentityToken)
-		}
-	}
-	if len(cfg.Auths) == 0 {
-		return nil, usageErrorf("%s holds no credentials", path)
-	}
-	if err := cfg.Validate(); err != nil {
+	cfg, err := dockercfg.ReadDockerCLIConfig(path, registries)
+	var helper *dockercfg.HelperError
+	switch {
+	case errors.As(err, &helper):
+		return nil, err
+	case err != nil:
 		return nil, &usageError{err}
 	}
 	return cfg, nil

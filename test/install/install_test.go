@@ -190,9 +190,22 @@ func setUp(t *testing.T) *installEnv {
 		}
 	})
 	// Two releases' images, built and pushed as `make image REGISTRY=...`
-	// does, with a docker config's credentials.
+	// does, with the credentials of a docker config's credential helper
+	// (docker-credential-*, as `docker login` with a keychain leaves it).
+	helperDir := t.TempDir()
+	helper := fmt.Sprintf(`#!/bin/sh
+read server
+case "$1" in
+get) if [ "$server" = %q ]; then printf '{"ServerURL":"%%s","Username":%q,"Secret":%q}' "$server"; else echo "credentials not found in native keychain"; exit 1; fi ;;
+*) exit 1 ;;
+esac
+`, reg.Host, reg.User.Name, reg.User.Password)
+	if err := os.WriteFile(filepath.Join(helperDir, "docker-credential-regcredtest"), []byte(helper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", helperDir+string(os.PathListSeparator)+os.Getenv("PATH"))
 	dockerConfig := filepath.Join(t.TempDir(), "config.json")
-	if err := os.WriteFile(dockerConfig, reg.DockerConfigJSON(t), 0o600); err != nil {
+	if err := os.WriteFile(dockerConfig, []byte(fmt.Sprintf(`{"credHelpers": {%q: "regcredtest"}}`, reg.Host)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for i, tag := range []string{"v0.1.0", "v0.2.0"} {
