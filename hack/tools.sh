@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and `make demo` need, idempotently:
 #   - etcd (Debian's etcd-server) and skopeo; for the real cluster,
-#     containerd, runc, the CNI plugins, conntrack and iptables
+#     containerd, runc, the CNI plugins, conntrack and iptables;
+#     promtool and prometheus, unpacked from Debian's package
 #   - kube-apiserver, kubectl and the real cluster's kubelet,
 #     kube-controller-manager, kube-scheduler and kube-proxy, built from
 #     k8s.io/kubernetes (hack/kubernetes), and Helm 3 and Helm 4 clients
@@ -95,6 +96,37 @@ link_tool() {
 	ln -sfn "$path" "$ASSETS/$name"
 }
 
+# extract_package PACKAGE FILE...: Debian's PACKAGE unpacked, not
+# installed, and FILEs (paths inside it) copied to $ASSETS: Prometheus
+# (its promtool, for the alerts' unit tests, and the server the
+# end-to-end tests scrape the manager with) without the service the
+# package would start nor its web UI's dependencies. Cached per package
+# version.
+extract_package() {
+	local pkg="$1"
+	shift
+	local version stamp="$ASSETS/.$pkg.version" tmp f
+	version="$(apt-cache policy "$pkg" 2>/dev/null | sed -n 's/^ *Candidate: //p')"
+	if [ -n "$version" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$version" ]; then
+		log "$pkg $version cached in $ASSETS"
+		return
+	fi
+	if [ -z "$version" ] || [ "$version" = "(none)" ]; then
+		local sudo=""
+		[ "$(id -u)" -eq 0 ] || sudo="sudo"
+		$sudo apt-get update -qq
+		version="$(apt-cache policy "$pkg" | sed -n 's/^ *Candidate: //p')"
+	fi
+	tmp="$(mktemp -d)"
+	(cd "$tmp" && apt-get download -qq "$pkg=$version" 2>/dev/null && dpkg-deb -x ./*.deb root)
+	for f in "$@"; do
+		install -m 0755 "$tmp/root/$f" "$ASSETS/$(basename "$f")"
+	done
+	rm -rf "$tmp"
+	echo "$version" >"$stamp"
+	log "unpacked $pkg $version into $ASSETS"
+}
+
 main() {
 	local helm=1
 	for arg in "$@"; do
@@ -121,6 +153,7 @@ main() {
 		build_pinned helm3 helm3 helm.sh/helm/v3/cmd/helm
 		build_pinned helm4 helm4 helm.sh/helm/v4/cmd/helm
 	fi
+	extract_package prometheus usr/bin/promtool usr/bin/prometheus
 	(cd "$ROOT" && go mod download)
 	log "test assets ready: KUBEBUILDER_ASSETS=$ASSETS"
 }

@@ -61,11 +61,16 @@ var (
 		Name: "regcred_image_pull_failures_total",
 		Help: "Image pulls the kubelet reported as failed, from its Events, by registry (a registry key of a regcred credential, \"other\" for the rest, \"none\" for a missing pull Secret) and reason (regcred doctor's causes).",
 	}, []string{"registry", "reason"})
+
+	imagePulls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "regcred_image_pulls_total",
+		Help: "Image pulls from registries the kubelet reported, from its Events, by registry (as regcred_image_pull_failures_total) and result: success (\"Successfully pulled image\") or failure (\"Failed to pull image\"). Images already on the node, missing Secrets and invalid names are not pulls.",
+	}, []string{"registry", "result"})
 )
 
 func init() {
 	metrics.Registry.MustRegister(credentialReady, credentialNamespaces, syncErrors, syncWrites, credentialExpiry,
-		tokenRequests, tokenRequestErrors, credentialVerified, rateLimitRemaining, pullFailures)
+		tokenRequests, tokenRequestErrors, credentialVerified, rateLimitRemaining, pullFailures, imagePulls)
 }
 
 // setVerifiedMetric reports the Verified condition; nil (no spec.verify)

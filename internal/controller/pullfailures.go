@@ -28,10 +28,11 @@ const (
 	registryNone  = "none"
 )
 
-// PullFailureWatch counts the kubelet's pull-failure Events. It watches only
-// those (server-side field selectors on source, type and reason, one watch
-// per reason), keeps each Event reduced to the few fields it reads, and
-// counts on the leader only, so replicas do not add up.
+// PullFailureWatch counts the kubelet's pull-failure Events, and its
+// successful pulls for the success rate. It watches only those
+// (server-side field selectors on source, type and reason, one watch per
+// reason), keeps each Event reduced to the few fields it reads, and counts
+// on the leader only, so replicas do not add up.
 type PullFailureWatch struct {
 	Clientset kubernetes.Interface
 	// Catalogue names the registries of the credentials.
@@ -51,8 +52,17 @@ func (w *PullFailureWatch) HasSynced() bool {
 			return false
 		}
 	}
-	return len(w.informers) == len(kubeletmsg.PullEventReasons)
+	return len(w.informers) == len(pullWatches)
 }
+
+// pullWatches are the Events watched: each reason with its type.
+var pullWatches = func() []fields.Set {
+	var out []fields.Set
+	for _, reason := range kubeletmsg.PullEventReasons {
+		out = append(out, fields.Set{"source": "kubelet", "type": corev1.EventTypeWarning, "reason": reason, "involvedObject.kind": "Pod"})
+	}
+	return append(out, fields.Set{"source": "kubelet", "type": corev1.EventTypeNormal, "reason": kubeletmsg.EventPulled, "involvedObject.kind": "Pod"})
+}()
 
 // NeedLeaderElection: one replica counts.
 func (w *PullFailureWatch) NeedLeaderElection() bool { return true }
@@ -67,8 +77,8 @@ func (w *PullFailureWatch) Start(ctx context.Context) error {
 		return nil
 	}
 	var wg sync.WaitGroup
-	for _, reason := range kubeletmsg.PullEventReasons {
-		sel := fields.SelectorFromSet(fields.Set{"source": "kubelet", "type": corev1.EventTypeWarning, "reason": reason, "involvedObject.kind": "Pod"}).String()
+	for _, set := range pullWatches {
+		sel := fields.SelectorFromSet(set).String()
 		lw := &toolscache.ListWatch{
 			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 				o.FieldSelector = sel
@@ -143,8 +153,15 @@ func eventCount(ev *corev1.Event) int {
 }
 
 func (w *PullFailureWatch) count(ctx context.Context, ev *corev1.Event, n int) {
+	if kubeletmsg.IsPullSuccessEvent(ev.Reason, ev.Message) {
+		imagePulls.WithLabelValues(w.registryLabel(ev.Namespace, kubeletmsg.ImageOfMessage(ev.Message)), "success").Add(float64(n))
+		return
+	}
 	if !kubeletmsg.IsPullFailureEvent(ev.Reason, ev.Message) {
 		return
+	}
+	if kubeletmsg.IsPullAttemptFailure(ev.Reason, ev.Message) {
+		imagePulls.WithLabelValues(w.registryLabel(ev.Namespace, kubeletmsg.ImageOfMessage(ev.Message)), "failure").Add(float64(n))
 	}
 	reason := kubeletmsg.Classify(ev.Message)
 	reg := registryNone

@@ -1,12 +1,17 @@
 package controller
 
 import (
+	"context"
 	"testing"
 
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/credential"
+	"regcred.dev/regcred/internal/kubeletmsg"
 )
 
 // TestRegistryLabelIsScopedToTheNamespace: a failure is labelled by the
@@ -32,5 +37,37 @@ func TestRegistryLabelIsScopedToTheNamespace(t *testing.T) {
 		if got := w.registryLabel(tc.namespace, tc.image); got != tc.want {
 			t.Errorf("registryLabel(%s, %s) = %q, want %q", tc.namespace, tc.image, got, tc.want)
 		}
+	}
+}
+
+// TestPullsCountSuccessAndFailure: the kubelet's successful pulls and
+// failed pulls count in regcred_image_pulls_total; an image already on
+// the node, a missing Secret and a Never policy are no pulls.
+func TestPullsCountSuccessAndFailure(t *testing.T) {
+	cat := credential.NewCatalogue("regcred-system")
+	c := &v1alpha1.ClusterRegistryCredential{ObjectMeta: metav1.ObjectMeta{Name: "counted", Generation: 1}}
+	c.Spec.Registries = []string{"pulls.example.com"}
+	cat.Put(c)
+	w := &PullFailureWatch{Catalogue: cat, Log: logr.Discard()}
+	success := imagePulls.WithLabelValues("pulls.example.com", "success")
+	failure := imagePulls.WithLabelValues("pulls.example.com", "failure")
+	s0, f0 := testutil.ToFloat64(success), testutil.ToFloat64(failure)
+	for _, ev := range []struct {
+		reason, message string
+		n               int
+	}{
+		{kubeletmsg.EventPulled, `Successfully pulled image "pulls.example.com/app:1" in 1.2s (1.2s including waiting). Image size: 1234 bytes.`, 2},
+		{kubeletmsg.EventPulled, `Container image "pulls.example.com/app:1" already present on machine and can be accessed by the pod`, 5},
+		{kubeletmsg.EventFailed, `Failed to pull image "pulls.example.com/app:2": 401 Unauthorized`, 3},
+		{kubeletmsg.EventMissingSecret, `Unable to retrieve some image pull secrets (gone); attempting to pull the image may not succeed.`, 7},
+		{kubeletmsg.EventNeverPull, `Container image "pulls.example.com/app:3" is not present with pull policy of Never`, 11},
+	} {
+		w.count(context.Background(), &corev1.Event{ObjectMeta: metav1.ObjectMeta{Namespace: "apps"}, Reason: ev.reason, Message: ev.message}, ev.n)
+	}
+	if got := testutil.ToFloat64(success) - s0; got != 2 {
+		t.Errorf("successful pulls counted %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(failure) - f0; got != 3 {
+		t.Errorf("failed pulls counted %v, want 3", got)
 	}
 }

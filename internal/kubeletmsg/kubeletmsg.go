@@ -74,7 +74,24 @@ const (
 	// EventMissingSecret carries "Unable to retrieve some image pull
 	// secrets (a, b); ...".
 	EventMissingSecret = "FailedToRetrieveImagePullSecret"
+	// EventPulled carries "Successfully pulled image ..." (a Normal
+	// Event), and "Container image ... already present on machine",
+	// which is no pull.
+	EventPulled = "Pulled"
 )
+
+// IsPullSuccessEvent reports whether a kubelet Event says an image was
+// pulled from its registry.
+func IsPullSuccessEvent(reason, message string) bool {
+	return reason == EventPulled && strings.HasPrefix(message, "Successfully pulled image ")
+}
+
+// IsPullAttemptFailure reports whether a kubelet Event says a pull from
+// the registry failed (not a missing Secret, an invalid name or a Never
+// policy, which reach no registry).
+func IsPullAttemptFailure(reason, message string) bool {
+	return reason == EventFailed && strings.HasPrefix(message, "Failed to pull image ")
+}
 
 // PullWaitingReasons are the waiting reasons that mean a pull failed.
 var PullWaitingReasons = []string{WaitingErrImagePull, WaitingImagePullBackOff, WaitingInvalidImageName, WaitingErrImageNeverPull, WaitingRegistryUnavail, "ImageInspectError", "SignatureValidationFailed"}
@@ -119,7 +136,7 @@ func Classify(message string) Cause {
 // imageQuoted finds the image a kubelet message is about.
 // The runtime's own words count too: a waiting container's message may be
 // the bare CRI error, "rpc error: ... failed to pull and unpack image "X"".
-var imageQuoted = regexp.MustCompile(`(?:Failed to pull image|Back-off pulling image|Container image|Failed to apply default image tag|image pull failed for|failed to pull and unpack image|failed to resolve reference) "?([^"\s:][^"\s]*)"?`)
+var imageQuoted = regexp.MustCompile(`(?:Failed to pull image|Successfully pulled image|Back-off pulling image|Container image|Failed to apply default image tag|image pull failed for|failed to pull and unpack image|failed to resolve reference) "?([^"\s:][^"\s]*)"?`)
 
 // ImageOfMessage is the image a kubelet pull message names, or "".
 func ImageOfMessage(message string) string {

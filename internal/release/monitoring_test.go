@@ -3,6 +3,7 @@ package release_test
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
 
 	"regcred.dev/regcred/internal/testenv"
 )
@@ -50,7 +52,7 @@ func exportedMetrics(t *testing.T) map[string]bool {
 func TestChartMonitoring(t *testing.T) {
 	testenv.SkipShort(t, "runs Helm")
 	exported := exportedMetrics(t)
-	for _, want := range []string{"regcred_image_pull_failures_total", "regcred_credential_verified", "regcred_registry_rate_limit_remaining", "regcred_credential_ready"} {
+	for _, want := range []string{"regcred_image_pull_failures_total", "regcred_image_pulls_total", "regcred_credential_verified", "regcred_registry_rate_limit_remaining", "regcred_credential_ready"} {
 		if !exported[want] {
 			t.Fatalf("%s is not declared; found %v", want, exported)
 		}
@@ -79,7 +81,7 @@ func TestChartMonitoring(t *testing.T) {
 		}
 	}
 	sort.Strings(alerts)
-	if want := []string{"RegcredCredentialNotReady", "RegcredCredentialNotVerified", "RegcredDockerHubPullsLow", "RegcredImagePullFailures", "RegcredTokenExpiringSoon"}; !slices.Equal(alerts, want) {
+	if want := []string{"RegcredCredentialNotReady", "RegcredCredentialNotVerified", "RegcredDockerHubPullsLow", "RegcredImagePullFailures", "RegcredImagePullSuccessRateLow", "RegcredTokenExpiringSoon"}; !slices.Equal(alerts, want) {
 		t.Errorf("alerts %v, want %v", alerts, want)
 	}
 	if !strings.HasSuffix(exprs["RegcredTokenExpiringSoon"], "< 7200") {
@@ -130,5 +132,68 @@ func TestChartMonitoring(t *testing.T) {
 	find(t, objs, "Deployment", &d)
 	if !slices.Contains(d.Spec.Template.Spec.Containers[0].Args, "--pull-failure-metrics=false") {
 		t.Errorf("metrics.pullFailures=false: args %v", d.Spec.Template.Spec.Containers[0].Args)
+	}
+}
+
+// TestAlertsWithPromtool runs promtool's unit tests
+// (testdata/alerts.promtest.yaml) against the alerts the chart renders
+// with its default thresholds: each fires when it should and stays quiet
+// when it should not. Every alert the chart ships must be seen firing
+// there.
+func TestAlertsWithPromtool(t *testing.T) {
+	testenv.SkipShort(t, "runs Helm and promtool")
+	promtool := testenv.Tool(t, "promtool")
+	objs := objects(t, render(t, testenv.Tool(t, "helm3"), "--set", "metrics.prometheusRule.enabled=true"))
+	i := slices.IndexFunc(objs, func(o *unstructured.Unstructured) bool { return o.GetKind() == "PrometheusRule" })
+	if i < 0 {
+		t.Fatal("no PrometheusRule")
+	}
+	groups, _, _ := unstructured.NestedSlice(objs[i].Object, "spec", "groups")
+	rules, err := yaml.Marshal(map[string]any{"groups": groups})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests, err := os.ReadFile(filepath.Join("testdata", "alerts.promtest.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), rules, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "alerts.promtest.yaml"), tests, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(promtool, "test", "rules", filepath.Join(dir, "alerts.promtest.yaml")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("promtool test rules: %v\n%s", err, out)
+	}
+
+	var spec struct {
+		Tests []struct {
+			AlertRuleTest []struct {
+				Alertname string `json:"alertname"`
+				ExpAlerts []any  `json:"exp_alerts"`
+			} `json:"alert_rule_test"`
+		} `json:"tests"`
+	}
+	if err := yaml.Unmarshal(tests, &spec); err != nil {
+		t.Fatal(err)
+	}
+	firing := map[string]bool{}
+	for _, tc := range spec.Tests {
+		for _, a := range tc.AlertRuleTest {
+			if len(a.ExpAlerts) > 0 {
+				firing[a.Alertname] = true
+			}
+		}
+	}
+	for _, g := range groups {
+		rs, _, _ := unstructured.NestedSlice(g.(map[string]any), "rules")
+		for _, r := range rs {
+			if name, _ := r.(map[string]any)["alert"].(string); name != "" && !firing[name] {
+				t.Errorf("alert %s has no promtool test that sees it fire", name)
+			}
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -248,6 +249,16 @@ func TestDoctor(t *testing.T) {
 		if n := pullFailureCount(t, closed, "Connection"); n != 0 {
 			t.Errorf("a registry no credential covers has its own label value (%v)", n)
 		}
+		// And the pulls, for the success rate: the revoked user's Pod
+		// that ran before, and the one after.
+		for _, result := range []string{"success", "failure"} {
+			testenv.Eventually(t, pullWait, func(context.Context) error {
+				if n := counterValue(t, "regcred_image_pulls_total", map[string]string{"registry": revokedReg.Host, "result": result}); n < 1 {
+					return fmt.Errorf("regcred_image_pulls_total{registry=%q,result=%q} = %v", revokedReg.Host, result, n)
+				}
+				return nil
+			})
+		}
 	})
 	t.Run("secrets never appear", func(t *testing.T) {
 		all, _ := e.runDoctor(t, "-o", "json", "--check", "--ca-file", shared.CAFile)
@@ -457,12 +468,18 @@ func (e env) rateLimitedRegistry(t *testing.T) *testregistry.Registry {
 // manager running in this process.
 func pullFailureCount(t *testing.T, registry, reason string) float64 {
 	t.Helper()
+	return counterValue(t, "regcred_image_pull_failures_total", map[string]string{"registry": registry, "reason": reason})
+}
+
+// counterValue reads a counter of the manager running in this process.
+func counterValue(t *testing.T, name string, labels map[string]string) float64 {
+	t.Helper()
 	families, err := metrics.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range families {
-		if f.GetName() != "regcred_image_pull_failures_total" {
+		if f.GetName() != name {
 			continue
 		}
 		for _, m := range f.GetMetric() {
@@ -470,7 +487,7 @@ func pullFailureCount(t *testing.T, registry, reason string) float64 {
 			for _, l := range m.GetLabel() {
 				got[l.GetName()] = l.GetValue()
 			}
-			if got["registry"] == registry && got["reason"] == reason {
+			if maps.Equal(got, labels) {
 				return m.GetCounter().GetValue()
 			}
 		}
