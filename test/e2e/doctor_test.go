@@ -260,6 +260,7 @@ func TestDoctor(t *testing.T) {
 			})
 		}
 	})
+	t.Run("prometheus", e.prometheusJudges)
 	t.Run("secrets never appear", func(t *testing.T) {
 		all, _ := e.runDoctor(t, "-o", "json", "--check", "--ca-file", shared.CAFile)
 		for _, secret := range []string{shared.User.Password, revokedReg.User.Password, limitReg.User.Password, excludedReg.User.Password} {
