@@ -7,6 +7,7 @@
 package install
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -171,6 +172,88 @@ func TestInstallUpgradeFailoverUninstall(t *testing.T) {
 	if err := e.c.Create(bg, probePod(app, "after-uninstall"), client.DryRunAll); err != nil {
 		t.Errorf("a Pod after uninstall: %v", err)
 	}
+
+	e.helm4(t)
+}
+
+// helm4 runs install, an upgrade under the admission probe, a second
+// upgrade and uninstall with Helm 4, which applies server-side: regcred
+// keeps the webhook's caBundle (a field the chart does not render), and
+// every upgrade leaves it as it was.
+func (e *installEnv) helm4(t *testing.T) {
+	e.helm = testenv.Tool(t, "helm4")
+	start := time.Now()
+	e.helmRun("install", relName, chartDir(), "--namespace", ns, "--server-side=true", "--wait", "--timeout", "5m",
+		"--set", "image.tag=v0.1.0", "--set", "webhook.failurePolicy=Fail")
+	e.readyPods(t, "v0.1.0", 2)
+	e.waitCABundle(t)
+	t.Logf("measured: helm 4 install to both replicas Ready in %.1fs", time.Since(start).Seconds())
+	bundle := e.caBundle(t)
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	if err := e.c.Get(bg, client.ObjectKey{Name: relName}, &mwc); err != nil {
+		t.Fatal(err)
+	}
+	applied := false
+	for _, f := range mwc.ManagedFields {
+		if f.Operation == metav1.ManagedFieldsOperationApply && strings.Contains(f.Manager, "helm") {
+			applied = true
+		}
+	}
+	if !applied {
+		t.Errorf("Helm 4 did not apply the webhook configuration server-side: managed fields %+v", mwc.ManagedFields)
+	}
+
+	probe := e.startAdmissionProbe(t, e.namespace(t, "helm4-rollout"))
+	e.helmRun("upgrade", relName, chartDir(), "--namespace", ns, "--server-side=true", "--wait", "--timeout", "5m",
+		"--set", "image.tag=v0.2.0", "--set", "webhook.failurePolicy=Fail")
+	newPods := e.readyPods(t, "v0.2.0", 2)
+	e.waitOnlyPods(t, newPods)
+	admitted, failures := probe.stop()
+	t.Logf("measured: helm 4 upgrade; %d Pods admitted during it, %d admission errors or missed injections", admitted, len(failures))
+	if admitted < 10 {
+		t.Errorf("only %d Pods were admitted during the Helm 4 upgrade: the probe did not cover it", admitted)
+	}
+	for _, f := range failures {
+		t.Errorf("during the Helm 4 upgrade: %s", f)
+	}
+	if got := e.caBundle(t); !bytes.Equal(got, bundle) {
+		t.Errorf("the Helm 4 upgrade changed the caBundle (%d bytes, was %d)", len(got), len(bundle))
+	}
+	// An upgrade that changes the webhook configuration itself.
+	e.helmRun("upgrade", relName, chartDir(), "--namespace", ns, "--server-side=true", "--wait", "--timeout", "5m",
+		"--set", "image.tag=v0.2.0", "--set", "webhook.failurePolicy=Fail", "--set", "webhook.timeoutSeconds=7")
+	if err := e.c.Get(bg, client.ObjectKey{Name: relName}, &mwc); err != nil {
+		t.Fatal(err)
+	}
+	if got := ptr.Deref(mwc.Webhooks[0].TimeoutSeconds, 0); got != 7 {
+		t.Errorf("timeoutSeconds %d after the upgrade, want 7", got)
+	}
+	if got := e.caBundle(t); !bytes.Equal(got, bundle) {
+		t.Errorf("a Helm 4 upgrade of the webhook configuration changed the caBundle (%d bytes, was %d)", len(got), len(bundle))
+	}
+	app := e.namespace(t, "helm4-shop")
+	e.deployment(t, app, "web")
+	if pod := e.waitDeploymentPodRunning(t, app, "web"); !hasPullSecret(pod, "private-registry") {
+		t.Errorf("pod %s/%s was not injected after the Helm 4 upgrades: %v", app, pod.Name, pod.Spec.ImagePullSecrets)
+	}
+
+	e.helmRun("uninstall", relName, "--namespace", ns, "--wait", "--timeout", "5m")
+	if err := e.c.Get(bg, client.ObjectKey{Name: relName}, &mwc); !apierrors.IsNotFound(err) {
+		t.Errorf("MutatingWebhookConfiguration after the Helm 4 uninstall: %v", err)
+	}
+}
+
+// caBundle is the webhook configuration's caBundle.
+func (e *installEnv) caBundle(t *testing.T) []byte {
+	t.Helper()
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	if err := e.c.Get(bg, client.ObjectKey{Name: relName}, &mwc); err != nil {
+		t.Fatal(err)
+	}
+	if len(mwc.Webhooks) != 1 || len(mwc.Webhooks[0].ClientConfig.CABundle) == 0 {
+		t.Fatalf("no caBundle: %+v", mwc.Webhooks)
+	}
+	return mwc.Webhooks[0].ClientConfig.CABundle
 }
 
 func chartDir() string { return filepath.Join(testenv.RepoRoot(), "charts", "regcred") }
