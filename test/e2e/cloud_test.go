@@ -29,27 +29,13 @@ import (
 func TestECRTokenOutlivesItsFirstToken(t *testing.T) {
 	e := withRegcred(t)
 	reg := e.ownRegistry(t, testregistry.Token)
-	aws, err := fakecloud.StartAWS(reg, "eu-west-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(aws.Close)
+	aws, source, id := e.fakeECR(t, reg, "e2e-aws-keys")
 	const life = 20 * time.Second
 	aws.SetLife(life)
-	cloudTrust.Add(aws.CA.CertPEM)
-
-	id, secret := aws.NewAccessKey()
-	keys := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: regcredNS, Name: "e2e-aws-keys"},
-		Data: map[string][]byte{cloud.AWSAccessKeyID: []byte(id), cloud.AWSSecretAccessKey: []byte(secret)}}
-	if err := e.c.Create(bg, keys); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.c.Delete(context.Background(), keys) })
 	sel := labels("e2e", "ecr")
 	cred := &v1alpha1.ClusterRegistryCredential{ObjectMeta: metav1.ObjectMeta{Name: "e2e-ecr"}}
 	cred.Spec.Registries = []string{reg.Host}
-	cred.Spec.Source.ECR = &v1alpha1.ECRSource{Region: "eu-west-1", Endpoint: aws.URL,
-		Identity: v1alpha1.CloudIdentity{SecretRef: &v1alpha1.SecretReference{Name: keys.Name}}}
+	cred.Spec.Source.ECR = source
 	cred.Spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: sel}
 	if err := e.c.Create(bg, cred); err != nil {
 		t.Fatal(err)
@@ -107,4 +93,24 @@ func loginFor(t *testing.T, data []byte, host string) authn.Basic {
 	}
 	e := cfg.Auths[host]
 	return authn.Basic{Username: e.Username, Password: e.Password}
+}
+
+// fakeECR starts a fake AWS in eu-west-1 whose ECR issues tokens for reg,
+// and writes an access key for it in regcred's namespace (Secret
+// keyName): the ECR source a ClusterRegistryCredential names.
+func (e env) fakeECR(t *testing.T, reg fakecloud.Issuer, keyName string) (aws *fakecloud.AWS, source *v1alpha1.ECRSource, keyID string) {
+	t.Helper()
+	aws, err := fakecloud.StartAWS(reg, "eu-west-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(aws.Close)
+	cloudTrust.Add(aws.CA.CertPEM)
+	id, secret := aws.NewAccessKey()
+	keys := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: regcredNS, Name: keyName},
+		Data: map[string][]byte{cloud.AWSAccessKeyID: []byte(id), cloud.AWSSecretAccessKey: []byte(secret)}}
+	e.create(t, keys)
+	t.Cleanup(func() { _ = e.c.Delete(context.Background(), keys) })
+	return aws, &v1alpha1.ECRSource{Region: "eu-west-1", Endpoint: aws.URL,
+		Identity: v1alpha1.CloudIdentity{SecretRef: &v1alpha1.SecretReference{Name: keyName}}}, id
 }

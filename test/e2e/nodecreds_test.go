@@ -30,12 +30,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"regcred.dev/regcred/api/v1alpha1"
-	"regcred.dev/regcred/internal/cloud"
 	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/kubeletmsg"
 	"regcred.dev/regcred/internal/nodecreds"
 	"regcred.dev/regcred/internal/testenv"
-	"regcred.dev/regcred/internal/testenv/fakecloud"
 	"regcred.dev/regcred/internal/testenv/testcluster"
 	"regcred.dev/regcred/internal/testenv/testregistry"
 )
@@ -377,22 +375,11 @@ func TestNodeDeliveryRotation(t *testing.T) {
 func TestNodeDeliveryECR(t *testing.T) {
 	e := withRegcred(t)
 	reg := e.nodeRegistry(t, "node-ecr")
-	aws, err := fakecloud.StartAWS(reg, "eu-west-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(aws.Close)
-	cloudTrust.Add(aws.CA.CertPEM)
-	id, secret := aws.NewAccessKey()
-	keys := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: regcredNS, Name: "e2e-node-aws-keys"},
-		Data: map[string][]byte{cloud.AWSAccessKeyID: []byte(id), cloud.AWSSecretAccessKey: []byte(secret)}}
-	e.create(t, keys)
-	t.Cleanup(func() { _ = e.c.Delete(context.Background(), keys) })
+	aws, source, id := e.fakeECR(t, reg, "e2e-node-aws-keys")
 	cred := &v1alpha1.ClusterRegistryCredential{ObjectMeta: metav1.ObjectMeta{Name: "e2e-node-ecr"}}
 	cred.Spec.Registries = []string{reg.Host}
 	cred.Spec.Delivery = v1alpha1.DeliveryNode
-	cred.Spec.Source.ECR = &v1alpha1.ECRSource{Region: "eu-west-1", Endpoint: aws.URL,
-		Identity: v1alpha1.CloudIdentity{SecretRef: &v1alpha1.SecretReference{Name: keys.Name}}}
+	cred.Spec.Source.ECR = source
 	cred.Spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: labels("e2e", "node-ecr")}
 	e.create(t, cred)
 	t.Cleanup(func() { e.deleteAndWait(t, cred) })

@@ -17,16 +17,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/yaml"
 
 	"regcred.dev/regcred/api/v1alpha1"
-	"regcred.dev/regcred/internal/cloud"
 	"regcred.dev/regcred/internal/testenv"
-	"regcred.dev/regcred/internal/testenv/fakecloud"
 	"regcred.dev/regcred/internal/testenv/testregistry"
 )
 
@@ -115,22 +112,11 @@ scrape_configs:
 	// A cloud credential, for the token panels, and a Pod that pulls with
 	// it while Prometheus watches, for the success rate.
 	reg := e.ownRegistry(t, testregistry.Token)
-	aws, err := fakecloud.StartAWS(reg, "eu-west-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(aws.Close)
-	cloudTrust.Add(aws.CA.CertPEM)
-	id, secret := aws.NewAccessKey()
-	keys := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: regcredNS, Name: "e2e-prometheus-aws"},
-		Data: map[string][]byte{cloud.AWSAccessKeyID: []byte(id), cloud.AWSSecretAccessKey: []byte(secret)}}
-	e.create(t, keys)
-	t.Cleanup(func() { _ = e.c.Delete(context.Background(), keys) })
+	_, source, _ := e.fakeECR(t, reg, "e2e-prometheus-aws")
 	sel := labels("e2e", "prometheus")
 	cred := &v1alpha1.ClusterRegistryCredential{ObjectMeta: metav1.ObjectMeta{Name: "e2e-prometheus-ecr"}}
 	cred.Spec.Registries = []string{reg.Host}
-	cred.Spec.Source.ECR = &v1alpha1.ECRSource{Region: "eu-west-1", Endpoint: aws.URL,
-		Identity: v1alpha1.CloudIdentity{SecretRef: &v1alpha1.SecretReference{Name: keys.Name}}}
+	cred.Spec.Source.ECR = source
 	cred.Spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: sel}
 	e.create(t, cred)
 	t.Cleanup(func() { e.deleteAndWait(t, cred) })
