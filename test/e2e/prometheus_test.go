@@ -17,12 +17,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/yaml"
 
 	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/testenv"
 	"regcred.dev/regcred/internal/testenv/testregistry"
 )
@@ -123,6 +125,25 @@ scrape_configs:
 	ns := e.namespace(t, "prometheus", sel)
 	e.create(t, pod(ns, "pulls", reg.Ref("app:1")))
 	e.waitRunning(t, ns, "pulls")
+	// A credential whose spec.verify probe meets a registry's rate limit,
+	// for the rate-limit panel (the manager's own probe, from the host).
+	limited := e.rateLimitedRegistry(t)
+	auth, err := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{limited.Host: {Username: limited.User.Name, Password: limited.User.Password}}}).MarshalDockerConfigJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	robot := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: regcredNS, Name: "e2e-prometheus-limited"}, Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: auth}}
+	e.create(t, robot)
+	t.Cleanup(func() { _ = e.c.Delete(context.Background(), robot) })
+	probed := &v1alpha1.ClusterRegistryCredential{ObjectMeta: metav1.ObjectMeta{Name: "e2e-prometheus-limited"}}
+	probed.Spec.Registries = []string{limited.Host}
+	probed.Spec.Source.SecretRef = &v1alpha1.SecretReference{Name: robot.Name}
+	probed.Spec.Verify = &v1alpha1.Verify{Image: limited.Ref("ratelimited/app:1"), Interval: metav1.Duration{Duration: time.Hour}}
+	probed.Spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: labels("e2e", "nowhere")}
+	e.create(t, probed)
+	t.Cleanup(func() { e.deleteAndWait(t, probed) })
+
 	// And a pull that fails: no credential covers this registry.
 	stranger := e.ownRegistry(t, testregistry.Basic)
 	e.create(t, pod(ns, "fails", stranger.Ref("app:1")))
