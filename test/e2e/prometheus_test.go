@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -20,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/yaml"
 
@@ -126,9 +128,21 @@ scrape_configs:
 	e.create(t, pod(ns, "pulls", reg.Ref("app:1")))
 	e.waitRunning(t, ns, "pulls")
 	// A credential whose spec.verify probe meets a registry's rate limit,
-	// for the rate-limit panel (the manager's own probe, from the host).
-	limited := e.rateLimitedRegistry(t)
-	auth, err := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{limited.Host: {Username: limited.User.Name, Password: limited.User.Password}}}).MarshalDockerConfigJSON()
+	// for the rate-limit panel: the manager's own probe, from the host,
+	// to a plain-HTTP registry its key allows ("http://").
+	limited := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			return
+		}
+		w.Header().Set("ratelimit-limit", "100;w=21600")
+		w.Header().Set("ratelimit-remaining", "7;w=21600")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusTooManyRequests)
+		_, _ = w.Write([]byte(`{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}`))
+	}))
+	t.Cleanup(limited.Close)
+	limitedKey := "http://" + strings.TrimPrefix(limited.URL, "http://")
+	auth, err := (&dockercfg.Config{Auths: map[string]dockercfg.Entry{limitedKey: {Username: "robot", Password: "not-used"}}}).MarshalDockerConfigJSON()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,12 +151,21 @@ scrape_configs:
 	e.create(t, robot)
 	t.Cleanup(func() { _ = e.c.Delete(context.Background(), robot) })
 	probed := &v1alpha1.ClusterRegistryCredential{ObjectMeta: metav1.ObjectMeta{Name: "e2e-prometheus-limited"}}
-	probed.Spec.Registries = []string{limited.Host}
+	probed.Spec.Registries = []string{limitedKey}
 	probed.Spec.Source.SecretRef = &v1alpha1.SecretReference{Name: robot.Name}
-	probed.Spec.Verify = &v1alpha1.Verify{Image: limited.Ref("ratelimited/app:1"), Interval: metav1.Duration{Duration: time.Hour}}
+	probed.Spec.Verify = &v1alpha1.Verify{Image: strings.TrimPrefix(limited.URL, "http://") + "/ratelimited/app:1", Interval: metav1.Duration{Duration: time.Hour}}
 	probed.Spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: labels("e2e", "nowhere")}
 	e.create(t, probed)
 	t.Cleanup(func() { e.deleteAndWait(t, probed) })
+	testenv.Eventually(t, 2*time.Minute, func(ctx context.Context) error {
+		if err := e.c.Get(ctx, client.ObjectKeyFromObject(probed), probed); err != nil {
+			return err
+		}
+		if v := probed.Status.Verify; v == nil || v.RateLimitRemaining == nil {
+			return fmt.Errorf("no rate limit seen by the probe yet: verify %+v, conditions %+v", probed.Status.Verify, probed.Status.Conditions)
+		}
+		return nil
+	})
 
 	// And a pull that fails: no credential covers this registry.
 	stranger := e.ownRegistry(t, testregistry.Basic)
