@@ -127,6 +127,20 @@ scrape_configs:
 	ns := e.namespace(t, "prometheus", sel)
 	e.create(t, pod(ns, "pulls", reg.Ref("app:1")))
 	e.waitRunning(t, ns, "pulls")
+	// A counter's series starts at its first pull, which rate() cannot
+	// see: a second pull once Prometheus holds the series.
+	testenv.Eventually(t, time.Minute, func(ctx context.Context) error {
+		var got []promSample
+		if err := promGet(ctx, api, "query", url.Values{"query": {fmt.Sprintf(`regcred_image_pulls_total{registry=%q,result="success"}`, reg.Host)}}, &got); err != nil {
+			return err
+		}
+		if len(got) == 0 {
+			return fmt.Errorf("Prometheus has no successful pull from %s yet", reg.Host)
+		}
+		return nil
+	})
+	e.create(t, pod(ns, "pulls-again", reg.Ref("app:1")))
+	e.waitRunning(t, ns, "pulls-again")
 	// A credential whose spec.verify probe meets a registry's rate limit,
 	// for the rate-limit panel: the manager's own probe, from the host,
 	// to a plain-HTTP registry its key allows ("http://").
@@ -167,8 +181,11 @@ scrape_configs:
 		return nil
 	})
 
-	// And a pull that fails: no credential covers this registry.
+	// And a pull that fails, under labels of its own (the tenant's key,
+	// with a wrong password), so the alert cannot have started earlier.
 	stranger := e.ownRegistry(t, testregistry.Basic)
+	e.tenantCredential(t, ns, "wrong", stranger.Host, stranger.User.Name, "not-the-password")
+	e.waitSynced(t, &v1alpha1.RegistryCredential{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "wrong"}})
 	e.create(t, pod(ns, "fails", stranger.Ref("app:1")))
 
 	testenv.Eventually(t, 3*time.Minute, func(ctx context.Context) error {
@@ -182,11 +199,11 @@ scrape_configs:
 			return err
 		}
 		for _, a := range alerts.Alerts {
-			if a.Labels["alertname"] == "RegcredImagePullFailures" && a.State == "pending" && a.Labels["registry"] == "other" && a.Labels["reason"] == "Unauthorized" {
+			if a.Labels["alertname"] == "RegcredImagePullFailures" && a.State == "pending" && a.Labels["registry"] == stranger.Host && a.Labels["reason"] == "Unauthorized" {
 				return nil
 			}
 		}
-		return fmt.Errorf("RegcredImagePullFailures{registry=other,reason=Unauthorized} not pending: %+v", alerts.Alerts)
+		return fmt.Errorf("RegcredImagePullFailures{registry=%q,reason=Unauthorized} not pending: %+v", stranger.Host, alerts.Alerts)
 	})
 
 	// Every panel: the query parses and returns data; the success rate
