@@ -105,20 +105,38 @@ link_tool() {
 extract_package() {
 	local pkg="$1"
 	shift
-	local version stamp="$ASSETS/.$pkg.version" tmp f
-	version="$(apt-cache policy "$pkg" 2>/dev/null | sed -n 's/^ *Candidate: //p')"
-	if [ -n "$version" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$version" ]; then
+	local version="" stamp="$ASSETS/.$pkg.version" tmp f cached=1 sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo="sudo"
+	if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-deb >/dev/null 2>&1; then
+		log "need apt-get and dpkg-deb to unpack $pkg: install $* by hand into $ASSETS"
+		exit 1
+	fi
+	candidate() { apt-cache policy "$pkg" 2>/dev/null | sed -n 's/^ *Candidate: //p'; }
+	version="$(candidate)"
+	for f in "$@"; do
+		[ -x "$ASSETS/$(basename "$f")" ] || cached=0
+	done
+	if [ "$cached" = 1 ] && [ -n "$version" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$version" ]; then
 		log "$pkg $version cached in $ASSETS"
 		return
 	fi
-	if [ -z "$version" ] || [ "$version" = "(none)" ]; then
-		local sudo=""
-		[ "$(id -u)" -eq 0 ] || sudo="sudo"
-		$sudo apt-get update -qq
-		version="$(apt-cache policy "$pkg" | sed -n 's/^ *Candidate: //p')"
-	fi
 	tmp="$(mktemp -d)"
-	(cd "$tmp" && apt-get download -qq "$pkg=$version" 2>/dev/null && dpkg-deb -x ./*.deb root)
+	# A stale or missing package list: update once and try again.
+	if [ -z "$version" ] || [ "$version" = "(none)" ] || ! (cd "$tmp" && apt-get download -qq "$pkg=$version" >/dev/null 2>&1); then
+		$sudo apt-get update -qq
+		version="$(candidate)"
+		if [ -z "$version" ] || [ "$version" = "(none)" ]; then
+			rm -rf "$tmp"
+			log "Debian has no $pkg package here"
+			exit 1
+		fi
+		if ! (cd "$tmp" && apt-get download -qq "$pkg=$version"); then
+			rm -rf "$tmp"
+			log "apt-get download $pkg=$version failed"
+			exit 1
+		fi
+	fi
+	dpkg-deb -x "$tmp"/*.deb "$tmp/root"
 	for f in "$@"; do
 		install -m 0755 "$tmp/root/$f" "$ASSETS/$(basename "$f")"
 	done

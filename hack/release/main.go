@@ -144,7 +144,8 @@ func imageCmd(ctx context.Context, args []string) error {
 		fmt.Printf("wrote %s (tag %s) to %s\n", digest, tag, *layoutDir)
 	}
 	if *push != "" {
-		opts, err := pushOptions(*dockerConfig, *caFile)
+		host, _, _ := strings.Cut(*push, "/")
+		opts, err := pushOptions(*dockerConfig, host, *caFile)
 		if err != nil {
 			return err
 		}
@@ -159,7 +160,7 @@ func imageCmd(ctx context.Context, args []string) error {
 
 // pushOptions take the destination's credentials from a docker config,
 // matched per registry as the kubelet would, like `regcred mirror`.
-func pushOptions(dockerConfig, caFile string) ([]registry.Option, error) {
+func pushOptions(dockerConfig, registryHost, caFile string) ([]registry.Option, error) {
 	if dockerConfig == "" {
 		if d := os.Getenv("DOCKER_CONFIG"); d != "" {
 			dockerConfig = filepath.Join(d, "config.json")
@@ -169,9 +170,9 @@ func pushOptions(dockerConfig, caFile string) ([]registry.Option, error) {
 	}
 	var opts []registry.Option
 	if _, err := os.Stat(dockerConfig); err == nil {
-		// Its credential helpers too (credsStore, credHelpers), as
-		// docker push would run them.
-		cfg, err := dockercfg.ReadFileWithHelpers(dockerConfig)
+		// Its credential helper for the destination too (credsStore,
+		// credHelpers), as docker push would run it.
+		cfg, err := dockercfg.ReadFileForRegistry(dockerConfig, registryHost)
 		if err != nil {
 			return nil, err
 		}

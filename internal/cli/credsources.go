@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -117,17 +116,12 @@ func (c *credFlags) sources() (kubecreds.Sources, error) {
 	return src, nil
 }
 
-// readDockerConfigFile reads a config.json ({"auths": ...}), running its
-// credential helpers (credsStore, credHelpers) as docker does, or, when
-// the file is named .dockercfg, the legacy format: the kubelet tells them
-// apart by name too.
+// readDockerConfigFile reads a config.json ({"auths": ...}) or, when the
+// file is named .dockercfg, the legacy format: the kubelet tells them apart
+// by name too, and runs no credential helper.
 func readDockerConfigFile(path string) (*dockercfg.Config, error) {
-	cfg, err := dockercfg.ReadFileWithHelpers(path)
-	var helper *dockercfg.HelperError
-	switch {
-	case errors.As(err, &helper):
-		return nil, err
-	case err != nil:
+	cfg, err := dockercfg.ReadFile(path)
+	if err != nil {
 		return nil, &usageError{err}
 	}
 	return cfg, nil

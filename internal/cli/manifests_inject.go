@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -25,6 +27,8 @@ type manifestsInjectOptions struct {
 	kube             kubeFlags
 	mirrors          mirrorFlags
 	quiet            bool
+	// objs are the credential objects and namespaces read.
+	objs manifests.CredentialObjects
 }
 
 const manifestsInjectLong = `Add imagePullSecrets to the Pod template of every workload with at least one
@@ -41,9 +45,12 @@ Credentials come from:
 A credential is added only in the namespaces where it acts, as the admission
 webhook decides: a RegistryCredential in its own namespace; a
 ClusterRegistryCredential where its namespaceSelector selects and
-excludeNamespaces does not exclude, never in kube-system, kube-public,
-kube-node-lease or regcred's namespace. A workload's namespace is its
-metadata.namespace, or --namespace. The selector reads the namespace's labels:
+excludeNamespaces does not exclude. Nothing is added in kube-system,
+kube-public, kube-node-lease or regcred's namespace, nor to a workload whose
+Pod template or namespace is labelled regcred.dev/inject=false. A workload's
+namespace is its metadata.namespace (each List item's own), or --namespace
+($HELM_NAMESPACE as a Helm plugin, else "default"). Selectors and opt-outs
+read the namespace's labels:
 from the cluster with --from-cluster, from Namespace objects in the
 --credentials files otherwise (a namespace not given there has only its
 kubernetes.io/metadata.name label).
@@ -72,7 +79,7 @@ func (o *manifestsInjectOptions) addFlags(f *pflag.FlagSet) {
 	f.StringArrayVar(&o.secrets, "secret", nil, "a pull Secret NAME=REGISTRY[,REGISTRY...] (repeatable)")
 	f.StringArrayVar(&o.credFiles, "credentials", nil, "a YAML file of RegistryCredential and ClusterRegistryCredential objects (repeatable)")
 	f.BoolVar(&o.fromCluster, "from-cluster", false, "use the credentials of the current cluster")
-	f.StringVarP(&o.namespace, "namespace", "n", "default", "the namespace of workloads that name none (where kubectl apply -n would put them)")
+	f.StringVarP(&o.namespace, "namespace", "n", "", "the namespace of workloads that name none, where kubectl apply -n would put them (default: $HELM_NAMESPACE, else \"default\")")
 	f.StringVar(&o.regcredNamespace, "regcred-namespace", "regcred-system", "the namespace regcred runs in (no ClusterRegistryCredential acts there)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "do not print warnings")
 	o.kube.addFlags(f, false)
@@ -80,7 +87,7 @@ func (o *manifestsInjectOptions) addFlags(f *pflag.FlagSet) {
 }
 
 func (o *manifestsInjectOptions) run(ctx context.Context, s Streams, args []string) error {
-	creds, err := o.credentials(ctx)
+	creds, skip, err := o.credentials(ctx)
 	if err != nil {
 		return err
 	}
@@ -92,7 +99,9 @@ func (o *manifestsInjectOptions) run(ctx context.Context, s Streams, args []stri
 	if err != nil {
 		return &usageError{err}
 	}
-	stats, err := manifests.TransformDocuments(docs, s.Out, manifests.Options{Rules: rules, Credentials: creds, Namespace: o.namespace})
+	// Helm sets HELM_NAMESPACE for its plugins (the Helm 4 post-renderer).
+	namespace := cmp.Or(o.namespace, os.Getenv("HELM_NAMESPACE"), "default")
+	stats, err := manifests.TransformDocuments(docs, s.Out, manifests.Options{Rules: rules, Credentials: creds, Namespace: namespace, Skip: skip})
 	if err != nil {
 		return &usageError{err}
 	}
@@ -103,12 +112,20 @@ func (o *manifestsInjectOptions) run(ctx context.Context, s Streams, args []stri
 }
 
 // credentials gathers the --secret, --credentials and --from-cluster ones.
-func (o *manifestsInjectOptions) credentials(ctx context.Context) ([]manifests.Credential, error) {
+func (o *manifestsInjectOptions) credentials(ctx context.Context) ([]manifests.Credential, func(string, map[string]string) bool, error) {
+	creds, err := o.gather(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return creds, o.objs.Skip(o.regcredNamespace), nil
+}
+
+func (o *manifestsInjectOptions) gather(ctx context.Context) ([]manifests.Credential, error) {
 	creds, err := parseSecretSpecs(o.secrets)
 	if err != nil {
 		return nil, err
 	}
-	var objs manifests.CredentialObjects
+	objs := &o.objs
 	for _, f := range o.credFiles {
 		docs, err := readStreamFile(f)
 		if err != nil {
@@ -123,13 +140,14 @@ func (o *manifestsInjectOptions) credentials(ctx context.Context) ([]manifests.C
 		if err != nil {
 			return nil, err
 		}
-		if err := listCredentialObjects(ctx, r, &objs); err != nil {
+		if err := listCredentialObjects(ctx, r, objs); err != nil {
 			return nil, err
 		}
-		if len(objs.Cluster) > 0 {
+		{
+			// Their labels decide selectors and opt-outs.
 			var nl corev1.NamespaceList
 			if err := r.List(ctx, &nl); err != nil {
-				return nil, fmt.Errorf("list namespaces (their labels decide where ClusterRegistryCredentials act): %w", err)
+				return nil, fmt.Errorf("list namespaces (their labels decide where ClusterRegistryCredentials act and who opts out): %w", err)
 			}
 			objs.Namespaces = append(objs.Namespaces, nl.Items...)
 		}

@@ -173,6 +173,13 @@ metadata: {name: team, namespace: shop}
 spec:
   registries: [harbor.internal]
   source: {secretRef: {name: harbor}}
+---
+apiVersion: regcred.dev/v1alpha1
+kind: RegistryCredential
+metadata: {name: system, namespace: kube-system}
+spec:
+  registries: [harbor.internal]
+  source: {secretRef: {name: harbor}}
 `
 	const namespaces = `apiVersion: v1
 kind: Namespace
@@ -181,6 +188,10 @@ metadata: {name: shop, labels: {env: prod}}
 apiVersion: v1
 kind: Namespace
 metadata: {name: sandbox, labels: {env: prod}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: optout, labels: {env: prod, regcred.dev/inject: "false"}}
 `
 	workload := func(ns string) string {
 		return strings.Replace(strings.Replace(deployment, "name: web\n", "name: web\n  namespace: "+ns+"\n", 1), "nginx", "harbor.internal/app:1", 1)
@@ -189,7 +200,8 @@ metadata: {name: sandbox, labels: {env: prod}}
 		"shop":        {"regcred-prod-only", "regcred-everywhere", "regcred-team"},
 		"sandbox":     {"regcred-prod-only"},
 		"dev":         {"regcred-everywhere"},
-		"kube-system": nil,
+		"kube-system": nil, // never, not even its own RegistryCredential
+		"optout":      nil,
 	}
 	check := func(t *testing.T, args ...string) {
 		t.Helper()
@@ -207,7 +219,23 @@ metadata: {name: sandbox, labels: {env: prod}}
 	}
 	dir := t.TempDir()
 	t.Run("offline", func(t *testing.T) {
-		check(t, "--credentials", writeFile(t, dir, "creds.yaml", creds+"---\n"+namespaces))
+		file := writeFile(t, dir, "creds.yaml", creds+"---\n"+namespaces)
+		check(t, "--credentials", file)
+		// A List's items each in their namespace; a Pod template that
+		// opts out.
+		list := "apiVersion: v1\nkind: List\nitems:\n"
+		for _, ns := range []string{"shop", "dev"} {
+			list += "- " + strings.ReplaceAll(strings.TrimSpace(workload(ns)), "\n", "\n  ") + "\n"
+		}
+		out, stderr, code := run(t, list, "manifests", "inject", "--credentials", file)
+		if code != 0 || strings.Count(out, "- name: regcred-team") != 1 || strings.Count(out, "- name: regcred-everywhere") != 2 {
+			t.Errorf("a List across namespaces: exit %d %s:\n%s", code, stderr, out)
+		}
+		optedOut := strings.Replace(workload("shop"), "  template:\n", "  template:\n    metadata:\n      labels: {regcred.dev/inject: \"false\"}\n", 1)
+		out, stderr, code = run(t, optedOut, "manifests", "inject", "--credentials", file)
+		if code != 0 || strings.Contains(out, "imagePullSecrets") {
+			t.Errorf("a Pod template that opts out: exit %d %s:\n%s", code, stderr, out)
+		}
 	})
 	t.Run("from the cluster", func(t *testing.T) {
 		testenv.SkipShort(t, "integration test")

@@ -132,8 +132,13 @@ func slimEvent(obj any) (any, error) {
 		return obj, nil
 	}
 	msg := ev.Message
-	if len(msg) > 512 {
-		msg = msg[:512]
+	switch {
+	case ev.Reason == kubeletmsg.EventPulled && !kubeletmsg.IsPullSuccessEvent(ev.Reason, msg):
+		// "already present on machine", at every container start: no
+		// pull, nothing to keep.
+		msg = ""
+	case len(msg) > 512:
+		msg = strings.Clone(msg[:512])
 	}
 	return &corev1.Event{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ev.Namespace, Name: ev.Name, UID: ev.UID, ResourceVersion: ev.ResourceVersion},
@@ -154,14 +159,14 @@ func eventCount(ev *corev1.Event) int {
 
 func (w *PullFailureWatch) count(ctx context.Context, ev *corev1.Event, n int) {
 	if kubeletmsg.IsPullSuccessEvent(ev.Reason, ev.Message) {
-		imagePulls.WithLabelValues(w.registryLabel(ev.Namespace, kubeletmsg.ImageOfMessage(ev.Message)), "success").Add(float64(n))
+		countPull(w.registryLabel(ev.Namespace, kubeletmsg.ImageOfMessage(ev.Message)), "success", n)
 		return
 	}
 	if !kubeletmsg.IsPullFailureEvent(ev.Reason, ev.Message) {
 		return
 	}
 	if kubeletmsg.IsPullAttemptFailure(ev.Reason, ev.Message) {
-		imagePulls.WithLabelValues(w.registryLabel(ev.Namespace, kubeletmsg.ImageOfMessage(ev.Message)), "failure").Add(float64(n))
+		countPull(w.registryLabel(ev.Namespace, kubeletmsg.ImageOfMessage(ev.Message)), "failure", n)
 	}
 	reason := kubeletmsg.Classify(ev.Message)
 	reg := registryNone
@@ -170,6 +175,18 @@ func (w *PullFailureWatch) count(ctx context.Context, ev *corev1.Event, n int) {
 	}
 	pullFailures.WithLabelValues(reg, string(reason)).Add(float64(n))
 	w.Log.V(1).Info("image pull failed", logkeys.Reason, reason, "registry", reg, logkeys.Namespace, ev.Namespace)
+}
+
+// countPull adds n pulls of a result, and makes the other result's series
+// too: a series born at its first increment hides that increment from
+// rate() and increase(), and a success rate needs both.
+func countPull(registry, result string, n int) {
+	other := "failure"
+	if result == "failure" {
+		other = "success"
+	}
+	imagePulls.WithLabelValues(registry, other).Add(0)
+	imagePulls.WithLabelValues(registry, result).Add(float64(n))
 }
 
 // registryLabel is the registry key of a regcred credential that covers

@@ -59,6 +59,7 @@ func TestPullsCountSuccessAndFailure(t *testing.T) {
 		{kubeletmsg.EventPulled, `Successfully pulled image "pulls.example.com/app:1" in 1.2s (1.2s including waiting). Image size: 1234 bytes.`, 2},
 		{kubeletmsg.EventPulled, `Container image "pulls.example.com/app:1" already present on machine and can be accessed by the pod`, 5},
 		{kubeletmsg.EventFailed, `Failed to pull image "pulls.example.com/app:2": 401 Unauthorized`, 3},
+		{kubeletmsg.EventFailed, `(combined from similar events): Failed to pull image "pulls.example.com/app:2": 401 Unauthorized`, 4},
 		{kubeletmsg.EventMissingSecret, `Unable to retrieve some image pull secrets (gone); attempting to pull the image may not succeed.`, 7},
 		{kubeletmsg.EventNeverPull, `Container image "pulls.example.com/app:3" is not present with pull policy of Never`, 11},
 	} {
@@ -67,7 +68,16 @@ func TestPullsCountSuccessAndFailure(t *testing.T) {
 	if got := testutil.ToFloat64(success) - s0; got != 2 {
 		t.Errorf("successful pulls counted %v, want 2", got)
 	}
-	if got := testutil.ToFloat64(failure) - f0; got != 3 {
-		t.Errorf("failed pulls counted %v, want 3", got)
+	if got := testutil.ToFloat64(failure) - f0; got != 7 {
+		t.Errorf("failed pulls counted %v, want 7", got)
+	}
+	// A registry's first pull makes both series, so rate() sees the
+	// next one and a success rate has its denominator.
+	countPull("first.example.com", "failure", 1)
+	if n := testutil.CollectAndCount(imagePulls); n < 4 {
+		t.Errorf("%d series after a first failure, want both results of each registry", n)
+	}
+	if v := testutil.ToFloat64(imagePulls.WithLabelValues("first.example.com", "success")); v != 0 {
+		t.Errorf("success series of first.example.com = %v, want 0", v)
 	}
 }

@@ -4,30 +4,43 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
 
 	dockerconfig "github.com/docker/cli/cli/config"
 	"github.com/docker/cli/cli/config/configfile"
+	"github.com/sirupsen/logrus"
 )
 
 // HelperError is a credential helper's failure (docker-credential-*),
-// not the file's.
+// not the file's. It never carries what the helper printed: a helper
+// that fails may print what it holds.
 type HelperError struct {
 	Path string
-	Err  error
+	// Registry is the registry asked for; "" for the whole store.
+	Registry string
+	Err      error
 }
 
-func (e *HelperError) Error() string { return fmt.Sprintf("%s: credential helper: %v", e.Path, e.Err) }
+func (e *HelperError) Error() string {
+	what := "the registries it stores"
+	if e.Registry != "" {
+		what = e.Registry
+	}
+	return fmt.Sprintf("%s: its credential helper failed for %s (run the docker-credential-* program by hand to see why)", e.Path, what)
+}
 
 func (e *HelperError) Unwrap() error { return e.Err }
 
-// ReadFileWithHelpers is ReadFile for a file without credential helpers.
-// A config.json with "credsStore" or "credHelpers" is resolved as docker
-// resolves it, running the helpers (docker-credential-NAME on PATH), so
-// `docker login` with a desktop keychain or a cloud helper works too.
-func ReadFileWithHelpers(path string) (*Config, error) {
+// ReadFileForRegistry reads a docker config for pushing to registry (a
+// host[:port]): a config.json with "credsStore" or "credHelpers" is
+// resolved as docker resolves it, running only the helper for that
+// registry (docker-credential-NAME on PATH), so a `docker login` into a
+// desktop keychain or a cloud helper works; without helpers it is
+// ReadFile. No credentials for registry is an empty config (anonymous).
+func ReadFileForRegistry(path, registry string) (*Config, error) {
 	if filepath.Base(path) == ".dockercfg" {
 		return ReadFile(path)
 	}
@@ -47,7 +60,15 @@ func ReadFileWithHelpers(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return resolve(path, cf, nil)
+	a, err := cf.GetAuthConfig(registry)
+	if err != nil {
+		return nil, &HelperError{Path: path, Registry: registry, Err: err}
+	}
+	cfg := &Config{Auths: map[string]Entry{}}
+	if a.Username != "" || a.Password != "" || a.IdentityToken != "" {
+		cfg.Auths[ServerKey(registry)] = Entry{Username: a.Username, Password: a.Password, IdentityToken: a.IdentityToken}
+	}
+	return cfg, nil
 }
 
 // ReadDockerCLIConfig reads a config.json with docker's own loader (the
@@ -86,7 +107,13 @@ func resolve(path string, cf *configfile.ConfigFile, registries []string) (*Conf
 		cfg.Auths[key] = Entry{Username: user, Password: pass, IdentityToken: token}
 	}
 	if len(registries) == 0 {
+		// docker's loader logs a failing helper's error, output included,
+		// and goes on without its registry: not on our stderr.
+		logger := logrus.StandardLogger()
+		out := logger.Out
+		logger.SetOutput(io.Discard)
 		all, err := cf.GetAllCredentials()
+		logger.SetOutput(out)
 		if err != nil {
 			return nil, &HelperError{Path: path, Err: err}
 		}
@@ -103,7 +130,7 @@ func resolve(path string, cf *configfile.ConfigFile, registries []string) (*Conf
 		for _, r := range registries {
 			a, err := cf.GetAuthConfig(r)
 			if err != nil {
-				return nil, &HelperError{Path: path, Err: fmt.Errorf("credentials for %s: %w", r, err)}
+				return nil, &HelperError{Path: path, Registry: r, Err: err}
 			}
 			if a.Username == "" && a.Password == "" && a.IdentityToken == "" {
 				return nil, fmt.Errorf("%s has no credentials for %s", path, r)

@@ -190,9 +190,15 @@ func TestHealthyPods(t *testing.T) {
 	pulled.UID, pulled.Name = "pulled", "pulled"
 	pulled.Status.Phase = corev1.PodPending
 	f.s.Events["pulled"] = f.s.Events["pod-uid"]
-	f.s.Pods = append(f.s.Pods, creating, pulled)
+	// Pulled after an old failure, now waiting on a missing ConfigMap.
+	configless := f.pod.DeepCopy()
+	configless.UID, configless.Name = "configless", "configless"
+	configless.Status.Phase = corev1.PodPending
+	configless.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CreateContainerConfigError"}}
+	f.s.Events["configless"] = f.s.Events["pod-uid"]
+	f.s.Pods = append(f.s.Pods, creating, pulled, configless)
 	r := Diagnose(f.s, "cluster")
-	if len(r.Findings) != 0 || r.PodsChecked != 4 || r.PodsFailing != 0 {
+	if len(r.Findings) != 0 || r.PodsChecked != 5 || r.PodsFailing != 0 {
 		t.Errorf("report %+v, want no findings", r)
 	}
 }

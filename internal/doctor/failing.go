@@ -79,20 +79,26 @@ func eventOnlyFailures(pod *corev1.Pod, latest map[string]pullEvent, kinds, spec
 	if pod.Status.Phase != corev1.PodPending || len(latest) == 0 {
 		return nil
 	}
-	started := map[string]bool{}
+	// A container counts only while it waits to be created: one that
+	// runs, ran, or waits for another reason (a missing ConfigMap) is
+	// past its pull.
+	creating := map[string]bool{}
 	for _, st := range slices.Concat(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses, pod.Status.EphemeralContainerStatuses) {
-		if st.State.Running != nil || st.State.Terminated != nil {
-			started[st.Name] = true
-		}
+		creating[st.Name] = st.State.Waiting != nil && (st.State.Waiting.Reason == "ContainerCreating" || st.State.Waiting.Reason == "PodInitializing")
+	}
+	waiting := func(name string) bool {
+		c, ok := creating[name]
+		return !ok || c
 	}
 	var out []failing
 	for name, img := range specImage {
-		if ev, ok := latest[img]; ok && !started[name] {
+		if ev, ok := latest[img]; ok && waiting(name) {
 			out = append(out, failing{kind: kinds[name], name: name, image: img, message: ev.message, at: ev.at})
 		}
 	}
+	// An image volume is pulled before any container is created.
 	for img, vol := range volumeOf {
-		if ev, ok := latest[img]; ok {
+		if ev, ok := latest[img]; ok && slices.ContainsFunc(pod.Spec.Containers, func(c corev1.Container) bool { return waiting(c.Name) }) {
 			out = append(out, failing{kind: "imageVolume", name: vol, image: img, message: ev.message, at: ev.at})
 		}
 	}

@@ -83,14 +83,20 @@ const (
 // IsPullSuccessEvent reports whether a kubelet Event says an image was
 // pulled from its registry.
 func IsPullSuccessEvent(reason, message string) bool {
-	return reason == EventPulled && strings.HasPrefix(message, "Successfully pulled image ")
+	return reason == EventPulled && strings.HasPrefix(uncombined(message), "Successfully pulled image ")
+}
+
+// uncombined is an Event message without the prefix the Event recorder
+// puts on messages it aggregates.
+func uncombined(message string) string {
+	return strings.TrimPrefix(message, "(combined from similar events): ")
 }
 
 // IsPullAttemptFailure reports whether a kubelet Event says a pull from
 // the registry failed (not a missing Secret, an invalid name or a Never
 // policy, which reach no registry).
 func IsPullAttemptFailure(reason, message string) bool {
-	return reason == EventFailed && strings.HasPrefix(message, "Failed to pull image ")
+	return reason == EventFailed && strings.HasPrefix(uncombined(message), "Failed to pull image ")
 }
 
 // PullWaitingReasons are the waiting reasons that mean a pull failed.
@@ -175,7 +181,7 @@ func IsPullFailureEvent(reason, message string) bool {
 	case EventInspectFailed, EventNeverPull, EventMissingSecret:
 		return true
 	case EventFailed:
-		return strings.HasPrefix(message, "Failed to pull image ")
+		return strings.HasPrefix(uncombined(message), "Failed to pull image ")
 	}
 	return false
 }

@@ -2,6 +2,7 @@ package manifests
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -60,21 +61,7 @@ func (o *CredentialObjects) Decode(docs []*Document) error {
 // they are delivered to nodes only. A credential whose selector does not
 // parse is an error, as the controller refuses it.
 func (o *CredentialObjects) Injectable(regcredNamespace string) (creds []Credential, disabled int, err error) {
-	known := map[string]*corev1.Namespace{}
-	for i := range o.Namespaces {
-		known[o.Namespaces[i].Name] = &o.Namespaces[i]
-	}
-	namespace := func(name string) *corev1.Namespace {
-		if ns, ok := known[name]; ok {
-			ns = ns.DeepCopy()
-			if ns.Labels == nil {
-				ns.Labels = map[string]string{}
-			}
-			ns.Labels[corev1.LabelMetadataName] = name
-			return ns
-		}
-		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{corev1.LabelMetadataName: name}}}
-	}
+	namespace := o.namespace
 	var objects []*credential.Credential
 	for i := range o.Cluster {
 		objects = append(objects, credential.FromCluster(&o.Cluster[i]))
@@ -97,6 +84,36 @@ func (o *CredentialObjects) Injectable(regcredNamespace string) (creds []Credent
 			Applies: func(ns string) bool { return scope.Applies(namespace(ns)) }})
 	}
 	return creds, disabled, nil
+}
+
+// namespace is the named namespace as the selectors see it: its labels
+// when it is known, and kubernetes.io/metadata.name, which the API server
+// gives every namespace.
+func (o *CredentialObjects) namespace(name string) *corev1.Namespace {
+	for i := range o.Namespaces {
+		if ns := &o.Namespaces[i]; ns.Name == name {
+			ns = ns.DeepCopy()
+			if ns.Labels == nil {
+				ns.Labels = map[string]string{}
+			}
+			ns.Labels[corev1.LabelMetadataName] = name
+			return ns
+		}
+	}
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{corev1.LabelMetadataName: name}}}
+}
+
+// Skip says, as the webhook's registration and handler decide, which
+// workloads the webhook never touches: those in regcredNamespace or an
+// always-excluded namespace, and those whose Pods or namespace carry
+// regcred.dev/inject=false.
+func (o *CredentialObjects) Skip(regcredNamespace string) func(namespace string, podLabels map[string]string) bool {
+	return func(namespace string, podLabels map[string]string) bool {
+		if namespace == regcredNamespace || slices.Contains(credential.AlwaysExcluded, namespace) || podLabels[credential.LabelInject] == "false" {
+			return true
+		}
+		return o.namespace(namespace).Labels[credential.LabelInject] == "false"
+	}
 }
 
 // DecodeKind decodes every document of the given kind in group

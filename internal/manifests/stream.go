@@ -242,9 +242,31 @@ func kindOf(rn *yaml.RNode) (group, kind string) {
 	return group, rn.GetKind()
 }
 
-// podSpecs returns the Pod specs inside a workload, or of each item of a
-// List.
+// workload is one Pod template of a document: its spec, the namespace of
+// the object that holds it ("" when it names none) and the labels its
+// Pods get.
+type workload struct {
+	spec      *yaml.RNode
+	namespace string
+	labels    map[string]string
+}
+
+// podSpecs are the Pod specs of a document's workloads.
 func podSpecs(rn *yaml.RNode) ([]*yaml.RNode, error) {
+	ws, err := workloadsOf(rn)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*yaml.RNode, len(ws))
+	for i, w := range ws {
+		out[i] = w.spec
+	}
+	return out, nil
+}
+
+// workloadsOf lists a document's workloads, each item of a List with its
+// own namespace.
+func workloadsOf(rn *yaml.RNode) ([]workload, error) {
 	group, kind := kindOf(rn)
 	var path []string
 	switch {
@@ -257,16 +279,16 @@ func podSpecs(rn *yaml.RNode) ([]*yaml.RNode, error) {
 		if err != nil {
 			return nil, err
 		}
-		var out []*yaml.RNode
+		var out []workload
 		for _, e := range elems {
 			if e.YNode().Kind != yaml.MappingNode {
 				continue
 			}
-			specs, err := podSpecs(e)
+			ws, err := workloadsOf(e)
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, specs...)
+			out = append(out, ws...)
 		}
 		return out, nil
 	case kind == "Pod" && group == "":
@@ -288,7 +310,21 @@ func podSpecs(rn *yaml.RNode) ([]*yaml.RNode, error) {
 	if err != nil || spec == nil || spec.YNode().Kind != yaml.MappingNode {
 		return nil, err
 	}
-	return []*yaml.RNode{spec}, nil
+	// The Pods' labels: the object's own for a Pod, its template's
+	// otherwise.
+	template := rn
+	if len(path) > 1 {
+		if template, err = rn.Pipe(yaml.Lookup(path[:len(path)-1]...)); err != nil || template == nil {
+			template = rn
+		}
+	}
+	labels := map[string]string{}
+	if m, err := template.Pipe(yaml.Lookup("metadata", "labels")); err == nil && m != nil && m.YNode().Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(m.YNode().Content); i += 2 {
+			labels[m.YNode().Content[i].Value] = m.YNode().Content[i+1].Value
+		}
+	}
+	return []workload{{spec: spec, namespace: rn.GetNamespace(), labels: labels}}, nil
 }
 
 // imageNodes returns the scalar nodes of every container image of a Pod

@@ -41,6 +41,10 @@ type Options struct {
 	// Namespace is the namespace of workloads that name none (default
 	// "default", as kubectl apply without -n).
 	Namespace string
+	// Skip reports whether the webhook would leave a workload's Pods
+	// alone (its namespace is excluded, or it or its namespace opts out);
+	// nil: none is skipped.
+	Skip func(namespace string, podLabels map[string]string) bool
 }
 
 // Stats count what a run did.
@@ -110,14 +114,17 @@ func applyOne(d *Document, opts Options, stats *Stats) error {
 	if d.node == nil {
 		return nil
 	}
-	specs, err := podSpecs(d.node)
+	ws, err := workloadsOf(d.node)
 	if err != nil {
 		return fmt.Errorf("%s: %w", d.where(d.Line), err)
 	}
-	namespace := cmp.Or(d.node.GetNamespace(), opts.Namespace, "default")
-	for _, spec := range specs {
+	for _, w := range ws {
 		stats.Workloads++
-		changed, err := transformPodSpec(spec, namespace, opts, stats, d)
+		namespace := cmp.Or(w.namespace, opts.Namespace, "default")
+		if opts.Skip != nil && opts.Skip(namespace, w.labels) {
+			continue
+		}
+		changed, err := transformPodSpec(w.spec, namespace, opts, stats, d)
 		if err != nil {
 			return err
 		}
