@@ -444,3 +444,43 @@ func TestChartServerSideDryRun(t *testing.T) {
 		}
 	}
 }
+
+// TestValuesAreDocumented: every value of the chart (each leaf of
+// values.yaml, and each map a person sets whole) has a row in
+// docs/install.md, so the reference cannot fall behind the chart.
+func TestValuesAreDocumented(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(chartDir(), "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var values map[string]any
+	if err := yaml.Unmarshal(raw, &values); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "docs", "install.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var walk func(prefix string, m map[string]any)
+	n := 0
+	walk = func(prefix string, m map[string]any) {
+		for k, v := range m {
+			path := prefix + k
+			row := bytes.Contains(doc, []byte("| `"+path+"` |"))
+			// A map documented whole (a nodeSelector) has no rows for
+			// its keys.
+			if sub, ok := v.(map[string]any); ok && len(sub) > 0 && !row {
+				walk(path+".", sub)
+				continue
+			}
+			n++
+			if !row {
+				t.Errorf("value %s has no row in docs/install.md", path)
+			}
+		}
+	}
+	walk("", values)
+	if n < 50 {
+		t.Fatalf("only %d values found in values.yaml", n)
+	}
+}
