@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"regcred.dev/regcred/internal/dockercfg"
+	"regcred.dev/regcred/internal/dockercfg/credhelpers"
 	"regcred.dev/regcred/internal/keyring"
 	"regcred.dev/regcred/internal/registry"
 	"regcred.dev/regcred/internal/release"
@@ -172,7 +172,7 @@ func pushOptions(dockerConfig, registryHost, caFile string) ([]registry.Option, 
 	if _, err := os.Stat(dockerConfig); err == nil {
 		// Its credential helper for the destination too (credsStore,
 		// credHelpers), as docker push would run it.
-		cfg, err := dockercfg.ReadFileForRegistry(dockerConfig, registryHost)
+		cfg, err := credhelpers.ReadFileForRegistry(dockerConfig, registryHost)
 		if err != nil {
 			return nil, err
 		}

@@ -16,6 +16,7 @@ import (
 	corev1apply "k8s.io/client-go/applyconfigurations/core/v1"
 
 	"regcred.dev/regcred/internal/dockercfg"
+	"regcred.dev/regcred/internal/dockercfg/credhelpers"
 	"regcred.dev/regcred/internal/keyring"
 )
 
@@ -207,8 +208,8 @@ func (o *secretCreateOptions) configFromFlags(stdin io.Reader) (*dockercfg.Confi
 // resolves its credential helpers; a helper's failure is not a usage
 // error, the file's is.
 func configFromDockerFile(path string, registries []string) (*dockercfg.Config, error) {
-	cfg, err := dockercfg.ReadDockerCLIConfig(path, registries)
-	var helper *dockercfg.HelperError
+	cfg, err := credhelpers.ReadDockerCLIConfig(path, registries)
+	var helper *credhelpers.HelperError
 	switch {
 	case errors.As(err, &helper):
 		return nil, err

@@ -1,4 +1,7 @@
-package dockercfg
+// Package credhelpers reads docker configs as docker does, running their
+// credential helpers (credsStore, credHelpers). It is apart from dockercfg,
+// which reads configs as the kubelet does and runs nothing.
+package credhelpers
 
 import (
 	"bytes"
@@ -12,6 +15,8 @@ import (
 	dockerconfig "github.com/docker/cli/cli/config"
 	"github.com/docker/cli/cli/config/configfile"
 	"github.com/sirupsen/logrus"
+
+	"regcred.dev/regcred/internal/dockercfg"
 )
 
 // HelperError is a credential helper's failure (docker-credential-*),
@@ -40,9 +45,9 @@ func (e *HelperError) Unwrap() error { return e.Err }
 // registry (docker-credential-NAME on PATH), so a `docker login` into a
 // desktop keychain or a cloud helper works; without helpers it is
 // ReadFile. No credentials for registry is an empty config (anonymous).
-func ReadFileForRegistry(path, registry string) (*Config, error) {
+func ReadFileForRegistry(path, registry string) (*dockercfg.Config, error) {
 	if filepath.Base(path) == ".dockercfg" {
-		return ReadFile(path)
+		return dockercfg.ReadFile(path)
 	}
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -54,7 +59,7 @@ func ReadFileForRegistry(path, registry string) (*Config, error) {
 	}
 	if json.Unmarshal(raw, &helpers) != nil || (helpers.CredsStore == "" && len(helpers.CredHelpers) == 0) {
 		// The kubelet's reading, with its errors.
-		return ReadFile(path)
+		return dockercfg.ReadFile(path)
 	}
 	cf, _, err := loadDockerCLI(path)
 	if err != nil {
@@ -64,9 +69,9 @@ func ReadFileForRegistry(path, registry string) (*Config, error) {
 	if err != nil {
 		return nil, &HelperError{Path: path, Registry: registry, Err: err}
 	}
-	cfg := &Config{Auths: map[string]Entry{}}
+	cfg := &dockercfg.Config{Auths: map[string]dockercfg.Entry{}}
 	if a.Username != "" || a.Password != "" || a.IdentityToken != "" {
-		cfg.Auths[ServerKey(registry)] = Entry{Username: a.Username, Password: a.Password, IdentityToken: a.IdentityToken}
+		cfg.Auths[dockercfg.ServerKey(registry)] = dockercfg.Entry{Username: a.Username, Password: a.Password, IdentityToken: a.IdentityToken}
 	}
 	return cfg, nil
 }
@@ -75,7 +80,7 @@ func ReadFileForRegistry(path, registry string) (*Config, error) {
 // one go-containerregistry's keychain uses) and its credential helpers:
 // every registry's credentials, or only those of registries (an error
 // names one without).
-func ReadDockerCLIConfig(path string, registries []string) (*Config, error) {
+func ReadDockerCLIConfig(path string, registries []string) (*dockercfg.Config, error) {
 	cf, _, err := loadDockerCLI(path)
 	if err != nil {
 		return nil, err
@@ -98,13 +103,13 @@ func loadDockerCLI(path string) (*configfile.ConfigFile, []byte, error) {
 	return cf, raw, nil
 }
 
-func resolve(path string, cf *configfile.ConfigFile, registries []string) (*Config, error) {
-	cfg := &Config{Auths: map[string]Entry{}}
+func resolve(path string, cf *configfile.ConfigFile, registries []string) (*dockercfg.Config, error) {
+	cfg := &dockercfg.Config{Auths: map[string]dockercfg.Entry{}}
 	add := func(key string, user, pass, token string) {
 		if user == "" && pass == "" && token == "" {
 			return
 		}
-		cfg.Auths[key] = Entry{Username: user, Password: pass, IdentityToken: token}
+		cfg.Auths[key] = dockercfg.Entry{Username: user, Password: pass, IdentityToken: token}
 	}
 	if len(registries) == 0 {
 		// docker's loader logs a failing helper's error, output included,
@@ -135,7 +140,7 @@ func resolve(path string, cf *configfile.ConfigFile, registries []string) (*Conf
 			if a.Username == "" && a.Password == "" && a.IdentityToken == "" {
 				return nil, fmt.Errorf("%s has no credentials for %s", path, r)
 			}
-			add(ServerKey(r), a.Username, a.Password, a.IdentityToken)
+			add(dockercfg.ServerKey(r), a.Username, a.Password, a.IdentityToken)
 		}
 	}
 	if len(cfg.Auths) == 0 {

@@ -1,4 +1,4 @@
-package dockercfg
+package credhelpers
 
 import (
 	"errors"
