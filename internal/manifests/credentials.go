@@ -61,7 +61,7 @@ func (o *CredentialObjects) Decode(docs []*Document) error {
 // they are delivered to nodes only. A credential whose selector does not
 // parse is an error, as the controller refuses it.
 func (o *CredentialObjects) Injectable(regcredNamespace string) (creds []Credential, disabled int, err error) {
-	namespace := o.namespace
+	namespace := o.namespaces()
 	var objects []*credential.Credential
 	for i := range o.Cluster {
 		objects = append(objects, credential.FromCluster(&o.Cluster[i]))
@@ -86,21 +86,28 @@ func (o *CredentialObjects) Injectable(regcredNamespace string) (creds []Credent
 	return creds, disabled, nil
 }
 
-// namespace is the named namespace as the selectors see it: its labels
+// namespaces looks a namespace up as the selectors see it: its labels
 // when it is known, and kubernetes.io/metadata.name, which the API server
-// gives every namespace.
-func (o *CredentialObjects) namespace(name string) *corev1.Namespace {
+// gives every namespace. The index is built once: a cluster's namespaces
+// are looked up for every workload and credential of a stream.
+func (o *CredentialObjects) namespaces() func(name string) *corev1.Namespace {
+	byName := make(map[string]*corev1.Namespace, len(o.Namespaces))
 	for i := range o.Namespaces {
-		if ns := &o.Namespaces[i]; ns.Name == name {
-			ns = ns.DeepCopy()
-			if ns.Labels == nil {
-				ns.Labels = map[string]string{}
-			}
-			ns.Labels[corev1.LabelMetadataName] = name
+		ns := o.Namespaces[i].DeepCopy()
+		if ns.Labels == nil {
+			ns.Labels = map[string]string{}
+		}
+		ns.Labels[corev1.LabelMetadataName] = ns.Name
+		byName[ns.Name] = ns
+	}
+	return func(name string) *corev1.Namespace {
+		if ns, ok := byName[name]; ok {
 			return ns
 		}
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{corev1.LabelMetadataName: name}}}
+		byName[name] = ns
+		return ns
 	}
-	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{corev1.LabelMetadataName: name}}}
 }
 
 // Skip says, as the webhook's registration and handler decide, which
@@ -108,11 +115,12 @@ func (o *CredentialObjects) namespace(name string) *corev1.Namespace {
 // always-excluded namespace, and those whose Pods or namespace carry
 // regcred.dev/inject=false.
 func (o *CredentialObjects) Skip(regcredNamespace string) func(namespace string, podLabels map[string]string) bool {
+	lookup := o.namespaces()
 	return func(namespace string, podLabels map[string]string) bool {
 		if namespace == regcredNamespace || slices.Contains(credential.AlwaysExcluded, namespace) || podLabels[credential.LabelInject] == "false" {
 			return true
 		}
-		return o.namespace(namespace).Labels[credential.LabelInject] == "false"
+		return lookup(namespace).Labels[credential.LabelInject] == "false"
 	}
 }
 
