@@ -13,6 +13,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -21,6 +22,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/manager"
 	"regcred.dev/regcred/internal/manager/inprocess"
@@ -254,22 +256,18 @@ func conditions(t *testing.T, c client.Client) {
 			if err := c.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
 				return err
 			}
-			var conds []metav1.Condition
-			switch o := obj.(type) {
-			case *v1alpha1.ClusterRegistryCredential:
-				conds = o.Status.Conditions
-			case *v1alpha1.RegistryCredential:
-				conds = o.Status.Conditions
+			c, err := credential.From(obj)
+			if err != nil {
+				return err
 			}
-			for _, cond := range conds {
-				if cond.Type == v1alpha1.ConditionPodInjection {
-					if cond.Status != status || cond.Reason != reason {
-						return fmt.Errorf("%s: PodInjection %s/%s (%s), want %s/%s", obj.GetName(), cond.Status, cond.Reason, cond.Message, status, reason)
-					}
-					return nil
-				}
+			cond := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ConditionPodInjection)
+			switch {
+			case cond == nil:
+				return fmt.Errorf("%s: no PodInjection condition", obj.GetName())
+			case cond.Status != status || cond.Reason != reason:
+				return fmt.Errorf("%s: PodInjection %s/%s (%s), want %s/%s", obj.GetName(), cond.Status, cond.Reason, cond.Message, status, reason)
 			}
-			return fmt.Errorf("%s: no PodInjection condition", obj.GetName())
+			return nil
 		})
 	}
 	harbor := &v1alpha1.ClusterRegistryCredential{ObjectMeta: metav1.ObjectMeta{Name: "harbor"}}

@@ -16,12 +16,14 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"regcred.dev/regcred/api/v1alpha1"
+	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/cli"
 	"regcred.dev/regcred/internal/doctor"
 	"regcred.dev/regcred/internal/kubeletmsg"
@@ -362,19 +364,14 @@ func (e env) waitSynced(t *testing.T, obj client.Object) {
 		if err := e.c.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
 			return err
 		}
-		var conds []metav1.Condition
-		switch o := obj.(type) {
-		case *v1alpha1.RegistryCredential:
-			conds = o.Status.Conditions
-		case *v1alpha1.ClusterRegistryCredential:
-			conds = o.Status.Conditions
+		c, err := credential.From(obj)
+		if err != nil {
+			return err
 		}
-		for _, c := range conds {
-			if c.Type == v1alpha1.ConditionReady && c.Status == metav1.ConditionTrue && c.ObservedGeneration == obj.GetGeneration() {
-				return nil
-			}
+		if r := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ConditionReady); r != nil && r.Status == metav1.ConditionTrue && r.ObservedGeneration == obj.GetGeneration() {
+			return nil
 		}
-		return fmt.Errorf("%s not Ready: %v", obj.GetName(), conds)
+		return fmt.Errorf("%s not Ready: %v", obj.GetName(), c.Status.Conditions)
 	})
 }
 
