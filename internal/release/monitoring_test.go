@@ -1,7 +1,6 @@
 package release_test
 
 import (
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/fixtures"
 )
 
 var metricName = regexp.MustCompile(`\bregcred_[a-z_]+`)
@@ -99,26 +99,11 @@ func TestChartMonitoring(t *testing.T) {
 	if !find(t, objs, "ConfigMap", &cm) {
 		t.Fatal("no dashboard ConfigMap")
 	}
-	file, err := os.ReadFile(filepath.Join(chartDir(), "dashboards", "regcred.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	file, panels := fixtures.Dashboard(t)
 	if strings.TrimSpace(cm.Data["regcred.json"]) != strings.TrimSpace(string(file)) || cm.Labels["grafana_dashboard"] != "1" {
 		t.Errorf("the ConfigMap does not hold dashboards/regcred.json with the sidecar's label: labels %v", cm.Labels)
 	}
-	var dash struct {
-		Panels []struct {
-			Title   string
-			Targets []struct{ Expr string }
-		}
-	}
-	if err := json.Unmarshal(file, &dash); err != nil {
-		t.Fatal(err)
-	}
-	if len(dash.Panels) == 0 {
-		t.Fatal("the dashboard has no panels")
-	}
-	for _, p := range dash.Panels {
+	for _, p := range panels {
 		for _, tg := range p.Targets {
 			for _, name := range metricName.FindAllString(tg.Expr, -1) {
 				if !exported[name] {

@@ -28,6 +28,7 @@ import (
 	"regcred.dev/regcred/api/v1alpha1"
 	"regcred.dev/regcred/internal/dockercfg"
 	"regcred.dev/regcred/internal/testenv"
+	"regcred.dev/regcred/internal/testenv/fixtures"
 	"regcred.dev/regcred/internal/testenv/testregistry"
 )
 
@@ -211,21 +212,9 @@ scrape_configs:
 
 	// Every panel: the query parses and returns data; the success rate
 	// of the registry the Pod pulled from is 1.
-	file, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "charts", "regcred", "dashboards", "regcred.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dash struct {
-		Panels []struct {
-			Title   string
-			Targets []struct{ Expr string }
-		}
-	}
-	if err := json.Unmarshal(file, &dash); err != nil {
-		t.Fatal(err)
-	}
+	_, panels := fixtures.Dashboard(t)
 	queries := 0
-	for _, p := range dash.Panels {
+	for _, p := range panels {
 		for _, target := range p.Targets {
 			queries++
 			testenv.Eventually(t, 2*time.Minute, func(ctx context.Context) error {
