@@ -23,8 +23,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"regcred.dev/regcred/api/v1alpha1"
-	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/cli"
+	"regcred.dev/regcred/internal/credential"
 	"regcred.dev/regcred/internal/doctor"
 	"regcred.dev/regcred/internal/kubeletmsg"
 	"regcred.dev/regcred/internal/testenv"
