@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -375,7 +376,9 @@ func TestChartCertManagerGolden(t *testing.T) {
 	testenv.Golden(t, filepath.Join("testdata", "cert-manager.golden.yaml"), got)
 	objs := objects(t, got)
 	k := kinds(objs)
-	if k["Certificate"] != 1 || k["Issuer"] != 1 || k["ServiceMonitor"] != 1 {
+	// The chart's own CA (a self-signed Issuer, the CA Certificate, a CA
+	// Issuer) and the serving certificate it signs.
+	if k["Certificate"] != 2 || k["Issuer"] != 2 || k["ServiceMonitor"] != 1 {
 		t.Errorf("cert-manager mode renders %v", k)
 	}
 	var mwc admissionregistrationv1.MutatingWebhookConfiguration
@@ -383,6 +386,47 @@ func TestChartCertManagerGolden(t *testing.T) {
 	if mwc.Annotations["cert-manager.io/inject-ca-from"] != "regcred-system/regcred-webhook-cert" {
 		t.Errorf("annotations %v", mwc.Annotations)
 	}
+	serving, ca := named(objs, "Certificate", "regcred-webhook-cert"), named(objs, "Certificate", "regcred-webhook-ca")
+	if got := dig(serving, "spec", "issuerRef", "name"); got != "regcred-webhook-ca" {
+		t.Errorf("the serving certificate is signed by %v, want the chart's CA Issuer", got)
+	}
+	if dig(ca, "spec", "isCA") != true || dig(ca, "spec", "privateKey", "rotationPolicy") != "Never" {
+		t.Errorf("the chart's CA %v: want isCA and a key kept across renewals", ca["spec"])
+	}
+
+	// An Issuer of the user's own signs it: the chart makes no CA.
+	objs = objects(t, render(t, testenv.Tool(t, "helm3"), "--set", "webhook.certificates=cert-manager",
+		"--set", "webhook.certManager.issuerRef.name=corp-ca", "--set", "webhook.certManager.issuerRef.kind=ClusterIssuer"))
+	if k := kinds(objs); k["Certificate"] != 1 || k["Issuer"] != 0 {
+		t.Errorf("cert-manager mode with issuerRef renders %v", k)
+	}
+	serving = named(objs, "Certificate", "regcred-webhook-cert")
+	if got := dig(serving, "spec", "issuerRef"); !reflect.DeepEqual(got, map[string]any{"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}) {
+		t.Errorf("issuerRef %v", got)
+	}
+}
+
+// named is the rendered object of kind and name, as decoded YAML, or nil.
+func named(objs []*unstructured.Unstructured, kind, name string) map[string]any {
+	for _, u := range objs {
+		if u.GetKind() == kind && u.GetName() == name {
+			return u.Object
+		}
+	}
+	return nil
+}
+
+// dig is the value at path in a decoded object, or nil.
+func dig(obj map[string]any, path ...string) any {
+	var v any = obj
+	for _, p := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[p]
+	}
+	return v
 }
 
 // TestChartPodInjectionPolicyGolden renders podInjection=policy: no Pod
