@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests and `make demo` need, idempotently:
 #   - etcd (Debian's etcd-server) and skopeo; for the real cluster,
-#     containerd, runc, the CNI plugins, conntrack and iptables;
+#     runc, the CNI plugins, conntrack and iptables;
 #     promtool and prometheus, unpacked from Debian's package
 #   - kube-apiserver, kubectl and the real cluster's kubelet,
 #     kube-controller-manager, kube-scheduler and kube-proxy, built from
 #     k8s.io/kubernetes (hack/kubernetes), and Helm 3 and Helm 4 clients
-#     (hack/helm3, hack/helm4), cached per go.sum so a second run takes
-#     seconds
+#     (hack/helm3, hack/helm4), and containerd 2 with its runc shim and
+#     ctr (hack/containerd: Debian's containerd 1.6 cannot mount image
+#     volumes), cached per go.sum so a second run takes seconds
 # and lays them out as envtest's KUBEBUILDER_ASSETS directory.
 set -euo pipefail
 
@@ -18,7 +19,7 @@ ASSETS="${KUBEBUILDER_ASSETS:-$CACHE/envtest/$KUBE_VERSION}"
 # command or file -> Debian package
 declare -A APT_PACKAGES=(
 	[etcd]=etcd-server [skopeo]=skopeo
-	[containerd]=containerd [runc]=runc [conntrack]=conntrack [iptables]=iptables
+	[runc]=runc [conntrack]=conntrack [iptables]=iptables
 	[/usr/lib/cni/bridge]=containernetworking-plugins
 	# regcred's image carries Debian's CA bundle (make image, make release)
 	[/etc/ssl/certs/ca-certificates.crt]=ca-certificates
@@ -26,6 +27,8 @@ declare -A APT_PACKAGES=(
 # Without them the binaries report v0.0.0-master, which kubectl cannot parse.
 KUBE_MAJOR="$(echo "${KUBE_VERSION#v}" | cut -d. -f1)"
 KUBE_MINOR="$(echo "$KUBE_VERSION" | cut -d. -f2)"
+CONTAINERD_VERSION="$(sed -n 's/^require github.com\/containerd\/containerd\/v2 \(v[0-9.]*\)$/\1/p' "$ROOT/hack/containerd/go.mod")"
+CONTAINERD_LDFLAGS="-X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
 KUBE_LDFLAGS="-X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=$KUBE_MAJOR -X k8s.io/component-base/version.gitMinor=$KUBE_MINOR"
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -47,22 +50,22 @@ install_packages() {
 	log "apt-get install ${missing[*]}"
 	$sudo apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-	# The packages start etcd and containerd services where systemd runs;
-	# tests start their own.
+	# The packages start an etcd service where systemd runs; tests start
+	# their own.
 	local svc
-	for svc in etcd containerd; do
+	for svc in etcd; do
 		if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
 			$sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
 		fi
 	done
 }
 
-# build_pinned NAME MODULE_DIR PACKAGE [LDFLAGS]: go build PACKAGE in the
-# pinned module hack/MODULE_DIR into $ASSETS/NAME, unless the binary there
-# was built from the same go.mod, go.sum and flags.
+# build_pinned NAME MODULE_DIR PACKAGE [LDFLAGS [TAGS]]: go build PACKAGE
+# in the pinned module hack/MODULE_DIR into $ASSETS/NAME, unless the binary
+# there was built from the same go.mod, go.sum, flags and CGO_ENABLED.
 build_pinned() {
-	local name="$1" dir="$ROOT/hack/$2" pkg="$3" ldflags="${4:-}" sum stamp
-	sum="$( (cat "$dir/go.mod" "$dir/go.sum"; echo "$ldflags") | sha256sum | cut -d' ' -f1)"
+	local name="$1" dir="$ROOT/hack/$2" pkg="$3" ldflags="${4:-}" tags="${5:-}" sum stamp
+	sum="$( (cat "$dir/go.mod" "$dir/go.sum"; echo "$ldflags|$tags|${CGO_ENABLED:-}") | sha256sum | cut -d' ' -f1)"
 	stamp="$ASSETS/.$name.sum"
 	if [ -x "$ASSETS/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$sum" ]; then
 		log "$name cached in $ASSETS"
@@ -70,7 +73,7 @@ build_pinned() {
 	fi
 	log "building $name from $pkg (once; kube-apiserver and kubelet take 5-8 minutes each on 2 cores)"
 	local start=$SECONDS
-	(cd "$dir" && go build -trimpath -ldflags "$ldflags" -o "$ASSETS/$name.tmp" "$pkg")
+	(cd "$dir" && go build -trimpath -tags "$tags" -ldflags "$ldflags" -o "$ASSETS/$name.tmp" "$pkg")
 	mv "$ASSETS/$name.tmp" "$ASSETS/$name"
 	echo "$sum" >"$stamp"
 	log "built $name in $((SECONDS - start))s"
@@ -171,6 +174,11 @@ main() {
 		build_pinned helm3 helm3 helm.sh/helm/v3/cmd/helm
 		build_pinned helm4 helm4 helm.sh/helm/v4/cmd/helm
 	fi
+	# containerd's own release build tags: no btrfs (cgo and its headers),
+	# and a static shim without gRPC, as containerd's Makefile builds it.
+	build_pinned containerd containerd github.com/containerd/containerd/v2/cmd/containerd "$CONTAINERD_LDFLAGS" "no_btrfs urfave_cli_no_docs"
+	build_pinned ctr containerd github.com/containerd/containerd/v2/cmd/ctr "$CONTAINERD_LDFLAGS" "no_btrfs urfave_cli_no_docs"
+	CGO_ENABLED=0 build_pinned containerd-shim-runc-v2 containerd github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 "$CONTAINERD_LDFLAGS" "no_grpc urfave_cli_no_docs"
 	extract_package prometheus usr/bin/promtool usr/bin/prometheus
 	(cd "$ROOT" && go mod download)
 	log "test assets ready: KUBEBUILDER_ASSETS=$ASSETS"

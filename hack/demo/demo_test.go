@@ -84,7 +84,7 @@ func TestDemoPullsForReal(t *testing.T) {
 	story := strings.Join(lines, "\n")
 	t.Logf("the demo says:\n%s", story)
 	for _, re := range []string{
-		`pod/web-\S+\s+(ErrImagePull|ImagePullBackOff): Failed to pull image "127\.0\.0\.1:\d+/shop/web:1\.0".*401 Unauthorized`,
+		`pod/web-\S+\s+(ErrImagePull|ImagePullBackOff): Failed to pull image "127\.0\.0\.1:\d+/shop/web:1\.0".*authorization failed: no basic auth credentials`,
 		`kind: ClusterRegistryCredential`,
 		`Unauthorized \(PodPredatesCredential\): ClusterRegistryCredential private-registry covers this image, but the Pod was created before the credential`,
 		`fix: kubectl -n shop rollout restart deployment/web`,

@@ -196,7 +196,9 @@ func waitPod(ctx context.Context, c client.Client, ns string, match func(*corev1
 }
 
 // condense keeps the ends of a kubelet message, where the image and the
-// registry's answer are: `Failed to pull image "X": ...: 401 Unauthorized`.
+// registry's answer are: `Failed to pull image "X": ...: authorization
+// failed: no basic auth credentials` (containerd 2's words for a 401 to a
+// pull without credentials).
 func condense(msg string) string {
 	parts := strings.Split(msg, ": ")
 	if len(parts) <= 4 {

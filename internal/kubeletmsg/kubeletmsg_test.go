@@ -6,8 +6,9 @@ import (
 	"testing"
 )
 
-// Messages the kubelet (v1.37 on containerd 1.6) wrote in the end-to-end
-// tests, and ones of other registries and runtimes.
+// Messages the kubelet (v1.37 on containerd 1.6, then on containerd 2.4)
+// wrote in the end-to-end tests, and ones of other registries and
+// runtimes.
 func TestClassify(t *testing.T) {
 	for _, tc := range []struct {
 		msg  string
@@ -16,6 +17,14 @@ func TestClassify(t *testing.T) {
 		{`Failed to pull image "127.0.0.1:39611/app:1": failed to pull and unpack image "127.0.0.1:39611/app:1": failed to resolve reference "127.0.0.1:39611/app:1": pulling from host 127.0.0.1:39611 failed with status code [manifests 1]: 401 Unauthorized`, Unauthorized},
 		{`Failed to pull image "127.0.0.1:33703/app:1": failed to pull and unpack image "127.0.0.1:33703/app:1": failed to resolve reference "127.0.0.1:33703/app:1": failed to authorize: failed to fetch oauth token: unexpected status: 401 Unauthorized`, Unauthorized},
 		{`Failed to pull image "r/app:1": rpc error: code = Unknown desc = failed to pull and unpack image "r/app:1": failed to resolve reference "r/app:1": pull access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed`, Unauthorized},
+		// containerd 2.4: no credential at all says no status code.
+		{`Failed to pull image "shared.registry/app:1": failed to pull and unpack image "shared.registry/app:1": failed to resolve image: pull access denied, repository does not exist or may require authorization: authorization failed: no basic auth credentials`, Unauthorized},
+		{`Failed to pull image "shared.registry/app:1": failed to pull and unpack image "shared.registry/app:1": failed to resolve image: unexpected status from HEAD request to https://shared.registry/v2/app/manifests/1: 401 Unauthorized`, Unauthorized},
+		{`Failed to pull image "revoked0.registry/app:1": failed to pull and unpack image "revoked0.registry/app:1": failed to resolve image: failed to authorize: failed to fetch oauth token: unexpected status from GET request to https://revoked0.registry/token?scope=repository%3Aapp%3Apull&service=regcred-test-registry: 401 Unauthorized`, Unauthorized},
+		{`Failed to pull image "shared.registry/model:missing": rpc error: code = NotFound desc = failed to pull and unpack image "shared.registry/model:missing": failed to resolve image: shared.registry/model:missing: not found`, NotFound},
+		{`Failed to pull image "ratelimited0.registry/ratelimited/app:1": failed to pull and unpack image "ratelimited0.registry/ratelimited/app:1": failed to resolve image: unexpected status from HEAD request to https://ratelimited0.registry/v2/ratelimited/app/manifests/1: 429 Too Many Requests`, RateLimited},
+		{`Failed to pull image "tls0.registry/app:1": failed to pull and unpack image "tls0.registry/app:1": failed to resolve image: failed to do request: Head "https://tls0.registry/v2/app/manifests/1": tls: failed to verify certificate: x509: certificate signed by unknown authority`, TLS},
+		{`Failed to pull image "closed.registry/app:1": failed to pull and unpack image "closed.registry/app:1": failed to resolve image: failed to do request: Head "https://closed.registry/v2/app/manifests/1": dial tcp closed.registry: connect: connection refused`, Connection},
 		{`Failed to pull image "ghcr.io/acme/api:1": failed to resolve reference "ghcr.io/acme/api:1": unexpected status from HEAD request to https://ghcr.io/v2/acme/api/manifests/1: 403 Forbidden`, Denied},
 		{`Failed to pull image "h/a:1": Error response from daemon: pull access denied for h/a, repository does not exist or may require 'docker login': denied: requested access to the resource is denied`, Denied},
 		{`Failed to pull image "127.0.0.1:39611/model:missing": failed to pull and unpack image "127.0.0.1:39611/model:missing": failed to resolve reference "127.0.0.1:39611/model:missing": 127.0.0.1:39611/model:missing: not found`, NotFound},
@@ -48,6 +57,7 @@ func TestImageOfMessage(t *testing.T) {
 		`Failed to apply default image tag "X/Y:1": couldn't parse`:          "X/Y:1",
 		`image pull failed for r/a:1 because the registry is unavailable: x`: "r/a:1",
 		`rpc error: code = NotFound desc = failed to pull and unpack image "r:5000/model:missing": failed to resolve reference "r:5000/model:missing": not found`: "r:5000/model:missing",
+		`rpc error: code = NotFound desc = failed to pull and unpack image "r:5000/model:missing": failed to resolve image: r:5000/model:missing: not found`:      "r:5000/model:missing",
 		`Error: ErrImagePull`: "",
 	} {
 		if got := ImageOfMessage(msg); got != want {

@@ -173,8 +173,8 @@ func TestInjectionOnly(t *testing.T) {
 	if err := e.c.Create(bg, pod(off, "app", reg.Ref("app:1"))); err != nil {
 		t.Fatal(err)
 	}
-	if events := e.waitPullFailure(t, off, "app"); !strings.Contains(events, "401 Unauthorized") {
-		t.Errorf("events do not show the 401:\n%s", events)
+	if events := e.waitPullFailure(t, off, "app"); !strings.Contains(events, refusedAnonymous) {
+		t.Errorf("events do not show the registry's refusal of a pull without credentials:\n%s", events)
 	}
 }
 

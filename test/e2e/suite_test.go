@@ -40,6 +40,10 @@ func TestMain(m *testing.M) {
 // on a quiet machine, far more under `make stress`.
 const pullWait = 2 * time.Minute
 
+// refusedAnonymous is how the node's containerd (2.x) reports a registry's
+// 401 to a pull without credentials: it names no status code.
+const refusedAnonymous = "authorization failed: no basic auth credentials"
+
 var bg = context.Background()
 
 // env is the cluster, with its client knowing regcred's types.

@@ -89,13 +89,17 @@ const (
 	clusterServiceIP   = "10.96.0.1"
 	clusterBridge      = "regcred0"
 	clusterNodeName    = "regcred-node"
-	// sandboxImage is what containerd 1.6 runs as every Pod's sandbox; it
-	// cannot be downloaded here, so the harness imports its own.
-	sandboxImage = "registry.k8s.io/pause:3.6"
+	// sandboxImage is what containerd runs as every Pod's sandbox (its
+	// pinned sandbox image); it cannot be downloaded here, so the harness
+	// imports its own.
+	sandboxImage = "registry.k8s.io/pause:3.10"
 )
 
-// Components are the binaries `make tools` builds for a cluster.
-var Components = []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl"}
+// Components are the binaries `make tools` builds for a cluster:
+// Kubernetes' own, and containerd 2 with its runc shim and CLI (Debian's
+// containerd 1.6 cannot mount image volumes).
+var Components = []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl",
+	"containerd", "containerd-shim-runc-v2", "ctr"}
 
 // Check says why this machine cannot run a cluster, or nil.
 func Check() error {
@@ -113,7 +117,7 @@ func Check() error {
 			problems = append(problems, fmt.Sprintf("%s not in %s", name, testenv.AssetsDir()))
 		}
 	}
-	for _, cmd := range []string{"etcd", "containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables-save", "iptables-restore", "ip"} {
+	for _, cmd := range []string{"etcd", "runc", "iptables-save", "iptables-restore", "ip"} {
 		if _, err := exec.LookPath(cmd); err != nil {
 			problems = append(problems, cmd+" not installed")
 		}
@@ -158,7 +162,7 @@ func Start(opts ...Option) (*Cluster, error) {
 	for _, o := range opts {
 		o(c)
 	}
-	c.ctrBin, _ = exec.LookPath("ctr")
+	c.ctrBin = c.asset("ctr")
 	c.host, err = claimHost(dir, c.socket, clusterBridge, 30*time.Minute)
 	if err != nil {
 		_ = os.RemoveAll(dir)

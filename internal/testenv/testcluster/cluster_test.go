@@ -2,6 +2,7 @@ package testcluster_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"regcred.dev/regcred/internal/testenv"
 	"regcred.dev/regcred/internal/testenv/testcluster"
@@ -60,7 +64,7 @@ func hostSnapshot(t *testing.T) string {
 		v, _ := os.ReadFile(filepath.Join("/proc/sys", s))
 		fmt.Fprintf(&b, "sysctl %s=%s", s, v)
 	}
-	for _, p := range []string{"/run/containerd", "/var/lib/cni", "/var/log/containers", "/var/log/pods", "/var/lib/kubelet", "/sys/class/net/regcred0", "/run/regcred-cluster/state.json"} {
+	for _, p := range []string{"/run/containerd", "/run/nri", "/var/lib/containerd", "/opt/containerd", "/var/lib/cni", "/var/log/containers", "/var/log/pods", "/var/lib/kubelet", "/sys/class/net/regcred0", "/run/regcred-cluster/state.json"} {
 		_, err := os.Lstat(p)
 		fmt.Fprintf(&b, "exists %s=%v\n", p, err == nil)
 	}
@@ -114,8 +118,11 @@ func TestClusterRestoresHostAfterHarnessDies(t *testing.T) {
 		t.Fatal(err)
 	}
 	sc := bufio.NewScanner(out)
-	up := false
+	up, runtime := false, ""
 	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "runtime "); ok {
+			runtime = v
+		}
 		if sc.Text() == "cluster up" {
 			up = true
 			break
@@ -125,6 +132,10 @@ func TestClusterRestoresHostAfterHarnessDies(t *testing.T) {
 		_ = child.Process.Kill()
 		_ = child.Wait()
 		t.Fatal("the child's cluster did not come up")
+	}
+	// The node runs the containerd hack/containerd builds, not Debian's 1.6.
+	if !strings.HasPrefix(runtime, "containerd://2.") {
+		t.Errorf("the node's container runtime is %q, want containerd 2", runtime)
 	}
 	during := hostSnapshot(t)
 	if during == before {
@@ -154,6 +165,13 @@ func runClusterChild() {
 		_ = cl.Stop()
 		os.Exit(1)
 	}
+	var node corev1.Node
+	if err := cl.Client.Get(context.Background(), client.ObjectKey{Name: cl.NodeName}, &node); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		_ = cl.Stop()
+		os.Exit(1)
+	}
+	fmt.Println("runtime", node.Status.NodeInfo.ContainerRuntimeVersion)
 	fmt.Println("cluster up")
 	select {}
 }

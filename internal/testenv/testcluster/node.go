@@ -51,10 +51,15 @@ func (c *Cluster) startContainerd() error {
 	if err := os.WriteFile(filepath.Join(cniConf, "10-regcred.conflist"), []byte(conflist), 0o600); err != nil {
 		return err
 	}
-	config := fmt.Sprintf(`version = 2
+	// containerd 2's configuration format (version 3). Nothing may read or
+	// write the host's own containerd paths: no imports from /etc, no NRI
+	// socket under /var/run, the shim by its path rather than the first on
+	// PATH (Debian's 1.6 may be installed).
+	config := fmt.Sprintf(`version = 3
 root = %[1]q
 state = %[2]q
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+imports = []
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.blockfile", "io.containerd.snapshotter.v1.erofs", "io.containerd.differ.v1.erofs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing", "io.containerd.nri.v1.nri"]
 
 [grpc]
   address = %[3]q
@@ -71,34 +76,43 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 [plugins."io.containerd.internal.v1.opt"]
   path = %[5]q
 
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = %[6]q
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = %[6]q
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = %[9]q
+
+[plugins."io.containerd.cri.v1.runtime"]
   restrict_oom_score_adj = true
   netns_mounts_under_state_dir = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  enable_cdi = false
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
+  cdi_spec_dirs = []
+  [plugins."io.containerd.cri.v1.runtime".containerd]
     default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+      runtime_path = %[10]q
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
         SystemdCgroup = false
         Root = %[7]q
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["/usr/lib/cni"]
     conf_dir = %[8]q
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = %[9]q
+
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+
+[plugins."io.containerd.transfer.v1.local"]
+  config_path = %[9]q
 `, filepath.Join(base, "root"), filepath.Join(base, "state"), c.socket, c.socket+".ttrpc",
-		filepath.Join(base, "opt"), sandboxImage, filepath.Join(base, "runc"), cniConf, c.certsDir)
+		filepath.Join(base, "opt"), sandboxImage, filepath.Join(base, "runc"), cniConf, c.certsDir,
+		c.asset("containerd-shim-runc-v2"))
 	path := filepath.Join(base, "config.toml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		return err
 	}
-	bin, _ := exec.LookPath("containerd")
-	p, err := c.run("containerd", bin, "--config", path)
+	p, err := c.run("containerd", c.asset("containerd"), "--config", path)
 	if err != nil {
 		return err
 	}

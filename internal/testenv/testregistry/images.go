@@ -33,3 +33,15 @@ func (r *Registry) PushTestImage(ctx context.Context, repoAndTag string) (v1.Has
 	}
 	return idx.Digest()
 }
+
+// PushImage pushes img as repoAndTag, with the registry's own user.
+func (r *Registry) PushImage(ctx context.Context, repoAndTag string, img v1.Image) (v1.Hash, error) {
+	ref, err := name.ParseReference(r.Ref(repoAndTag))
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	if err := remote.Write(ref, img, r.RemoteOptions(ctx, r.Auth())...); err != nil {
+		return v1.Hash{}, fmt.Errorf("push %s: %w", ref, err)
+	}
+	return img.Digest()
+}
