@@ -13,6 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"regcred.dev/regcred/api/v1alpha1"
@@ -64,16 +66,24 @@ func (m *mirrorFlags) addFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&m.mirrorFiles, "mirrors", nil, "a YAML file of ClusterImageMirror objects (repeatable)")
 }
 
-func (m *mirrorFlags) rules(ctx context.Context, fromCluster func() (client.Reader, error)) (*mirror.Rules, error) {
-	var rules []mirror.Rule
+// rules gathers the mirror rules and says which apply in a namespace, as
+// the webhook picks them: --mirror rules in every namespace, each
+// ClusterImageMirror where its namespaceSelector selects, merged with the
+// catalogue the webhook reads. namespace looks a namespace's labels up. It
+// returns nil when there is no rule at all.
+func (m *mirrorFlags) rules(ctx context.Context, fromCluster func() (client.Reader, error), namespace func(string) *corev1.Namespace) (func(string) *mirror.Rules, error) {
+	var objs []v1alpha1.ClusterImageMirror
+	flagRules := v1alpha1.ClusterImageMirror{ObjectMeta: metav1.ObjectMeta{Name: "--mirror"}}
 	for _, spec := range m.mirrors {
 		src, dst, ok := strings.Cut(spec, "=")
 		if !ok || src == "" || dst == "" {
 			return nil, usageErrorf("--mirror %q: use SOURCE=MIRROR", spec)
 		}
-		rules = append(rules, mirror.Rule{Source: src, Mirror: dst})
+		flagRules.Spec.Mirrors = append(flagRules.Spec.Mirrors, v1alpha1.MirrorRule{Source: src, Mirror: dst})
 	}
-	var objs []v1alpha1.ClusterImageMirror
+	if len(flagRules.Spec.Mirrors) > 0 {
+		objs = append(objs, flagRules)
+	}
 	for _, f := range m.mirrorFiles {
 		docs, err := readStreamFile(f)
 		if err != nil {
@@ -94,19 +104,25 @@ func (m *mirrorFlags) rules(ctx context.Context, fromCluster func() (client.Read
 		}
 		objs = append(objs, list.Items...)
 	}
-	for _, o := range objs {
-		for _, r := range o.Spec.Mirrors {
-			rules = append(rules, mirror.Rule{Source: r.Source, Mirror: r.Mirror})
-		}
-	}
-	if len(rules) == 0 {
+	if len(objs) == 0 {
 		return nil, nil
 	}
-	compiled, err := mirror.Compile(rules)
-	if err != nil {
-		return nil, &usageError{err}
+	cat := credential.NewCatalogue("")
+	seen := map[string]bool{}
+	for i := range objs {
+		if seen[objs[i].Name] {
+			return nil, usageErrorf("ClusterImageMirror %s is given twice", objs[i].Name)
+		}
+		seen[objs[i].Name] = true
+		cat.Put(&objs[i])
 	}
-	return compiled, nil
+	if problems := cat.Problems(); len(problems) > 0 {
+		return nil, usageErrorf("%s", strings.Join(problems, "; "))
+	}
+	return func(ns string) *mirror.Rules {
+		_, rules := cat.Mirrors(namespace(ns))
+		return rules
+	}, nil
 }
 
 // clusterReader connects lazily for --from-cluster.

@@ -52,11 +52,12 @@ namespace is its metadata.namespace (each List item's own), or --namespace
 ($HELM_NAMESPACE as a Helm plugin, else "default"). Selectors and opt-outs
 read the namespace's labels:
 from the cluster with --from-cluster, from Namespace objects in the
---credentials files otherwise (a namespace not given there has only its
+--credentials and --mirrors files otherwise (a namespace not given there has only its
 kubernetes.io/metadata.name label).
 
 With --mirror or --mirrors, images are first rewritten to their mirrors, then
-matched (as the admission webhook does).`
+matched (as the admission webhook does); a ClusterImageMirror with a
+namespaceSelector rewrites only in the namespaces it selects.`
 
 func newManifestsInjectCommand(s Streams) *cobra.Command {
 	var o manifestsInjectOptions
@@ -91,7 +92,17 @@ func (o *manifestsInjectOptions) run(ctx context.Context, s Streams, args []stri
 	if err != nil {
 		return err
 	}
-	rules, err := o.mirrors.rules(ctx, nil)
+	// Namespaces given beside the mirrors count too.
+	for _, f := range o.mirrors.mirrorFiles {
+		docs, err := readStreamFile(f)
+		if err != nil {
+			return err
+		}
+		if err := o.objs.DecodeNamespaces(docs); err != nil {
+			return usageErrorf("%s: %v", f, err)
+		}
+	}
+	rules, err := o.mirrors.rules(ctx, nil, o.objs.Namespace())
 	if err != nil {
 		return err
 	}
@@ -101,7 +112,7 @@ func (o *manifestsInjectOptions) run(ctx context.Context, s Streams, args []stri
 	}
 	// Helm sets HELM_NAMESPACE for its plugins (the Helm 4 post-renderer).
 	namespace := cmp.Or(o.namespace, os.Getenv("HELM_NAMESPACE"), "default")
-	stats, err := manifests.TransformDocuments(docs, s.Out, manifests.Options{Rules: rules, Credentials: creds, Namespace: namespace, Skip: skip})
+	stats, err := manifests.TransformDocuments(docs, s.Out, manifests.Options{Mirrors: rules, Credentials: creds, Namespace: namespace, Skip: skip})
 	if err != nil {
 		return &usageError{err}
 	}

@@ -1,7 +1,12 @@
 package cli
 
 import (
+	"cmp"
+	"fmt"
+	"os"
+
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
 
 	"regcred.dev/regcred/internal/manifests"
 )
@@ -12,6 +17,7 @@ func newManifestsRewriteCommand(s Streams) *cobra.Command {
 		fromCluster bool
 		kube        kubeFlags
 		quiet       bool
+		namespace   string
 	)
 	cmd := &cobra.Command{
 		Use:   "rewrite [FILE|DIR|-]...",
@@ -23,7 +29,13 @@ segments; the most specific source wins; tags and digests are kept, and an
 image with neither gets :latest.
 
 Rules come from --mirror SOURCE=MIRROR, --mirrors FILE (ClusterImageMirror
-objects) or --from-cluster.`,
+objects) or --from-cluster. A --mirror rule applies in every namespace; a
+ClusterImageMirror with a namespaceSelector only in the namespaces it
+selects, as in the webhook. A workload's namespace is its
+metadata.namespace, or --namespace ($HELM_NAMESPACE as a Helm plugin, else
+"default"); its labels come from the cluster with --from-cluster, from
+Namespace objects in the --mirrors files otherwise (a namespace not given
+there has only its kubernetes.io/metadata.name label).`,
 		Example: `  regcred manifests rewrite --mirror docker.io=harbor.internal/dockerhub --mirror quay.io=harbor.internal/quay < app.yaml
   helm template shop ./chart | regcred manifests rewrite --from-cluster`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -31,7 +43,28 @@ objects) or --from-cluster.`,
 			if !fromCluster {
 				fc = nil
 			}
-			rules, err := mirrors.rules(cmd.Context(), fc)
+			var namespaces manifests.CredentialObjects
+			for _, f := range mirrors.mirrorFiles {
+				docs, err := readStreamFile(f)
+				if err != nil {
+					return err
+				}
+				if err := namespaces.DecodeNamespaces(docs); err != nil {
+					return usageErrorf("%s: %v", f, err)
+				}
+			}
+			if fc != nil {
+				r, err := fc()
+				if err != nil {
+					return err
+				}
+				var nl corev1.NamespaceList
+				if err := r.List(cmd.Context(), &nl); err != nil {
+					return fmt.Errorf("list namespaces (their labels decide where ClusterImageMirrors act): %w", err)
+				}
+				namespaces.Namespaces = append(namespaces.Namespaces, nl.Items...)
+			}
+			rules, err := mirrors.rules(cmd.Context(), fc, namespaces.Namespace())
 			if err != nil {
 				return err
 			}
@@ -42,7 +75,8 @@ objects) or --from-cluster.`,
 			if err != nil {
 				return &usageError{err}
 			}
-			stats, err := manifests.TransformDocuments(docs, cmd.OutOrStdout(), manifests.Options{Rules: rules})
+			stats, err := manifests.TransformDocuments(docs, cmd.OutOrStdout(), manifests.Options{Mirrors: rules,
+				Namespace: cmp.Or(namespace, os.Getenv("HELM_NAMESPACE"), "default")})
 			if err != nil {
 				return &usageError{err}
 			}
@@ -56,6 +90,7 @@ objects) or --from-cluster.`,
 	mirrors.addFlags(f)
 	f.BoolVar(&fromCluster, "from-cluster", false, "use the ClusterImageMirrors of the current cluster")
 	f.BoolVarP(&quiet, "quiet", "q", false, "do not print warnings")
+	f.StringVarP(&namespace, "namespace", "n", "", "the namespace of workloads that name none (default: $HELM_NAMESPACE, else \"default\")")
 	kube.addFlags(f, false)
 	return cmd
 }

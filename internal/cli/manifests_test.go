@@ -252,3 +252,94 @@ metadata: {name: optout, labels: {env: prod, regcred.dev/inject: "false"}}
 		check(t, "--from-cluster", "--kubeconfig", cp.Kubeconfig)
 	})
 }
+
+// TestManifestsMirrorsFollowNamespaces: a ClusterImageMirror with a
+// namespaceSelector rewrites only in the namespaces it selects, as the
+// webhook does; a --mirror rule everywhere; the most specific source of
+// those that apply wins.
+func TestManifestsMirrorsFollowNamespaces(t *testing.T) {
+	const mirrors = `apiVersion: regcred.dev/v1alpha1
+kind: ClusterImageMirror
+metadata: {name: prod-hub}
+spec:
+  namespaceSelector: {matchLabels: {env: prod}}
+  mirrors:
+  - {source: docker.io, mirror: harbor.internal/prod-hub}
+---
+apiVersion: regcred.dev/v1alpha1
+kind: ClusterImageMirror
+metadata: {name: library}
+spec:
+  mirrors:
+  - {source: docker.io/library, mirror: harbor.internal/library}
+`
+	const namespaces = `apiVersion: v1
+kind: Namespace
+metadata: {name: store, labels: {env: prod}}
+`
+	workload := func(ns, image string) string {
+		return strings.Replace(strings.Replace(deployment, "name: web\n", "name: web\n  namespace: "+ns+"\n", 1), "nginx", image, 1)
+	}
+	cases := []struct{ ns, image, want string }{
+		{"store", "grafana/grafana:11", "harbor.internal/prod-hub/grafana/grafana:11"},
+		{"store", "nginx:1", "harbor.internal/library/nginx:1"}, // the more specific rule
+		{"lab", "grafana/grafana:11", "grafana/grafana:11"},     // prod-hub does not select lab
+		{"lab", "nginx:1", "harbor.internal/library/nginx:1"},
+	}
+	check := func(t *testing.T, args ...string) {
+		t.Helper()
+		for _, cmd := range []string{"rewrite", "inject"} {
+			extra := args
+			if cmd == "inject" {
+				extra = append(slices.Clone(args), "--secret", "harbor=harbor.internal")
+			}
+			for _, tc := range cases {
+				out, stderr, code := run(t, workload(tc.ns, tc.image), append([]string{"manifests", cmd}, extra...)...)
+				if code != 0 {
+					t.Fatalf("%s %s: exit %d: %s", cmd, tc.ns, code, stderr)
+				}
+				if !strings.Contains(out, "image: "+tc.want+"\n") {
+					t.Errorf("%s in %s: %s became, want %s:\n%s", cmd, tc.ns, tc.image, tc.want, out)
+				}
+			}
+		}
+	}
+	dir := t.TempDir()
+	t.Run("offline", func(t *testing.T) {
+		check(t, "--mirrors", writeFile(t, dir, "mirrors.yaml", mirrors+"---\n"+namespaces))
+		// A --mirror rule applies everywhere; -n names the namespace of a
+		// workload that names none.
+		out, stderr, code := run(t, strings.Replace(deployment, "nginx", "grafana/grafana:11", 1), "manifests", "rewrite",
+			"--mirrors", writeFile(t, dir, "m2.yaml", mirrors+"---\n"+namespaces), "-n", "store")
+		if code != 0 || !strings.Contains(out, "image: harbor.internal/prod-hub/grafana/grafana:11\n") {
+			t.Errorf("-n store: exit %d %s:\n%s", code, stderr, out)
+		}
+		out, stderr, code = run(t, workload("lab", "grafana/grafana:11"), "manifests", "rewrite", "--mirror", "docker.io=harbor.internal/hub")
+		if code != 0 || !strings.Contains(out, "image: harbor.internal/hub/grafana/grafana:11\n") {
+			t.Errorf("--mirror in lab: exit %d %s:\n%s", code, stderr, out)
+		}
+		bad := writeFile(t, dir, "bad.yaml", strings.Replace(mirrors, "{matchLabels: {env: prod}}", "{matchExpressions: [{key: env, operator: Sometimes}]}", 1))
+		if _, stderr, code := run(t, deployment, "manifests", "rewrite", "--mirrors", bad); code != 2 || !strings.Contains(stderr, "prod-hub") {
+			t.Errorf("an invalid selector: exit %d, stderr %s", code, stderr)
+		}
+	})
+	t.Run("from the cluster", func(t *testing.T) {
+		testenv.SkipShort(t, "integration test")
+		cp := suite.ControlPlane(t)
+		for _, doc := range strings.Split(namespaces+"---\n"+mirrors, "---\n") {
+			obj := &unstructured.Unstructured{}
+			if err := yaml.Unmarshal([]byte(doc), &obj.Object); err != nil {
+				t.Fatal(err)
+			}
+			if err := cp.Client.Create(context.Background(), obj); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, tc := range cases {
+			out, stderr, code := run(t, workload(tc.ns, tc.image), "manifests", "rewrite", "--from-cluster", "--kubeconfig", cp.Kubeconfig)
+			if code != 0 || !strings.Contains(out, "image: "+tc.want+"\n") {
+				t.Errorf("rewrite --from-cluster in %s: exit %d %s: %s, want %s:\n%s", tc.ns, code, stderr, tc.image, tc.want, out)
+			}
+		}
+	})
+}

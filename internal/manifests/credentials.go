@@ -32,6 +32,15 @@ func (o *CredentialObjects) Decode(docs []*Document) error {
 	if err := DecodeKind(docs, "ClusterRegistryCredential", &o.Cluster); err != nil {
 		return err
 	}
+	if err := o.DecodeNamespaces(docs); err != nil {
+		return err
+	}
+	return DecodeKind(docs, "RegistryCredential", &o.Namespaced)
+}
+
+// DecodeNamespaces adds the Namespaces of docs (their labels) and nothing
+// else.
+func (o *CredentialObjects) DecodeNamespaces(docs []*Document) error {
 	for _, d := range docs {
 		n, err := d.Parse()
 		if err != nil {
@@ -50,7 +59,7 @@ func (o *CredentialObjects) Decode(docs []*Document) error {
 		}
 		o.Namespaces = append(o.Namespaces, ns)
 	}
-	return DecodeKind(docs, "RegistryCredential", &o.Namespaced)
+	return nil
 }
 
 // Injectable are the credentials the webhook would add to Pods, each
@@ -85,6 +94,9 @@ func (o *CredentialObjects) Injectable(regcredNamespace string) (creds []Credent
 	}
 	return creds, disabled, nil
 }
+
+// Namespace looks namespaces up as selectors see them (see namespaces).
+func (o *CredentialObjects) Namespace() func(name string) *corev1.Namespace { return o.namespaces() }
 
 // namespaces looks a namespace up as the selectors see it: its labels
 // when it is known, and kubernetes.io/metadata.name, which the API server

@@ -33,8 +33,12 @@ func (i injectable) Matches(t keyring.Target) bool { return i.c.matcher.Matches(
 
 // Options say what to do to a stream.
 type Options struct {
-	// Rules rewrite images first (nil: no rewrite).
+	// Rules rewrite images first, in every namespace (nil: no rewrite).
 	Rules *mirror.Rules
+	// Mirrors, when set, gives the rules of each namespace instead of
+	// Rules (ClusterImageMirrors act where their namespaceSelector
+	// selects).
+	Mirrors func(namespace string) *mirror.Rules
 	// Credentials are injected where an image (after rewriting) matches
 	// and the credential acts in the workload's namespace.
 	Credentials []Credential
@@ -164,8 +168,12 @@ func transformPodSpec(spec *yaml.RNode, namespace string, opts Options, stats *S
 			creds = append(creds, injectable{c})
 		}
 	}
+	rules := opts.Rules
+	if opts.Mirrors != nil {
+		rules = opts.Mirrors(namespace)
+	}
 	plan := credential.PlanImages(images, present, creds, func(ref string) *credential.Resolved {
-		return credential.Resolve(opts.Rules, ref)
+		return credential.Resolve(rules, ref)
 	})
 	changed := false
 	for i, n := range nodes {
