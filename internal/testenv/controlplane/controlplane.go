@@ -10,10 +10,14 @@ package controlplane
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -105,6 +109,44 @@ func Start(opts ...Option) (*ControlPlane, error) {
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
+	var env *envtest.Environment
+	var cfg *rest.Config
+	// Ports below the ephemeral range are chosen at random: two test
+	// processes may pick the same one, and the loser starts again.
+	for attempt := 1; ; attempt++ {
+		env, err = newEnvironment(dir, scheme, opts)
+		if err != nil {
+			_ = os.RemoveAll(dir)
+			return nil, err
+		}
+		cfg, err = env.Start()
+		if err == nil {
+			break
+		}
+		_ = env.Stop()
+		if attempt == 3 {
+			_ = os.RemoveAll(dir)
+			return nil, fmt.Errorf("start kube-apiserver and etcd from %s: %w", testenv.AssetsDir(), err)
+		}
+		if err := os.RemoveAll(filepath.Join(dir, "etcd")); err != nil {
+			return nil, err
+		}
+	}
+	cfg.QPS, cfg.Burst = 500, 1000
+	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		_ = env.Stop()
+		return nil, err
+	}
+	cp := &ControlPlane{Env: env, Config: cfg, Client: c, Scheme: env.Scheme, dir: dir}
+	if err := cp.writeKubeconfig(); err != nil {
+		_ = cp.Stop()
+		return nil, err
+	}
+	return cp, nil
+}
+
+func newEnvironment(dir string, scheme *runtime.Scheme, opts []Option) (*envtest.Environment, error) {
 	env := &envtest.Environment{
 		BinaryAssetsDirectory:    testenv.AssetsDir(),
 		CRDDirectoryPaths:        []string{testenv.CRDDir()},
@@ -121,30 +163,60 @@ func Start(opts ...Option) (*ControlPlane, error) {
 	}
 	// Disable the Etcd quota alarm tripping on fast test churn.
 	etcd.Configure().Set("quota-backend-bytes", "4294967296")
+	if ports, err := restartablePorts(3); err != nil {
+		return nil, err
+	} else if ports != nil {
+		etcd.URL = &url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))}
+		etcd.Configure().Set("listen-peer-urls", "http://"+net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1])))
+		api := env.ControlPlane.GetAPIServer()
+		api.SecureServing.Address, api.SecureServing.Port = "127.0.0.1", strconv.Itoa(ports[2])
+	}
 	for _, opt := range opts {
 		opt(env)
 	}
 	if os.Getenv("REGCRED_TESTENV_VERBOSE") == "1" {
 		env.AttachControlPlaneOutput = true
 	}
-	cfg, err := env.Start()
-	if err != nil {
-		_ = env.Stop()
-		_ = os.RemoveAll(dir)
-		return nil, fmt.Errorf("start kube-apiserver and etcd from %s: %w", testenv.AssetsDir(), err)
+	return env, nil
+}
+
+// restartablePorts are n free loopback ports below the kernel's ephemeral
+// range, for etcd and the API server, which Kill and StartAgain restart
+// on the same ports. A port envtest picks (by listening on port 0) lies in
+// that range: once its server is killed, any outgoing connection on the
+// machine may take it as its local port, and the restarted server fails
+// with "bind: address already in use". nil when the range starts too low
+// to leave room below it.
+func restartablePorts(n int) ([]int, error) {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				low = v
+			}
+		}
 	}
-	cfg.QPS, cfg.Burst = 500, 1000
-	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
-	if err != nil {
-		_ = env.Stop()
-		return nil, err
+	const floor = 10000
+	if low-floor < 1000 {
+		return nil, nil
 	}
-	cp := &ControlPlane{Env: env, Config: cfg, Client: c, Scheme: env.Scheme, dir: dir}
-	if err := cp.writeKubeconfig(); err != nil {
-		_ = cp.Stop()
-		return nil, err
+	var out []int
+	for tries := 0; len(out) < n; tries++ {
+		if tries > 100 {
+			return nil, fmt.Errorf("no free port in %d-%d", floor, low-1)
+		}
+		port := floor + rand.IntN(low-floor)
+		if slices.Contains(out, port) {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		_ = l.Close()
+		out = append(out, port)
 	}
-	return cp, nil
+	return out, nil
 }
 
 func (cp *ControlPlane) writeKubeconfig() error {

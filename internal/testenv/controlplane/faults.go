@@ -48,12 +48,26 @@ func (cp *ControlPlane) Kill(c Component) error {
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d/cmdline", pid)); os.IsNotExist(err) {
 			return nil
 		}
-		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); bytes.Contains(b, []byte(") Z ")) {
+		if exited(pid) {
 			return nil // a zombie until envtest reaps it: dead, its ports closed
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	return fmt.Errorf("%s (pid %d) still running 5s after SIGKILL", c, pid)
+}
+
+// exited reports whether pid is a zombie whose every thread is gone. The
+// leader of a Go program turns zombie as soon as it exits, while its other
+// threads may still be tearing down, and those hold its files: the
+// listening sockets close only with the last thread (seen: a server
+// started again at once failed with "bind: address already in use").
+func exited(pid int) bool {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if !bytes.Contains(b, []byte(") Z ")) {
+		return false
+	}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	return len(tasks) <= 1
 }
 
 // StartAgain starts a component Kill stopped and waits until it serves.
@@ -64,6 +78,15 @@ func (cp *ControlPlane) StartAgain(ctx context.Context, c Component) error {
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its output goes to a file, so that a restart that never becomes
+	// ready can say why.
+	logPath := filepath.Join(cp.dir, fmt.Sprintf("%s-restart-%d.log", c, len(cp.restarted)))
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if os.Getenv("REGCRED_TESTENV_VERBOSE") == "1" {
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	}
@@ -72,12 +95,55 @@ func (cp *ControlPlane) StartAgain(ctx context.Context, c Component) error {
 	}
 	cp.restarted = append(cp.restarted, cmd)
 	delete(cp.argv, c)
-	switch c {
-	case Etcd:
-		return cp.waitEtcd(ctx)
-	default:
-		return cp.WaitReady(ctx)
+	if c == Etcd {
+		err = cp.waitEtcd(ctx)
+	} else {
+		err = cp.WaitReady(ctx)
 	}
+	if err == nil {
+		return nil
+	}
+	state := "still running"
+	if _, statErr := os.Stat(fmt.Sprintf("/proc/%d", cmd.Process.Pid)); statErr != nil || exited(cmd.Process.Pid) {
+		state = "exited"
+	}
+	return fmt.Errorf("%s started again but not ready (%s): %w%s; its output ends:\n%s", c, state, err, cp.readyzReport(c), tail(logPath, 40))
+}
+
+// readyzReport is the API server's verbose /readyz, which names the checks
+// that fail, or "" for etcd or when it does not answer.
+func (cp *ControlPlane) readyzReport(c Component) string {
+	if c != APIServer {
+		return ""
+	}
+	hc, err := rest.HTTPClientFor(cp.Config)
+	if err != nil {
+		return ""
+	}
+	hc.Timeout = 5 * time.Second
+	resp, err := hc.Get(strings.TrimSuffix(cp.Config.Host, "/") + "/readyz?verbose")
+	if err != nil {
+		return "; /readyz: " + err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
+	var failing []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "[-]") {
+			failing = append(failing, line)
+		}
+	}
+	return fmt.Sprintf("; /readyz %d, failing %v", resp.StatusCode, failing)
+}
+
+// tail is the last n lines of a file.
+func tail(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // WaitReady waits until the API server answers /readyz, which includes
