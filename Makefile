@@ -9,7 +9,7 @@ HELM ?= $(ASSETS)/helm3
 KUBE_VERSION := $(shell sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\)$$/\1/p' hack/kubernetes/go.mod)
 # Integration tests fail instead of skipping when `make tools` has run.
 TEST_ENV := REGCRED_REQUIRE_TESTENV=1
-GOTEST_FLAGS ?= -race -count=1 -timeout 30m
+GOTEST_FLAGS ?= -race -count=1 -timeout 45m
 
 .PHONY: help
 help: ## list targets

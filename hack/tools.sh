@@ -8,7 +8,9 @@
 #     k8s.io/kubernetes (hack/kubernetes), and Helm 3 and Helm 4 clients
 #     (hack/helm3, hack/helm4), and containerd 2 with its runc shim and
 #     ctr (hack/containerd: Debian's containerd 1.6 cannot mount image
-#     volumes), cached per go.sum so a second run takes seconds
+#     volumes), and cert-manager's controller and CA injector
+#     (hack/cert-manager) with its CRDs, cached per go.sum so a second run
+#     takes seconds
 # and lays them out as envtest's KUBEBUILDER_ASSETS directory.
 set -euo pipefail
 
@@ -27,7 +29,7 @@ declare -A APT_PACKAGES=(
 # Without them the binaries report v0.0.0-master, which kubectl cannot parse.
 KUBE_MAJOR="$(echo "${KUBE_VERSION#v}" | cut -d. -f1)"
 KUBE_MINOR="$(echo "$KUBE_VERSION" | cut -d. -f2)"
-CONTAINERD_VERSION="$(sed -n 's/^require github.com\/containerd\/containerd\/v2 \(v[0-9.]*\)$/\1/p' "$ROOT/hack/containerd/go.mod")"
+CONTAINERD_VERSION="$(cd "$ROOT/hack/containerd" && go list -m -f '{{.Version}}' github.com/containerd/containerd/v2)"
 CONTAINERD_LDFLAGS="-X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
 KUBE_LDFLAGS="-X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=$KUBE_MAJOR -X k8s.io/component-base/version.gitMinor=$KUBE_MINOR"
 
@@ -62,10 +64,12 @@ install_packages() {
 
 # build_pinned NAME MODULE_DIR PACKAGE [LDFLAGS [TAGS]]: go build PACKAGE
 # in the pinned module hack/MODULE_DIR into $ASSETS/NAME, unless the binary
-# there was built from the same go.mod, go.sum, flags and CGO_ENABLED.
+# there was built from the same go.mod, go.sum, flags and CGO_ENABLED (and,
+# for a PACKAGE of the module's own, ./DIR, the same sources).
 build_pinned() {
-	local name="$1" dir="$ROOT/hack/$2" pkg="$3" ldflags="${4:-}" tags="${5:-}" sum stamp
-	sum="$( (cat "$dir/go.mod" "$dir/go.sum"; echo "$ldflags|$tags|${CGO_ENABLED:-}") | sha256sum | cut -d' ' -f1)"
+	local name="$1" dir="$ROOT/hack/$2" pkg="$3" ldflags="${4:-}" tags="${5:-}" sum stamp own=""
+	case "$pkg" in ./*) own="$(cat "$dir/$pkg"/*.go)" ;; esac
+	sum="$( (cat "$dir/go.mod" "$dir/go.sum"; echo "$ldflags|$tags|${CGO_ENABLED:-}"; [ -z "$own" ] || echo "$own") | sha256sum | cut -d' ' -f1)"
 	stamp="$ASSETS/.$name.sum"
 	if [ -x "$ASSETS/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$sum" ]; then
 		log "$name cached in $ASSETS"
@@ -179,6 +183,16 @@ main() {
 	build_pinned containerd containerd github.com/containerd/containerd/v2/cmd/containerd "$CONTAINERD_LDFLAGS" "no_btrfs urfave_cli_no_docs"
 	build_pinned ctr containerd github.com/containerd/containerd/v2/cmd/ctr "$CONTAINERD_LDFLAGS" "no_btrfs urfave_cli_no_docs"
 	CGO_ENABLED=0 build_pinned containerd-shim-runc-v2 containerd github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 "$CONTAINERD_LDFLAGS" "no_grpc urfave_cli_no_docs"
+	# cert-manager's controller and CA injector (mains of our own over its
+	# library: its binaries' modules are not served), and its CRDs.
+	build_pinned cert-manager-controller cert-manager ./controller
+	build_pinned cert-manager-cainjector cert-manager ./cainjector
+	local cm
+	cm="$(cd "$ROOT/hack/cert-manager" && go list -m -f '{{.Dir}}' github.com/cert-manager/cert-manager)"
+	rm -rf "$ASSETS/cert-manager-crds"
+	mkdir -p "$ASSETS/cert-manager-crds"
+	cp "$cm"/deploy/crds/*.yaml "$ASSETS/cert-manager-crds/"
+	chmod -R u+w "$ASSETS/cert-manager-crds"
 	extract_package prometheus usr/bin/promtool usr/bin/prometheus
 	(cd "$ROOT" && go mod download)
 	log "test assets ready: KUBEBUILDER_ASSETS=$ASSETS"

@@ -3,7 +3,8 @@
 // cluster, and checks what an operator would: both replicas Ready, one
 // leader, the webhook reached through its Service, a Deployment from a
 // private registry Running in a brand-new namespace, an upgrade without a
-// single admission error, a leader crash, and an uninstall.
+// single admission error, a leader crash, and an uninstall; with Helm 3
+// and Helm 4, and in cert-manager mode with cert-manager running.
 package install
 
 import (
@@ -67,6 +68,8 @@ type installEnv struct {
 	helm    string
 	repo    string
 	pullSet []string
+	// certManagerDown say whether a cert-manager program has exited.
+	certManagerDown []func() error
 }
 
 func TestInstallUpgradeFailoverUninstall(t *testing.T) {
@@ -174,6 +177,7 @@ func TestInstallUpgradeFailoverUninstall(t *testing.T) {
 	}
 
 	e.helm4(t)
+	e.certManager(t)
 }
 
 // helm4 runs install, an upgrade under the admission probe, a second
@@ -272,6 +276,7 @@ func setUp(t *testing.T) *installEnv {
 			e.dumpManagerLogs(t)
 		}
 	})
+	uninstallOnFailure(t, e.helm, cl.Kubeconfig)
 	// Two releases' images, built and pushed as `make image REGISTRY=...`
 	// does, with the credentials of a docker config's credential helper
 	// (docker-credential-*, as `docker login` with a keychain leaves it).
@@ -313,13 +318,32 @@ esac
 	return e
 }
 
+// pullSecret creates, or replaces what another test left, a pull Secret
+// for the test registry.
 func (e *installEnv) pullSecret(t *testing.T, namespace, name string) {
 	t.Helper()
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}, Type: corev1.SecretTypeDockerConfigJson,
 		Data: map[string][]byte{corev1.DockerConfigJsonKey: e.reg.DockerConfigJSON(t)}}
-	if err := e.c.Create(bg, s); err != nil {
+	err := e.c.Create(bg, s)
+	if apierrors.IsAlreadyExists(err) {
+		err = e.c.Update(bg, s)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// uninstallOnFailure removes a release a failed test left, so that its
+// webhook configuration (failurePolicy Fail) refuses no Pod of the next
+// test.
+func uninstallOnFailure(t *testing.T, helm, kubeconfig string) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		out, err := exec.Command(helm, "uninstall", relName, "--namespace", ns, "--ignore-not-found", "--wait", "--timeout", "2m", "--kubeconfig", kubeconfig).CombinedOutput()
+		t.Logf("cleanup: helm uninstall: %v %s", err, out)
+	})
 }
 
 func (e *installEnv) helmRun(args ...string) string {
