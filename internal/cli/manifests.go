@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -69,9 +70,10 @@ func (m *mirrorFlags) addFlags(fs *pflag.FlagSet) {
 // rules gathers the mirror rules and says which apply in a namespace, as
 // the webhook picks them: --mirror rules in every namespace, each
 // ClusterImageMirror where its namespaceSelector selects, merged with the
-// catalogue the webhook reads. namespace looks a namespace's labels up. It
-// returns nil when there is no rule at all.
-func (m *mirrorFlags) rules(ctx context.Context, fromCluster func() (client.Reader, error), namespace func(string) *corev1.Namespace) (func(string) *mirror.Rules, error) {
+// catalogue the webhook reads. namespaces gives the lookup of a
+// namespace's labels; it is asked only when a ClusterImageMirror has a
+// namespaceSelector. It returns nil when there is no rule at all.
+func (m *mirrorFlags) rules(ctx context.Context, fromCluster func() (client.Reader, error), namespaces func() (func(string) *corev1.Namespace, error)) (func(string) *mirror.Rules, error) {
 	var objs []v1alpha1.ClusterImageMirror
 	flagRules := v1alpha1.ClusterImageMirror{ObjectMeta: metav1.ObjectMeta{Name: "--mirror"}}
 	for _, spec := range m.mirrors {
@@ -118,6 +120,16 @@ func (m *mirrorFlags) rules(ctx context.Context, fromCluster func() (client.Read
 	}
 	if problems := cat.Problems(); len(problems) > 0 {
 		return nil, usageErrorf("%s", strings.Join(problems, "; "))
+	}
+	namespace := func(name string) *corev1.Namespace {
+		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{corev1.LabelMetadataName: name}}}
+	}
+	if slices.ContainsFunc(objs, func(o v1alpha1.ClusterImageMirror) bool { return o.Spec.NamespaceSelector != nil }) {
+		lookup, err := namespaces()
+		if err != nil {
+			return nil, err
+		}
+		namespace = lookup
 	}
 	return func(ns string) *mirror.Rules {
 		_, rules := cat.Mirrors(namespace(ns))

@@ -88,11 +88,8 @@ func (o *manifestsInjectOptions) addFlags(f *pflag.FlagSet) {
 }
 
 func (o *manifestsInjectOptions) run(ctx context.Context, s Streams, args []string) error {
-	creds, skip, err := o.credentials(ctx)
-	if err != nil {
-		return err
-	}
-	// Namespaces given beside the mirrors count too.
+	// Namespaces given beside the mirrors count too, for credentials and
+	// opt-outs as for mirrors.
 	for _, f := range o.mirrors.mirrorFiles {
 		docs, err := readStreamFile(f)
 		if err != nil {
@@ -102,7 +99,11 @@ func (o *manifestsInjectOptions) run(ctx context.Context, s Streams, args []stri
 			return usageErrorf("%s: %v", f, err)
 		}
 	}
-	rules, err := o.mirrors.rules(ctx, nil, o.objs.Namespace())
+	creds, skip, err := o.credentials(ctx)
+	if err != nil {
+		return err
+	}
+	rules, err := o.mirrors.rules(ctx, nil, func() (func(string) *corev1.Namespace, error) { return o.objs.Namespace(), nil })
 	if err != nil {
 		return err
 	}

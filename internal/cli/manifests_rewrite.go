@@ -43,28 +43,33 @@ there has only its kubernetes.io/metadata.name label).`,
 			if !fromCluster {
 				fc = nil
 			}
-			var namespaces manifests.CredentialObjects
-			for _, f := range mirrors.mirrorFiles {
-				docs, err := readStreamFile(f)
-				if err != nil {
-					return err
+			// Namespace labels, only if a mirror selects by them: listing
+			// namespaces needs a grant a CI identity may lack.
+			namespaces := func() (func(string) *corev1.Namespace, error) {
+				var objs manifests.CredentialObjects
+				for _, f := range mirrors.mirrorFiles {
+					docs, err := readStreamFile(f)
+					if err != nil {
+						return nil, err
+					}
+					if err := objs.DecodeNamespaces(docs); err != nil {
+						return nil, usageErrorf("%s: %v", f, err)
+					}
 				}
-				if err := namespaces.DecodeNamespaces(docs); err != nil {
-					return usageErrorf("%s: %v", f, err)
+				if fc != nil {
+					r, err := fc()
+					if err != nil {
+						return nil, err
+					}
+					var nl corev1.NamespaceList
+					if err := r.List(cmd.Context(), &nl); err != nil {
+						return nil, fmt.Errorf("list namespaces (a ClusterImageMirror's namespaceSelector reads their labels): %w", err)
+					}
+					objs.Namespaces = append(objs.Namespaces, nl.Items...)
 				}
+				return objs.Namespace(), nil
 			}
-			if fc != nil {
-				r, err := fc()
-				if err != nil {
-					return err
-				}
-				var nl corev1.NamespaceList
-				if err := r.List(cmd.Context(), &nl); err != nil {
-					return fmt.Errorf("list namespaces (their labels decide where ClusterImageMirrors act): %w", err)
-				}
-				namespaces.Namespaces = append(namespaces.Namespaces, nl.Items...)
-			}
-			rules, err := mirrors.rules(cmd.Context(), fc, namespaces.Namespace())
+			rules, err := mirrors.rules(cmd.Context(), fc, namespaces)
 			if err != nil {
 				return err
 			}

@@ -318,6 +318,13 @@ metadata: {name: store, labels: {env: prod}}
 		if code != 0 || !strings.Contains(out, "image: harbor.internal/hub/grafana/grafana:11\n") {
 			t.Errorf("--mirror in lab: exit %d %s:\n%s", code, stderr, out)
 		}
+		// A Namespace given only beside the mirrors is honoured by inject's
+		// opt-out too.
+		quiet := writeFile(t, dir, "quiet.yaml", mirrors+"---\napiVersion: v1\nkind: Namespace\nmetadata: {name: quiet, labels: {regcred.dev/inject: \"false\"}}\n")
+		out, stderr, code = run(t, workload("quiet", "harbor.internal/app:1"), "manifests", "inject", "--mirrors", quiet, "--secret", "harbor=harbor.internal")
+		if code != 0 || strings.Contains(out, "imagePullSecrets") {
+			t.Errorf("inject in an opted-out namespace given in --mirrors: exit %d %s:\n%s", code, stderr, out)
+		}
 		bad := writeFile(t, dir, "bad.yaml", strings.Replace(mirrors, "{matchLabels: {env: prod}}", "{matchExpressions: [{key: env, operator: Sometimes}]}", 1))
 		if _, stderr, code := run(t, deployment, "manifests", "rewrite", "--mirrors", bad); code != 2 || !strings.Contains(stderr, "prod-hub") {
 			t.Errorf("an invalid selector: exit %d, stderr %s", code, stderr)

@@ -165,14 +165,14 @@ func TestImageVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitRunning(t, ns, "app")
-	events, err := e.events(bg, ns, "app", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(events, fmt.Sprintf("Pulled: Successfully pulled image %q", reg.Ref("model:1"))) {
-		t.Errorf("no Event of the kubelet's pull of the volume's image:\n%s", events)
-	}
-	testenv.Eventually(t, pullWait, func(context.Context) error {
+	testenv.Eventually(t, pullWait, func(ctx context.Context) error {
+		events, err := e.events(ctx, ns, "app", "")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(events, fmt.Sprintf("Pulled: Successfully pulled image %q", reg.Ref("model:1"))) {
+			return fmt.Errorf("no Event of the kubelet's pull of the volume's image yet:\n%s", events)
+		}
 		if logs := e.podLog(t, ns, "app"); !strings.Contains(logs, "/model/model.txt: "+want) {
 			return fmt.Errorf("the container did not print the volume's file: %q", logs)
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -99,6 +100,11 @@ func (cp *ControlPlane) StartAgain(ctx context.Context, c Component) error {
 		err = cp.waitEtcd(ctx)
 	} else {
 		err = cp.WaitReady(ctx)
+	}
+	// What answered must be the process started here, not another test
+	// process's server that took the port meanwhile.
+	if err == nil && exited(cmd.Process.Pid) {
+		err = errors.New("something else answers on its port")
 	}
 	if err == nil {
 		return nil

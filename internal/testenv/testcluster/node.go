@@ -53,13 +53,14 @@ func (c *Cluster) startContainerd() error {
 	}
 	// containerd 2's configuration format (version 3). Nothing may read or
 	// write the host's own containerd paths: no imports from /etc, no NRI
-	// socket under /var/run, the shim by its path rather than the first on
-	// PATH (Debian's 1.6 may be installed).
+	// socket under /var/run, no image verifiers from /opt, no AppArmor
+	// profile loaded into the host's kernel, the shim by its path rather
+	// than the first on PATH (Debian's 1.6 may be installed).
 	config := fmt.Sprintf(`version = 3
 root = %[1]q
 state = %[2]q
 imports = []
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.blockfile", "io.containerd.snapshotter.v1.erofs", "io.containerd.differ.v1.erofs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing", "io.containerd.nri.v1.nri"]
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.blockfile", "io.containerd.snapshotter.v1.erofs", "io.containerd.differ.v1.erofs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing", "io.containerd.nri.v1.nri", "io.containerd.image-verifier.v1.bindir"]
 
 [grpc]
   address = %[3]q
@@ -86,6 +87,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 [plugins."io.containerd.cri.v1.runtime"]
   restrict_oom_score_adj = true
   netns_mounts_under_state_dir = true
+  disable_apparmor = true
   cdi_spec_dirs = []
   [plugins."io.containerd.cri.v1.runtime".containerd]
     default_runtime_name = "runc"
