@@ -67,6 +67,21 @@ func (m *mirrorFlags) addFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&m.mirrorFiles, "mirrors", nil, "a YAML file of ClusterImageMirror objects (repeatable)")
 }
 
+// decodeNamespaces adds the Namespace objects of the --mirrors files (their
+// labels decide where a ClusterImageMirror with a namespaceSelector acts).
+func (m *mirrorFlags) decodeNamespaces(objs *manifests.CredentialObjects) error {
+	for _, f := range m.mirrorFiles {
+		docs, err := readStreamFile(f)
+		if err != nil {
+			return err
+		}
+		if err := objs.DecodeNamespaces(docs); err != nil {
+			return usageErrorf("%s: %v", f, err)
+		}
+	}
+	return nil
+}
+
 // rules gathers the mirror rules and says which apply in a namespace, as
 // the webhook picks them: --mirror rules in every namespace, each
 // ClusterImageMirror where its namespaceSelector selects, merged with the

@@ -90,14 +90,8 @@ func (o *manifestsInjectOptions) addFlags(f *pflag.FlagSet) {
 func (o *manifestsInjectOptions) run(ctx context.Context, s Streams, args []string) error {
 	// Namespaces given beside the mirrors count too, for credentials and
 	// opt-outs as for mirrors.
-	for _, f := range o.mirrors.mirrorFiles {
-		docs, err := readStreamFile(f)
-		if err != nil {
-			return err
-		}
-		if err := o.objs.DecodeNamespaces(docs); err != nil {
-			return usageErrorf("%s: %v", f, err)
-		}
+	if err := o.mirrors.decodeNamespaces(&o.objs); err != nil {
+		return err
 	}
 	creds, skip, err := o.credentials(ctx)
 	if err != nil {

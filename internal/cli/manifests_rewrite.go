@@ -47,14 +47,8 @@ there has only its kubernetes.io/metadata.name label).`,
 			// namespaces needs a grant a CI identity may lack.
 			namespaces := func() (func(string) *corev1.Namespace, error) {
 				var objs manifests.CredentialObjects
-				for _, f := range mirrors.mirrorFiles {
-					docs, err := readStreamFile(f)
-					if err != nil {
-						return nil, err
-					}
-					if err := objs.DecodeNamespaces(docs); err != nil {
-						return nil, usageErrorf("%s: %v", f, err)
-					}
+				if err := mirrors.decodeNamespaces(&objs); err != nil {
+					return nil, err
 				}
 				if fc != nil {
 					r, err := fc()

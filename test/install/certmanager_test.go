@@ -90,14 +90,8 @@ func (e *installEnv) certManager(t *testing.T) {
 	t.Logf("measured: cert-manager renewed the serving certificate in %.1fs", time.Since(renewed).Seconds())
 	e.waitServing(t, pods, fresh)
 	t.Logf("measured: both replicas serve the renewed certificate %.1fs after the renewal began", time.Since(renewed).Seconds())
-	admitted, failures := probe.stop()
-	t.Logf("measured: %d Pods admitted across the renewal, %d admission errors or missed injections", admitted, len(failures))
-	if admitted < 10 {
-		t.Errorf("only %d Pods were admitted across the renewal: the probe did not cover it", admitted)
-	}
-	for _, f := range failures {
-		t.Errorf("across the renewal: %s", f)
-	}
+	admitted := probe.expectClean(t, "across the renewal")
+	t.Logf("measured: %d Pods admitted across the renewal, none refused or uninjected unless reported", admitted)
 	if got := e.caBundle(t); !bytes.Equal(got, bundle) {
 		t.Errorf("the renewal changed the caBundle: the webhook's Pods were out of it until they reloaded")
 	}
@@ -125,15 +119,9 @@ func (e *installEnv) certManager(t *testing.T) {
 	}
 	e.waitCABundleHas(t, corpPEM, false)
 	e.waitServing(t, pods, e.secretData(t, servingCert, "tls.crt"))
-	admitted, failures = probe.stop()
-	t.Logf("measured: switched to an Issuer of the user's own in %.1fs; %d Pods admitted across it, %d admission errors or missed injections",
-		time.Since(switched).Seconds(), admitted, len(failures))
-	if admitted < 10 {
-		t.Errorf("only %d Pods were admitted across the issuer switch: the probe did not cover it", admitted)
-	}
-	for _, f := range failures {
-		t.Errorf("across the issuer switch: %s", f)
-	}
+	admitted = probe.expectClean(t, "across the issuer switch")
+	t.Logf("measured: switched to an Issuer of the user's own in %.1fs; %d Pods admitted across it, none refused or uninjected unless reported",
+		time.Since(switched).Seconds(), admitted)
 	app = e.namespace(t, "cm-corp")
 	e.deployment(t, app, "web")
 	if pod := e.waitDeploymentPodRunning(t, app, "web"); !hasPullSecret(pod, "private-registry") {

@@ -110,14 +110,8 @@ func TestInstallUpgradeFailoverUninstall(t *testing.T) {
 		"--set", "image.tag=v0.2.0", "--set", "webhook.failurePolicy=Fail")
 	newPods := e.readyPods(t, "v0.2.0", 2)
 	e.waitOnlyPods(t, newPods)
-	admitted, failures := probe.stop()
-	t.Logf("measured: helm upgrade in %.1fs; %d Pods admitted during it, %d admission errors or missed injections", time.Since(start).Seconds(), admitted, len(failures))
-	if admitted < 10 {
-		t.Errorf("only %d Pods were admitted during the upgrade: the probe did not cover it", admitted)
-	}
-	for _, f := range failures {
-		t.Errorf("during the upgrade: %s", f)
-	}
+	admitted := probe.expectClean(t, "during the upgrade")
+	t.Logf("measured: helm upgrade in %.1fs; %d Pods admitted during it, none refused or uninjected unless reported", time.Since(start).Seconds(), admitted)
 	newLeader := e.leader(t, newPods)
 	if podOf(newLeader) == podOf(leader) {
 		t.Errorf("leader %s did not hand over to a new Pod", leader)
@@ -212,14 +206,8 @@ func (e *installEnv) helm4(t *testing.T) {
 		"--set", "image.tag=v0.2.0", "--set", "webhook.failurePolicy=Fail")
 	newPods := e.readyPods(t, "v0.2.0", 2)
 	e.waitOnlyPods(t, newPods)
-	admitted, failures := probe.stop()
-	t.Logf("measured: helm 4 upgrade; %d Pods admitted during it, %d admission errors or missed injections", admitted, len(failures))
-	if admitted < 10 {
-		t.Errorf("only %d Pods were admitted during the Helm 4 upgrade: the probe did not cover it", admitted)
-	}
-	for _, f := range failures {
-		t.Errorf("during the Helm 4 upgrade: %s", f)
-	}
+	admitted := probe.expectClean(t, "during the Helm 4 upgrade")
+	t.Logf("measured: helm 4 upgrade; %d Pods admitted during it, none refused or uninjected unless reported", admitted)
 	if got := e.caBundle(t); !bytes.Equal(got, bundle) {
 		t.Errorf("the Helm 4 upgrade changed the caBundle (%d bytes, was %d)", len(got), len(bundle))
 	}
@@ -629,6 +617,21 @@ func (e *installEnv) startAdmissionProbe(t *testing.T, namespace string) *admiss
 		}
 	}()
 	return p
+}
+
+// expectClean stops the probe and fails the test for every refused or
+// uninjected Pod, or when too few were admitted to cover what happened
+// meanwhile; it returns how many were admitted.
+func (p *admissionProbe) expectClean(t *testing.T, during string) int64 {
+	t.Helper()
+	admitted, failures := p.stop()
+	if admitted < 10 {
+		t.Errorf("only %d Pods were admitted %s: the probe did not cover it", admitted, during)
+	}
+	for _, f := range failures {
+		t.Errorf("%s: %s", during, f)
+	}
+	return admitted
 }
 
 func (p *admissionProbe) stop() (int64, []string) {
