@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"regcred.dev/regcred/internal/testenv"
@@ -240,15 +241,7 @@ metadata: {name: optout, labels: {env: prod, regcred.dev/inject: "false"}}
 	t.Run("from the cluster", func(t *testing.T) {
 		testenv.SkipShort(t, "integration test")
 		cp := suite.ControlPlane(t)
-		for _, doc := range strings.Split(namespaces+"---\n"+creds, "---\n") {
-			obj := &unstructured.Unstructured{}
-			if err := yaml.Unmarshal([]byte(doc), &obj.Object); err != nil {
-				t.Fatal(err)
-			}
-			if err := cp.Client.Create(context.Background(), obj); err != nil {
-				t.Fatal(err)
-			}
-		}
+		createDocuments(t, cp.Client, namespaces+"---\n"+creds)
 		check(t, "--from-cluster", "--kubeconfig", cp.Kubeconfig)
 	})
 }
@@ -333,15 +326,7 @@ metadata: {name: store, labels: {env: prod}}
 	t.Run("from the cluster", func(t *testing.T) {
 		testenv.SkipShort(t, "integration test")
 		cp := suite.ControlPlane(t)
-		for _, doc := range strings.Split(namespaces+"---\n"+mirrors, "---\n") {
-			obj := &unstructured.Unstructured{}
-			if err := yaml.Unmarshal([]byte(doc), &obj.Object); err != nil {
-				t.Fatal(err)
-			}
-			if err := cp.Client.Create(context.Background(), obj); err != nil {
-				t.Fatal(err)
-			}
-		}
+		createDocuments(t, cp.Client, namespaces+"---\n"+mirrors)
 		for _, tc := range cases {
 			out, stderr, code := run(t, workload(tc.ns, tc.image), "manifests", "rewrite", "--from-cluster", "--kubeconfig", cp.Kubeconfig)
 			if code != 0 || !strings.Contains(out, "image: "+tc.want+"\n") {
@@ -349,4 +334,18 @@ metadata: {name: store, labels: {env: prod}}
 			}
 		}
 	})
+}
+
+// createDocuments creates each object of a YAML stream on the API server.
+func createDocuments(t *testing.T, c client.Client, stream string) {
+	t.Helper()
+	for _, doc := range strings.Split(stream, "---\n") {
+		obj := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte(doc), &obj.Object); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Create(context.Background(), obj); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
